@@ -1,0 +1,457 @@
+//! Command-line flags → one validated `Config`. Flags and their spelling
+//! follow `redis-cli` wherever the two overlap; no clap type leaves this
+//! module.
+//!
+//! Place in the data flow: first step of `run`; everything downstream reads
+//! the `Config`.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{ArgAction, Parser, ValueEnum};
+
+use crate::window::WindowLimits;
+
+/// How input commands are recognised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Per command, as the server does: a first byte `*` starts a RESP
+    /// array, anything else is a text line.
+    Auto,
+    /// Every line is a text line, even one starting with `*`.
+    Text,
+    /// Every command must be a RESP array.
+    Resp,
+}
+
+/// Where the server is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    Tcp { host: String, port: u16 },
+    Unix(PathBuf),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub user: Option<String>,
+    pub password: String,
+}
+
+/// One input source, read in the order given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Stdin,
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub endpoint: Endpoint,
+    pub credentials: Option<Credentials>,
+    /// Print the warning redis-cli prints for a password on the command line.
+    pub warn_about_password: bool,
+    /// Database to SELECT after connecting; 0 needs no SELECT.
+    pub db: u32,
+    pub resp3: bool,
+    pub connect_timeout: Option<Duration>,
+    /// Give up when no reply has come for this long; `None` waits forever.
+    pub pipe_timeout: Option<Duration>,
+    pub format: Format,
+    pub emit_resp: bool,
+    pub sources: Vec<Source>,
+    pub window: WindowLimits,
+}
+
+const EXAMPLES: &str = "\
+Examples:
+  cat data.txt | pipeload --pipe
+  pipeload -h 10.0.0.5 -p 6380 -a secret seed.txt more.resp
+  pipeload -u redis://loader:secret@127.0.0.1:6379/2 data.txt
+  pipeload --emit-resp data.txt > data.resp";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pipeload",
+    version,
+    about = "Load Redis commands into Redis or Valkey as fast as the server can execute them.",
+    long_about = "Load Redis commands into Redis or Valkey as fast as the server can execute them.\n\n\
+        Reads text command lines (the server's quoting rules) or raw RESP from stdin or \
+        files, pipelines them over one connection, reports every error with the input \
+        line it came from, and prints the summary `redis-cli --pipe` prints.",
+    after_help = EXAMPLES,
+    disable_help_flag = true,
+    disable_version_flag = true
+)]
+struct Flags {
+    /// Server hostname
+    #[arg(short = 'h', value_name = "HOSTNAME", help_heading = "Connection")]
+    host: Option<String>,
+
+    /// Server port
+    #[arg(short = 'p', value_name = "PORT", help_heading = "Connection")]
+    port: Option<u16>,
+
+    /// Server unix socket (overrides hostname and port)
+    #[arg(short = 's', value_name = "SOCKET", help_heading = "Connection")]
+    socket: Option<PathBuf>,
+
+    /// Server URI: redis://[[user]:password@]host[:port][/db] (or valkey://);
+    /// -h, -p, -a, --user and -n given as well take precedence
+    #[arg(short = 'u', value_name = "URI", help_heading = "Connection")]
+    uri: Option<String>,
+
+    /// Password to use when connecting (REDISCLI_AUTH is used when not given)
+    #[arg(
+        short = 'a',
+        long = "pass",
+        value_name = "PASSWORD",
+        help_heading = "Connection"
+    )]
+    password: Option<String>,
+
+    /// Username to send with the password (ACL)
+    #[arg(long, value_name = "USERNAME", help_heading = "Connection")]
+    user: Option<String>,
+
+    /// Don't warn about a password given with -a or -u
+    #[arg(long, help_heading = "Connection")]
+    no_auth_warning: bool,
+
+    /// Database number
+    #[arg(short = 'n', value_name = "DB", help_heading = "Connection")]
+    db: Option<u32>,
+
+    /// Start the session in RESP3 protocol mode (HELLO 3)
+    #[arg(short = '3', help_heading = "Connection")]
+    resp3: bool,
+
+    /// Server connection timeout in seconds (decimals allowed)
+    #[arg(short = 't', value_name = "SECONDS", help_heading = "Connection")]
+    connect_timeout: Option<f64>,
+
+    /// Transfer raw Redis protocol from stdin to the server (the default mode)
+    #[arg(long, help_heading = "Loading")]
+    pipe: bool,
+
+    /// In --pipe mode, give up when no reply has come for this many seconds
+    /// (0 waits forever)
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 30,
+        help_heading = "Loading"
+    )]
+    pipe_timeout: u64,
+
+    /// How commands are written in the input
+    #[arg(long, value_enum, default_value_t = Format::Auto, help_heading = "Loading")]
+    format: Format,
+
+    /// Write the input's commands as RESP to stdout instead of sending them
+    #[arg(long, help_heading = "Loading")]
+    emit_resp: bool,
+
+    /// Input files, read in order ("-" is stdin; none reads stdin)
+    #[arg(value_name = "FILE")]
+    files: Vec<PathBuf>,
+
+    /// Print help
+    #[arg(long, action = ArgAction::Help)]
+    help: Option<bool>,
+
+    /// Print version
+    #[arg(short = 'v', long, action = ArgAction::Version)]
+    version: Option<bool>,
+}
+
+/// Parses the command line. Usage errors (and --help, --version) are handled
+/// by clap itself, which prints them and exits with 2 (0 for help).
+pub fn parse_args<I, T>(args: I) -> Result<Config>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let flags = Flags::parse_from(args);
+    config_from_flags(flags, std::env::var("REDISCLI_AUTH").ok())
+}
+
+fn config_from_flags(flags: Flags, env_password: Option<String>) -> Result<Config> {
+    let uri = match &flags.uri {
+        Some(uri) => Some(parse_uri(uri)?),
+        None => None,
+    };
+    let uri_has_password = uri.as_ref().is_some_and(|uri| uri.password.is_some());
+
+    let endpoint = match (&flags.socket, &uri) {
+        (Some(path), _) => Endpoint::Unix(path.clone()),
+        (None, uri) => Endpoint::Tcp {
+            host: flags
+                .host
+                .clone()
+                .or_else(|| uri.as_ref().map(|uri| uri.host.clone()))
+                .unwrap_or_else(|| "127.0.0.1".to_owned()),
+            port: flags
+                .port
+                .or(uri.as_ref().and_then(|uri| uri.port))
+                .unwrap_or(6379),
+        },
+    };
+
+    let password = flags
+        .password
+        .clone()
+        .or_else(|| uri.as_ref().and_then(|uri| uri.password.clone()))
+        .or(env_password);
+    let user = flags
+        .user
+        .clone()
+        .or_else(|| uri.as_ref().and_then(|uri| uri.user.clone()));
+    let credentials = match (password, user) {
+        (Some(password), user) => Some(Credentials { user, password }),
+        (None, Some(_)) => bail!("--user needs a password: give it with -a, -u or REDISCLI_AUTH"),
+        (None, None) => None,
+    };
+
+    let connect_timeout = match flags.connect_timeout {
+        None => None,
+        Some(seconds) if seconds.is_finite() && seconds > 0.0 => {
+            Some(Duration::from_secs_f64(seconds))
+        }
+        Some(seconds) => bail!("-t needs a positive number of seconds, got {seconds}"),
+    };
+
+    let sources = if flags.files.is_empty() {
+        vec![Source::Stdin]
+    } else {
+        flags
+            .files
+            .iter()
+            .map(|path| match path.as_os_str() == "-" {
+                true => Source::Stdin,
+                false => Source::File(path.clone()),
+            })
+            .collect()
+    };
+
+    Ok(Config {
+        endpoint,
+        warn_about_password: (flags.password.is_some() || uri_has_password)
+            && !flags.no_auth_warning,
+        credentials,
+        db: flags
+            .db
+            .or(uri.as_ref().and_then(|uri| uri.db))
+            .unwrap_or(0),
+        resp3: flags.resp3,
+        connect_timeout,
+        pipe_timeout: (flags.pipe_timeout > 0).then(|| Duration::from_secs(flags.pipe_timeout)),
+        format: flags.format,
+        emit_resp: flags.emit_resp,
+        sources,
+        window: WindowLimits::default(),
+    })
+}
+
+/// A `rediss://` URI was given; TLS support is still to come. Not a usage
+/// error: the same command line will work once it lands.
+#[derive(Debug)]
+pub struct TlsNotSupported(String);
+
+impl std::fmt::Display for TlsNotSupported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TLS is not supported yet ({}:// URI)", self.0)
+    }
+}
+
+impl std::error::Error for TlsNotSupported {}
+
+/// The parts of a `redis://` URI.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Uri {
+    host: String,
+    port: Option<u16>,
+    user: Option<String>,
+    password: Option<String>,
+    db: Option<u32>,
+}
+
+/// Parses `redis://[[user]:password@]host[:port][/db]` (also `valkey://`),
+/// percent-decoding the user and password as redis-cli does.
+fn parse_uri(uri: &str) -> Result<Uri> {
+    let Some((scheme, rest)) = uri.split_once("://") else {
+        bail!("invalid URI (expected redis://[[user]:password@]host[:port][/db])");
+    };
+    match scheme.to_ascii_lowercase().as_str() {
+        "redis" | "valkey" => {}
+        "rediss" | "valkeys" => return Err(TlsNotSupported(scheme.to_owned()).into()),
+        _ => bail!("invalid URI scheme '{scheme}' (expected redis:// or valkey://)"),
+    }
+    let (authority, path) = match rest.find(['/', '?', '#']) {
+        Some(at) => rest.split_at(at),
+        None => (rest, ""),
+    };
+    let mut parsed = Uri::default();
+    // The password may itself contain '@', so the host starts after the last one.
+    let host_port = match authority.rsplit_once('@') {
+        Some((userinfo, host_port)) => {
+            match userinfo.split_once(':') {
+                Some((user, password)) => {
+                    if !user.is_empty() {
+                        parsed.user = Some(percent_decode(user)?);
+                    }
+                    parsed.password = Some(percent_decode(password)?);
+                }
+                None => parsed.password = Some(percent_decode(userinfo)?),
+            }
+            host_port
+        }
+        None => authority,
+    };
+    let (host, port) = split_host_port(host_port)?;
+    parsed.host = host.to_owned();
+    parsed.port = port;
+    let db = path.strip_prefix('/').unwrap_or("");
+    let db = db.split(['?', '#']).next().unwrap_or("");
+    if !db.is_empty() {
+        parsed.db = Some(
+            db.parse()
+                .with_context(|| format!("invalid database number '{db}' in URI"))?,
+        );
+    }
+    Ok(parsed)
+}
+
+/// Splits `host`, `host:port`, `[v6]` or `[v6]:port`.
+fn split_host_port(host_port: &str) -> Result<(&str, Option<u16>)> {
+    let (host, port) = if let Some(bracketed) = host_port.strip_prefix('[') {
+        let Some((host, after)) = bracketed.split_once(']') else {
+            bail!("invalid URI host '{host_port}'");
+        };
+        (host, after.strip_prefix(':'))
+    } else {
+        match host_port.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (host_port, None),
+        }
+    };
+    let port = match port {
+        None | Some("") => None,
+        Some(port) => Some(
+            port.parse()
+                .with_context(|| format!("invalid port '{port}' in URI"))?,
+        ),
+    };
+    let host = match host.is_empty() {
+        true => "127.0.0.1",
+        false => host,
+    };
+    Ok((host, port))
+}
+
+fn percent_decode(text: &str) -> Result<String> {
+    let bytes = text.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        if bytes[index] == b'%' {
+            let hex = bytes
+                .get(index + 1..index + 3)
+                .and_then(|hex| std::str::from_utf8(hex).ok())
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+            let Some(byte) = hex else {
+                bail!("invalid percent-encoding in URI credentials");
+            };
+            decoded.push(byte);
+            index += 3;
+        } else {
+            decoded.push(bytes[index]);
+            index += 1;
+        }
+    }
+    String::from_utf8(decoded).context("URI credentials are not valid UTF-8")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(args: &[&str]) -> Result<Config> {
+        let flags = Flags::try_parse_from(std::iter::once("pipeload").chain(args.iter().copied()))?;
+        config_from_flags(flags, None)
+    }
+
+    #[test]
+    fn defaults_match_redis_cli() {
+        let config = config(&["--pipe"]).unwrap();
+        assert_eq!(
+            config.endpoint,
+            Endpoint::Tcp {
+                host: "127.0.0.1".into(),
+                port: 6379
+            }
+        );
+        assert_eq!(config.pipe_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(config.sources, vec![Source::Stdin]);
+        assert!(config.credentials.is_none());
+    }
+
+    #[test]
+    fn uri_gives_every_part() {
+        let uri = parse_uri("redis://loader:s%40cret@example.org:6380/4").unwrap();
+        assert_eq!(
+            uri,
+            Uri {
+                host: "example.org".into(),
+                port: Some(6380),
+                user: Some("loader".into()),
+                password: Some("s@cret".into()),
+                db: Some(4),
+            }
+        );
+        let uri = parse_uri("valkey://:pw@[::1]:7000").unwrap();
+        assert_eq!(uri.host, "::1");
+        assert_eq!(uri.port, Some(7000));
+        assert_eq!(uri.user, None);
+        assert_eq!(uri.password.as_deref(), Some("pw"));
+    }
+
+    #[test]
+    fn tls_uri_is_refused_clearly() {
+        let error = parse_uri("rediss://host:6380").unwrap_err();
+        assert!(error.to_string().contains("TLS is not supported yet"));
+    }
+
+    #[test]
+    fn flags_override_the_uri() {
+        let config = config(&["-u", "redis://a:b@h:1/2", "-p", "9", "-n", "5"]).unwrap();
+        assert_eq!(
+            config.endpoint,
+            Endpoint::Tcp {
+                host: "h".into(),
+                port: 9
+            }
+        );
+        assert_eq!(config.db, 5);
+        assert!(config.warn_about_password);
+    }
+
+    #[test]
+    fn dash_is_stdin() {
+        let config = config(&["a.txt", "-", "b.resp"]).unwrap();
+        assert_eq!(
+            config.sources,
+            vec![
+                Source::File("a.txt".into()),
+                Source::Stdin,
+                Source::File("b.resp".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn user_without_password_is_refused() {
+        assert!(config(&["--user", "loader"]).is_err());
+    }
+}

@@ -1,0 +1,225 @@
+//! Connecting: TCP or unix socket, then AUTH, HELLO 3 and SELECT, one command
+//! at a time, before any input is sent.
+//!
+//! Place in the data flow: `run` connects once; the stream is then split into
+//! the writer's half and the reply reader's half (`try_clone`). A failure
+//! here is reported in redis-cli's words, nothing is sent, and the exit
+//! status is 1. Passwords never appear in a message.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use crate::cli::{Config, Credentials, Endpoint};
+use crate::encode::command_bytes;
+use crate::resp::{ReplyKind, ReplyScan, scan_reply};
+
+/// A connected socket, either kind, used through `Read` and `Write`.
+#[derive(Debug)]
+pub enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    pub fn try_clone(&self) -> io::Result<Stream> {
+        Ok(match self {
+            Stream::Tcp(stream) => Stream::Tcp(stream.try_clone()?),
+            Stream::Unix(stream) => Stream::Unix(stream.try_clone()?),
+        })
+    }
+
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        match self {
+            Stream::Tcp(stream) => stream.set_read_timeout(timeout),
+            Stream::Unix(stream) => stream.set_read_timeout(timeout),
+        }
+    }
+
+    /// Wakes whoever is blocked on either half; errors are moot (the peer
+    /// may be gone already).
+    pub fn shutdown(&self) {
+        let _ = match self {
+            Stream::Tcp(stream) => stream.shutdown(Shutdown::Both),
+            Stream::Unix(stream) => stream.shutdown(Shutdown::Both),
+        };
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(stream) => stream.read(buf),
+            Stream::Unix(stream) => stream.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(stream) => stream.write(buf),
+            Stream::Unix(stream) => stream.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The connection could not be set up; `Display` is the one line to print.
+#[derive(Debug)]
+pub enum ConnectError {
+    /// Worded as redis-cli words it.
+    Unreachable { address: String, reason: String },
+    /// A handshake command (AUTH, HELLO, SELECT) got an error or no answer.
+    Handshake { command: String, reason: String },
+}
+
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnectError::Unreachable { address, reason } => {
+                write!(f, "Could not connect to Redis at {address}: {reason}")
+            }
+            ConnectError::Handshake { command, reason } => write!(f, "{command} failed: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for ConnectError {}
+
+/// An I/O error as the C library words it ("Connection refused"), without
+/// Rust's " (os error 111)" suffix.
+pub fn describe_io_error(error: &io::Error) -> String {
+    let text = error.to_string();
+    match text.find(" (os error ") {
+        Some(at) => text[..at].to_owned(),
+        None => text,
+    }
+}
+
+pub fn endpoint_address(endpoint: &Endpoint) -> String {
+    match endpoint {
+        Endpoint::Tcp { host, port } if host.contains(':') => format!("[{host}]:{port}"),
+        Endpoint::Tcp { host, port } => format!("{host}:{port}"),
+        Endpoint::Unix(path) => path.display().to_string(),
+    }
+}
+
+/// Connects to the configured server and runs the handshake.
+pub fn connect(config: &Config) -> Result<Stream, ConnectError> {
+    let unreachable = |reason: String| ConnectError::Unreachable {
+        address: endpoint_address(&config.endpoint),
+        reason,
+    };
+    let mut stream = match &config.endpoint {
+        Endpoint::Tcp { host, port } => {
+            let stream = connect_tcp(host, *port, config.connect_timeout).map_err(unreachable)?;
+            // Commands go out in large writes; the last small one of a load
+            // must not wait for Nagle.
+            let _ = stream.set_nodelay(true);
+            Stream::Tcp(stream)
+        }
+        Endpoint::Unix(path) => Stream::Unix(
+            UnixStream::connect(path).map_err(|error| unreachable(describe_io_error(&error)))?,
+        ),
+    };
+    handshake(&mut stream, config)?;
+    Ok(stream)
+}
+
+fn connect_tcp(host: &str, port: u16, timeout: Option<Duration>) -> Result<TcpStream, String> {
+    let addresses: Vec<_> = (host, port)
+        .to_socket_addrs()
+        .map_err(|error| describe_io_error(&error))?
+        .collect();
+    let mut last_error = String::from("no address found");
+    for address in addresses {
+        let attempt = match timeout {
+            Some(timeout) => TcpStream::connect_timeout(&address, timeout),
+            None => TcpStream::connect(address),
+        };
+        match attempt {
+            Ok(stream) => return Ok(stream),
+            Err(error) => last_error = describe_io_error(&error),
+        }
+    }
+    Err(last_error)
+}
+
+fn handshake(stream: &mut Stream, config: &Config) -> Result<(), ConnectError> {
+    // A server that accepts but never answers must not hang the handshake.
+    let answer_timeout = config.pipe_timeout.or(config.connect_timeout);
+    let _ = stream.set_read_timeout(answer_timeout);
+    if let Some(Credentials { user, password }) = &config.credentials {
+        let mut auth: Vec<&[u8]> = vec![b"AUTH"];
+        if let Some(user) = user {
+            auth.push(user.as_bytes());
+        }
+        auth.push(password.as_bytes());
+        request(stream, "AUTH", &auth)?;
+    }
+    if config.resp3 {
+        request(stream, "HELLO 3", &[b"HELLO", b"3"])?;
+    }
+    if config.db != 0 {
+        let db = config.db.to_string();
+        request(stream, &format!("SELECT {db}"), &[b"SELECT", db.as_bytes()])?;
+    }
+    let _ = stream.set_read_timeout(None);
+    Ok(())
+}
+
+/// Sends one command and waits for its reply; an error reply fails with the
+/// server's text.
+fn request(stream: &mut Stream, label: &str, args: &[&[u8]]) -> Result<(), ConnectError> {
+    let failed = |reason: String| ConnectError::Handshake {
+        command: label.to_owned(),
+        reason,
+    };
+    stream
+        .write_all(&command_bytes(args))
+        .map_err(|error| failed(describe_io_error(&error)))?;
+    let mut received = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let mut errors = Vec::new();
+    loop {
+        match scan_reply(&received, &mut errors) {
+            ReplyScan::Complete(reply) if reply.kind == ReplyKind::Push => {
+                received.drain(..reply.len);
+                errors.clear();
+                continue;
+            }
+            ReplyScan::Complete(reply) => {
+                if reply.kind == ReplyKind::Error {
+                    let message = errors
+                        .first()
+                        .map(|span| String::from_utf8_lossy(&received[span.message.clone()]))
+                        .unwrap_or_default();
+                    return Err(failed(message.into_owned()));
+                }
+                return Ok(());
+            }
+            ReplyScan::Invalid(error) => return Err(failed(format!("bad reply: {error}"))),
+            ReplyScan::Incomplete => {}
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) => return Err(failed("server closed the connection".into())),
+            Ok(read) => received.extend_from_slice(&chunk[..read]),
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(failed("no reply from the server".into()));
+            }
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(failed(describe_io_error(&error))),
+        }
+    }
+}

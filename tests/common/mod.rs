@@ -1,0 +1,27 @@
+//! Shared harness for pipeload's integration tests.
+//!
+//! - [`RedisServer`]: a throwaway `redis-server` per test (free loopback
+//!   port, optional unix socket, no persistence, its own directory), killed
+//!   on drop.
+//! - [`Client`]: a tiny RESP client to set servers up and read back what
+//!   pipeload loaded; [`send_inline`] asks the server's own inline parser.
+//! - [`Pipeload`]: runs the built binary with stdin fed from a thread and a
+//!   hang guard; its [`Outcome`] prints the whole invocation, stdout and
+//!   stderr whenever an assertion on it fails.
+//! - [`FakeServer`]: a scripted TCP server for what a real one cannot do on
+//!   cue (never answer, hang up mid-stream, answer garbage).
+
+// Each test binary uses a different part of the harness.
+#![allow(dead_code)]
+
+pub mod client;
+pub mod fake;
+pub mod run;
+pub mod server;
+pub mod temp;
+
+pub use client::{Client, Value, resp_command, send_inline};
+pub use fake::{FakeConn, FakeServer};
+pub use run::{Outcome, Pipeload, Summary};
+pub use server::RedisServer;
+pub use temp::TempDir;
