@@ -189,7 +189,9 @@ fn command_role(arg_count: usize, head: [&[u8]; 3]) -> CommandRole {
         );
     }
     if is("MONITOR") {
-        return CommandRole::Unpipelinable("MONITOR turns the connection into a feed and cannot be loaded");
+        return CommandRole::Unpipelinable(
+            "MONITOR turns the connection into a feed and cannot be loaded",
+        );
     }
     CommandRole::Plain
 }

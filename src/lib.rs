@@ -39,7 +39,9 @@ use crate::batch::{Batch, Expect};
 use crate::cli::Config;
 use crate::input::{InputError, InputOptions, OpenSource, describe_line, open_sources, read_input};
 use crate::replies::{ReplyFailure, ReplyReader};
-use crate::summary::{ALL_DATA_TRANSFERRED, LAST_REPLY_RECEIVED, Tally, print_counts, print_line, report};
+use crate::summary::{
+    ALL_DATA_TRANSFERRED, LAST_REPLY_RECEIVED, Tally, print_counts, print_line, report,
+};
 use crate::window::Window;
 use crate::writer::{WriteError, write_batches};
 
@@ -48,8 +50,7 @@ use crate::writer::{WriteError, write_batches};
 const BATCH_CHANNEL_CAPACITY: usize = 4;
 
 /// The password warning redis-cli prints, word for word.
-const PASSWORD_WARNING: &str =
-    "Warning: Using a password with '-a' or '-u' option on the command line interface may not be safe.";
+const PASSWORD_WARNING: &str = "Warning: Using a password with '-a' or '-u' option on the command line interface may not be safe.";
 
 /// Runs one load as configured. Returns the exit status for a load that ran
 /// (0 when no error at all); fails, before anything is sent, when an input
@@ -69,9 +70,7 @@ pub fn run(config: Config) -> Result<ExitCode> {
 /// Streams the input to the server and prints the summary.
 fn load(stream: conn::Stream, sources: Vec<OpenSource>, config: &Config) -> Result<ExitCode> {
     let source_names = input::source_names(&sources);
-    let writer_stream = stream
-        .try_clone()
-        .context("cannot set up the connection")?;
+    let writer_stream = stream.try_clone().context("cannot set up the connection")?;
     let (batch_sender, batch_receiver) = bounded::<Batch>(BATCH_CHANNEL_CAPACITY);
     let (in_flight_sender, in_flight_receiver) = unbounded::<Arc<Batch>>();
     let window = Window::new(config.window);
@@ -88,9 +87,8 @@ fn load(stream: conn::Stream, sources: Vec<OpenSource>, config: &Config) -> Resu
         .context("cannot start the input thread")?;
 
     let (written, outcome) = thread::scope(|scope| {
-        let writer = scope.spawn(|| {
-            write_batches(batch_receiver, in_flight_sender, &window, writer_stream)
-        });
+        let writer =
+            scope.spawn(|| write_batches(batch_receiver, in_flight_sender, &window, writer_stream));
         let reader = scope.spawn(|| {
             ReplyReader::new(stream, in_flight_receiver, &window, &source_names)
                 .run(config.pipe_timeout)

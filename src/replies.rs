@@ -48,7 +48,10 @@ impl fmt::Display for ReplyFailure {
             }
             ReplyFailure::ConnectionLost(reason) => write!(f, "connection lost: {reason}"),
             ReplyFailure::Garbled(reason) => {
-                write!(f, "connection lost: the server's reply is not RESP ({reason})")
+                write!(
+                    f,
+                    "connection lost: the server's reply is not RESP ({reason})"
+                )
             }
             ReplyFailure::Stopped => write!(f, "stopped"),
         }

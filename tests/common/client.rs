@@ -3,7 +3,7 @@
 //! (RESP2 and RESP3), which is fine here: tests read little.
 
 use std::collections::BTreeMap;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Write};
 use std::net::{Shutdown, TcpStream};
 use std::time::Duration;
 
@@ -166,8 +166,8 @@ fn invalid(what: &str) -> io::Error {
 /// connection and returns the server's reply. A fresh connection each time
 /// because the server hangs up after an inline protocol error.
 pub fn send_inline(port: u16, line: &[u8]) -> Value {
-    let mut stream = connect_stream(port)
-        .unwrap_or_else(|err| panic!("connect to redis on port {port}: {err}"));
+    let mut stream =
+        connect_stream(port).unwrap_or_else(|err| panic!("connect to redis on port {port}: {err}"));
     stream
         .write_all(line)
         .unwrap_or_else(|err| panic!("send inline {:?}: {err}", line.escape_ascii().to_string()));

@@ -12,7 +12,7 @@
 //!   cue (never answer, hang up mid-stream, answer garbage).
 
 // Each test binary uses a different part of the harness.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub mod client;
 pub mod fake;

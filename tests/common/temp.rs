@@ -15,10 +15,8 @@ impl TempDir {
     pub fn new(label: &str) -> TempDir {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!(
-            "pipeload-{label}-{}-{n}",
-            std::process::id()
-        ));
+        let path =
+            std::env::temp_dir().join(format!("pipeload-{label}-{}-{n}", std::process::id()));
         // A leftover from an earlier run with a recycled pid.
         let _ = fs::remove_dir_all(&path);
         fs::create_dir_all(&path)
@@ -33,8 +31,7 @@ impl TempDir {
     /// Writes `contents` to `name` inside the directory; returns its path.
     pub fn write(&self, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
         let path = self.path.join(name);
-        fs::write(&path, contents)
-            .unwrap_or_else(|err| panic!("write {}: {err}", path.display()));
+        fs::write(&path, contents).unwrap_or_else(|err| panic!("write {}: {err}", path.display()));
         path
     }
 }
