@@ -604,6 +604,10 @@ fn read_header_number(
         if pos == start && pos < buf.len() {
             return Err(not_a_number(pos));
         }
+        // The server's parser refuses `$03` and would drop the connection.
+        if buf.get(start) == Some(&b'0') && pos > start + 1 {
+            return Err(not_a_number(start + 1));
+        }
         Some(total)
     };
     match buf.get(pos) {
@@ -935,6 +939,7 @@ mod tests {
         assert_eq!(invalid_frame(b"*1\r\n$-1\r\n"), (5, BadBulkLength));
         assert_eq!(invalid_frame(b"*1\r\n$+3\r\n"), (5, BadBulkLength));
         assert_eq!(invalid_frame(b"*1\r\n$3 \r\n"), (6, BadBulkLength));
+        assert_eq!(invalid_frame(b"*1\r\n$03\r\nabc\r\n"), (6, BadBulkLength));
         assert_eq!(
             invalid_frame(b"*1\r\n$99999999999999999999\r\n"),
             (24, BadBulkLength)
