@@ -8,27 +8,50 @@
 //! with the batch until every command is answered, so a command can be sent
 //! again (redirects, retry) without going back to the input.
 //!
-//! Invariants: `commands[i].end` never decreases and the last one equals
-//! `bytes.len()`; a command's bytes are `bytes[previous end..end]`; a rejected
-//! input line has an empty byte range.
+//! Invariants: every command of a batch comes from one source and they are
+//! consecutive there, so command `i` is the source's command
+//! `first_command_no + i`; `commands[i].end` never decreases and the last one
+//! equals `bytes.len()`; a command's bytes are `bytes[previous end..end]`; a
+//! rejected input line has an empty byte range. A `Command` is kept small
+//! (24 bytes): a full window holds a hundred thousand of them.
 
+use std::fmt;
 use std::ops::Range;
 
-/// Where a command came from, for error messages and `--skip`.
+use crate::text::SplitError;
+
+/// Why an input command was refused before sending.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Origin {
-    /// Line of the command's first byte in its source, from 1.
-    pub line_no: u64,
-    /// Ordinal of the command in its source, from 1.
-    pub command_no: u64,
-    /// Offset of the command's first byte in its source.
-    pub byte_offset: u64,
-    /// Whether the command was a RESP array in the input.
-    pub is_resp: bool,
+pub enum Rejection {
+    /// The text line cannot be split.
+    Split(SplitError),
+    /// `SUBSCRIBE` and friends: replies would stop being one per command.
+    SubscriberMode,
+    /// `MONITOR`: the connection would become a feed.
+    Monitor,
+    /// `CLIENT REPLY` queued in a transaction would change replies at `EXEC`.
+    ClientReplyInMulti,
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Rejection::Split(error) => write!(f, "{error}"),
+            Rejection::SubscriberMode => f.write_str(
+                "subscribe commands switch the connection to subscriber mode and cannot be loaded",
+            ),
+            Rejection::Monitor => {
+                f.write_str("MONITOR turns the connection into a feed and cannot be loaded")
+            }
+            Rejection::ClientReplyInMulti => {
+                f.write_str("CLIENT REPLY inside MULTI is not supported")
+            }
+        }
+    }
 }
 
 /// What the reply reader is to expect for a command.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expect {
     /// The server answers it with one reply.
     Reply,
@@ -38,42 +61,49 @@ pub enum Expect {
     /// Added by pipeload after the input so that commands sent without
     /// replies are confirmed too; its reply is not counted.
     Marker,
-    /// The input line was refused before sending; the text says why.
-    Rejected(Box<str>),
+    /// The input line was refused before sending.
+    Rejected(Rejection),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Command {
     /// End of the command's bytes in `Batch::bytes`.
     pub end: usize,
-    pub origin: Origin,
+    /// Line of the command's first byte in its source, from 1.
+    pub line_no: u64,
     pub expect: Expect,
+    /// Whether the command was a RESP array in the input.
+    pub is_resp: bool,
 }
 
 #[derive(Debug, Default)]
 pub struct Batch {
     /// Index of the source (file argument) every command came from.
     pub source: usize,
+    /// Ordinal in the source of the first command, from 1.
+    pub first_command_no: u64,
     /// Encoded commands, back to back.
     pub bytes: Vec<u8>,
     pub commands: Vec<Command>,
 }
 
 impl Batch {
-    pub fn new(source: usize, byte_capacity: usize) -> Self {
+    pub fn new(source: usize, first_command_no: u64, byte_capacity: usize) -> Self {
         Batch {
             source,
+            first_command_no,
             bytes: Vec::with_capacity(byte_capacity),
             commands: Vec::new(),
         }
     }
 
     /// Records the command whose bytes were just appended to `bytes`.
-    pub fn push_command(&mut self, origin: Origin, expect: Expect) {
+    pub fn push_command(&mut self, line_no: u64, is_resp: bool, expect: Expect) {
         self.commands.push(Command {
             end: self.bytes.len(),
-            origin,
+            line_no,
             expect,
+            is_resp,
         });
     }
 
@@ -88,5 +118,66 @@ impl Batch {
 
     pub fn is_empty(&self) -> bool {
         self.commands.is_empty()
+    }
+
+    /// Where command `index` came from, as messages show it: `data.txt:7`,
+    /// `line 7 (command 3)`, `line 9 (EXEC element 2)`. `source_names` is
+    /// indexed by source, `None` for stdin.
+    pub fn position(
+        &self,
+        index: usize,
+        source_names: &[Option<String>],
+        exec_element: Option<usize>,
+    ) -> String {
+        let command = &self.commands[index];
+        let name = source_names.get(self.source).and_then(Option::as_deref);
+        let mut position = describe_line(name, command.line_no);
+        let mut details = Vec::new();
+        if command.is_resp {
+            details.push(format!("command {}", self.first_command_no + index as u64));
+        }
+        if let Some(element) = exec_element {
+            details.push(format!("EXEC element {}", element + 1));
+        }
+        if !details.is_empty() {
+            position.push_str(&format!(" ({})", details.join(", ")));
+        }
+        position
+    }
+}
+
+/// `line 7` for stdin, `data.txt:7` for a file.
+pub fn describe_line(source_name: Option<&str>, line_no: u64) -> String {
+    match source_name {
+        Some(name) => format!("{name}:{line_no}"),
+        None => format!("line {line_no}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_command_stays_small() {
+        assert!(std::mem::size_of::<Command>() <= 24);
+    }
+
+    #[test]
+    fn positions_name_source_line_and_command() {
+        let mut batch = Batch::new(1, 41, 0);
+        batch.bytes.extend_from_slice(b"*1\r\n$4\r\nPING\r\n");
+        batch.push_command(7, true, Expect::Reply);
+        batch.push_command(9, false, Expect::Reply);
+        let names = [None, Some("data.resp".to_owned())];
+        assert_eq!(batch.position(0, &names, None), "data.resp:7 (command 41)");
+        assert_eq!(
+            batch.position(0, &names, Some(1)),
+            "data.resp:7 (command 41, EXEC element 2)"
+        );
+        assert_eq!(batch.position(1, &names, None), "data.resp:9");
+        assert_eq!(batch.command_range(0), 0..14);
+        assert_eq!(batch.command_range(1), 14..14);
+        assert_eq!(describe_line(None, 3), "line 3");
     }
 }

@@ -22,7 +22,7 @@ use std::io::{self, Read};
 
 use crossbeam_channel::Sender;
 
-use crate::batch::{Batch, Expect, Origin};
+use crate::batch::{Batch, Expect, Rejection, describe_line};
 use crate::cli::{Format, Source};
 use crate::conn::describe_io_error;
 use crate::encode::{append_command, command_bytes};
@@ -76,15 +76,6 @@ pub fn open_sources(sources: &[Source]) -> anyhow::Result<Vec<OpenSource>> {
 /// Names of the sources, by index, for the threads that report positions.
 pub fn source_names(sources: &[OpenSource]) -> Vec<Option<String>> {
     sources.iter().map(|source| source.name.clone()).collect()
-}
-
-/// Formats a position the way every message shows it: `line 7` for stdin,
-/// `data.txt:7` for a file.
-pub fn describe_line(source_name: Option<&str>, line_no: u64) -> String {
-    match source_name {
-        Some(name) => format!("{name}:{line_no}"),
-        None => format!("line {line_no}"),
-    }
 }
 
 /// Why the input stopped before its end.
@@ -157,8 +148,8 @@ enum CommandRole {
     Multi,
     EndMulti,
     /// Switches the connection to a mode where replies are no longer one per
-    /// command; the text says why it is refused.
-    Unpipelinable(&'static str),
+    /// command.
+    Unpipelinable(Rejection),
 }
 
 fn command_role(arg_count: usize, head: [&[u8]; 3]) -> CommandRole {
@@ -184,14 +175,10 @@ fn command_role(arg_count: usize, head: [&[u8]; 3]) -> CommandRole {
         return CommandRole::EndMulti;
     }
     if is("SUBSCRIBE") || is("PSUBSCRIBE") || is("SSUBSCRIBE") {
-        return CommandRole::Unpipelinable(
-            "subscribe commands switch the connection to subscriber mode and cannot be loaded",
-        );
+        return CommandRole::Unpipelinable(Rejection::SubscriberMode);
     }
     if is("MONITOR") {
-        return CommandRole::Unpipelinable(
-            "MONITOR turns the connection into a feed and cannot be loaded",
-        );
+        return CommandRole::Unpipelinable(Rejection::Monitor);
     }
     CommandRole::Plain
 }
@@ -217,9 +204,9 @@ impl ReplyTracker {
 
     fn expect(&mut self, role: CommandRole) -> Expect {
         let expect = match role {
-            CommandRole::Unpipelinable(why) => return Expect::Rejected(why.into()),
+            CommandRole::Unpipelinable(why) => return Expect::Rejected(why),
             CommandRole::ClientReply(_) if self.in_multi => {
-                return Expect::Rejected("CLIENT REPLY inside MULTI is not supported".into());
+                return Expect::Rejected(Rejection::ClientReplyInMulti);
             }
             // ON clears OFF and SKIP before the server writes its +OK.
             CommandRole::ClientReply(ReplyMode::On) => {
@@ -273,17 +260,9 @@ pub fn read_input(
         last_source = index;
     }
     if options.confirm_unanswered_tail && tracker.unanswered_tail {
-        let mut batch = Batch::new(last_source, 64);
-        batch
-            .bytes
-            .extend_from_slice(&command_bytes(&[b"CLIENT", b"REPLY", b"ON"]));
-        let origin = Origin {
-            line_no: 0,
-            command_no: 0,
-            byte_offset: 0,
-            is_resp: true,
-        };
-        batch.push_command(origin, Expect::Marker);
+        let mut batch = Batch::new(last_source, 0, 0);
+        batch.bytes = command_bytes(&[b"CLIENT", b"REPLY", b"ON"]);
+        batch.push_command(0, true, Expect::Marker);
         batches.send(batch).map_err(|_| InputError::Stopped)?;
     }
     Ok(())
@@ -327,7 +306,7 @@ impl<'a> SourceReader<'a> {
             line_no: 1,
             command_no: 0,
             args: Args::default(),
-            batch: Batch::new(index, BATCH_BYTES + BATCH_BYTES / 4),
+            batch: Batch::new(index, 1, BATCH_BYTES + BATCH_BYTES / 4),
         }
     }
 
@@ -410,19 +389,20 @@ impl<'a> SourceReader<'a> {
         let frame_range = self.start..self.start + frame.len;
         let newlines = memchr::memchr_iter(b'\n', &self.buf[frame_range.clone()]).count() as u64;
         // `*0` and `*-1` get no reply from the server: not commands.
-        let origin = (frame.arg_count > 0).then(|| self.next_origin(true));
+        let line_no = self.line_no;
         self.start = frame_range.end;
         self.line_no += newlines;
-        let Some(origin) = origin else {
+        if frame.arg_count == 0 {
             return Ok(true);
-        };
+        }
+        self.command_no += 1;
         let bytes = &self.buf[frame_range];
         let head = frame.head.clone().map(|range| &bytes[range]);
         let expect = tracker.expect(command_role(frame.arg_count, head));
         if !matches!(expect, Expect::Rejected(_)) {
             self.batch.bytes.extend_from_slice(bytes);
         }
-        self.batch.push_command(origin, expect);
+        self.batch.push_command(line_no, true, expect);
         Ok(true)
     }
 
@@ -441,7 +421,7 @@ impl<'a> SourceReader<'a> {
         let split = split_line(line, &mut self.args);
         let blank = matches!(split, Ok(())) && self.args.is_empty();
         if !blank {
-            let origin = self.next_origin(false);
+            self.command_no += 1;
             let expect = match split {
                 Ok(()) => {
                     let head = [0, 1, 2].map(|index| match index < self.args.len() {
@@ -454,23 +434,13 @@ impl<'a> SourceReader<'a> {
                     }
                     expect
                 }
-                Err(error) => Expect::Rejected(error.to_string().into()),
+                Err(error) => Expect::Rejected(Rejection::Split(error)),
             };
-            self.batch.push_command(origin, expect);
+            self.batch.push_command(self.line_no, false, expect);
         }
         self.start = (line_end + 1).min(self.buf.len());
         self.line_no += 1;
         true
-    }
-
-    fn next_origin(&mut self, is_resp: bool) -> Origin {
-        self.command_no += 1;
-        Origin {
-            line_no: self.line_no,
-            command_no: self.command_no,
-            byte_offset: self.buf_offset + self.start as u64,
-            is_resp,
-        }
     }
 
     /// The error for a malformed frame whose bad byte is `offset` bytes into
@@ -491,7 +461,11 @@ impl<'a> SourceReader<'a> {
         }
         let full = std::mem::replace(
             &mut self.batch,
-            Batch::new(self.index, BATCH_BYTES + BATCH_BYTES / 4),
+            Batch::new(
+                self.index,
+                self.command_no + 1,
+                BATCH_BYTES + BATCH_BYTES / 4,
+            ),
         );
         self.batches.send(full).map_err(|_| InputError::Stopped)
     }

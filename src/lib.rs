@@ -37,7 +37,7 @@ use crossbeam_channel::{bounded, unbounded};
 
 use crate::batch::{Batch, Expect};
 use crate::cli::Config;
-use crate::input::{InputError, InputOptions, OpenSource, describe_line, open_sources, read_input};
+use crate::input::{InputError, InputOptions, OpenSource, open_sources, read_input};
 use crate::replies::{ReplyFailure, ReplyReader};
 use crate::summary::{
     ALL_DATA_TRANSFERRED, LAST_REPLY_RECEIVED, Tally, print_counts, print_line, report,
@@ -167,14 +167,11 @@ fn emit_resp(sources: Vec<OpenSource>, config: &Config) -> Result<ExitCode> {
         let mut stdout = io::stdout().lock();
         let mut written = Ok(());
         for batch in &batch_receiver {
-            for command in &batch.commands {
-                if let Expect::Rejected(why) = &command.expect {
+            for (index, command) in batch.commands.iter().enumerate() {
+                if let Expect::Rejected(why) = command.expect {
                     rejected += 1;
-                    let name = source_names.get(batch.source).and_then(Option::as_deref);
-                    report(&format!(
-                        "{}: not sent: {why}",
-                        describe_line(name, command.origin.line_no)
-                    ));
+                    let position = batch.position(index, &source_names, None);
+                    report(&format!("{position}: not sent: {why}"));
                 }
             }
             written = stdout.write_all(&batch.bytes);

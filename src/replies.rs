@@ -18,9 +18,8 @@ use std::time::Duration;
 
 use crossbeam_channel::Receiver;
 
-use crate::batch::{Batch, Expect, Origin};
+use crate::batch::{Batch, Expect};
 use crate::conn::{Stream, describe_io_error};
-use crate::input::describe_line;
 use crate::resp::{ErrorSpan, ReplyKind, ReplyScan, scan_reply};
 use crate::summary::{Tally, report};
 use crate::window::Window;
@@ -163,7 +162,7 @@ impl<'a> ReplyReader<'a> {
                         self.tally.rejected += 1;
                         report(&format!(
                             "{}: not sent: {why}",
-                            self.position(batch.source, &command.origin, None)
+                            batch.position(self.in_flight.next_command, self.source_names, None)
                         ));
                     }
                 }
@@ -182,7 +181,8 @@ impl<'a> ReplyReader<'a> {
         let Some(batch) = self.in_flight.batches.front() else {
             return;
         };
-        let Some(command) = batch.commands.get(self.in_flight.next_command) else {
+        let index = self.in_flight.next_command;
+        let Some(command) = batch.commands.get(index) else {
             return;
         };
         self.in_flight.next_command += 1;
@@ -200,26 +200,9 @@ impl<'a> ReplyReader<'a> {
             let message = String::from_utf8_lossy(&self.buf[self.start..][span.message.clone()]);
             report(&format!(
                 "{}: {message}",
-                self.position(batch.source, &command.origin, span.element)
+                batch.position(index, self.source_names, span.element)
             ));
         }
-    }
-
-    /// `data.txt:7`, `line 7 (command 3)`, `line 9 (EXEC element 2)`.
-    fn position(&self, source: usize, origin: &Origin, element: Option<usize>) -> String {
-        let name = self.source_names.get(source).and_then(Option::as_deref);
-        let mut position = describe_line(name, origin.line_no);
-        let mut details = Vec::new();
-        if origin.is_resp {
-            details.push(format!("command {}", origin.command_no));
-        }
-        if let Some(element) = element {
-            details.push(format!("EXEC element {}", element + 1));
-        }
-        if !details.is_empty() {
-            position.push_str(&format!(" ({})", details.join(", ")));
-        }
-        position
     }
 
     /// Reads more reply bytes, keeping the unscanned tail.
