@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Client, Outcome, Pipeload, RedisServer};
+use common::{Client, Outcome, Pipeload, RedisServer, TempDir};
 
 const PASSWORD_WARNING: &str = "Warning: Using a password with '-a' or '-u' option on the command line interface may not be safe.";
 
@@ -53,6 +53,24 @@ fn acl_user_and_password_flags() {
 
     assert_loaded(&outcome, &mut loader_client(&server));
     outcome.assert_stderr_line(PASSWORD_WARNING);
+}
+
+#[test]
+fn acl_user_with_resp3_and_a_database() {
+    let server = server_with_acl_user();
+
+    let outcome = Pipeload::new()
+        .port(server.port())
+        .args(["--user", "loader", "-a", "secret", "--no-auth-warning"])
+        .args(["-3", "-n", "2"])
+        .stdin(INPUT)
+        .run();
+
+    let mut client = loader_client(&server);
+    assert_eq!(client.dbsize(), 0, "db 0 must stay empty\n{outcome}");
+    client.select(2);
+    assert_loaded(&outcome, &mut client);
+    outcome.assert_stderr_lacks("Warning");
 }
 
 #[test]
@@ -132,6 +150,38 @@ fn rediscli_auth_env_is_used_without_a_warning() {
         &mut Client::connect_auth(server.port(), None, "from-env"),
     );
     outcome.assert_stderr_lacks("Warning");
+}
+
+#[test]
+fn rediscli_auth_env_with_an_acl_user() {
+    let server = server_with_acl_user();
+
+    let outcome = Pipeload::new()
+        .port(server.port())
+        .env("REDISCLI_AUTH", "secret")
+        .args(["--user", "loader"])
+        .stdin(INPUT)
+        .run();
+
+    assert_loaded(&outcome, &mut loader_client(&server));
+    outcome.assert_stderr_lacks("Warning");
+}
+
+#[test]
+fn uri_password_wins_over_rediscli_auth() {
+    let server = server_with_password("in-uri");
+    let uri = format!("redis://:in-uri@127.0.0.1:{}", server.port());
+
+    let outcome = Pipeload::new()
+        .env("REDISCLI_AUTH", "wrong")
+        .args(["-u", &uri, "--no-auth-warning"])
+        .stdin(INPUT)
+        .run();
+
+    assert_loaded(
+        &outcome,
+        &mut Client::connect_auth(server.port(), None, "in-uri"),
+    );
 }
 
 #[test]
@@ -344,6 +394,21 @@ fn host_port_connect_timeout_and_pipe_flags() {
 }
 
 #[test]
+fn host_name_is_resolved() {
+    // `localhost` may resolve to ::1 first; the server listens on
+    // 127.0.0.1 only, so every address must be tried.
+    let server = RedisServer::start();
+
+    let outcome = Pipeload::new()
+        .args(["-h", "localhost"])
+        .port(server.port())
+        .stdin(INPUT)
+        .run();
+
+    assert_loaded(&outcome, &mut server.client());
+}
+
+#[test]
 fn connection_refused() {
     let port = RedisServer::start().stop();
 
@@ -372,4 +437,38 @@ fn tls_uri_is_refused_clearly() {
         .assert_code(1)
         .assert_stderr_contains("TLS is not supported yet");
     assert_eq!(server.client().dbsize(), 0);
+}
+
+#[test]
+fn connection_refused_never_prints_the_uri_password() {
+    let port = RedisServer::start().stop();
+    let uri = format!("redis://loader:SecretInUri42@127.0.0.1:{port}/1");
+
+    let outcome = Pipeload::new().args(["-u", &uri]).stdin(INPUT).run();
+
+    outcome
+        .assert_code(1)
+        .assert_fatal_line(&format!(
+            "Could not connect to Redis at 127.0.0.1:{port}: Connection refused"
+        ))
+        .assert_never_prints("SecretInUri42");
+}
+
+#[test]
+fn missing_unix_socket_fails_cleanly() {
+    let dir = TempDir::new("nosock");
+    let socket = dir.path().join("absent.sock");
+
+    let outcome = Pipeload::new().arg("-s").arg(&socket).stdin(INPUT).run();
+
+    outcome
+        .assert_code(1)
+        .assert_fatal_line(&format!(
+            "Could not connect to Redis at {}",
+            socket.display()
+        ))
+        .check(
+            !outcome.stdout_text().contains("errors:"),
+            "stdout must have no summary lines",
+        );
 }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Client, Pipeload, RedisServer, TempDir, Value, resp_command};
+use common::{Client, Outcome, Pipeload, RedisServer, TempDir, Value, resp_command};
 
 const WRONGTYPE: &str = "WRONGTYPE Operation against a key holding the wrong kind of value";
 const NOT_AN_INTEGER: &str = "ERR value is not an integer or out of range";
@@ -32,12 +32,13 @@ fn errors_name_their_file_stdin_line_and_command() {
     b.extend_from_slice(b"\r\n"); // line 16
     b.extend_from_slice(&resp_command(&["HSET", "k", "f", "v"])); // lines 17-25, command 4
     b.extend_from_slice(&resp_command(&["RPUSH", "order", "b"])); // lines 26-32, command 5
-    dir.write("b.resp", &b);
+    std::fs::create_dir(dir.path().join("sub")).expect("create sub/");
+    dir.write("sub/b.resp", &b);
 
     let outcome = Pipeload::new()
         .port(server.port())
         .current_dir(dir.path())
-        .args(["a.txt", "-", "b.resp"])
+        .args(["a.txt", "-", "sub/b.resp"])
         .stdin(stdin)
         .run();
 
@@ -50,9 +51,9 @@ fn errors_name_their_file_stdin_line_and_command() {
         .assert_stderr_line(&format!("a.txt:4: {WRONGTYPE}"))
         .assert_stderr_line(&format!("line 2 (command 2): {WRONGTYPE}"))
         .assert_stderr_line(&format!("line 9: {bar}"))
-        .assert_stderr_line(&format!("b.resp:8: {foo}"))
-        .assert_stderr_line(&format!("b.resp:9 (command 3): {WRONGTYPE}"))
-        .assert_stderr_line(&format!("b.resp:17 (command 4): {WRONGTYPE}"));
+        .assert_stderr_line(&format!("sub/b.resp:8: {foo}"))
+        .assert_stderr_line(&format!("sub/b.resp:9 (command 3): {WRONGTYPE}"))
+        .assert_stderr_line(&format!("sub/b.resp:17 (command 4): {WRONGTYPE}"));
     assert_eq!(
         client.lrange("order"),
         [b"a".to_vec(), b"stdin".to_vec(), b"b".to_vec()],
@@ -61,41 +62,128 @@ fn errors_name_their_file_stdin_line_and_command() {
     assert_eq!(client.get("k"), Some(b"v".to_vec()));
 }
 
-#[test]
-fn line_numbers_stay_right_across_long_inputs_and_lines() {
-    let server = RedisServer::start();
-    let mut input = Vec::new();
+/// 50,001 commands with a WRONGTYPE every 10,000 lines and a 300 KB line
+/// plus a blank line every 10,000 lines; returns the input, the expected
+/// error lines (with `prefix` before each line number) and the long value.
+fn long_input(prefix: &str) -> (Vec<u8>, Vec<String>, Vec<u8>) {
+    let long_value: Vec<u8> = (0..300_000).map(|i| b'a' + (i % 26) as u8).collect();
+    let mut input = b"SET str x\n".to_vec();
     let mut expected = Vec::new();
-    let mut line_no = 0;
-    input.extend_from_slice(b"SET str x\n");
-    line_no += 1;
+    let mut line_no = 1;
     for i in 0..50_000 {
         line_no += 1;
         match i % 10_000 {
             9_999 => {
                 input.extend_from_slice(b"LPUSH str x\r\n");
-                expected.push(format!("line {line_no}: {WRONGTYPE}"));
+                expected.push(format!("{prefix}{line_no}: {WRONGTYPE}"));
             }
             5_000 => {
                 // A line far longer than any read buffer, then a blank one.
                 input.extend_from_slice(b"SET long ");
-                input.extend(std::iter::repeat_n(b'v', 300_000));
+                input.extend_from_slice(&long_value);
                 input.extend_from_slice(b"\n\n");
                 line_no += 1;
             }
             _ => input.extend_from_slice(format!("SET key:{i} {i}\n").as_bytes()),
         }
     }
+    (input, expected, long_value)
+}
 
-    let outcome = Pipeload::new().port(server.port()).stdin(input).run();
-
+fn assert_long_input_loaded(
+    outcome: &Outcome,
+    expected: &[String],
+    long_value: &[u8],
+    server: &RedisServer,
+) {
     outcome.assert_summary(expected.len() as u64, 50_001);
-    for line in &expected {
+    for line in expected {
         outcome.assert_stderr_line(line);
     }
     let mut client = server.client();
-    assert_eq!(client.get("long").map(|value| value.len()), Some(300_000));
+    assert_eq!(client.get("long").as_deref(), Some(long_value));
     assert_eq!(client.get("key:49998"), Some(b"49998".to_vec()));
+}
+
+#[test]
+fn line_numbers_stay_right_across_long_stdin() {
+    let server = RedisServer::start();
+    let (input, expected, long_value) = long_input("line ");
+
+    let outcome = Pipeload::new().port(server.port()).stdin(input).run();
+
+    assert_long_input_loaded(&outcome, &expected, &long_value, &server);
+}
+
+#[test]
+fn line_numbers_stay_right_across_long_files() {
+    let server = RedisServer::start();
+    let dir = TempDir::new("long");
+    let (input, expected, long_value) = long_input("long.txt:");
+    dir.write("long.txt", input);
+
+    let outcome = Pipeload::new()
+        .port(server.port())
+        .current_dir(dir.path())
+        .arg("long.txt")
+        .run();
+
+    assert_long_input_loaded(&outcome, &expected, &long_value, &server);
+}
+
+#[test]
+fn every_one_of_many_errors_is_reported() {
+    const ERRORS: usize = 100_000;
+    let server = RedisServer::start();
+    let mut input = String::from("SET str x\n");
+    input.push_str(&"INCR str\n".repeat(ERRORS));
+    input.push_str("SET last 1\n");
+
+    let outcome = Pipeload::new().port(server.port()).stdin(input).run();
+
+    outcome
+        .assert_summary(ERRORS as u64, ERRORS as u64 + 2)
+        .assert_stderr_line(&format!("line 2: {NOT_AN_INTEGER}"))
+        .assert_stderr_line(&format!("line {}: {NOT_AN_INTEGER}", ERRORS + 1));
+    let reported = outcome
+        .stderr_lines()
+        .iter()
+        .filter(|line| line.ends_with(NOT_AN_INTEGER))
+        .count();
+    outcome.check(
+        reported == ERRORS,
+        format!("expected {ERRORS} error lines, found {reported}"),
+    );
+    assert_eq!(server.client().get("last"), Some(b"1".to_vec()));
+}
+
+#[test]
+fn a_big_transaction_reports_the_failing_element() {
+    const QUEUED: usize = 10_000;
+    const FAILING: usize = 7_777;
+    let server = RedisServer::start();
+    let mut input = String::from("SET str x\nMULTI\n");
+    for element in 1..=QUEUED {
+        if element == FAILING {
+            input.push_str("LPUSH str x\n");
+        } else {
+            input.push_str(&format!("RPUSH list {element}\n"));
+        }
+    }
+    input.push_str("EXEC\nSET after 1\n");
+    let exec_line = QUEUED + 3;
+
+    let outcome = Pipeload::new().port(server.port()).stdin(input).run();
+
+    // SET, MULTI, QUEUED each, EXEC, SET.
+    outcome
+        .assert_summary(1, QUEUED as u64 + 4)
+        .assert_stderr_line(&format!(
+            "line {exec_line} (EXEC element {FAILING}): {WRONGTYPE}"
+        ));
+    let mut client = server.client();
+    assert_eq!(client.lrange("list").len(), QUEUED - 1);
+    assert_eq!(client.get("after"), Some(b"1".to_vec()));
 }
 
 #[test]

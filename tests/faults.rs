@@ -1,9 +1,13 @@
-//! Servers that misbehave on cue (scripted fakes): one that never answers,
-//! one that hangs up mid-stream, one that answers garbage. pipeload must end
-//! (the runner's hang guard fails the test otherwise), say what happened,
-//! still print its summary, and exit 1.
+//! Servers that do on cue what a real one does not (scripted fakes): never
+//! answer, answer slowly, hang up mid-stream, answer garbage, or read no
+//! more until their replies are read. pipeload must end (the runner's hang
+//! guard fails the test otherwise), say what happened, and on a failure
+//! still print its summary and exit 1.
 
 mod common;
+
+use std::thread;
+use std::time::Duration;
 
 use common::{FakeServer, Outcome, Pipeload, Summary};
 
@@ -59,6 +63,27 @@ fn pipe_timeout_after_some_replies() {
     outcome
         .assert_fatal_line("No replies for 2 seconds: exiting.")
         .check(summary.replies == 2, "two replies were sent");
+    fake.finish();
+}
+
+#[test]
+fn a_slow_but_steady_server_does_not_time_out() {
+    // 15 replies 200 ms apart: 3 s in all, but never 2 s without a reply.
+    const COMMANDS: usize = 15;
+    let fake = FakeServer::start(|mut conn| {
+        while conn.next_command().is_some() {
+            thread::sleep(Duration::from_millis(200));
+            conn.send(b"+OK\r\n");
+        }
+    });
+
+    let outcome = Pipeload::new()
+        .port(fake.port())
+        .args(["--pipe-timeout", "2"])
+        .stdin(many_sets(COMMANDS))
+        .run();
+
+    outcome.assert_summary(0, COMMANDS as u64);
     fake.finish();
 }
 
@@ -129,5 +154,52 @@ fn server_answers_garbage() {
         !outcome.stderr_text().trim().is_empty(),
         "the bad reply must be reported",
     );
+    fake.finish();
+}
+
+#[test]
+fn a_handshake_that_is_never_answered_ends() {
+    // The fake reads AUTH and never answers it.
+    let fake = FakeServer::start(|mut conn| conn.drain());
+
+    let outcome = Pipeload::new()
+        .port(fake.port())
+        .args([
+            "-a",
+            "pw",
+            "--no-auth-warning",
+            "-t",
+            "1",
+            "--pipe-timeout",
+            "1",
+        ])
+        .stdin("SET a 1\n")
+        .run();
+
+    outcome.assert_code(1).assert_stderr_contains("AUTH");
+    fake.finish();
+}
+
+/// A server that answers each command with a 64 KiB reply and reads the
+/// next command only once that reply is written: pipeload must read
+/// replies while it is still sending, or both sides block for ever.
+#[test]
+fn replies_are_read_while_commands_are_still_being_sent() {
+    const COMMANDS: usize = 2_000;
+    let fake = FakeServer::start(|mut conn| {
+        let mut reply = b"$65536\r\n".to_vec();
+        reply.extend(std::iter::repeat_n(b'r', 65_536));
+        reply.extend_from_slice(b"\r\n");
+        while conn.next_command().is_some() {
+            conn.send(&reply);
+        }
+    });
+
+    let outcome = Pipeload::new()
+        .port(fake.port())
+        .stdin(many_sets(COMMANDS))
+        .run();
+
+    outcome.assert_summary(0, COMMANDS as u64);
     fake.finish();
 }

@@ -100,6 +100,25 @@ fn resp_frames_split_anywhere_by_the_reader_still_pass_through() {
 }
 
 #[test]
+fn commands_with_a_hundred_thousand_arguments() {
+    const MEMBERS: usize = 100_000;
+    let server = RedisServer::start();
+    let members: Vec<String> = (0..MEMBERS).map(|i| format!("member:{i}")).collect();
+    let mut resp_args = vec!["RPUSH".to_string(), "resp:list".to_string()];
+    resp_args.extend(members.iter().cloned());
+    let mut input = resp_command(&resp_args);
+    input.extend_from_slice(format!("RPUSH text:list {}\n", members.join(" ")).as_bytes());
+
+    let outcome = Pipeload::new().port(server.port()).stdin(input).run();
+
+    outcome.assert_summary(0, 2);
+    let mut client = server.client();
+    let expected: Vec<Vec<u8>> = members.into_iter().map(String::into_bytes).collect();
+    assert_eq!(client.lrange("resp:list"), expected);
+    assert_eq!(client.lrange("text:list"), expected);
+}
+
+#[test]
 fn format_text_reads_every_line_as_text() {
     let server = RedisServer::start();
     // Forced text: `*1`, `$4` are commands the server does not know.

@@ -39,6 +39,25 @@ fn client_reply_off_skip_on_counts_only_what_the_server_sends() {
 }
 
 #[test]
+fn errors_the_server_does_not_send_are_not_counted() {
+    let server = RedisServer::start();
+    let input = "SET str x\n\
+        CLIENT REPLY OFF\n\
+        NOSUCHCMD\n\
+        INCR str\n\
+        CLIENT REPLY ON\n\
+        CLIENT REPLY SKIP\n\
+        INCR str\n\
+        SET done 1\n";
+
+    let outcome = Pipeload::new().port(server.port()).stdin(input).run();
+
+    // Replies: SET str, CLIENT REPLY ON, SET done; both errors suppressed.
+    outcome.assert_summary(0, 3);
+    assert_eq!(server.client().get("done"), Some(b"1".to_vec()));
+}
+
+#[test]
 fn input_ending_while_replies_are_off_still_loads_everything() {
     let server = RedisServer::start();
     let mut input = String::from("SET a 1\nCLIENT REPLY OFF\n");

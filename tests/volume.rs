@@ -1,12 +1,13 @@
-//! Volume: big values (as RESP and as text lines far over the server's 64 KiB
-//! inline limit) and a million commands, every value read back.
+//! Volume: big values (as RESP from a file, and as text lines far over the
+//! server's 64 KiB inline limit) and a million commands, every value read
+//! back.
 
 mod common;
 
 use std::io::Write;
 use std::time::Duration;
 
-use common::{Client, Pipeload, RedisServer, resp_command};
+use common::{Client, Pipeload, RedisServer, TempDir, resp_command};
 
 const BIG_VALUES: usize = 100;
 const BIG_VALUE_LEN: usize = 512 * 1024;
@@ -54,7 +55,7 @@ fn assert_values(client: &mut Client, prefix: &str, values: &[Vec<u8>]) {
 }
 
 #[test]
-fn big_binary_values_as_resp() {
+fn big_binary_values_as_resp_from_a_file() {
     let server = RedisServer::start();
     let base = noise(BIG_VALUE_LEN, 0x1234_5678_9ABC_DEF1);
     let values: Vec<Vec<u8>> = (0..BIG_VALUES).map(|i| big_value(&base, i)).collect();
@@ -67,9 +68,13 @@ fn big_binary_values_as_resp() {
         ]));
     }
 
+    let dir = TempDir::new("volume");
+    dir.write("big.resp", input);
+
     let outcome = Pipeload::new()
         .port(server.port())
-        .stdin(input)
+        .current_dir(dir.path())
+        .arg("big.resp")
         .guard(VOLUME_GUARD)
         .run();
 
