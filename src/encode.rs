@@ -18,20 +18,24 @@ fn decimal_len(mut value: usize) -> usize {
     digits
 }
 
-/// Appends `value` in decimal without going through `fmt`.
-fn append_decimal(out: &mut Vec<u8>, value: usize) {
-    let mut digits = [0u8; 20];
-    let mut start = digits.len();
+/// Appends a header line, `*3\r\n` or `$5\r\n`: the type byte, `value` in
+/// decimal, CRLF, written on the stack and appended at once (no `fmt`).
+fn append_header(out: &mut Vec<u8>, type_byte: u8, value: usize) {
+    let mut line = [0u8; 23];
+    let mut start = line.len() - 2;
+    line[start..].copy_from_slice(b"\r\n");
     let mut rest = value;
     loop {
         start -= 1;
-        digits[start] = b'0' + (rest % 10) as u8;
+        line[start] = b'0' + (rest % 10) as u8;
         rest /= 10;
         if rest == 0 {
             break;
         }
     }
-    out.extend_from_slice(&digits[start..]);
+    start -= 1;
+    line[start] = type_byte;
+    out.extend_from_slice(&line[start..]);
 }
 
 /// Length of the RESP encoding of `args`.
@@ -47,13 +51,9 @@ pub fn encoded_len(args: &Args) -> usize {
 /// Appends the RESP array of bulk strings that carries `args`.
 pub fn append_command(out: &mut Vec<u8>, args: &Args) {
     out.reserve(encoded_len(args));
-    out.push(b'*');
-    append_decimal(out, args.len());
-    out.extend_from_slice(b"\r\n");
+    append_header(out, b'*', args.len());
     for arg in args.iter() {
-        out.push(b'$');
-        append_decimal(out, arg.len());
-        out.extend_from_slice(b"\r\n");
+        append_header(out, b'$', arg.len());
         out.extend_from_slice(arg);
         out.extend_from_slice(b"\r\n");
     }
@@ -100,9 +100,9 @@ mod tests {
     fn decimal_helpers_agree_with_fmt() {
         for value in [0, 1, 9, 10, 99, 100, 12345, usize::MAX] {
             let mut out = Vec::new();
-            append_decimal(&mut out, value);
-            assert_eq!(out, value.to_string().as_bytes());
-            assert_eq!(decimal_len(value), out.len());
+            append_header(&mut out, b'$', value);
+            assert_eq!(out, format!("${value}\r\n").as_bytes());
+            assert_eq!(decimal_len(value), out.len() - 3);
         }
     }
 

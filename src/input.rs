@@ -26,6 +26,7 @@ use crate::batch::{Batch, Expect, Rejection, describe_line};
 use crate::cli::{Format, Source};
 use crate::conn::describe_io_error;
 use crate::encode::{append_command, command_bytes};
+use crate::readbuf::ReadBuffer;
 use crate::resp::{CommandScan, scan_command};
 use crate::text::{Args, split_line};
 
@@ -275,14 +276,10 @@ struct SourceReader<'a> {
     reader: Box<dyn Read + Send>,
     format: Format,
     batches: &'a Sender<Batch>,
-    /// Bytes read and not yet framed start at `buf[start]`.
-    buf: Vec<u8>,
-    start: usize,
-    /// Offset in the source of `buf[0]`.
-    buf_offset: u64,
-    /// Where the search for the current text line's LF resumes, so a huge
-    /// line arriving in many chunks is scanned once.
-    newline_search_from: usize,
+    buffer: ReadBuffer,
+    /// How many unread bytes are known to hold no LF, so a huge text line
+    /// arriving in many chunks is searched once.
+    searched_without_newline: usize,
     eof: bool,
     line_no: u64,
     command_no: u64,
@@ -298,10 +295,8 @@ impl<'a> SourceReader<'a> {
             reader: source.reader,
             format,
             batches,
-            buf: Vec::with_capacity(READ_CHUNK),
-            start: 0,
-            buf_offset: 0,
-            newline_search_from: 0,
+            buffer: ReadBuffer::new(READ_CHUNK),
+            searched_without_newline: 0,
             eof: false,
             line_no: 1,
             command_no: 0,
@@ -313,11 +308,11 @@ impl<'a> SourceReader<'a> {
     fn read_all(&mut self, tracker: &mut ReplyTracker) -> Result<(), InputError> {
         self.fill()?;
         if self.format != Format::Resp {
-            while !self.eof && self.buf.len() < UTF8_BOM.len() {
+            while !self.eof && self.buffer.unread().len() < UTF8_BOM.len() {
                 self.fill()?;
             }
-            if self.buf.starts_with(UTF8_BOM) {
-                self.start = UTF8_BOM.len();
+            if self.buffer.unread().starts_with(UTF8_BOM) {
+                self.buffer.consume(UTF8_BOM.len());
             }
         }
         loop {
@@ -326,7 +321,7 @@ impl<'a> SourceReader<'a> {
                 let _ = self.send_batch();
                 return Err(error);
             }
-            if self.start == self.buf.len() && self.eof {
+            if self.buffer.unread().is_empty() && self.eof {
                 break;
             }
             // Whatever is framed goes out before waiting on the source, so a
@@ -340,12 +335,11 @@ impl<'a> SourceReader<'a> {
     /// Frames every complete command in the buffer (the last line too once
     /// the source has ended). Returns when more input is needed.
     fn frame_available(&mut self, tracker: &mut ReplyTracker) -> Result<(), InputError> {
-        while self.start < self.buf.len() {
+        while let Some(&first) = self.buffer.unread().first() {
             if self.batch.bytes.len() >= BATCH_BYTES || self.batch.commands.len() >= BATCH_COMMANDS
             {
                 self.send_batch()?;
             }
-            let first = self.buf[self.start];
             let is_resp = match self.format {
                 Format::Auto => first == b'*',
                 Format::Text => false,
@@ -364,13 +358,13 @@ impl<'a> SourceReader<'a> {
 
     /// Frames one RESP command; false when it is not complete yet.
     fn frame_resp(&mut self, tracker: &mut ReplyTracker) -> Result<bool, InputError> {
-        let rest = &self.buf[self.start..];
+        let rest = self.buffer.unread();
         // Stray line ends between frames (the Redis test suite writes them).
         if rest[0] == b'\n' || rest[0] == b'\r' {
             if rest[0] == b'\n' {
                 self.line_no += 1;
             }
-            self.start += 1;
+            self.buffer.consume(1);
             return Ok(true);
         }
         if rest[0] != b'*' {
@@ -386,39 +380,36 @@ impl<'a> SourceReader<'a> {
                 return Err(self.malformed(error.offset, error.to_string()));
             }
         };
-        let frame_range = self.start..self.start + frame.len;
-        let newlines = memchr::memchr_iter(b'\n', &self.buf[frame_range.clone()]).count() as u64;
-        // `*0` and `*-1` get no reply from the server: not commands.
+        let bytes = &rest[..frame.len];
         let line_no = self.line_no;
-        self.start = frame_range.end;
-        self.line_no += newlines;
-        if frame.arg_count == 0 {
-            return Ok(true);
+        self.line_no += count_newlines(bytes);
+        // `*0` and `*-1` get no reply from the server: not commands.
+        if frame.arg_count > 0 {
+            self.command_no += 1;
+            let head = frame.head.clone().map(|range| &bytes[range]);
+            let expect = tracker.expect(command_role(frame.arg_count, head));
+            if !matches!(expect, Expect::Rejected(_)) {
+                self.batch.bytes.extend_from_slice(bytes);
+            }
+            self.batch.push_command(line_no, true, expect);
         }
-        self.command_no += 1;
-        let bytes = &self.buf[frame_range];
-        let head = frame.head.clone().map(|range| &bytes[range]);
-        let expect = tracker.expect(command_role(frame.arg_count, head));
-        if !matches!(expect, Expect::Rejected(_)) {
-            self.batch.bytes.extend_from_slice(bytes);
-        }
-        self.batch.push_command(line_no, true, expect);
+        self.buffer.consume(frame.len);
         Ok(true)
     }
 
     /// Frames one text line; false when its end has not arrived yet.
     fn frame_text_line(&mut self, tracker: &mut ReplyTracker) -> bool {
-        let search_from = self.newline_search_from.max(self.start);
-        let line_end = match memchr::memchr(b'\n', &self.buf[search_from..]) {
-            Some(at) => search_from + at,
-            None if self.eof => self.buf.len(),
+        let rest = self.buffer.unread();
+        let searched = self.searched_without_newline;
+        let line_len = match memchr::memchr(b'\n', &rest[searched..]) {
+            Some(at) => searched + at,
+            None if self.eof => rest.len(),
             None => {
-                self.newline_search_from = self.buf.len();
+                self.searched_without_newline = rest.len();
                 return false;
             }
         };
-        let line = &self.buf[self.start..line_end];
-        let split = split_line(line, &mut self.args);
+        let split = split_line(&rest[..line_len], &mut self.args);
         let blank = matches!(split, Ok(())) && self.args.is_empty();
         if !blank {
             self.command_no += 1;
@@ -438,7 +429,8 @@ impl<'a> SourceReader<'a> {
             };
             self.batch.push_command(self.line_no, false, expect);
         }
-        self.start = (line_end + 1).min(self.buf.len());
+        self.buffer.consume(line_len + 1);
+        self.searched_without_newline = 0;
         self.line_no += 1;
         true
     }
@@ -446,11 +438,11 @@ impl<'a> SourceReader<'a> {
     /// The error for a malformed frame whose bad byte is `offset` bytes into
     /// the unframed input.
     fn malformed(&self, offset: usize, reason: String) -> InputError {
-        let before = &self.buf[self.start..self.start + offset.min(self.buf.len() - self.start)];
+        let rest = self.buffer.unread();
         InputError::Malformed {
             source_name: self.name.clone(),
-            line_no: self.line_no + memchr::memchr_iter(b'\n', before).count() as u64,
-            byte_offset: self.buf_offset + (self.start + offset) as u64,
+            line_no: self.line_no + count_newlines(&rest[..offset.min(rest.len())]),
+            byte_offset: self.buffer.offset() + offset as u64,
             reason,
         }
     }
@@ -470,37 +462,44 @@ impl<'a> SourceReader<'a> {
         self.batches.send(full).map_err(|_| InputError::Stopped)
     }
 
-    /// Reads the next chunk, first dropping what has been framed.
+    /// Reads the next chunk of the source.
     fn fill(&mut self) -> Result<(), InputError> {
-        if self.start > 0 {
-            self.buf.drain(..self.start);
-            self.buf_offset += self.start as u64;
-            self.newline_search_from = self.newline_search_from.saturating_sub(self.start);
-            self.start = 0;
-        }
-        let filled = self.buf.len();
-        self.buf.resize(filled + READ_CHUNK, 0);
-        let result = loop {
-            match self.reader.read(&mut self.buf[filled..]) {
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-                other => break other,
-            }
-        };
-        match result {
+        match self.buffer.read_from(&mut self.reader) {
             Ok(read) => {
-                self.buf.truncate(filled + read);
                 self.eof = read == 0;
                 Ok(())
             }
-            Err(error) => {
-                self.buf.truncate(filled);
-                Err(InputError::Read {
-                    source_name: self.name.clone(),
-                    error,
-                })
-            }
+            Err(error) => Err(InputError::Read {
+                source_name: self.name.clone(),
+                error,
+            }),
         }
     }
+}
+
+/// LF bytes in `bytes`, eight at a time: a RESP frame of a small command is
+/// a few dozen bytes, too short for a vectorised search to pay off.
+fn count_newlines(bytes: &[u8]) -> u64 {
+    const LOW_BITS: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    const NEWLINES: u64 = 0x0a0a_0a0a_0a0a_0a0a;
+    let mut words = bytes.chunks_exact(8);
+    let mut count = 0;
+    for word in &mut words {
+        let Ok(word) = <[u8; 8]>::try_from(word) else {
+            continue;
+        };
+        // Bytes equal to LF become zero; the high bit of each zero byte is
+        // then set exactly (no carry crosses a byte: 0x7f + 0x7f < 0x100).
+        let zeroed = u64::from_le_bytes(word) ^ NEWLINES;
+        let zero_bytes = !(((zeroed & LOW_BITS) + LOW_BITS) | zeroed) & !LOW_BITS;
+        count += u64::from(zero_bytes.count_ones());
+    }
+    let tail = words
+        .remainder()
+        .iter()
+        .filter(|&&byte| byte == b'\n')
+        .count();
+    count + tail as u64
 }
 
 /// A byte as a message shows it: `'x'`, or `0x0d` when not printable.
@@ -508,5 +507,26 @@ fn show_byte(byte: u8) -> String {
     match byte {
         b'!'..=b'~' => format!("'{}'", byte as char),
         _ => format!("0x{byte:02x}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn newline_count_matches_a_plain_count(bytes in proptest::collection::vec(any::<u8>(), 0..100)) {
+            let expected = bytes.iter().filter(|&&byte| byte == b'\n').count() as u64;
+            prop_assert_eq!(count_newlines(&bytes), expected);
+        }
+    }
+
+    #[test]
+    fn newline_count_on_every_byte_value() {
+        let every_byte: Vec<u8> = (0..=255).collect();
+        assert_eq!(count_newlines(&every_byte), 1);
+        assert_eq!(count_newlines(&[b'\n'; 19]), 19);
     }
 }

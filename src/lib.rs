@@ -20,6 +20,7 @@ pub mod cli;
 pub mod conn;
 pub mod encode;
 pub mod input;
+pub mod readbuf;
 pub mod replies;
 pub mod resp;
 pub mod summary;

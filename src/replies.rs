@@ -12,7 +12,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::io::{self, Read};
+use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +20,7 @@ use crossbeam_channel::Receiver;
 
 use crate::batch::{Batch, Expect};
 use crate::conn::{Stream, describe_io_error};
+use crate::readbuf::ReadBuffer;
 use crate::resp::{ErrorSpan, ReplyKind, ReplyScan, scan_reply};
 use crate::summary::{Tally, report};
 use crate::window::Window;
@@ -77,8 +78,7 @@ pub struct ReplyReader<'a> {
     window: &'a Window,
     source_names: &'a [Option<String>],
     in_flight: InFlight,
-    buf: Vec<u8>,
-    start: usize,
+    buffer: ReadBuffer,
     errors: Vec<ErrorSpan>,
     tally: Tally,
 }
@@ -99,8 +99,7 @@ impl<'a> ReplyReader<'a> {
                 batches: VecDeque::new(),
                 next_command: 0,
             },
-            buf: Vec::with_capacity(READ_CHUNK),
-            start: 0,
+            buffer: ReadBuffer::new(READ_CHUNK),
             errors: Vec::new(),
             tally: Tally::default(),
         }
@@ -137,13 +136,13 @@ impl<'a> ReplyReader<'a> {
                     Err(_) => return Ok(()),
                 }
             }
-            match scan_reply(&self.buf[self.start..], &mut self.errors) {
+            match scan_reply(self.buffer.unread(), &mut self.errors) {
                 ReplyScan::Complete(reply) => {
                     if reply.kind != ReplyKind::Push {
                         self.answer_next(reply.kind);
                     }
                     self.errors.clear();
-                    self.start += reply.len;
+                    self.buffer.consume(reply.len);
                 }
                 ReplyScan::Incomplete => self.receive(pipe_timeout)?,
                 ReplyScan::Invalid(error) => return Err(ReplyFailure::Garbled(error.to_string())),
@@ -197,7 +196,7 @@ impl<'a> ReplyReader<'a> {
             self.tally.nested_errors += self.errors.len() as u64;
         }
         for span in &self.errors {
-            let message = String::from_utf8_lossy(&self.buf[self.start..][span.message.clone()]);
+            let message = String::from_utf8_lossy(&self.buffer.unread()[span.message.clone()]);
             report(&format!(
                 "{}: {message}",
                 batch.position(index, self.source_names, span.element)
@@ -207,39 +206,19 @@ impl<'a> ReplyReader<'a> {
 
     /// Reads more reply bytes, keeping the unscanned tail.
     fn receive(&mut self, pipe_timeout: Option<Duration>) -> Result<(), ReplyFailure> {
-        if self.start > 0 {
-            self.buf.drain(..self.start);
-            self.start = 0;
-        }
-        let filled = self.buf.len();
-        self.buf.resize(filled + READ_CHUNK, 0);
-        loop {
-            match self.stream.read(&mut self.buf[filled..]) {
-                Ok(0) => {
-                    self.buf.truncate(filled);
-                    return Err(match self.window.is_closed() {
-                        true => ReplyFailure::Stopped,
-                        false => {
-                            ReplyFailure::ConnectionLost("server closed the connection".into())
-                        }
-                    });
+        match self.buffer.read_from(&mut self.stream) {
+            Ok(0) if self.window.is_closed() => Err(ReplyFailure::Stopped),
+            Ok(0) => Err(ReplyFailure::ConnectionLost(
+                "server closed the connection".into(),
+            )),
+            Ok(_) => Ok(()),
+            Err(error) => Err(match error.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
+                    ReplyFailure::NoReplies(pipe_timeout.unwrap_or_default())
                 }
-                Ok(read) => {
-                    self.buf.truncate(filled + read);
-                    return Ok(());
-                }
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                Err(error) => {
-                    self.buf.truncate(filled);
-                    return Err(match error.kind() {
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
-                            ReplyFailure::NoReplies(pipe_timeout.unwrap_or_default())
-                        }
-                        _ if self.window.is_closed() => ReplyFailure::Stopped,
-                        _ => ReplyFailure::ConnectionLost(describe_io_error(&error)),
-                    });
-                }
-            }
+                _ if self.window.is_closed() => ReplyFailure::Stopped,
+                _ => ReplyFailure::ConnectionLost(describe_io_error(&error)),
+            }),
         }
     }
 }
