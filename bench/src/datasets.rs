@@ -1,0 +1,263 @@
+//! The data sets the bench loads: files generated into the scratch directory
+//! from a fixed seed, so every run on every machine loads the same bytes.
+//! Each one knows the `replies: N` a clean load must print and the number of
+//! keys it must leave on an empty server; the report checks both.
+//!
+//! Text lines never need the server's quoting rules beyond what they show on
+//! purpose (one double-quoted value with a space per `HSET`): random values
+//! are drawn from printable bytes other than space, quotes and backslash,
+//! which the inline protocol takes literally.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+
+/// The names `--only` accepts, in the order the bench runs them.
+pub const DATASET_NAMES: [&str; 6] = [
+    SET_1M_RESP,
+    SET_1M_TEXT,
+    MIXED_300K_TEXT,
+    BIG_200_RESP,
+    SET_1M_RESP_RTT_20MS,
+    SET_10M_RESP,
+];
+
+pub const SET_1M_RESP: &str = "set-1m.resp";
+const SET_1M_TEXT: &str = "set-1m.txt";
+const MIXED_300K_TEXT: &str = "mixed-300k.txt";
+const BIG_200_RESP: &str = "big-200.resp";
+/// Not a file of its own: `set-1m.resp` again, through the delay proxy.
+const SET_1M_RESP_RTT_20MS: &str = "set-1m.resp@rtt20ms";
+pub const SET_10M_RESP: &str = "set-10m.resp";
+
+/// Size of each value in `big-200.resp`.
+const BIG_VALUE_BYTES: usize = 512 * 1024;
+/// Random `SET` values in `mixed-300k.txt` are this long, inclusive.
+const MIXED_VALUE_BYTES: (usize, usize) = (10, 2000);
+/// The lists, counters and sets of `mixed-300k.txt` are shared by many
+/// commands, as in real fixtures; this many of each.
+const MIXED_SHARED_KEYS: u64 = 1000;
+const SEED: u64 = 0x5eed_b10c_0dd5_ca1e;
+
+/// How the tools reach the server for a data set.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Route {
+    Direct,
+    /// Through the delay proxy: a 20 ms round trip.
+    DelayProxy,
+}
+
+/// One data set, generated and ready to load.
+#[derive(Clone, Debug)]
+pub struct Dataset {
+    pub name: &'static str,
+    pub path: PathBuf,
+    pub commands: u64,
+    pub expected_keys: u64,
+    pub route: Route,
+    /// Only pipeload loads it: it exists to show pipeload's memory stays flat
+    /// as the input grows, not to race.
+    pub pipeload_only: bool,
+}
+
+/// Which data sets to run: the one `--only` names, or all of them (the 10M
+/// one only when asked for, it takes minutes).
+pub fn select(only: Option<&str>, include_10m: bool) -> Vec<&'static str> {
+    match only {
+        Some(name) => DATASET_NAMES.into_iter().filter(|n| *n == name).collect(),
+        None => DATASET_NAMES
+            .into_iter()
+            .filter(|name| *name != SET_10M_RESP || include_10m)
+            .collect(),
+    }
+}
+
+/// Writes the files the named data sets need into `dir` (each file once, even
+/// when two data sets share it), with every count multiplied by `scale`.
+pub fn generate(names: &[&'static str], dir: &Path, scale: f64) -> Result<Vec<Dataset>> {
+    let mut datasets: Vec<Dataset> = Vec::new();
+    for &name in names {
+        let dataset = match name {
+            SET_1M_RESP_RTT_20MS => {
+                let direct = match datasets.iter().find(|d| d.name == SET_1M_RESP) {
+                    Some(direct) => direct.clone(),
+                    None => generate_one(SET_1M_RESP, dir, scale)?,
+                };
+                Dataset {
+                    name,
+                    route: Route::DelayProxy,
+                    ..direct
+                }
+            }
+            _ => generate_one(name, dir, scale)?,
+        };
+        datasets.push(dataset);
+    }
+    Ok(datasets)
+}
+
+fn generate_one(name: &'static str, dir: &Path, scale: f64) -> Result<Dataset> {
+    let path = dir.join(name);
+    let started = Instant::now();
+    eprint!("generating {name} ... ");
+    let file = File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+    let mut out = BufWriter::with_capacity(1 << 20, file);
+    let mut rng = SplitMix64(SEED);
+    let (commands, expected_keys) = match name {
+        SET_1M_RESP => write_sets(&mut out, scaled(1_000_000, scale), Format::Resp)?,
+        SET_1M_TEXT => write_sets(&mut out, scaled(1_000_000, scale), Format::Text)?,
+        SET_10M_RESP => write_sets(&mut out, scaled(10_000_000, scale), Format::Resp)?,
+        MIXED_300K_TEXT => write_mixed(&mut out, scaled(300_000, scale), &mut rng)?,
+        BIG_200_RESP => write_big_sets(&mut out, scaled(200, scale), &mut rng)?,
+        _ => unreachable!("{name} is not generated from a file of its own"),
+    };
+    out.flush()
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    let bytes = out.get_ref().metadata().map(|m| m.len()).unwrap_or(0);
+    eprintln!(
+        "{commands} commands, {:.1} MiB, {:.1} s",
+        bytes as f64 / (1024.0 * 1024.0),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(Dataset {
+        name,
+        path,
+        commands,
+        expected_keys,
+        route: Route::Direct,
+        pipeload_only: name == SET_10M_RESP,
+    })
+}
+
+/// `base` shrunk (or grown) by `--scale`, never below one command.
+fn scaled(base: u64, scale: f64) -> u64 {
+    ((base as f64 * scale).round() as u64).max(1)
+}
+
+#[derive(Clone, Copy)]
+enum Format {
+    Resp,
+    Text,
+}
+
+/// `SET key:i value:i` for every i; returns (commands, keys).
+fn write_sets(out: &mut impl Write, count: u64, format: Format) -> Result<(u64, u64)> {
+    for i in 0..count {
+        let key = format!("key:{i}");
+        let value = format!("value:{i}");
+        match format {
+            Format::Resp => write_resp(out, &[b"SET", key.as_bytes(), value.as_bytes()])?,
+            Format::Text => writeln!(out, "SET {key} {value}")?,
+        }
+    }
+    Ok((count, count))
+}
+
+/// `SET big:i` with a 512 KiB random printable value; returns (commands, keys).
+fn write_big_sets(out: &mut impl Write, count: u64, rng: &mut SplitMix64) -> Result<(u64, u64)> {
+    let mut value = vec![0u8; BIG_VALUE_BYTES];
+    for i in 0..count {
+        value.fill_with(|| rng.unquoted_byte());
+        write_resp(out, &[b"SET", format!("big:{i}").as_bytes(), &value])?;
+    }
+    Ok((count, count))
+}
+
+/// A fixture-like mix, one command in five of each kind: hashes with a quoted
+/// field value, list pushes, counters, set members, and strings of random
+/// length. Returns (commands, keys).
+fn write_mixed(out: &mut impl Write, count: u64, rng: &mut SplitMix64) -> Result<(u64, u64)> {
+    const NAMES: [&str; 4] = [
+        "Ada Lovelace",
+        "Alan Turing",
+        "Grace Hopper",
+        "Edsger W. Dijkstra",
+    ];
+    const CITIES: [&str; 4] = ["London", "Paris", "Arlington", "Rotterdam"];
+    // Counting the distinct keys as they are written is simpler to trust than
+    // a formula over the shared-key arithmetic.
+    let mut keys = HashSet::new();
+    let mut value = Vec::with_capacity(MIXED_VALUE_BYTES.1);
+    for i in 0..count {
+        let shared = (i / 5) % MIXED_SHARED_KEYS;
+        let key = match i % 5 {
+            0 => {
+                let key = format!("user:{i}");
+                let name = NAMES[rng.below(NAMES.len() as u64) as usize];
+                let age = 18 + rng.below(80);
+                let city = CITIES[rng.below(CITIES.len() as u64) as usize];
+                writeln!(out, "HSET {key} name \"{name}\" age {age} city {city}")?;
+                key
+            }
+            1 => {
+                let key = format!("queue:{shared}");
+                writeln!(out, "RPUSH {key} job:{i}")?;
+                key
+            }
+            2 => {
+                let key = format!("counter:{shared}");
+                writeln!(out, "INCR {key}")?;
+                key
+            }
+            3 => {
+                let key = format!("tags:{shared}");
+                writeln!(out, "SADD {key} tag:{}", rng.below(5000))?;
+                key
+            }
+            _ => {
+                let key = format!("blob:{i}");
+                let (shortest, longest) = MIXED_VALUE_BYTES;
+                let length = shortest + rng.below((longest - shortest + 1) as u64) as usize;
+                value.clear();
+                value.extend((0..length).map(|_| rng.unquoted_byte()));
+                write!(out, "SET {key} ")?;
+                out.write_all(&value)?;
+                out.write_all(b"\n")?;
+                key
+            }
+        };
+        keys.insert(key);
+    }
+    Ok((count, keys.len() as u64))
+}
+
+/// One command as a RESP array of bulk strings.
+fn write_resp(out: &mut impl Write, arguments: &[&[u8]]) -> Result<()> {
+    write!(out, "*{}\r\n", arguments.len())?;
+    for argument in arguments {
+        write!(out, "${}\r\n", argument.len())?;
+        out.write_all(argument)?;
+        out.write_all(b"\r\n")?;
+    }
+    Ok(())
+}
+
+/// SplitMix64: a few lines, good enough spread for test data, and the same
+/// sequence everywhere, which is all the bench needs from randomness.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..bound`; the modulo bias is irrelevant for test data.
+    fn below(&mut self, bound: u64) -> u64 {
+        self.next_u64() % bound
+    }
+
+    /// A printable byte the inline protocol takes literally outside quotes:
+    /// `!`..=`~` without `"`, `'` and `\`.
+    fn unquoted_byte(&mut self) -> u8 {
+        const ALPHABET: &[u8] = b"!#$%&()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[]^_`abcdefghijklmnopqrstuvwxyz{|}~";
+        ALPHABET[self.below(ALPHABET.len() as u64) as usize]
+    }
+}

@@ -1,0 +1,262 @@
+//! `pipeload-bench`: pipeload against `redis-cli --pipe`, on a redis-server
+//! of its own, printed as Markdown tables.
+//!
+//! The flow, one module per step:
+//!
+//! ```text
+//! flags ─► datasets (generate files) ─► server (own redis-server, proxy for
+//!          the 20 ms case) ─► runs (FLUSHALL, measure one load, check it;
+//!          tools alternating) ─► report (medians, ratios)
+//! ```
+//!
+//! `measure` runs one tool under a small helper process (this binary in a
+//! hidden mode) that reaps it with `wait4`; `proxy` is the delay proxy.
+//!
+//! It builds nothing: pipeload comes from `--pipeload` (built with
+//! `cargo build --release` first) and `redis-cli`/`redis-server` from PATH.
+//! Everything it writes lives in one scratch directory, removed at the end.
+
+mod datasets;
+mod measure;
+mod proxy;
+mod report;
+mod runs;
+mod server;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use clap::builder::PossibleValuesParser;
+
+use crate::datasets::{DATASET_NAMES, Route};
+use crate::proxy::DelayProxy;
+use crate::report::Setup;
+use crate::runs::{RunRecord, Tool, Tools, measure_load};
+use crate::server::RedisServer;
+
+/// Each way through the delay proxy: a 20 ms round trip.
+const PROXY_ONE_WAY_DELAY: Duration = Duration::from_millis(10);
+
+/// Benchmark pipeload against `redis-cli --pipe` on a redis-server of its own
+/// (free loopback port, no persistence). Prints Markdown tables on standard
+/// output and progress on standard error. Run it from the repository root
+/// after `cargo build --release`.
+#[derive(Parser)]
+#[command(name = "pipeload-bench")]
+struct Flags {
+    /// The pipeload binary to measure.
+    #[arg(long, value_name = "PATH", default_value = "target/release/pipeload")]
+    pipeload: PathBuf,
+
+    /// Runs per tool and data set (the median is reported).
+    #[arg(long, value_name = "N", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(3..))]
+    runs: u32,
+
+    /// Multiplies every data set's command count (0.1 for a quick try).
+    #[arg(long, value_name = "F", default_value_t = 1.0, value_parser = parse_scale)]
+    scale: f64,
+
+    /// Run this data set only.
+    #[arg(long, value_name = "NAME", value_parser = PossibleValuesParser::new(DATASET_NAMES))]
+    only: Option<String>,
+
+    /// Also load 10 million SETs with pipeload, to show its peak RSS stays
+    /// flat as the input grows.
+    #[arg(long)]
+    rss_10m: bool,
+}
+
+fn main() -> ExitCode {
+    // Before anything else allocates: the helper's own memory is the floor
+    // of every peak RSS it measures.
+    if measure::is_helper_invocation() {
+        return measure::helper_main();
+    }
+    let flags = Flags::parse();
+    match run(&flags) {
+        Ok(AllRunsPassed(true)) => ExitCode::SUCCESS,
+        Ok(AllRunsPassed(false)) => {
+            eprintln!("pipeload-bench: some runs failed their checks, see the report");
+            ExitCode::FAILURE
+        }
+        Err(error) => {
+            eprintln!("pipeload-bench: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+struct AllRunsPassed(bool);
+
+fn run(flags: &Flags) -> Result<AllRunsPassed> {
+    let tools = find_tools(&flags.pipeload)?;
+    let redis_cli_version = command_output(Command::new(&tools.redis_cli).arg("--version"))
+        .context("cannot run redis-cli (is it on the PATH? apt-get install redis-tools)")?;
+
+    // Declared first so it is dropped last, after the server and the proxy
+    // that use it have stopped.
+    let scratch = ScratchDir::create()?;
+    let names = datasets::select(flags.only.as_deref(), flags.rss_10m);
+    let datasets = datasets::generate(&names, scratch.path(), flags.scale)?;
+
+    let server = RedisServer::start(&scratch.subdirectory("server")?)?;
+    let redis_server_version = server.version()?;
+    eprintln!(
+        "redis-server {redis_server_version} on port {}",
+        server.port()
+    );
+    let proxy = match datasets.iter().any(|d| d.route == Route::DelayProxy) {
+        true => Some(DelayProxy::start(server.address(), PROXY_ONE_WAY_DELAY)?),
+        false => None,
+    };
+    let output_dir = scratch.subdirectory("output")?;
+    let rss_floor_kib = measure::rss_floor(&output_dir)?;
+
+    let mut records = Vec::new();
+    for dataset in &datasets {
+        let target_port = match (&dataset.route, &proxy) {
+            (Route::DelayProxy, Some(proxy)) => proxy.port(),
+            _ => server.port(),
+        };
+        let contenders: &[Tool] = match dataset.pipeload_only {
+            true => &[Tool::Pipeload],
+            false => &[Tool::RedisCli, Tool::Pipeload],
+        };
+        // Alternating, rather than all runs of one tool then the other, so
+        // that a slow spell of the shared machine hits both tools alike.
+        for run in 1..=flags.runs {
+            for &tool in contenders {
+                let record =
+                    measure_load(&server, target_port, &tools, tool, dataset, &output_dir)?;
+                print_progress(&record, run, flags.runs);
+                records.push(record);
+            }
+        }
+    }
+    drop(proxy);
+
+    let setup = Setup {
+        command_line: command_line(),
+        nproc: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cpu_model: cpu_model(),
+        redis_server_version,
+        redis_cli_version,
+        pipeload: tools.pipeload.clone(),
+        rss_floor_kib,
+        runs: flags.runs,
+        scale: flags.scale,
+    };
+    print!("\n{}", report::render(&setup, &datasets, &records));
+    Ok(AllRunsPassed(records.iter().all(|r| r.failure.is_none())))
+}
+
+fn find_tools(pipeload: &Path) -> Result<Tools> {
+    if !pipeload.is_file() {
+        bail!(
+            "no pipeload binary at {}: build it first with `cargo build --release` in the \
+             repository root (and run the bench from there), or pass --pipeload PATH",
+            pipeload.display()
+        );
+    }
+    Ok(Tools {
+        redis_cli: PathBuf::from("redis-cli"),
+        pipeload: fs::canonicalize(pipeload)
+            .with_context(|| format!("cannot resolve {}", pipeload.display()))?,
+    })
+}
+
+fn print_progress(record: &RunRecord, run: u32, runs: u32) {
+    eprintln!(
+        "{:<20} {:<9} run {run}/{runs}: wall {:6.2} s, client CPU {:6.2} s, server CPU {:6.2} s, \
+         peak RSS {:7.1} MiB, keys {}{}",
+        record.dataset,
+        record.tool.name(),
+        record.wall.as_secs_f64(),
+        record.client_cpu.as_secs_f64(),
+        record.server_cpu.as_secs_f64(),
+        record.peak_rss_kib as f64 / 1024.0,
+        record.keys,
+        if record.failure.is_some() {
+            "  FAILED"
+        } else {
+            ""
+        },
+    );
+}
+
+/// The bench's own command line, quoted so it can be pasted into a shell.
+fn command_line() -> String {
+    std::env::args()
+        .map(|argument| {
+            let plain = !argument.is_empty()
+                && argument
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_./=:@,+".contains(&b));
+            match plain {
+                true => argument,
+                false => format!("'{}'", argument.replace('\'', r"'\''")),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn cpu_model() -> Option<String> {
+    let cpuinfo = fs::read_to_string("/proc/cpuinfo").ok()?;
+    cpuinfo
+        .lines()
+        .find_map(|line| line.strip_prefix("model name"))
+        .and_then(|rest| rest.split_once(':'))
+        .map(|(_, model)| model.trim().to_owned())
+}
+
+fn command_output(command: &mut Command) -> Result<String> {
+    let output = command.output()?;
+    if !output.status.success() {
+        bail!("{:?} exited with {}", command.get_program(), output.status);
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
+
+fn parse_scale(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(scale) if scale.is_finite() && scale > 0.0 => Ok(scale),
+        _ => Err(format!("{text:?} is not a positive number")),
+    }
+}
+
+/// The bench's own directory under the system temp dir: data sets, the
+/// server's working directory, the tools' output. Removed on drop.
+struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    fn create() -> Result<Self> {
+        let path = std::env::temp_dir().join(format!("pipeload-bench-{}", std::process::id()));
+        // A leftover from an earlier bench that had this pid is not ours to
+        // keep: its contents are regenerated anyway.
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir_all(&path).with_context(|| format!("cannot create {}", path.display()))?;
+        Ok(ScratchDir(path))
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+
+    fn subdirectory(&self, name: &str) -> Result<PathBuf> {
+        let path = self.0.join(name);
+        fs::create_dir_all(&path).with_context(|| format!("cannot create {}", path.display()))?;
+        Ok(path)
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}

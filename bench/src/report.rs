@@ -1,0 +1,240 @@
+//! The figures as Markdown, ready to paste into an issue or the README: how
+//! the bench was run, one row per data set and tool with the medians of its
+//! runs, then pipeload / redis-cli per data set. Medians, because a shared
+//! two-core machine has outliers; only runs that passed their checks count,
+//! and failed ones are listed at the end.
+
+use std::fmt::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::datasets::{Dataset, SET_1M_RESP, SET_10M_RESP};
+use crate::runs::{RunRecord, Tool};
+
+/// Peak RSS of pipeload on ten times the input may grow this much at most.
+const FLAT_RSS_TOLERANCE: f64 = 0.10;
+
+/// How the bench was run, for the header.
+pub struct Setup {
+    pub command_line: String,
+    pub nproc: usize,
+    pub cpu_model: Option<String>,
+    pub redis_server_version: String,
+    pub redis_cli_version: String,
+    pub pipeload: PathBuf,
+    /// What measuring adds to every peak RSS (`true` measured the same way).
+    pub rss_floor_kib: u64,
+    pub runs: u32,
+    pub scale: f64,
+}
+
+/// Medians over the runs of one tool on one data set that passed their checks.
+struct ToolSummary {
+    passed_runs: usize,
+    all_runs: usize,
+    wall_seconds: Option<f64>,
+    client_cpu_seconds: Option<f64>,
+    server_cpu_seconds: Option<f64>,
+    /// Server CPU / wall: how busy the load kept the server's one main thread.
+    server_saturation: Option<f64>,
+    peak_rss_mib: Option<f64>,
+    keys: Option<f64>,
+}
+
+impl ToolSummary {
+    fn of(records: &[&RunRecord]) -> Self {
+        let passed: Vec<&RunRecord> = records
+            .iter()
+            .copied()
+            .filter(|record| record.failure.is_none())
+            .collect();
+        let median_of = |figure: fn(&RunRecord) -> f64| median(passed.iter().map(|r| figure(r)));
+        ToolSummary {
+            passed_runs: passed.len(),
+            all_runs: records.len(),
+            wall_seconds: median_of(|r| r.wall.as_secs_f64()),
+            client_cpu_seconds: median_of(|r| r.client_cpu.as_secs_f64()),
+            server_cpu_seconds: median_of(|r| r.server_cpu.as_secs_f64()),
+            server_saturation: median_of(|r| r.server_cpu.as_secs_f64() / seconds_or_tiny(r.wall)),
+            peak_rss_mib: median_of(|r| r.peak_rss_kib as f64 / 1024.0),
+            keys: median_of(|r| r.keys as f64),
+        }
+    }
+}
+
+/// The whole report.
+pub fn render(setup: &Setup, datasets: &[Dataset], records: &[RunRecord]) -> String {
+    let mut out = String::new();
+    render_setup(&mut out, setup);
+    render_figures(&mut out, datasets, records);
+    render_ratios(&mut out, datasets, records);
+    render_flat_rss(&mut out, records);
+    render_failures(&mut out, records);
+    out
+}
+
+fn render_setup(out: &mut String, setup: &Setup) {
+    let _ = writeln!(out, "## pipeload vs `redis-cli --pipe`\n");
+    let _ = writeln!(out, "- command: `{}`", setup.command_line);
+    let cpu = setup.cpu_model.as_deref().unwrap_or("unknown CPU");
+    let _ = writeln!(out, "- machine: nproc {}, {cpu}", setup.nproc);
+    let _ = writeln!(out, "- redis-server {}", setup.redis_server_version);
+    let _ = writeln!(out, "- {}", setup.redis_cli_version);
+    let _ = writeln!(out, "- pipeload: `{}`", setup.pipeload.display());
+    let _ = writeln!(
+        out,
+        "- {} runs per tool and data set, tools alternating, FLUSHALL before each run; \
+         scale {}; medians of the runs that passed their checks",
+        setup.runs, setup.scale
+    );
+    let _ = writeln!(
+        out,
+        "- client CPU and peak RSS from the tool's own `wait4` rusage, taken by a small \
+         helper process (peak RSS of `true` measured so: {:.1} MiB); server CPU from \
+         `/proc/PID/stat` (10 ms ticks); saturation = server CPU / wall\n",
+        setup.rss_floor_kib as f64 / 1024.0
+    );
+}
+
+fn render_figures(out: &mut String, datasets: &[Dataset], records: &[RunRecord]) {
+    let _ = writeln!(
+        out,
+        "| data set | commands | tool | passed runs | wall s | client CPU s | server CPU s | server saturation | peak RSS MiB | keys |"
+    );
+    let _ = writeln!(out, "|---|--:|---|--:|--:|--:|--:|--:|--:|--:|");
+    for dataset in datasets {
+        for tool in [Tool::RedisCli, Tool::Pipeload] {
+            let runs = records_of(records, dataset.name, tool);
+            if runs.is_empty() {
+                continue;
+            }
+            let summary = ToolSummary::of(&runs);
+            let warning = if summary.passed_runs < summary.all_runs {
+                " ⚠"
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {}/{}{warning} | {} | {} | {} | {} | {} | {} |",
+                dataset.name,
+                dataset.commands,
+                tool.name(),
+                summary.passed_runs,
+                summary.all_runs,
+                figure(summary.wall_seconds, 3),
+                figure(summary.client_cpu_seconds, 3),
+                figure(summary.server_cpu_seconds, 2),
+                summary
+                    .server_saturation
+                    .map_or("—".to_owned(), |ratio| format!("{:.0}%", ratio * 100.0)),
+                figure(summary.peak_rss_mib, 1),
+                figure(summary.keys, 0),
+            );
+        }
+    }
+    out.push('\n');
+}
+
+fn render_ratios(out: &mut String, datasets: &[Dataset], records: &[RunRecord]) {
+    let raced: Vec<&Dataset> = datasets.iter().filter(|d| !d.pipeload_only).collect();
+    if raced.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "| data set | wall pipeload / redis-cli | client CPU pipeload / redis-cli |"
+    );
+    let _ = writeln!(out, "|---|--:|--:|");
+    for dataset in raced {
+        let redis_cli = ToolSummary::of(&records_of(records, dataset.name, Tool::RedisCli));
+        let pipeload = ToolSummary::of(&records_of(records, dataset.name, Tool::Pipeload));
+        let ratio = |ours: Option<f64>, theirs: Option<f64>| match (ours, theirs) {
+            (Some(ours), Some(theirs)) if theirs > 0.0 => format!("{:.2}", ours / theirs),
+            _ => "—".to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} |",
+            dataset.name,
+            ratio(pipeload.wall_seconds, redis_cli.wall_seconds),
+            ratio(pipeload.client_cpu_seconds, redis_cli.client_cpu_seconds),
+        );
+    }
+    out.push('\n');
+}
+
+/// pipeload's peak RSS on the 10M set against the 1M set, when both ran.
+fn render_flat_rss(out: &mut String, records: &[RunRecord]) {
+    let rss_of =
+        |dataset| ToolSummary::of(&records_of(records, dataset, Tool::Pipeload)).peak_rss_mib;
+    let (Some(rss_1m), Some(rss_10m)) = (rss_of(SET_1M_RESP), rss_of(SET_10M_RESP)) else {
+        return;
+    };
+    let growth = rss_10m / rss_1m - 1.0;
+    let verdict = if growth <= FLAT_RSS_TOLERANCE {
+        "flat"
+    } else {
+        "NOT flat"
+    };
+    let _ = writeln!(
+        out,
+        "pipeload peak RSS, set-10m.resp against set-1m.resp: {rss_10m:.1} MiB vs {rss_1m:.1} MiB \
+         ({:+.1}%): {verdict} (tolerance {:.0}%)\n",
+        growth * 100.0,
+        FLAT_RSS_TOLERANCE * 100.0
+    );
+}
+
+fn render_failures(out: &mut String, records: &[RunRecord]) {
+    let failed: Vec<&RunRecord> = records.iter().filter(|r| r.failure.is_some()).collect();
+    if failed.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "**{} failed run(s), not counted above:**\n",
+        failed.len()
+    );
+    for record in failed {
+        let _ = writeln!(
+            out,
+            "- {} on {}: {}",
+            record.tool.name(),
+            record.dataset,
+            record.failure.as_deref().unwrap_or_default()
+        );
+    }
+    out.push('\n');
+}
+
+fn records_of<'a>(records: &'a [RunRecord], dataset: &str, tool: Tool) -> Vec<&'a RunRecord> {
+    records
+        .iter()
+        .filter(|record| record.dataset == dataset && record.tool == tool)
+        .collect()
+}
+
+fn median(values: impl Iterator<Item = f64>) -> Option<f64> {
+    let mut values: Vec<f64> = values.collect();
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let middle = values.len() / 2;
+    Some(if values.len().is_multiple_of(2) {
+        (values[middle - 1] + values[middle]) / 2.0
+    } else {
+        values[middle]
+    })
+}
+
+/// A run too short to time would divide by zero; a nanosecond keeps the
+/// ratio finite without hiding anything at the precision printed.
+fn seconds_or_tiny(duration: Duration) -> f64 {
+    duration.as_secs_f64().max(1e-9)
+}
+
+fn figure(value: Option<f64>, decimals: usize) -> String {
+    value.map_or("—".to_owned(), |value| format!("{value:.decimals$}"))
+}

@@ -1,0 +1,259 @@
+//! The redis-server the bench loads into. It is started on a free loopback
+//! port (never 6379) with persistence off and its files in the scratch
+//! directory, and `RedisServer` is its guard: dropping it stops the server by
+//! pid, so a failed or panicking bench leaves no server behind and never
+//! touches one it did not start.
+//!
+//! Also here: the few requests the bench sends itself (PING, FLUSHALL, DBSIZE,
+//! INFO) over a fresh connection each, and the server's CPU time from
+//! `/proc/PID/stat`, which the report divides by wall time.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// How long a fresh server gets to answer PING.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// FLUSHALL of ten million keys takes seconds; nothing the bench asks takes
+/// longer.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long SIGTERM gets before SIGKILL.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Another process can take the free port between our probe and the
+/// server's bind; a new port is tried this many times.
+const START_ATTEMPTS: usize = 3;
+
+pub struct RedisServer {
+    child: Child,
+    port: u16,
+}
+
+/// A reply to one of the bench's own requests.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Reply {
+    Simple(String),
+    Integer(i64),
+    Bulk(Option<Vec<u8>>),
+}
+
+impl RedisServer {
+    /// Starts a server whose working directory and log live in `dir` and
+    /// waits until it answers PING.
+    pub fn start(dir: &Path) -> Result<Self> {
+        let mut attempt = 1;
+        loop {
+            match Self::start_on_free_port(dir) {
+                Ok(server) => return Ok(server),
+                Err(_) if attempt < START_ATTEMPTS => attempt += 1,
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    fn start_on_free_port(dir: &Path) -> Result<Self> {
+        let port = free_loopback_port()?;
+        let log_path = dir.join("redis-server.log");
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir)
+            .arg("--logfile")
+            .arg(&log_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context(
+                "cannot start redis-server (is it on the PATH? apt-get install redis-server)",
+            )?;
+        // From here on the guard owns the process: any failure below stops it.
+        let mut server = RedisServer { child, port };
+        server.wait_until_ready(&log_path)?;
+        Ok(server)
+    }
+
+    fn wait_until_ready(&mut self, log_path: &Path) -> Result<()> {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                bail!(
+                    "redis-server exited at start ({status}); its log:\n{}",
+                    log_tail(log_path)
+                );
+            }
+            if let Ok(Reply::Simple(pong)) = self.request(&["PING"])
+                && pong == "PONG"
+            {
+                return Ok(());
+            }
+            if started.elapsed() > STARTUP_TIMEOUT {
+                bail!(
+                    "redis-server on port {} did not answer PING within {STARTUP_TIMEOUT:?}; its log:\n{}",
+                    self.port,
+                    log_tail(log_path)
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
+    }
+
+    /// Empties the server (synchronously: FLUSHALL without ASYNC).
+    pub fn flush_all(&self) -> Result<()> {
+        match self.request(&["FLUSHALL"])? {
+            Reply::Simple(ok) if ok == "OK" => Ok(()),
+            other => bail!("FLUSHALL answered {other:?}"),
+        }
+    }
+
+    pub fn key_count(&self) -> Result<u64> {
+        match self.request(&["DBSIZE"])? {
+            Reply::Integer(count) => Ok(count.try_into()?),
+            other => bail!("DBSIZE answered {other:?}"),
+        }
+    }
+
+    /// `redis_version` from INFO server.
+    pub fn version(&self) -> Result<String> {
+        let Reply::Bulk(Some(info)) = self.request(&["INFO", "server"])? else {
+            bail!("INFO server gave no text");
+        };
+        String::from_utf8_lossy(&info)
+            .lines()
+            .find_map(|line| line.strip_prefix("redis_version:"))
+            .map(str::to_owned)
+            .context("INFO server has no redis_version")
+    }
+
+    /// User plus system CPU time the server has used since it started:
+    /// fields 14 and 15 of `/proc/PID/stat`, in clock ticks.
+    pub fn cpu_time(&self) -> Result<Duration> {
+        let path = format!("/proc/{}/stat", self.child.id());
+        let stat = fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+        // The command name (field 2) is in parentheses and may hold spaces;
+        // fields are counted from after its closing parenthesis, which is
+        // field 3 at index 0.
+        let after_name = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest)
+            .with_context(|| format!("{path} has no command name"))?;
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        let ticks = |field: usize| -> Result<u64> {
+            fields
+                .get(field - 3)
+                .and_then(|text| text.parse().ok())
+                .with_context(|| format!("{path} has no field {field}"))
+        };
+        let total_ticks = ticks(14)? + ticks(15)?;
+        Ok(Duration::from_secs_f64(
+            total_ticks as f64 / clock_ticks_per_second()? as f64,
+        ))
+    }
+
+    /// Sends one command on a fresh connection and reads its reply. Error
+    /// replies become errors.
+    pub fn request(&self, arguments: &[&str]) -> Result<Reply> {
+        let stream = TcpStream::connect(self.address())
+            .with_context(|| format!("cannot connect to redis-server on port {}", self.port))?;
+        stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
+        let mut encoded = format!("*{}\r\n", arguments.len());
+        for argument in arguments {
+            encoded.push_str(&format!("${}\r\n{argument}\r\n", argument.len()));
+        }
+        (&stream)
+            .write_all(encoded.as_bytes())
+            .with_context(|| format!("cannot send {}", arguments.join(" ")))?;
+        read_reply(&mut BufReader::new(&stream))
+            .with_context(|| format!("no valid reply to {}", arguments.join(" ")))
+    }
+
+    /// SIGTERM, then SIGKILL when the server does not exit in time.
+    fn stop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
+            // SAFETY: kill(2) on the pid of our own child, which has not been
+            // reaped yet (try_wait above), so the pid cannot have been reused.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+        let asked = Instant::now();
+        while asked.elapsed() < STOP_TIMEOUT {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A port nothing listens on right now: the kernel's pick for 127.0.0.1:0.
+pub fn free_loopback_port() -> Result<u16> {
+    let probe = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("cannot bind 127.0.0.1:0")?;
+    Ok(probe.local_addr()?.port())
+}
+
+fn clock_ticks_per_second() -> Result<u64> {
+    // SAFETY: sysconf only reads a system constant.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    u64::try_from(ticks)
+        .ok()
+        .filter(|&ticks| ticks > 0)
+        .context("sysconf(_SC_CLK_TCK) failed")
+}
+
+/// The few reply types the bench's own requests get; arrays never come back.
+fn read_reply(reader: &mut impl BufRead) -> Result<Reply> {
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let line = line
+        .strip_suffix("\r\n")
+        .context("connection closed before a full reply")?;
+    let (kind, rest) = line.split_at_checked(1).context("empty reply line")?;
+    match kind {
+        "+" => Ok(Reply::Simple(rest.to_owned())),
+        "-" => bail!("server error: {rest}"),
+        ":" => Ok(Reply::Integer(rest.parse()?)),
+        "$" => {
+            let length: i64 = rest.parse()?;
+            let Ok(length) = usize::try_from(length) else {
+                return Ok(Reply::Bulk(None));
+            };
+            let mut bulk = vec![0; length + 2];
+            reader.read_exact(&mut bulk)?;
+            bulk.truncate(length);
+            Ok(Reply::Bulk(Some(bulk)))
+        }
+        _ => bail!("unexpected reply {line:?}"),
+    }
+}
+
+/// The end of the server's log, to explain a failed start.
+fn log_tail(log_path: &Path) -> String {
+    let log = fs::read_to_string(log_path)
+        .unwrap_or_else(|error| format!("(cannot read {}: {error})", log_path.display()));
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
