@@ -46,6 +46,13 @@ pub struct OpenSource {
     reader: Box<dyn Read + Send>,
 }
 
+impl OpenSource {
+    /// A source over any reader (tests feed byte slices through this).
+    pub fn from_reader(name: Option<String>, reader: Box<dyn Read + Send>) -> Self {
+        OpenSource { name, reader }
+    }
+}
+
 /// Opens every source before anything is sent, so a missing file is reported
 /// before connecting.
 pub fn open_sources(sources: &[Source]) -> anyhow::Result<Vec<OpenSource>> {
