@@ -17,6 +17,7 @@
 
 use std::fmt;
 use std::ops::Range;
+use std::sync::Arc;
 
 use crate::text::SplitError;
 
@@ -65,6 +66,20 @@ pub enum Expect {
     Rejected(Rejection),
 }
 
+/// What a command does to the connection, where that matters to replies,
+/// acknowledgement or a reconnect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommandKind {
+    Plain,
+    /// Opens a transaction: nothing in it counts as acknowledged until the
+    /// `EXEC` (or `DISCARD`) reply, since a lost connection discards it.
+    Multi,
+    /// `EXEC` or `DISCARD`.
+    EndMulti,
+    /// `SELECT db`: replayed after a reconnect.
+    Select,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Command {
     /// End of the command's bytes in `Batch::bytes`.
@@ -72,6 +87,7 @@ pub struct Command {
     /// Line of the command's first byte in its source, from 1.
     pub line_no: u64,
     pub expect: Expect,
+    pub kind: CommandKind,
     /// Whether the command was a RESP array in the input.
     pub is_resp: bool,
 }
@@ -85,6 +101,11 @@ pub struct Batch {
     /// Encoded commands, back to back.
     pub bytes: Vec<u8>,
     pub commands: Vec<Command>,
+    /// With `--errors-file` only: each command's bytes as they were in the
+    /// input (a text line without its line end), back to back, command `i`
+    /// ending at `original_ends[i]`.
+    pub originals: Vec<u8>,
+    pub original_ends: Vec<usize>,
 }
 
 impl Batch {
@@ -93,18 +114,35 @@ impl Batch {
             source,
             first_command_no,
             bytes: Vec::with_capacity(byte_capacity),
-            commands: Vec::new(),
+            ..Batch::default()
         }
     }
 
     /// Records the command whose bytes were just appended to `bytes`.
-    pub fn push_command(&mut self, line_no: u64, is_resp: bool, expect: Expect) {
+    pub fn push_command(&mut self, line_no: u64, is_resp: bool, expect: Expect, kind: CommandKind) {
         self.commands.push(Command {
             end: self.bytes.len(),
             line_no,
             expect,
+            kind,
             is_resp,
         });
+    }
+
+    /// Keeps the input bytes of the command just pushed (`--errors-file`).
+    pub fn push_original(&mut self, original: &[u8]) {
+        self.originals.extend_from_slice(original);
+        self.original_ends.push(self.originals.len());
+    }
+
+    /// The input bytes of command `index`, when they were kept.
+    pub fn original(&self, index: usize) -> Option<&[u8]> {
+        let end = *self.original_ends.get(index)?;
+        let start = match index {
+            0 => 0,
+            _ => self.original_ends[index - 1],
+        };
+        self.originals.get(start..end)
     }
 
     /// Byte range of command `index` in `bytes`.
@@ -154,6 +192,32 @@ pub fn describe_line(source_name: Option<&str>, line_no: u64) -> String {
     }
 }
 
+/// A batch in flight, from command `first` on (earlier ones were answered
+/// on a connection that has since been lost, or before a redirect).
+#[derive(Debug, Clone)]
+pub struct InFlight {
+    pub batch: Arc<Batch>,
+    pub first: usize,
+}
+
+impl InFlight {
+    pub fn whole(batch: Arc<Batch>) -> Self {
+        InFlight { batch, first: 0 }
+    }
+
+    /// The bytes still to send: those of commands `first..`.
+    pub fn bytes(&self) -> &[u8] {
+        match self.batch.commands.get(self.first) {
+            Some(_) => &self.batch.bytes[self.batch.command_range(self.first).start..],
+            None => &[],
+        }
+    }
+
+    pub fn command_count(&self) -> usize {
+        self.batch.commands.len().saturating_sub(self.first)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,8 +231,8 @@ mod tests {
     fn positions_name_source_line_and_command() {
         let mut batch = Batch::new(1, 41, 0);
         batch.bytes.extend_from_slice(b"*1\r\n$4\r\nPING\r\n");
-        batch.push_command(7, true, Expect::Reply);
-        batch.push_command(9, false, Expect::Reply);
+        batch.push_command(7, true, Expect::Reply, CommandKind::Plain);
+        batch.push_command(9, false, Expect::Reply, CommandKind::Plain);
         let names = [None, Some("data.resp".to_owned())];
         assert_eq!(batch.position(0, &names, None), "data.resp:7 (command 41)");
         assert_eq!(
@@ -179,5 +243,11 @@ mod tests {
         assert_eq!(batch.command_range(0), 0..14);
         assert_eq!(batch.command_range(1), 14..14);
         assert_eq!(describe_line(None, 3), "line 3");
+        let resend = InFlight {
+            batch: Arc::new(batch),
+            first: 1,
+        };
+        assert_eq!(resend.bytes(), b"");
+        assert_eq!(resend.command_count(), 1);
     }
 }

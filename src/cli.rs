@@ -62,6 +62,14 @@ pub struct Config {
     pub emit_resp: bool,
     pub sources: Vec<Source>,
     pub window: WindowLimits,
+    /// Commands at the start of the input not to send (`--skip`).
+    pub skip: u64,
+    /// Reconnect attempts per outage (`--retry`); 0 stops at the first loss.
+    pub retry: u32,
+    /// Stop sending once this many errors were counted.
+    pub max_errors: Option<u64>,
+    /// Where failed commands' input bytes go.
+    pub errors_file: Option<PathBuf>,
 }
 
 const EXAMPLES: &str = "\
@@ -152,6 +160,24 @@ struct Flags {
     /// Write the input's commands as RESP to stdout instead of sending them
     #[arg(long, help_heading = "Loading")]
     emit_resp: bool,
+
+    /// Skip the first N commands of the input (resume a stopped load with
+    /// the value it printed)
+    #[arg(long, value_name = "N", default_value_t = 0, help_heading = "Faults")]
+    skip: u64,
+
+    /// On a lost connection, reconnect up to N times per outage and resend
+    /// every command not yet acknowledged (at-least-once)
+    #[arg(long, value_name = "N", default_value_t = 0, help_heading = "Faults")]
+    retry: u32,
+
+    /// Stop sending after N errors
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..), help_heading = "Faults")]
+    max_errors: Option<u64>,
+
+    /// Write each failed command's input bytes to FILE, in input order
+    #[arg(long, value_name = "FILE", help_heading = "Faults")]
+    errors_file: Option<PathBuf>,
 
     /// Input files, read in order ("-" is stdin; none reads stdin)
     #[arg(value_name = "FILE")]
@@ -251,6 +277,10 @@ fn config_from_flags(flags: Flags, env_password: Option<String>) -> Result<Confi
         emit_resp: flags.emit_resp,
         sources,
         window: WindowLimits::default(),
+        skip: flags.skip,
+        retry: flags.retry,
+        max_errors: flags.max_errors,
+        errors_file: flags.errors_file,
     })
 }
 

@@ -110,8 +110,9 @@ pub fn endpoint_address(endpoint: &Endpoint) -> String {
     }
 }
 
-/// Connects to the configured server and runs the handshake.
-pub fn connect(config: &Config) -> Result<Stream, ConnectError> {
+/// Connects to the configured server and runs the handshake, then sends
+/// `replay` (a `SELECT` of the input, after a reconnect) the same way.
+pub fn connect(config: &Config, replay: Option<&[u8]>) -> Result<Stream, ConnectError> {
     let unreachable = |reason: String| ConnectError::Unreachable {
         address: endpoint_address(&config.endpoint),
         reason,
@@ -128,7 +129,7 @@ pub fn connect(config: &Config) -> Result<Stream, ConnectError> {
             UnixStream::connect(path).map_err(|error| unreachable(describe_io_error(&error)))?,
         ),
     };
-    handshake(&mut stream, config)?;
+    handshake(&mut stream, config, replay)?;
     Ok(stream)
 }
 
@@ -151,7 +152,11 @@ fn connect_tcp(host: &str, port: u16, timeout: Option<Duration>) -> Result<TcpSt
     Err(last_error)
 }
 
-fn handshake(stream: &mut Stream, config: &Config) -> Result<(), ConnectError> {
+fn handshake(
+    stream: &mut Stream,
+    config: &Config,
+    replay: Option<&[u8]>,
+) -> Result<(), ConnectError> {
     // A server that accepts but never answers must not hang the handshake.
     let answer_timeout = config.pipe_timeout.or(config.connect_timeout);
     let _ = stream.set_read_timeout(answer_timeout);
@@ -170,6 +175,9 @@ fn handshake(stream: &mut Stream, config: &Config) -> Result<(), ConnectError> {
         let db = config.db.to_string();
         request(stream, &format!("SELECT {db}"), &[b"SELECT", db.as_bytes()])?;
     }
+    if let Some(encoded) = replay {
+        send_request(stream, "SELECT of the input", encoded)?;
+    }
     let _ = stream.set_read_timeout(None);
     Ok(())
 }
@@ -177,12 +185,18 @@ fn handshake(stream: &mut Stream, config: &Config) -> Result<(), ConnectError> {
 /// Sends one command and waits for its reply; an error reply fails with the
 /// server's text.
 fn request(stream: &mut Stream, label: &str, args: &[&[u8]]) -> Result<(), ConnectError> {
+    send_request(stream, label, &command_bytes(args))
+}
+
+/// Sends one encoded command and waits for its reply; `label` names it in
+/// errors.
+fn send_request(stream: &mut Stream, label: &str, encoded: &[u8]) -> Result<(), ConnectError> {
     let failed = |reason: String| ConnectError::Handshake {
         command: label.to_owned(),
         reason,
     };
     stream
-        .write_all(&command_bytes(args))
+        .write_all(encoded)
         .map_err(|error| failed(describe_io_error(&error)))?;
     let mut received = Vec::new();
     let mut chunk = [0u8; 4096];

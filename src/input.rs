@@ -22,7 +22,7 @@ use std::io::{self, Read};
 
 use crossbeam_channel::Sender;
 
-use crate::batch::{Batch, Expect, Rejection, describe_line};
+use crate::batch::{Batch, CommandKind, Expect, Rejection, describe_line};
 use crate::cli::{Format, Source};
 use crate::conn::describe_io_error;
 use crate::encode::{append_command, command_bytes};
@@ -137,6 +137,10 @@ pub struct InputOptions {
     /// Append the `CLIENT REPLY ON` marker when the input ends with commands
     /// the server does not answer (only when talking to a server).
     pub confirm_unanswered_tail: bool,
+    /// Commands at the start of the input not to send (`--skip`).
+    pub skip: u64,
+    /// Keep each command's input bytes in its batch (`--errors-file`).
+    pub keep_originals: bool,
 }
 
 /// Whether the server answers, as set by `CLIENT REPLY`.
@@ -151,13 +155,11 @@ enum ReplyMode {
 /// What a command means for the connection, from its first arguments.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum CommandRole {
-    Plain,
+    Other(CommandKind),
     ClientReply(ReplyMode),
-    Multi,
-    EndMulti,
-    /// Switches the connection to a mode where replies are no longer one per
-    /// command.
-    Unpipelinable(Rejection),
+    /// Refused before sending: a line that cannot be split, or a command
+    /// that would stop replies from being one per command.
+    Refused(Rejection),
 }
 
 fn command_role(arg_count: usize, head: [&[u8]; 3]) -> CommandRole {
@@ -174,21 +176,24 @@ fn command_role(arg_count: usize, head: [&[u8]; 3]) -> CommandRole {
         if mode.eq_ignore_ascii_case(b"SKIP") {
             return CommandRole::ClientReply(ReplyMode::SkipNext);
         }
-        return CommandRole::Plain;
+        return CommandRole::Other(CommandKind::Plain);
     }
     if is("MULTI") {
-        return CommandRole::Multi;
+        return CommandRole::Other(CommandKind::Multi);
     }
     if is("EXEC") || is("DISCARD") {
-        return CommandRole::EndMulti;
+        return CommandRole::Other(CommandKind::EndMulti);
+    }
+    if is("SELECT") && arg_count == 2 {
+        return CommandRole::Other(CommandKind::Select);
     }
     if is("SUBSCRIBE") || is("PSUBSCRIBE") || is("SSUBSCRIBE") {
-        return CommandRole::Unpipelinable(Rejection::SubscriberMode);
+        return CommandRole::Refused(Rejection::SubscriberMode);
     }
     if is("MONITOR") {
-        return CommandRole::Unpipelinable(Rejection::Monitor);
+        return CommandRole::Refused(Rejection::Monitor);
     }
-    CommandRole::Plain
+    CommandRole::Other(CommandKind::Plain)
 }
 
 /// Tracks `CLIENT REPLY` and `MULTI` along the input to decide what each
@@ -210,11 +215,12 @@ impl ReplyTracker {
         }
     }
 
-    fn expect(&mut self, role: CommandRole) -> Expect {
+    fn expect(&mut self, role: CommandRole) -> (Expect, CommandKind) {
+        let plain = CommandKind::Plain;
         let expect = match role {
-            CommandRole::Unpipelinable(why) => return Expect::Rejected(why),
+            CommandRole::Refused(why) => return (Expect::Rejected(why), plain),
             CommandRole::ClientReply(_) if self.in_multi => {
-                return Expect::Rejected(Rejection::ClientReplyInMulti);
+                return (Expect::Rejected(Rejection::ClientReplyInMulti), plain);
             }
             // ON clears OFF and SKIP before the server writes its +OK.
             CommandRole::ClientReply(ReplyMode::On) => {
@@ -232,7 +238,12 @@ impl ReplyTracker {
                 }
                 Expect::NoReply
             }
-            CommandRole::Plain | CommandRole::Multi | CommandRole::EndMulti => {
+            CommandRole::Other(kind) => {
+                match kind {
+                    CommandKind::Multi => self.in_multi = true,
+                    CommandKind::EndMulti => self.in_multi = false,
+                    _ => {}
+                }
                 let expect = match self.mode {
                     ReplyMode::On => Expect::Reply,
                     ReplyMode::Off => Expect::NoReply,
@@ -241,16 +252,33 @@ impl ReplyTracker {
                         Expect::NoReply
                     }
                 };
-                match role {
-                    CommandRole::Multi => self.in_multi = true,
-                    CommandRole::EndMulti => self.in_multi = false,
-                    _ => {}
-                }
-                expect
+                self.unanswered_tail = expect == Expect::NoReply;
+                return (expect, kind);
             }
         };
         self.unanswered_tail = expect == Expect::NoReply;
-        expect
+        (expect, plain)
+    }
+}
+
+/// What carries over from one source to the next.
+#[derive(Debug)]
+struct InputState {
+    tracker: ReplyTracker,
+    /// Commands still to skip (`--skip`).
+    to_skip: u64,
+    keep_originals: bool,
+}
+
+impl InputState {
+    /// Decides what becomes of the next command: `None` when it is skipped
+    /// (not sent, so it changes nothing on the connection either).
+    fn admit(&mut self, role: CommandRole) -> Option<(Expect, CommandKind)> {
+        if self.to_skip > 0 {
+            self.to_skip -= 1;
+            return None;
+        }
+        Some(self.tracker.expect(role))
     }
 }
 
@@ -260,17 +288,21 @@ pub fn read_input(
     options: InputOptions,
     batches: &Sender<Batch>,
 ) -> Result<(), InputError> {
-    let mut tracker = ReplyTracker::new();
+    let mut state = InputState {
+        tracker: ReplyTracker::new(),
+        to_skip: options.skip,
+        keep_originals: options.keep_originals,
+    };
     let mut last_source = 0;
     for (index, source) in sources.into_iter().enumerate() {
         let mut reader = SourceReader::new(index, source, options.format, batches);
-        reader.read_all(&mut tracker)?;
+        reader.read_all(&mut state)?;
         last_source = index;
     }
-    if options.confirm_unanswered_tail && tracker.unanswered_tail {
+    if options.confirm_unanswered_tail && state.tracker.unanswered_tail {
         let mut batch = Batch::new(last_source, 0, 0);
         batch.bytes = command_bytes(&[b"CLIENT", b"REPLY", b"ON"]);
-        batch.push_command(0, true, Expect::Marker);
+        batch.push_command(0, true, Expect::Marker, CommandKind::Plain);
         batches.send(batch).map_err(|_| InputError::Stopped)?;
     }
     Ok(())
@@ -312,7 +344,7 @@ impl<'a> SourceReader<'a> {
         }
     }
 
-    fn read_all(&mut self, tracker: &mut ReplyTracker) -> Result<(), InputError> {
+    fn read_all(&mut self, state: &mut InputState) -> Result<(), InputError> {
         self.fill()?;
         if self.format != Format::Resp {
             while !self.eof && self.buffer.unread().len() < UTF8_BOM.len() {
@@ -323,7 +355,7 @@ impl<'a> SourceReader<'a> {
             }
         }
         loop {
-            if let Err(error) = self.frame_available(tracker) {
+            if let Err(error) = self.frame_available(state) {
                 // What was framed before the bad frame still loads.
                 let _ = self.send_batch();
                 return Err(error);
@@ -332,8 +364,12 @@ impl<'a> SourceReader<'a> {
                 break;
             }
             // Whatever is framed goes out before waiting on the source, so a
-            // slow producer's commands are not held back.
-            self.send_batch()?;
+            // slow producer's commands are not held back; a transaction
+            // stays whole in one batch, so that a reconnect can resend it
+            // from its MULTI.
+            if !state.tracker.in_multi {
+                self.send_batch()?;
+            }
             self.fill()?;
         }
         self.send_batch()
@@ -341,10 +377,11 @@ impl<'a> SourceReader<'a> {
 
     /// Frames every complete command in the buffer (the last line too once
     /// the source has ended). Returns when more input is needed.
-    fn frame_available(&mut self, tracker: &mut ReplyTracker) -> Result<(), InputError> {
+    fn frame_available(&mut self, state: &mut InputState) -> Result<(), InputError> {
         while let Some(&first) = self.buffer.unread().first() {
-            if self.batch.bytes.len() >= BATCH_BYTES || self.batch.commands.len() >= BATCH_COMMANDS
-            {
+            let full = self.batch.bytes.len() >= BATCH_BYTES
+                || self.batch.commands.len() >= BATCH_COMMANDS;
+            if full && !state.tracker.in_multi {
                 self.send_batch()?;
             }
             let is_resp = match self.format {
@@ -353,8 +390,8 @@ impl<'a> SourceReader<'a> {
                 Format::Resp => true,
             };
             let progressed = match is_resp {
-                true => self.frame_resp(tracker)?,
-                false => self.frame_text_line(tracker),
+                true => self.frame_resp(state)?,
+                false => self.frame_text_line(state),
             };
             if !progressed {
                 break;
@@ -364,7 +401,7 @@ impl<'a> SourceReader<'a> {
     }
 
     /// Frames one RESP command; false when it is not complete yet.
-    fn frame_resp(&mut self, tracker: &mut ReplyTracker) -> Result<bool, InputError> {
+    fn frame_resp(&mut self, state: &mut InputState) -> Result<bool, InputError> {
         let rest = self.buffer.unread();
         // Stray line ends between frames (the Redis test suite writes them).
         if rest[0] == b'\n' || rest[0] == b'\r' {
@@ -394,18 +431,25 @@ impl<'a> SourceReader<'a> {
         if frame.arg_count > 0 {
             self.command_no += 1;
             let head = frame.head.clone().map(|range| &bytes[range]);
-            let expect = tracker.expect(command_role(frame.arg_count, head));
-            if !matches!(expect, Expect::Rejected(_)) {
-                self.batch.bytes.extend_from_slice(bytes);
+            match state.admit(command_role(frame.arg_count, head)) {
+                None => self.batch.first_command_no = self.command_no + 1,
+                Some((expect, kind)) => {
+                    if !matches!(expect, Expect::Rejected(_)) {
+                        self.batch.bytes.extend_from_slice(bytes);
+                    }
+                    self.batch.push_command(line_no, true, expect, kind);
+                    if state.keep_originals {
+                        self.batch.push_original(bytes);
+                    }
+                }
             }
-            self.batch.push_command(line_no, true, expect);
         }
         self.buffer.consume(frame.len);
         Ok(true)
     }
 
     /// Frames one text line; false when its end has not arrived yet.
-    fn frame_text_line(&mut self, tracker: &mut ReplyTracker) -> bool {
+    fn frame_text_line(&mut self, state: &mut InputState) -> bool {
         let rest = self.buffer.unread();
         let searched = self.searched_without_newline;
         let line_len = match memchr::memchr(b'\n', &rest[searched..]) {
@@ -416,25 +460,33 @@ impl<'a> SourceReader<'a> {
                 return false;
             }
         };
-        let split = split_line(&rest[..line_len], &mut self.args);
+        let line = &rest[..line_len];
+        let split = split_line(line, &mut self.args);
         let blank = matches!(split, Ok(())) && self.args.is_empty();
         if !blank {
             self.command_no += 1;
-            let expect = match split {
+            let role = match split {
                 Ok(()) => {
                     let head = [0, 1, 2].map(|index| match index < self.args.len() {
                         true => self.args.get(index),
                         false => &[][..],
                     });
-                    let expect = tracker.expect(command_role(self.args.len(), head));
+                    command_role(self.args.len(), head)
+                }
+                Err(error) => CommandRole::Refused(Rejection::Split(error)),
+            };
+            match state.admit(role) {
+                None => self.batch.first_command_no = self.command_no + 1,
+                Some((expect, kind)) => {
                     if !matches!(expect, Expect::Rejected(_)) {
                         append_command(&mut self.batch.bytes, &self.args);
                     }
-                    expect
+                    self.batch.push_command(self.line_no, false, expect, kind);
+                    if state.keep_originals {
+                        self.batch.push_original(line.strip_suffix(b"\r").unwrap_or(line));
+                    }
                 }
-                Err(error) => Expect::Rejected(Rejection::Split(error)),
-            };
-            self.batch.push_command(self.line_no, false, expect);
+            }
         }
         self.buffer.consume(line_len + 1);
         self.searched_without_newline = 0;

@@ -23,134 +23,292 @@ pub mod input;
 pub mod readbuf;
 pub mod replies;
 pub mod resp;
+pub mod stop;
 pub mod summary;
 pub mod text;
 pub mod window;
 pub mod writer;
 
+use std::fs::File;
 use std::io::{self, Write};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::thread;
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
-use crossbeam_channel::{bounded, unbounded};
+use crossbeam_channel::{Receiver, bounded, unbounded};
 
-use crate::batch::{Batch, Expect};
+use crate::batch::{Batch, Expect, InFlight};
 use crate::cli::Config;
+use crate::conn::{ConnectError, Stream, describe_io_error};
 use crate::input::{InputError, InputOptions, OpenSource, open_sources, read_input};
-use crate::replies::{ReplyFailure, ReplyReader};
-use crate::summary::{
-    ALL_DATA_TRANSFERRED, LAST_REPLY_RECEIVED, Tally, print_counts, print_line, report,
-};
+use crate::replies::{ReplyFailure, Replies, SessionEnd};
+use crate::stop::{Stop, StopReason};
+use crate::summary::{ALL_DATA_TRANSFERRED, LAST_REPLY_RECEIVED, print_counts, print_line, report};
 use crate::window::Window;
-use crate::writer::{WriteError, write_batches};
+use crate::writer::{Writer, WriterEnd, WriterOutcome};
 
 /// Batches waiting between input and writer: enough to keep the writer busy
 /// while input frames the next one, few enough to keep memory flat.
 const BATCH_CHANNEL_CAPACITY: usize = 4;
 
+/// First pause before a reconnect; it doubles per attempt up to the cap.
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
 /// The password warning redis-cli prints, word for word.
-const PASSWORD_WARNING: &str = "Warning: Using a password with '-a' or '-u' option on the command line interface may not be safe.";
+const PASSWORD_WARNING: &str =
+    "Warning: Using a password with '-a' or '-u' option on the command line interface may not be safe.";
 
 /// Runs one load as configured. Returns the exit status for a load that ran
 /// (0 when no error at all); fails, before anything is sent, when an input
-/// cannot be opened or the server cannot be reached.
+/// or the errors file cannot be opened or the server cannot be reached.
 pub fn run(config: Config) -> Result<ExitCode> {
     let sources = open_sources(&config.sources)?;
     if config.emit_resp {
         return emit_resp(sources, &config);
     }
+    let errors_file = match &config.errors_file {
+        Some(path) => Some(File::create(path).map_err(|error| {
+            anyhow::anyhow!("cannot create {}: {}", path.display(), describe_io_error(&error))
+        })?),
+        None => None,
+    };
     if config.warn_about_password {
         report(PASSWORD_WARNING);
     }
-    let stream = conn::connect(&config)?;
-    load(stream, sources, &config)
+    let stream = conn::connect(&config, None)?;
+    load(stream, sources, errors_file, &config)
 }
 
-/// Streams the input to the server and prints the summary.
-fn load(stream: conn::Stream, sources: Vec<OpenSource>, config: &Config) -> Result<ExitCode> {
+/// The input thread, joined once it is known to have ended.
+struct InputWatch {
+    handle: Option<JoinHandle<Result<(), InputError>>>,
+    result: Option<Result<(), InputError>>,
+}
+
+impl InputWatch {
+    /// Called when a writer ends: if it saw the end of the input (the input
+    /// thread dropped its sender, so it is exiting), collect the input's
+    /// result and, when all of it was read, say so as redis-cli does.
+    fn writer_finished(&mut self, end: &WriterEnd) {
+        if !matches!(end, WriterEnd::InputEnded) {
+            return;
+        }
+        self.join();
+        if matches!(self.result, Some(Ok(()))) {
+            print_line(ALL_DATA_TRANSFERRED);
+        }
+    }
+
+    fn join(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            self.result = Some(handle.join().unwrap_or(Err(InputError::Stopped)));
+        }
+    }
+
+    /// Joins the input thread if it has ended; never waits on a thread that
+    /// may be blocked on a source that sends nothing.
+    fn collect_if_finished(&mut self) {
+        if self.handle.as_ref().is_some_and(JoinHandle::is_finished) {
+            self.join();
+        }
+    }
+}
+
+/// Streams the input to the server, reconnecting as `--retry` allows, and
+/// prints the summary.
+fn load(
+    stream: Stream,
+    sources: Vec<OpenSource>,
+    errors_file: Option<File>,
+    config: &Config,
+) -> Result<ExitCode> {
+    let stop = Arc::new(Stop::default());
+    stop::watch_signals(Arc::clone(&stop)).context("cannot watch for signals")?;
     let source_names = input::source_names(&sources);
-    let writer_stream = stream.try_clone().context("cannot set up the connection")?;
     let (batch_sender, batch_receiver) = bounded::<Batch>(BATCH_CHANNEL_CAPACITY);
-    let (in_flight_sender, in_flight_receiver) = unbounded::<Arc<Batch>>();
-    let window = Window::new(config.window);
     let options = InputOptions {
         format: config.format,
         confirm_unanswered_tail: true,
+        skip: config.skip,
+        keep_originals: errors_file.is_some(),
     };
-
     // Not scoped: when the load stops early the input thread may be blocked
     // on a source that never ends, and must not keep the process alive.
-    let input = thread::Builder::new()
+    let handle = thread::Builder::new()
         .name("input".into())
         .spawn(move || read_input(sources, options, &batch_sender))
         .context("cannot start the input thread")?;
+    let mut input = InputWatch {
+        handle: Some(handle),
+        result: None,
+    };
 
-    let (written, outcome) = thread::scope(|scope| {
-        let writer =
-            scope.spawn(|| write_batches(batch_receiver, in_flight_sender, &window, writer_stream));
-        let reader = scope.spawn(|| {
-            ReplyReader::new(stream, in_flight_receiver, &window, &source_names)
-                .run(config.pipe_timeout)
-        });
-        let written = writer.join();
-        // The writer has ended, so the input has too unless the load failed.
-        let input_result = match input.is_finished() || written.as_ref().is_ok_and(Result::is_ok) {
-            true => Some(input.join()),
-            false => None,
+    let mut replies = Replies::new(
+        &source_names,
+        &stop,
+        config.max_errors,
+        config.retry > 0,
+        errors_file,
+    );
+    let mut stream = stream;
+    let mut resend = Vec::new();
+    let mut reconnects = 0u64;
+    let mut failed_attempts = 0u32;
+    let failure = loop {
+        let acknowledged_before = replies.tally.acknowledged;
+        let (written, session) = run_session(
+            stream,
+            resend,
+            &batch_receiver,
+            &mut replies,
+            &stop,
+            config,
+            &mut input,
+        )?;
+        let failure = match written.end {
+            WriterEnd::Failed(error) => Some(ReplyFailure::ConnectionLost(describe_io_error(&error))),
+            _ => session.failure.filter(|failure| !matches!(failure, ReplyFailure::Stopped)),
         };
-        if matches!(written, Ok(Ok(_))) && matches!(input_result, Some(Ok(Ok(())))) {
-            print_line(ALL_DATA_TRANSFERRED);
+        let Some(failure) = failure else {
+            break None;
+        };
+        if !failure.is_retryable() || config.retry == 0 || stop.is_requested() {
+            break Some(failure.to_string());
         }
-        let outcome = reader.join();
-        (written.map(|written| (written, input_result)), outcome)
-    });
-
-    let Ok(mut outcome) = outcome else {
-        anyhow::bail!("internal error: the reply reader panicked");
+        report(&format!("pipeload: {failure}"));
+        if replies.tally.acknowledged > acknowledged_before {
+            failed_attempts = 0;
+        }
+        resend = session.unacknowledged;
+        resend.extend(written.unsent);
+        match reconnect(config, replies.last_select.as_deref(), &stop, &mut failed_attempts) {
+            Ok(reconnected) => {
+                reconnects += 1;
+                stream = reconnected;
+            }
+            Err(gave_up) => break Some(gave_up),
+        }
     };
-    let Ok((written, input_result)) = written else {
-        anyhow::bail!("internal error: the writer panicked");
-    };
 
-    let mut tally = outcome.tally;
-    match (&written, outcome.failure.take()) {
-        (Err(WriteError::Io(error)), _) => {
+    let mut tally = replies.tally;
+    match &failure {
+        Some(message) => {
             tally.fatal += 1;
-            report(&format!(
-                "pipeload: connection lost: {}",
-                conn::describe_io_error(error)
-            ));
+            // Worded as redis-cli words it, without a prefix.
+            match message.starts_with("No replies") {
+                true => report(message),
+                false => report(&format!("pipeload: {message}")),
+            }
         }
-        (_, Some(ReplyFailure::Stopped)) => {}
-        (_, Some(failure @ ReplyFailure::NoReplies(_))) => {
-            tally.fatal += 1;
-            report(&failure.to_string());
-        }
-        (_, Some(failure)) => {
-            tally.fatal += 1;
-            report(&format!("pipeload: {failure}"));
-        }
-        (_, None) => print_line(LAST_REPLY_RECEIVED),
+        None => print_line(LAST_REPLY_RECEIVED),
     }
-    match input_result {
-        Some(Ok(Err(InputError::Stopped))) | None => {}
-        Some(Ok(Err(error))) => {
-            tally.fatal += 1;
-            report(&format!("pipeload: {error}"));
-        }
-        Some(Ok(Ok(()))) => {}
-        Some(Err(_)) => anyhow::bail!("internal error: the input thread panicked"),
+    input.collect_if_finished();
+    let input_complete = matches!(input.result, Some(Ok(())));
+    if let Some(Err(error)) = &input.result
+        && !matches!(error, InputError::Stopped)
+    {
+        tally.fatal += 1;
+        report(&format!("pipeload: {error}"));
     }
     print_counts(&tally);
-    Ok(exit_status(&tally))
+    if config.retry > 0 {
+        print_line(&format!("reconnects: {reconnects}"));
+    }
+    let stopped = stop.reason();
+    if failure.is_some() || stopped.is_some() || !input_complete {
+        let acknowledged = config.skip + tally.acknowledged;
+        print_line(&format!("acknowledged: {acknowledged}"));
+        print_line(&format!("resume with: --skip {acknowledged}"));
+    }
+    Ok(match stopped {
+        Some(StopReason::Signal(signal)) => ExitCode::from((128 + signal) as u8),
+        _ if tally.errors() == 0 && input_complete => ExitCode::SUCCESS,
+        _ => ExitCode::FAILURE,
+    })
 }
 
-fn exit_status(tally: &Tally) -> ExitCode {
-    match tally.errors() {
-        0 => ExitCode::SUCCESS,
-        _ => ExitCode::FAILURE,
+/// Runs one connection: a writer and a reply reader around a fresh window.
+/// Returns how the writer ended and what is left unacknowledged, in order.
+fn run_session(
+    stream: Stream,
+    resend: Vec<InFlight>,
+    batches: &Receiver<Batch>,
+    replies: &mut Replies,
+    stop: &Stop,
+    config: &Config,
+    input: &mut InputWatch,
+) -> Result<(WriterOutcome, SessionEnd)> {
+    let writer_stream = stream
+        .try_clone()
+        .context("cannot set up the connection")?;
+    let window = Window::new(config.window);
+    let (in_flight_sender, in_flight_receiver) = unbounded::<InFlight>();
+    let (written, session) = thread::scope(|scope| {
+        let window = &window;
+        let receiver = &in_flight_receiver;
+        let writer = scope.spawn(move || {
+            Writer {
+                stream: writer_stream,
+                batches,
+                in_flight: in_flight_sender,
+                window,
+                stop,
+            }
+            .run(resend)
+        });
+        let reader =
+            scope.spawn(move || replies.run_session(stream, receiver, window, config.pipe_timeout));
+        let written = writer.join();
+        if let Ok(outcome) = &written {
+            input.writer_finished(&outcome.end);
+        }
+        (written, reader.join())
+    });
+    let (Ok(written), Ok(mut session)) = (written, session) else {
+        anyhow::bail!("internal error: a connection thread panicked");
+    };
+    // Handed to the reader but never taken by it: after what it holds.
+    session.unacknowledged.extend(in_flight_receiver.try_iter());
+    Ok((written, session))
+}
+
+/// Connects again after a lost connection, pausing before each attempt
+/// (100 ms, doubling, at most 5 s). Fails once `--retry` attempts are used
+/// up for this outage, or when a stop is requested.
+fn reconnect(
+    config: &Config,
+    last_select: Option<&[u8]>,
+    stop: &Stop,
+    failed_attempts: &mut u32,
+) -> Result<Stream, String> {
+    loop {
+        if *failed_attempts >= config.retry {
+            return Err(format!(
+                "gave up after {} reconnect attempts (--retry {})",
+                config.retry, config.retry
+            ));
+        }
+        *failed_attempts += 1;
+        let pause = FIRST_BACKOFF
+            .saturating_mul(1 << (*failed_attempts - 1).min(16))
+            .min(MAX_BACKOFF);
+        report(&format!(
+            "pipeload: reconnecting in {:.1} s (attempt {} of {})",
+            pause.as_secs_f64(),
+            failed_attempts,
+            config.retry
+        ));
+        if stop.woken().recv_timeout(pause).is_ok() || stop.is_requested() {
+            return Err("stopped while reconnecting".into());
+        }
+        match conn::connect(config, last_select) {
+            Ok(stream) => return Ok(stream),
+            Err(error @ ConnectError::Unreachable { .. }) => report(&error.to_string()),
+            Err(error) => return Err(error.to_string()),
+        }
     }
 }
 
@@ -161,6 +319,8 @@ fn emit_resp(sources: Vec<OpenSource>, config: &Config) -> Result<ExitCode> {
     let options = InputOptions {
         format: config.format,
         confirm_unanswered_tail: false,
+        skip: config.skip,
+        keep_originals: false,
     };
     let mut rejected = 0u64;
     let (input_result, written) = thread::scope(|scope| {

@@ -1,33 +1,45 @@
-//! The reply-reader thread: reads the socket, cuts the bytes into replies,
-//! and matches them one for one with the commands of the oldest in-flight
-//! batch. It counts replies and errors, reports each error with the input
-//! position of its command, and frees window room as batches complete.
+//! The reply reader: reads the socket, cuts the bytes into replies, and
+//! matches them one for one with the commands of the oldest in-flight batch.
+//! It counts replies and errors, reports each error with the input position
+//! of its command, writes failed commands to `--errors-file`, and frees
+//! window room as batches complete.
 //!
-//! Place in the data flow: after the server. Commands marked
-//! `Expect::NoReply` or `Expect::Rejected` are settled without a reply, in
-//! input order, so a rejected line is reported where it stood. RESP3 push
-//! frames are not replies and are skipped. The socket is read only while a
-//! command is waiting for its reply, so `--pipe-timeout` measures exactly
-//! "no reply for N seconds".
+//! Place in the data flow: after the server, one session per connection;
+//! `Replies` keeps the counts across reconnects. Invariants:
+//! - `acknowledged` only grows over a prefix of the input: a rejected line
+//!   is settled when it reaches the head, a command sent without a reply due
+//!   (`CLIENT REPLY OFF|SKIP`) only when a later reply proves it ran, and a
+//!   transaction only when its `EXEC` is answered (a lost connection
+//!   discards it, so a reconnect resends it from its `MULTI`).
+//! - The socket is read only while a command waits for its reply, so
+//!   `--pipe-timeout` measures exactly "no reply for N seconds".
+//! - When a session fails, every command not acknowledged is handed back, in
+//!   order, for the next connection to resend.
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::io;
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_channel::Receiver;
 
-use crate::batch::{Batch, Expect};
+use crate::batch::{CommandKind, Expect, InFlight};
 use crate::conn::{Stream, describe_io_error};
 use crate::readbuf::ReadBuffer;
 use crate::resp::{ErrorSpan, ReplyKind, ReplyScan, scan_reply};
+use crate::stop::{Stop, StopReason};
 use crate::summary::{Tally, report};
 use crate::window::Window;
 
 const READ_CHUNK: usize = 256 * 1024;
 
-/// Why replies stopped coming before every command was answered.
+/// Error replies that mean "not now" rather than "never": with `--retry`
+/// the command is sent again after a pause instead of being counted.
+const TRANSIENT_ERRORS: [&[u8]; 4] = [b"LOADING", b"BUSY", b"TRYAGAIN", b"MASTERDOWN"];
+
+/// Why a session ended before every command was answered.
 #[derive(Debug)]
 pub enum ReplyFailure {
     /// Nothing arrived for `--pipe-timeout`.
@@ -36,8 +48,20 @@ pub enum ReplyFailure {
     ConnectionLost(String),
     /// The server sent bytes that are not RESP.
     Garbled(String),
+    /// With `--retry`: the server answered "not now" (`LOADING`…).
+    Transient(String),
     /// The writer stopped (it reports why); nothing more will be answered.
     Stopped,
+}
+
+impl ReplyFailure {
+    /// Whether a new connection may cure it.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            ReplyFailure::ConnectionLost(_) | ReplyFailure::Garbled(_) | ReplyFailure::Transient(_)
+        )
+    }
 }
 
 impl fmt::Display for ReplyFailure {
@@ -48,150 +72,236 @@ impl fmt::Display for ReplyFailure {
             }
             ReplyFailure::ConnectionLost(reason) => write!(f, "connection lost: {reason}"),
             ReplyFailure::Garbled(reason) => {
-                write!(
-                    f,
-                    "connection lost: the server's reply is not RESP ({reason})"
-                )
+                write!(f, "connection lost: the server's reply is not RESP ({reason})")
             }
+            ReplyFailure::Transient(message) => write!(f, "server busy: {message}"),
             ReplyFailure::Stopped => write!(f, "stopped"),
         }
     }
 }
 
-/// What the reader hands back when it ends.
+/// How one session ended.
 #[derive(Debug)]
-pub struct ReplyOutcome {
-    pub tally: Tally,
+pub struct SessionEnd {
     pub failure: Option<ReplyFailure>,
+    /// Commands not acknowledged, in input order, from the resend point on.
+    pub unacknowledged: Vec<InFlight>,
 }
 
-/// The in-flight batches, oldest first, and the next command to settle.
-struct InFlight {
-    batches: VecDeque<Arc<Batch>>,
-    /// Index in the oldest batch of the first unsettled command.
-    next_command: usize,
-}
-
-pub struct ReplyReader<'a> {
-    stream: Stream,
-    incoming: Receiver<Arc<Batch>>,
-    window: &'a Window,
+/// What the reply side keeps across sessions.
+pub struct Replies<'a> {
     source_names: &'a [Option<String>],
-    in_flight: InFlight,
+    stop: &'a Stop,
+    max_errors: Option<u64>,
+    /// Treat `LOADING`, `BUSY`… as "resend later" (`--retry`).
+    resend_transient: bool,
+    errors_file: Option<BufWriter<File>>,
+    pub tally: Tally,
+    /// The last `SELECT` of the input that succeeded, replayed after a
+    /// reconnect so that what follows lands in the same database.
+    pub last_select: Option<Vec<u8>>,
     buffer: ReadBuffer,
     errors: Vec<ErrorSpan>,
-    tally: Tally,
 }
 
-impl<'a> ReplyReader<'a> {
+/// The batches of one connection, oldest first.
+struct Session {
+    batches: VecDeque<InFlight>,
+    /// Index in the oldest batch of the first unsettled command.
+    next: usize,
+    /// Index in the oldest batch of the `MULTI` of an open transaction.
+    open_transaction: Option<usize>,
+    /// Commands settled in this session, outside an open transaction.
+    acknowledged: u64,
+    /// Commands settled inside the open transaction: acknowledged when its
+    /// `EXEC` is answered, resent if the connection is lost first.
+    acknowledged_in_transaction: u64,
+    /// Commands in `batches`, from the head on, that wait for a reply.
+    replies_due: usize,
+}
+
+impl<'a> Replies<'a> {
     pub fn new(
-        stream: Stream,
-        incoming: Receiver<Arc<Batch>>,
-        window: &'a Window,
         source_names: &'a [Option<String>],
+        stop: &'a Stop,
+        max_errors: Option<u64>,
+        resend_transient: bool,
+        errors_file: Option<File>,
     ) -> Self {
-        ReplyReader {
-            stream,
-            incoming,
-            window,
+        Replies {
             source_names,
-            in_flight: InFlight {
-                batches: VecDeque::new(),
-                next_command: 0,
-            },
+            stop,
+            max_errors,
+            resend_transient,
+            errors_file: errors_file.map(BufWriter::new),
+            tally: Tally::default(),
+            last_select: None,
             buffer: ReadBuffer::new(READ_CHUNK),
             errors: Vec::new(),
-            tally: Tally::default(),
         }
     }
 
-    /// Reads replies until every command of every batch is settled or the
-    /// connection fails; `pipe_timeout` of `None` waits forever.
-    pub fn run(mut self, pipe_timeout: Option<Duration>) -> ReplyOutcome {
-        let failure = match self.stream.set_read_timeout(pipe_timeout) {
-            Ok(()) => self.read_all(pipe_timeout).err(),
+    /// Reads the replies of one connection until the writer has handed over
+    /// its last batch and every reply due has come, or the connection fails.
+    /// `pipe_timeout` of `None` waits forever.
+    pub fn run_session(
+        &mut self,
+        mut stream: Stream,
+        incoming: &Receiver<InFlight>,
+        window: &Window,
+        pipe_timeout: Option<Duration>,
+    ) -> SessionEnd {
+        self.buffer = ReadBuffer::new(READ_CHUNK);
+        let mut session = Session {
+            batches: VecDeque::new(),
+            next: 0,
+            open_transaction: None,
+            acknowledged: 0,
+            acknowledged_in_transaction: 0,
+            replies_due: 0,
+        };
+        let failure = match stream.set_read_timeout(pipe_timeout) {
+            Ok(()) => self
+                .read_session(&mut session, &mut stream, incoming, window, pipe_timeout)
+                .err(),
             Err(error) => Some(ReplyFailure::ConnectionLost(describe_io_error(&error))),
         };
         if failure.is_some() {
             // Order matters: the writer checks the window after a failed
             // write to tell a root cause from a consequence.
-            self.window.close();
-            self.stream.shutdown();
+            window.close();
+            stream.shutdown();
         }
-        ReplyOutcome {
-            tally: self.tally,
+        self.flush_errors_file();
+        self.tally.acknowledged += session.acknowledged;
+        SessionEnd {
             failure,
+            unacknowledged: session.into_unacknowledged(),
         }
     }
 
-    fn read_all(&mut self, pipe_timeout: Option<Duration>) -> Result<(), ReplyFailure> {
+    fn read_session(
+        &mut self,
+        session: &mut Session,
+        stream: &mut Stream,
+        incoming: &Receiver<InFlight>,
+        window: &Window,
+        pipe_timeout: Option<Duration>,
+    ) -> Result<(), ReplyFailure> {
         loop {
-            self.settle_unanswered();
-            if self.in_flight.batches.is_empty() {
-                match self.incoming.recv() {
+            self.settle_rejected(session, window);
+            if session.replies_due == 0 {
+                match incoming.recv() {
                     Ok(batch) => {
-                        self.in_flight.batches.push_back(batch);
+                        session.push(batch);
                         continue;
                     }
+                    // Anything left gets no reply: commands sent while
+                    // replies were off stay unacknowledged.
                     Err(_) => return Ok(()),
                 }
             }
             match scan_reply(self.buffer.unread(), &mut self.errors) {
                 ReplyScan::Complete(reply) => {
                     if reply.kind != ReplyKind::Push {
-                        self.answer_next(reply.kind);
+                        self.answer(session, window, reply.kind)?;
                     }
                     self.errors.clear();
                     self.buffer.consume(reply.len);
                 }
-                ReplyScan::Incomplete => self.receive(pipe_timeout)?,
+                ReplyScan::Incomplete => self.receive(stream, window, pipe_timeout)?,
                 ReplyScan::Invalid(error) => return Err(ReplyFailure::Garbled(error.to_string())),
             }
         }
     }
 
-    /// Settles, in order, the commands at the head that get no reply.
-    fn settle_unanswered(&mut self) {
-        while let Some(batch) = self.in_flight.batches.front() {
-            while let Some(command) = batch.commands.get(self.in_flight.next_command) {
-                match &command.expect {
-                    Expect::Reply | Expect::Marker => return,
-                    Expect::NoReply => {}
-                    Expect::Rejected(why) => {
-                        self.tally.rejected += 1;
-                        report(&format!(
-                            "{}: not sent: {why}",
-                            batch.position(self.in_flight.next_command, self.source_names, None)
-                        ));
-                    }
-                }
-                self.tally.acknowledged += 1;
-                self.in_flight.next_command += 1;
-            }
-            self.window.release(batch.commands.len(), batch.bytes.len());
-            self.in_flight.batches.pop_front();
-            self.in_flight.next_command = 0;
+    /// Settles, in order, the rejected lines at the head: reported where they
+    /// stood in the input, never sent.
+    fn settle_rejected(&mut self, session: &mut Session, window: &Window) {
+        loop {
+            session.pop_finished(window);
+            let Some(head) = session.batches.front() else {
+                return;
+            };
+            let batch = &head.batch;
+            let index = session.next;
+            let Expect::Rejected(why) = batch.commands[index].expect else {
+                return;
+            };
+            self.tally.rejected += 1;
+            report(&format!(
+                "{}: not sent: {why}",
+                batch.position(index, self.source_names, None)
+            ));
+            self.write_failed(batch.original(index));
+            session.next += 1;
+            session.acknowledge();
+            self.check_max_errors();
         }
     }
 
-    /// Counts a reply for the command at the head (which expects one: the
-    /// head was settled first) and reports the errors it holds.
-    fn answer_next(&mut self, kind: ReplyKind) {
-        let Some(batch) = self.in_flight.batches.front() else {
-            return;
+    /// Matches one reply with the first command at the head that waits for
+    /// one; the commands before it that wait for none are proven run by it.
+    fn answer(
+        &mut self,
+        session: &mut Session,
+        window: &Window,
+        kind: ReplyKind,
+    ) -> Result<(), ReplyFailure> {
+        loop {
+            session.pop_finished(window);
+            let Some(head) = session.batches.front() else {
+                return Err(ReplyFailure::Garbled("a reply that answers no command".into()));
+            };
+            match head.batch.commands[session.next].expect {
+                Expect::Reply | Expect::Marker => break,
+                Expect::NoReply => {
+                    session.next += 1;
+                    session.acknowledge();
+                }
+                Expect::Rejected(_) => self.settle_rejected(session, window),
+            }
+        }
+        let Some(head) = session.batches.front() else {
+            return Ok(());
         };
-        let index = self.in_flight.next_command;
-        let Some(command) = batch.commands.get(index) else {
-            return;
-        };
-        self.in_flight.next_command += 1;
+        let batch = Arc::clone(&head.batch);
+        let index = session.next;
+        let command = batch.commands[index];
+        let top_level_error = (kind == ReplyKind::Error)
+            .then(|| self.errors.first())
+            .flatten()
+            .map(|span| &self.buffer.unread()[span.message.clone()]);
+        if let Some(message) = top_level_error
+            && self.resend_transient
+            && is_transient(message)
+        {
+            return Err(ReplyFailure::Transient(format!(
+                "{}: {}",
+                batch.position(index, self.source_names, None),
+                String::from_utf8_lossy(message)
+            )));
+        }
+        session.next += 1;
+        session.replies_due -= 1;
+        match command.kind {
+            CommandKind::Multi if kind != ReplyKind::Error => {
+                session.open_transaction = Some(index);
+            }
+            CommandKind::EndMulti => session.close_transaction(),
+            CommandKind::Select if kind != ReplyKind::Error => {
+                self.last_select = Some(batch.bytes[batch.command_range(index)].to_vec());
+            }
+            _ => {}
+        }
+        session.acknowledge();
         if command.expect == Expect::Marker {
-            return;
+            return Ok(());
         }
         self.tally.replies += 1;
-        self.tally.acknowledged += 1;
         if kind == ReplyKind::Error {
             self.tally.error_replies += 1;
+            self.write_failed(batch.original(index));
         } else {
             self.tally.nested_errors += self.errors.len() as u64;
         }
@@ -202,12 +312,62 @@ impl<'a> ReplyReader<'a> {
                 batch.position(index, self.source_names, span.element)
             ));
         }
+        if !self.errors.is_empty() {
+            self.check_max_errors();
+        }
+        Ok(())
+    }
+
+    fn check_max_errors(&self) {
+        if let Some(limit) = self.max_errors
+            && self.tally.errors() >= limit
+            && self.stop.request(StopReason::MaxErrors(limit))
+        {
+            report(&format!(
+                "pipeload: stopping after {limit} errors (--max-errors): finishing the commands in flight"
+            ));
+        }
+    }
+
+    /// Appends a failed command's input bytes to `--errors-file`: a text
+    /// line gets its line end back, a RESP frame is complete as it is.
+    fn write_failed(&mut self, original: Option<&[u8]>) {
+        let (Some(file), Some(original)) = (self.errors_file.as_mut(), original) else {
+            return;
+        };
+        let written = file.write_all(original).and_then(|()| match original.first() {
+            Some(b'*') if original.ends_with(b"\r\n") => Ok(()),
+            _ => file.write_all(b"\n"),
+        });
+        if let Err(error) = written {
+            report(&format!(
+                "pipeload: cannot write the errors file: {}",
+                describe_io_error(&error)
+            ));
+            self.errors_file = None;
+        }
+    }
+
+    fn flush_errors_file(&mut self) {
+        if let Some(file) = self.errors_file.as_mut()
+            && let Err(error) = file.flush()
+        {
+            report(&format!(
+                "pipeload: cannot write the errors file: {}",
+                describe_io_error(&error)
+            ));
+        }
     }
 
     /// Reads more reply bytes, keeping the unscanned tail.
-    fn receive(&mut self, pipe_timeout: Option<Duration>) -> Result<(), ReplyFailure> {
-        match self.buffer.read_from(&mut self.stream) {
-            Ok(0) if self.window.is_closed() => Err(ReplyFailure::Stopped),
+    fn receive(
+        &mut self,
+        stream: &mut Stream,
+        window: &Window,
+        pipe_timeout: Option<Duration>,
+    ) -> Result<(), ReplyFailure> {
+        match self.buffer.read_from(stream) {
+            Ok(0) if window.is_closed() => Err(ReplyFailure::Stopped),
             Ok(0) => Err(ReplyFailure::ConnectionLost(
                 "server closed the connection".into(),
             )),
@@ -216,9 +376,64 @@ impl<'a> ReplyReader<'a> {
                 io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
                     ReplyFailure::NoReplies(pipe_timeout.unwrap_or_default())
                 }
-                _ if self.window.is_closed() => ReplyFailure::Stopped,
+                _ if window.is_closed() => ReplyFailure::Stopped,
                 _ => ReplyFailure::ConnectionLost(describe_io_error(&error)),
             }),
         }
+    }
+}
+
+fn is_transient(message: &[u8]) -> bool {
+    TRANSIENT_ERRORS.iter().any(|prefix| {
+        message.starts_with(prefix)
+            && matches!(message.get(prefix.len()), None | Some(b' '))
+    })
+}
+
+impl Session {
+    fn push(&mut self, batch: InFlight) {
+        self.replies_due += batch.batch.commands[batch.first..]
+            .iter()
+            .filter(|command| matches!(command.expect, Expect::Reply | Expect::Marker))
+            .count();
+        if self.batches.is_empty() {
+            self.next = batch.first;
+        }
+        self.batches.push_back(batch);
+    }
+
+    fn acknowledge(&mut self) {
+        match self.open_transaction {
+            Some(_) => self.acknowledged_in_transaction += 1,
+            None => self.acknowledged += 1,
+        }
+    }
+
+    fn close_transaction(&mut self) {
+        self.open_transaction = None;
+        self.acknowledged += std::mem::take(&mut self.acknowledged_in_transaction);
+    }
+
+    /// Drops the head batch while all its commands are settled, freeing its
+    /// room in the window.
+    fn pop_finished(&mut self, window: &Window) {
+        while let Some(head) = self.batches.front() {
+            if self.next < head.batch.commands.len() {
+                return;
+            }
+            window.release(head.command_count(), head.bytes().len());
+            self.batches.pop_front();
+            // A transaction is kept in one batch by the input; one that was
+            // cut at the end of a source can only be resent from here on.
+            self.close_transaction();
+            self.next = self.batches.front().map_or(0, |next| next.first);
+        }
+    }
+
+    fn into_unacknowledged(mut self) -> Vec<InFlight> {
+        if let Some(head) = self.batches.front_mut() {
+            head.first = self.open_transaction.unwrap_or(self.next);
+        }
+        self.batches.into_iter().collect()
     }
 }

@@ -1,58 +1,134 @@
-//! The writer thread: takes batches off the bounded batch channel, makes room
-//! for each in the window, hands it to the reply reader, and writes its bytes
-//! with one `write_all` on the blocking socket.
+//! The writer thread: first resends what a lost connection left
+//! unacknowledged, then takes batches off the bounded batch channel. For
+//! each it makes room in the window, hands it to the reply reader, and
+//! writes its bytes with one `write_all` on the blocking socket.
 //!
-//! Place in the data flow: between input and the socket. A batch is handed to
-//! the reply reader before its bytes are written, so the reader always knows
-//! the command a reply answers. When the batch channel closes (the input
-//! ended) the writer drops its side of the in-flight channel, which tells the
-//! reader no more batches are coming.
+//! Place in the data flow: between input and the socket, one per
+//! connection. A batch is handed to the reply reader before its bytes are
+//! written, so the reader always knows the command a reply answers. When the
+//! batch channel closes (the input ended) or a stop is requested, the writer
+//! drops its side of the in-flight channel, which tells the reader no more
+//! batches are coming. Whatever it took but did not hand over goes back to
+//! the caller, so a reconnect loses nothing.
 
 use std::io::{self, Write};
 use std::sync::Arc;
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, Sender, select};
 
-use crate::batch::Batch;
+use crate::batch::{Batch, InFlight};
 use crate::conn::Stream;
+use crate::stop::Stop;
 use crate::window::Window;
 
-/// Why the writer stopped before the input's end.
+/// Why the writer ended.
 #[derive(Debug)]
-pub enum WriteError {
-    /// Writing to the socket failed: the root cause of the stop.
-    Io(io::Error),
-    /// The reply reader stopped first (and says why).
+pub enum WriterEnd {
+    /// The batch channel closed: the input has ended and all of it was
+    /// written.
+    InputEnded,
+    /// A stop was requested; nothing more is taken from the channel.
     Stopped,
+    /// Writing to the socket failed: the root cause of this session's end.
+    Failed(io::Error),
+    /// The reply reader closed the window (it reports why).
+    ReaderStopped,
 }
 
-/// Writes every batch; returns the number of bytes sent.
-pub fn write_batches(
-    batches: Receiver<Batch>,
-    in_flight: Sender<Arc<Batch>>,
-    window: &Window,
-    mut stream: Stream,
-) -> Result<u64, WriteError> {
-    let mut bytes_sent = 0u64;
-    for batch in batches {
-        window
-            .acquire(batch.commands.len(), batch.bytes.len())
-            .map_err(|_| WriteError::Stopped)?;
-        let batch = Arc::new(batch);
-        in_flight
-            .send(Arc::clone(&batch))
-            .map_err(|_| WriteError::Stopped)?;
-        if let Err(error) = stream.write_all(&batch.bytes) {
-            if window.is_closed() {
-                return Err(WriteError::Stopped);
+#[derive(Debug)]
+pub struct WriterOutcome {
+    pub end: WriterEnd,
+    /// Batches taken but never handed to the reader, in input order.
+    pub unsent: Vec<InFlight>,
+    pub bytes_sent: u64,
+}
+
+/// Everything the writer of one connection works with.
+pub struct Writer<'a> {
+    pub stream: Stream,
+    pub batches: &'a Receiver<Batch>,
+    pub in_flight: Sender<InFlight>,
+    pub window: &'a Window,
+    pub stop: &'a Stop,
+}
+
+impl Writer<'_> {
+    /// Writes `resend` first, then every batch of the channel.
+    pub fn run(mut self, resend: Vec<InFlight>) -> WriterOutcome {
+        let mut bytes_sent = 0u64;
+        let mut pending = resend.into_iter();
+        let end = loop {
+            let next = match pending.next() {
+                Some(resent) => resent,
+                None => {
+                    if self.stop.is_requested() {
+                        break WriterEnd::Stopped;
+                    }
+                    select! {
+                        recv(self.batches) -> batch => match batch {
+                            Ok(batch) => InFlight::whole(Arc::new(batch)),
+                            Err(_) => break WriterEnd::InputEnded,
+                        },
+                        recv(self.stop.woken()) -> _ => break WriterEnd::Stopped,
+                    }
+                }
+            };
+            match self.send(&next) {
+                Ok(written) => bytes_sent += written,
+                Err(end) => {
+                    let mut unsent = Vec::new();
+                    if matches!(end, SendError::NotHandedOver(_)) {
+                        unsent.push(next);
+                    }
+                    unsent.extend(pending);
+                    return WriterOutcome {
+                        end: end.into_writer_end(),
+                        unsent,
+                        bytes_sent,
+                    };
+                }
+            }
+        };
+        WriterOutcome {
+            end,
+            unsent: pending.collect(),
+            bytes_sent,
+        }
+    }
+
+    fn send(&mut self, batch: &InFlight) -> Result<u64, SendError> {
+        let bytes = batch.bytes();
+        self.window
+            .acquire(batch.command_count(), bytes.len())
+            .map_err(|_| SendError::NotHandedOver(WriterEnd::ReaderStopped))?;
+        if self.in_flight.send(batch.clone()).is_err() {
+            return Err(SendError::NotHandedOver(WriterEnd::ReaderStopped));
+        }
+        if let Err(error) = self.stream.write_all(bytes) {
+            if self.window.is_closed() {
+                return Err(SendError::HandedOver(WriterEnd::ReaderStopped));
             }
             // Wake the reader, which may be waiting for replies that will
             // never come.
-            window.close();
-            stream.shutdown();
-            return Err(WriteError::Io(error));
+            self.window.close();
+            self.stream.shutdown();
+            return Err(SendError::HandedOver(WriterEnd::Failed(error)));
         }
-        bytes_sent += batch.bytes.len() as u64;
+        Ok(bytes.len() as u64)
     }
-    Ok(bytes_sent)
+}
+
+/// A send that failed, and whether the reader already has the batch (and so
+/// will give it back as unacknowledged).
+enum SendError {
+    NotHandedOver(WriterEnd),
+    HandedOver(WriterEnd),
+}
+
+impl SendError {
+    fn into_writer_end(self) -> WriterEnd {
+        match self {
+            SendError::NotHandedOver(end) | SendError::HandedOver(end) => end,
+        }
+    }
 }
