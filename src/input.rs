@@ -483,7 +483,8 @@ impl<'a> SourceReader<'a> {
                     }
                     self.batch.push_command(self.line_no, false, expect, kind);
                     if state.keep_originals {
-                        self.batch.push_original(line.strip_suffix(b"\r").unwrap_or(line));
+                        self.batch
+                            .push_original(line.strip_suffix(b"\r").unwrap_or(line));
                     }
                 }
             }

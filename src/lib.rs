@@ -43,7 +43,7 @@ use crate::batch::{Batch, Expect, InFlight};
 use crate::cli::Config;
 use crate::conn::{ConnectError, Stream, describe_io_error};
 use crate::input::{InputError, InputOptions, OpenSource, open_sources, read_input};
-use crate::replies::{ReplyFailure, Replies, SessionEnd};
+use crate::replies::{Replies, ReplyFailure, SessionEnd};
 use crate::stop::{Stop, StopReason};
 use crate::summary::{ALL_DATA_TRANSFERRED, LAST_REPLY_RECEIVED, print_counts, print_line, report};
 use crate::window::Window;
@@ -58,8 +58,7 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// The password warning redis-cli prints, word for word.
-const PASSWORD_WARNING: &str =
-    "Warning: Using a password with '-a' or '-u' option on the command line interface may not be safe.";
+const PASSWORD_WARNING: &str = "Warning: Using a password with '-a' or '-u' option on the command line interface may not be safe.";
 
 /// Runs one load as configured. Returns the exit status for a load that ran
 /// (0 when no error at all); fails, before anything is sent, when an input
@@ -71,7 +70,11 @@ pub fn run(config: Config) -> Result<ExitCode> {
     }
     let errors_file = match &config.errors_file {
         Some(path) => Some(File::create(path).map_err(|error| {
-            anyhow::anyhow!("cannot create {}: {}", path.display(), describe_io_error(&error))
+            anyhow::anyhow!(
+                "cannot create {}: {}",
+                path.display(),
+                describe_io_error(&error)
+            )
         })?),
         None => None,
     };
@@ -169,8 +172,12 @@ fn load(
             &mut input,
         )?;
         let failure = match written.end {
-            WriterEnd::Failed(error) => Some(ReplyFailure::ConnectionLost(describe_io_error(&error))),
-            _ => session.failure.filter(|failure| !matches!(failure, ReplyFailure::Stopped)),
+            WriterEnd::Failed(error) => {
+                Some(ReplyFailure::ConnectionLost(describe_io_error(&error)))
+            }
+            _ => session
+                .failure
+                .filter(|failure| !matches!(failure, ReplyFailure::Stopped)),
         };
         let Some(failure) = failure else {
             break None;
@@ -184,7 +191,12 @@ fn load(
         }
         resend = session.unacknowledged;
         resend.extend(written.unsent);
-        match reconnect(config, replies.last_select.as_deref(), &stop, &mut failed_attempts) {
+        match reconnect(
+            config,
+            replies.last_select.as_deref(),
+            &stop,
+            &mut failed_attempts,
+        ) {
             Ok(reconnected) => {
                 reconnects += 1;
                 stream = reconnected;
@@ -241,9 +253,7 @@ fn run_session(
     config: &Config,
     input: &mut InputWatch,
 ) -> Result<(WriterOutcome, SessionEnd)> {
-    let writer_stream = stream
-        .try_clone()
-        .context("cannot set up the connection")?;
+    let writer_stream = stream.try_clone().context("cannot set up the connection")?;
     let window = Window::new(config.window);
     let (in_flight_sender, in_flight_receiver) = unbounded::<InFlight>();
     let (written, session) = thread::scope(|scope| {

@@ -72,7 +72,10 @@ impl fmt::Display for ReplyFailure {
             }
             ReplyFailure::ConnectionLost(reason) => write!(f, "connection lost: {reason}"),
             ReplyFailure::Garbled(reason) => {
-                write!(f, "connection lost: the server's reply is not RESP ({reason})")
+                write!(
+                    f,
+                    "connection lost: the server's reply is not RESP ({reason})"
+                )
             }
             ReplyFailure::Transient(message) => write!(f, "server busy: {message}"),
             ReplyFailure::Stopped => write!(f, "stopped"),
@@ -251,7 +254,9 @@ impl<'a> Replies<'a> {
         loop {
             session.pop_finished(window);
             let Some(head) = session.batches.front() else {
-                return Err(ReplyFailure::Garbled("a reply that answers no command".into()));
+                return Err(ReplyFailure::Garbled(
+                    "a reply that answers no command".into(),
+                ));
             };
             match head.batch.commands[session.next].expect {
                 Expect::Reply | Expect::Marker => break,
@@ -335,10 +340,12 @@ impl<'a> Replies<'a> {
         let (Some(file), Some(original)) = (self.errors_file.as_mut(), original) else {
             return;
         };
-        let written = file.write_all(original).and_then(|()| match original.first() {
-            Some(b'*') if original.ends_with(b"\r\n") => Ok(()),
-            _ => file.write_all(b"\n"),
-        });
+        let written = file
+            .write_all(original)
+            .and_then(|()| match original.first() {
+                Some(b'*') if original.ends_with(b"\r\n") => Ok(()),
+                _ => file.write_all(b"\n"),
+            });
         if let Err(error) = written {
             report(&format!(
                 "pipeload: cannot write the errors file: {}",
@@ -385,8 +392,7 @@ impl<'a> Replies<'a> {
 
 fn is_transient(message: &[u8]) -> bool {
     TRANSIENT_ERRORS.iter().any(|prefix| {
-        message.starts_with(prefix)
-            && matches!(message.get(prefix.len()), None | Some(b' '))
+        message.starts_with(prefix) && matches!(message.get(prefix.len()), None | Some(b' '))
     })
 }
 

@@ -56,7 +56,12 @@ impl Stop {
         }
         *current = Some(reason);
         self.requested.store(true, Ordering::SeqCst);
-        drop(self.wake.lock().unwrap_or_else(PoisonError::into_inner).take());
+        drop(
+            self.wake
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
         true
     }
 
