@@ -32,6 +32,8 @@ pub enum Rejection {
     Monitor,
     /// `CLIENT REPLY` queued in a transaction would change replies at `EXEC`.
     ClientReplyInMulti,
+    /// A cluster has only database 0.
+    SelectInCluster,
 }
 
 impl fmt::Display for Rejection {
@@ -47,6 +49,7 @@ impl fmt::Display for Rejection {
             Rejection::ClientReplyInMulti => {
                 f.write_str("CLIENT REPLY inside MULTI is not supported")
             }
+            Rejection::SelectInCluster => f.write_str("SELECT is not allowed in cluster mode"),
         }
     }
 }
@@ -96,8 +99,14 @@ pub struct Command {
 pub struct Batch {
     /// Index of the source (file argument) every command came from.
     pub source: usize,
+    /// Commands in the sources before this one: command number `n` of this
+    /// source is command `seq_offset + n` of the whole input.
+    pub seq_offset: u64,
     /// Ordinal in the source of the first command, from 1.
     pub first_command_no: u64,
+    /// When not empty (batches split by the cluster router), the ordinal in
+    /// the source of each command, which are then not consecutive.
+    pub command_nos: Vec<u64>,
     /// Encoded commands, back to back.
     pub bytes: Vec<u8>,
     pub commands: Vec<Command>,
@@ -109,9 +118,15 @@ pub struct Batch {
 }
 
 impl Batch {
-    pub fn new(source: usize, first_command_no: u64, byte_capacity: usize) -> Self {
+    pub fn new(
+        source: usize,
+        seq_offset: u64,
+        first_command_no: u64,
+        byte_capacity: usize,
+    ) -> Self {
         Batch {
             source,
+            seq_offset,
             first_command_no,
             bytes: Vec::with_capacity(byte_capacity),
             ..Batch::default()
@@ -158,6 +173,20 @@ impl Batch {
         self.commands.is_empty()
     }
 
+    /// Ordinal of command `index` in its source, from 1.
+    pub fn command_no(&self, index: usize) -> u64 {
+        match self.command_nos.get(index) {
+            Some(command_no) => *command_no,
+            None => self.first_command_no + index as u64,
+        }
+    }
+
+    /// Ordinal of command `index` in the whole input, from 1, counting
+    /// skipped commands too: what `--skip` and `acknowledged` count.
+    pub fn seq(&self, index: usize) -> u64 {
+        self.seq_offset + self.command_no(index)
+    }
+
     /// Where command `index` came from, as messages show it: `data.txt:7`,
     /// `line 7 (command 3)`, `line 9 (EXEC element 2)`. `source_names` is
     /// indexed by source, `None` for stdin.
@@ -172,7 +201,7 @@ impl Batch {
         let mut position = describe_line(name, command.line_no);
         let mut details = Vec::new();
         if command.is_resp {
-            details.push(format!("command {}", self.first_command_no + index as u64));
+            details.push(format!("command {}", self.command_no(index)));
         }
         if let Some(element) = exec_element {
             details.push(format!("EXEC element {}", element + 1));
@@ -229,7 +258,7 @@ mod tests {
 
     #[test]
     fn positions_name_source_line_and_command() {
-        let mut batch = Batch::new(1, 41, 0);
+        let mut batch = Batch::new(1, 100, 41, 0);
         batch.bytes.extend_from_slice(b"*1\r\n$4\r\nPING\r\n");
         batch.push_command(7, true, Expect::Reply, CommandKind::Plain);
         batch.push_command(9, false, Expect::Reply, CommandKind::Plain);
@@ -240,6 +269,7 @@ mod tests {
             "data.resp:7 (command 41, EXEC element 2)"
         );
         assert_eq!(batch.position(1, &names, None), "data.resp:9");
+        assert_eq!(batch.seq(1), 142);
         assert_eq!(batch.command_range(0), 0..14);
         assert_eq!(batch.command_range(1), 14..14);
         assert_eq!(describe_line(None, 3), "line 3");

@@ -70,6 +70,8 @@ pub struct Config {
     pub max_errors: Option<u64>,
     /// Where failed commands' input bytes go.
     pub errors_file: Option<PathBuf>,
+    /// Cluster mode (`-c`): route each command to the primary of its slot.
+    pub cluster: bool,
 }
 
 const EXAMPLES: &str = "\
@@ -134,6 +136,10 @@ struct Flags {
     /// Start the session in RESP3 protocol mode (HELLO 3)
     #[arg(short = '3', help_heading = "Connection")]
     resp3: bool,
+
+    /// Cluster mode: load a Redis Cluster through any of its nodes
+    #[arg(short = 'c', help_heading = "Connection")]
+    cluster: bool,
 
     /// Server connection timeout in seconds (decimals allowed)
     #[arg(short = 't', value_name = "SECONDS", help_heading = "Connection")]
@@ -240,6 +246,10 @@ fn config_from_flags(flags: Flags, env_password: Option<String>) -> Result<Confi
         (None, None) => None,
     };
 
+    let db = flags
+        .db
+        .or(uri.as_ref().and_then(|uri| uri.db))
+        .unwrap_or(0);
     let connect_timeout = match flags.connect_timeout {
         None => None,
         Some(seconds) if seconds.is_finite() && seconds > 0.0 => {
@@ -247,6 +257,13 @@ fn config_from_flags(flags: Flags, env_password: Option<String>) -> Result<Confi
         }
         Some(seconds) => bail!("-t needs a positive number of seconds, got {seconds}"),
     };
+
+    if flags.cluster && db != 0 {
+        bail!("-n {db}: a cluster has only database 0");
+    }
+    if flags.cluster && flags.retry > 0 {
+        bail!("--retry is not supported with -c yet: resume a stopped cluster load with --skip");
+    }
 
     let sources = if flags.files.is_empty() {
         vec![Source::Stdin]
@@ -266,10 +283,7 @@ fn config_from_flags(flags: Flags, env_password: Option<String>) -> Result<Confi
         warn_about_password: (flags.password.is_some() || uri_has_password)
             && !flags.no_auth_warning,
         credentials,
-        db: flags
-            .db
-            .or(uri.as_ref().and_then(|uri| uri.db))
-            .unwrap_or(0),
+        db,
         resp3: flags.resp3,
         connect_timeout,
         pipe_timeout: (flags.pipe_timeout > 0).then(|| Duration::from_secs(flags.pipe_timeout)),
@@ -281,6 +295,7 @@ fn config_from_flags(flags: Flags, env_password: Option<String>) -> Result<Confi
         retry: flags.retry,
         max_errors: flags.max_errors,
         errors_file: flags.errors_file,
+        cluster: flags.cluster,
     })
 }
 

@@ -267,6 +267,8 @@ struct InputState {
     tracker: ReplyTracker,
     /// Commands still to skip (`--skip`).
     to_skip: u64,
+    /// Commands in the sources read so far.
+    commands_before_source: u64,
     keep_originals: bool,
 }
 
@@ -291,16 +293,24 @@ pub fn read_input(
     let mut state = InputState {
         tracker: ReplyTracker::new(),
         to_skip: options.skip,
+        commands_before_source: 0,
         keep_originals: options.keep_originals,
     };
     let mut last_source = 0;
     for (index, source) in sources.into_iter().enumerate() {
-        let mut reader = SourceReader::new(index, source, options.format, batches);
+        let mut reader = SourceReader::new(
+            index,
+            state.commands_before_source,
+            source,
+            options.format,
+            batches,
+        );
         reader.read_all(&mut state)?;
+        state.commands_before_source += reader.command_no;
         last_source = index;
     }
     if options.confirm_unanswered_tail && state.tracker.unanswered_tail {
-        let mut batch = Batch::new(last_source, 0, 0);
+        let mut batch = Batch::new(last_source, state.commands_before_source, 0, 0);
         batch.bytes = command_bytes(&[b"CLIENT", b"REPLY", b"ON"]);
         batch.push_command(0, true, Expect::Marker, CommandKind::Plain);
         batches.send(batch).map_err(|_| InputError::Stopped)?;
@@ -311,6 +321,8 @@ pub fn read_input(
 /// Frames the commands of one source.
 struct SourceReader<'a> {
     index: usize,
+    /// Commands in the sources before this one.
+    seq_offset: u64,
     name: Option<String>,
     reader: Box<dyn Read + Send>,
     format: Format,
@@ -327,9 +339,16 @@ struct SourceReader<'a> {
 }
 
 impl<'a> SourceReader<'a> {
-    fn new(index: usize, source: OpenSource, format: Format, batches: &'a Sender<Batch>) -> Self {
+    fn new(
+        index: usize,
+        seq_offset: u64,
+        source: OpenSource,
+        format: Format,
+        batches: &'a Sender<Batch>,
+    ) -> Self {
         SourceReader {
             index,
+            seq_offset,
             name: source.name,
             reader: source.reader,
             format,
@@ -340,7 +359,7 @@ impl<'a> SourceReader<'a> {
             line_no: 1,
             command_no: 0,
             args: Args::default(),
-            batch: Batch::new(index, 1, BATCH_BYTES + BATCH_BYTES / 4),
+            batch: Batch::new(index, seq_offset, 1, BATCH_BYTES + BATCH_BYTES / 4),
         }
     }
 
@@ -515,6 +534,7 @@ impl<'a> SourceReader<'a> {
             &mut self.batch,
             Batch::new(
                 self.index,
+                self.seq_offset,
                 self.command_no + 1,
                 BATCH_BYTES + BATCH_BYTES / 4,
             ),

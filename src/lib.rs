@@ -17,6 +17,7 @@
 
 pub mod batch;
 pub mod cli;
+pub mod cluster;
 pub mod conn;
 pub mod encode;
 pub mod input;
@@ -30,9 +31,9 @@ pub mod window;
 pub mod writer;
 
 use std::fs::File;
-use std::io::{self, Write};
+use std::io::{self, BufWriter, Write};
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
@@ -43,15 +44,18 @@ use crate::batch::{Batch, Expect, InFlight};
 use crate::cli::Config;
 use crate::conn::{ConnectError, Stream, describe_io_error};
 use crate::input::{InputError, InputOptions, OpenSource, open_sources, read_input};
-use crate::replies::{Replies, ReplyFailure, SessionEnd};
+use crate::replies::{ErrorsFile, Replies, ReplyFailure, SessionEnd};
 use crate::stop::{Stop, StopReason};
-use crate::summary::{ALL_DATA_TRANSFERRED, LAST_REPLY_RECEIVED, print_counts, print_line, report};
+use crate::summary::{
+    ALL_DATA_TRANSFERRED, LAST_REPLY_RECEIVED, Tally, print_counts, print_line, print_resume_hint,
+    report,
+};
 use crate::window::Window;
 use crate::writer::{Writer, WriterEnd, WriterOutcome};
 
 /// Batches waiting between input and writer: enough to keep the writer busy
 /// while input frames the next one, few enough to keep memory flat.
-const BATCH_CHANNEL_CAPACITY: usize = 4;
+pub(crate) const BATCH_CHANNEL_CAPACITY: usize = 4;
 
 /// First pause before a reconnect; it doubles per attempt up to the cap.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -69,24 +73,36 @@ pub fn run(config: Config) -> Result<ExitCode> {
         return emit_resp(sources, &config);
     }
     let errors_file = match &config.errors_file {
-        Some(path) => Some(File::create(path).map_err(|error| {
-            anyhow::anyhow!(
-                "cannot create {}: {}",
-                path.display(),
-                describe_io_error(&error)
-            )
-        })?),
+        Some(path) => {
+            let file = File::create(path).map_err(|error| {
+                anyhow::anyhow!(
+                    "cannot create {}: {}",
+                    path.display(),
+                    describe_io_error(&error)
+                )
+            })?;
+            Some(Arc::new(Mutex::new(BufWriter::new(file))))
+        }
         None => None,
     };
     if config.warn_about_password {
         report(PASSWORD_WARNING);
     }
-    let stream = conn::connect(&config, None)?;
+    let mut stream = conn::connect(&config, None)?;
+    if config.cluster {
+        let seed_host = match &config.endpoint {
+            cli::Endpoint::Tcp { host, .. } => host.clone(),
+            cli::Endpoint::Unix(_) => "127.0.0.1".to_owned(),
+        };
+        if let Some(topology) = cluster::topology::discover(&mut stream, &seed_host)? {
+            return cluster::load::load_cluster(stream, topology, sources, errors_file, &config);
+        }
+    }
     load(stream, sources, errors_file, &config)
 }
 
 /// The input thread, joined once it is known to have ended.
-struct InputWatch {
+pub(crate) struct InputWatch {
     handle: Option<JoinHandle<Result<(), InputError>>>,
     result: Option<Result<(), InputError>>,
 }
@@ -95,7 +111,31 @@ impl InputWatch {
     /// Called when a writer ends: if it saw the end of the input (the input
     /// thread dropped its sender, so it is exiting), collect the input's
     /// result and, when all of it was read, say so as redis-cli does.
-    fn writer_finished(&mut self, end: &WriterEnd) {
+    pub(crate) fn new(handle: JoinHandle<Result<(), InputError>>) -> Self {
+        InputWatch {
+            handle: Some(handle),
+            result: None,
+        }
+    }
+
+    /// Whether the whole input was read without error.
+    pub(crate) fn is_complete(&self) -> bool {
+        matches!(self.result, Some(Ok(())))
+    }
+
+    /// Reports an input failure (not a mere stop) and says whether there
+    /// was one.
+    pub(crate) fn report_failure(&self) -> bool {
+        match &self.result {
+            Some(Err(error)) if !matches!(error, InputError::Stopped) => {
+                report(&format!("pipeload: {error}"));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub(crate) fn writer_finished(&mut self, end: &WriterEnd) {
         if !matches!(end, WriterEnd::InputEnded) {
             return;
         }
@@ -113,7 +153,7 @@ impl InputWatch {
 
     /// Joins the input thread if it has ended; never waits on a thread that
     /// may be blocked on a source that sends nothing.
-    fn collect_if_finished(&mut self) {
+    pub(crate) fn collect_if_finished(&mut self) {
         if self.handle.as_ref().is_some_and(JoinHandle::is_finished) {
             self.join();
         }
@@ -125,7 +165,7 @@ impl InputWatch {
 fn load(
     stream: Stream,
     sources: Vec<OpenSource>,
-    errors_file: Option<File>,
+    errors_file: Option<ErrorsFile>,
     config: &Config,
 ) -> Result<ExitCode> {
     let stop = Arc::new(Stop::default());
@@ -144,10 +184,7 @@ fn load(
         .name("input".into())
         .spawn(move || read_input(sources, options, &batch_sender))
         .context("cannot start the input thread")?;
-    let mut input = InputWatch {
-        handle: Some(handle),
-        result: None,
-    };
+    let mut input = InputWatch::new(handle);
 
     let mut replies = Replies::new(
         &source_names,
@@ -218,28 +255,34 @@ fn load(
         None => print_line(LAST_REPLY_RECEIVED),
     }
     input.collect_if_finished();
-    let input_complete = matches!(input.result, Some(Ok(())));
-    if let Some(Err(error)) = &input.result
-        && !matches!(error, InputError::Stopped)
-    {
+    let input_complete = input.is_complete();
+    if input.report_failure() {
         tally.fatal += 1;
-        report(&format!("pipeload: {error}"));
     }
     print_counts(&tally);
     if config.retry > 0 {
         print_line(&format!("reconnects: {reconnects}"));
     }
     let stopped = stop.reason();
-    if failure.is_some() || stopped.is_some() || !input_complete {
-        let acknowledged = config.skip + tally.acknowledged;
-        print_line(&format!("acknowledged: {acknowledged}"));
-        print_line(&format!("resume with: --skip {acknowledged}"));
+    let stopped_early = failure.is_some() || stopped.is_some() || !input_complete;
+    if stopped_early {
+        print_resume_hint(config.skip + tally.acknowledged);
     }
-    Ok(match stopped {
+    Ok(exit_status(stopped, &tally, stopped_early))
+}
+
+/// The exit status of a load: 128 + the signal that stopped it, else 0 for
+/// a complete load without errors, else 1.
+pub(crate) fn exit_status(
+    stopped: Option<StopReason>,
+    tally: &Tally,
+    stopped_early: bool,
+) -> ExitCode {
+    match stopped {
         Some(StopReason::Signal(signal)) => ExitCode::from((128 + signal) as u8),
-        _ if tally.errors() == 0 && input_complete => ExitCode::SUCCESS,
+        _ if tally.errors() == 0 && !stopped_early => ExitCode::SUCCESS,
         _ => ExitCode::FAILURE,
-    })
+    }
 }
 
 /// Runs one connection: a writer and a reply reader around a fresh window.
@@ -263,6 +306,7 @@ fn run_session(
             Writer {
                 stream: writer_stream,
                 batches,
+                redirects: None,
                 in_flight: in_flight_sender,
                 window,
                 stop,

@@ -20,12 +20,13 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use crossbeam_channel::Receiver;
 
 use crate::batch::{CommandKind, Expect, InFlight};
+use crate::cluster::{ClusterLinks, Redirect};
 use crate::conn::{Stream, describe_io_error};
 use crate::readbuf::ReadBuffer;
 use crate::resp::{ErrorSpan, ReplyKind, ReplyScan, scan_reply};
@@ -38,6 +39,10 @@ const READ_CHUNK: usize = 256 * 1024;
 /// Error replies that mean "not now" rather than "never": with `--retry`
 /// the command is sent again after a pause instead of being counted.
 const TRANSIENT_ERRORS: [&[u8]; 4] = [b"LOADING", b"BUSY", b"TRYAGAIN", b"MASTERDOWN"];
+
+/// `--errors-file`, shared by the reply readers of a cluster load (one lock
+/// per failed command: failures are rare next to replies).
+pub type ErrorsFile = Arc<Mutex<BufWriter<File>>>;
 
 /// Why a session ended before every command was answered.
 #[derive(Debug)]
@@ -98,7 +103,9 @@ pub struct Replies<'a> {
     max_errors: Option<u64>,
     /// Treat `LOADING`, `BUSY`… as "resend later" (`--retry`).
     resend_transient: bool,
-    errors_file: Option<BufWriter<File>>,
+    errors_file: Option<ErrorsFile>,
+    /// Cluster mode: the shared links, and which primary this reader reads.
+    cluster: Option<(&'a ClusterLinks<'a>, usize)>,
     pub tally: Tally,
     /// The last `SELECT` of the input that succeeded, replayed after a
     /// reconnect so that what follows lands in the same database.
@@ -129,18 +136,33 @@ impl<'a> Replies<'a> {
         stop: &'a Stop,
         max_errors: Option<u64>,
         resend_transient: bool,
-        errors_file: Option<File>,
+        errors_file: Option<ErrorsFile>,
     ) -> Self {
         Replies {
             source_names,
             stop,
             max_errors,
             resend_transient,
-            errors_file: errors_file.map(BufWriter::new),
+            errors_file,
+            cluster: None,
             tally: Tally::default(),
             last_select: None,
             buffer: ReadBuffer::new(READ_CHUNK),
             errors: Vec::new(),
+        }
+    }
+
+    /// Makes this the reader of primary `node` of a cluster load.
+    pub fn in_cluster(mut self, links: &'a ClusterLinks<'a>, node: usize) -> Self {
+        self.cluster = Some((links, node));
+        self
+    }
+
+    /// Counts a command of this connection as settled (cluster mode keeps a
+    /// total over all nodes).
+    fn settled(&self) {
+        if let Some((links, _)) = self.cluster {
+            links.settled(1);
         }
     }
 
@@ -239,6 +261,7 @@ impl<'a> Replies<'a> {
             self.write_failed(batch.original(index));
             session.next += 1;
             session.acknowledge();
+            self.settled();
             self.check_max_errors();
         }
     }
@@ -263,6 +286,7 @@ impl<'a> Replies<'a> {
                 Expect::NoReply => {
                     session.next += 1;
                     session.acknowledge();
+                    self.settled();
                 }
                 Expect::Rejected(_) => self.settle_rejected(session, window),
             }
@@ -289,6 +313,15 @@ impl<'a> Replies<'a> {
         }
         session.next += 1;
         session.replies_due -= 1;
+        if let (Some(message), Some((links, node))) = (top_level_error, self.cluster)
+            && links.redirect(message, &batch, index, node) == Redirect::Resent
+        {
+            // Not executed here: it is now in flight on the node that owns
+            // its slot, and settles there.
+            links.settled(1);
+            return Ok(());
+        }
+        self.settled();
         match command.kind {
             CommandKind::Multi if kind != ReplyKind::Error => {
                 session.open_transaction = Some(index);
@@ -299,10 +332,10 @@ impl<'a> Replies<'a> {
             }
             _ => {}
         }
-        session.acknowledge();
         if command.expect == Expect::Marker {
             return Ok(());
         }
+        session.acknowledge();
         self.tally.replies += 1;
         if kind == ReplyKind::Error {
             self.tally.error_replies += 1;
@@ -337,9 +370,10 @@ impl<'a> Replies<'a> {
     /// Appends a failed command's input bytes to `--errors-file`: a text
     /// line gets its line end back, a RESP frame is complete as it is.
     fn write_failed(&mut self, original: Option<&[u8]>) {
-        let (Some(file), Some(original)) = (self.errors_file.as_mut(), original) else {
+        let (Some(file), Some(original)) = (self.errors_file.as_ref(), original) else {
             return;
         };
+        let mut file = file.lock().unwrap_or_else(PoisonError::into_inner);
         let written = file
             .write_all(original)
             .and_then(|()| match original.first() {
@@ -351,13 +385,14 @@ impl<'a> Replies<'a> {
                 "pipeload: cannot write the errors file: {}",
                 describe_io_error(&error)
             ));
+            drop(file);
             self.errors_file = None;
         }
     }
 
     fn flush_errors_file(&mut self) {
-        if let Some(file) = self.errors_file.as_mut()
-            && let Err(error) = file.flush()
+        if let Some(file) = self.errors_file.as_ref()
+            && let Err(error) = file.lock().unwrap_or_else(PoisonError::into_inner).flush()
         {
             report(&format!(
                 "pipeload: cannot write the errors file: {}",

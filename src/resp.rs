@@ -160,6 +160,33 @@ fn bulk_header_error(error: NumberError) -> FrameError {
     }
 }
 
+/// The arguments of one command already framed by `scan_command` (or
+/// encoded by pipeload), in order. Stops early, without panicking, at
+/// anything that is not a well-formed frame.
+pub fn command_args(frame: &[u8]) -> Vec<&[u8]> {
+    let mut args = Vec::new();
+    let Some(header_end) = memchr::memchr(b'\n', frame) else {
+        return args;
+    };
+    let mut position = header_end + 1;
+    while let Some(b'$') = frame.get(position) {
+        let Some(line_end) = memchr::memchr(b'\n', &frame[position..]) else {
+            break;
+        };
+        let length = std::str::from_utf8(&frame[position + 1..position + line_end])
+            .ok()
+            .and_then(|text| text.trim_end_matches('\r').parse::<usize>().ok());
+        let start = position + line_end + 1;
+        let Some(arg) = length.and_then(|length| frame.get(start..start.checked_add(length)?))
+        else {
+            break;
+        };
+        args.push(arg);
+        position = start + arg.len() + 2;
+    }
+    args
+}
+
 /// The kind of one complete reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReplyKind {
@@ -1664,5 +1691,12 @@ mod tests {
                 check_reply_invariants(&mutated[..end]);
             }
         }
+    }
+
+    #[test]
+    fn command_args_lists_every_argument() {
+        let frame = b"*3\r\n$3\r\nSET\r\n$0\r\n\r\n$4\r\na\r\nb\r\n";
+        assert_eq!(command_args(frame), vec![&b"SET"[..], b"", b"a\r\nb"]);
+        assert_eq!(command_args(b"*2\r\n$3\r\nGE"), Vec::<&[u8]>::new());
     }
 }

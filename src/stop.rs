@@ -23,6 +23,8 @@ pub enum StopReason {
     /// The signal number.
     Signal(i32),
     MaxErrors(u64),
+    /// A node of a cluster load was lost: the others stop too.
+    NodeLost,
 }
 
 #[derive(Debug)]

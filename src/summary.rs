@@ -26,6 +26,16 @@ pub struct Tally {
 }
 
 impl Tally {
+    /// Adds another connection's counts (cluster mode sums its nodes).
+    pub fn add(&mut self, other: &Tally) {
+        self.replies += other.replies;
+        self.error_replies += other.error_replies;
+        self.nested_errors += other.nested_errors;
+        self.rejected += other.rejected;
+        self.acknowledged += other.acknowledged;
+        self.fatal += other.fatal;
+    }
+
     /// The `errors` figure of the summary.
     pub fn errors(&self) -> u64 {
         self.error_replies + self.nested_errors + self.rejected + self.fatal
@@ -50,6 +60,13 @@ pub fn print_counts(tally: &Tally) {
         tally.errors(),
         tally.replies
     ));
+}
+
+/// After a load that stopped early: how much of the input is known to be
+/// applied, and the flag that resumes after it.
+pub fn print_resume_hint(acknowledged: u64) {
+    print_line(&format!("acknowledged: {acknowledged}"));
+    print_line(&format!("resume with: --skip {acknowledged}"));
 }
 
 /// Prints one problem on stderr, ignoring a closed stderr.

@@ -13,6 +13,8 @@
 
 use std::io::{self, Write};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, select};
 
@@ -20,6 +22,10 @@ use crate::batch::{Batch, InFlight};
 use crate::conn::Stream;
 use crate::stop::Stop;
 use crate::window::Window;
+
+/// How often a cluster writer whose input has ended looks whether every
+/// command is settled (only then can no redirect come any more).
+const REDIRECT_POLL: Duration = Duration::from_millis(10);
 
 /// Why the writer ended.
 #[derive(Debug)]
@@ -47,6 +53,10 @@ pub struct WriterOutcome {
 pub struct Writer<'a> {
     pub stream: Stream,
     pub batches: &'a Receiver<Batch>,
+    /// Cluster mode: commands other nodes' readers send here (`MOVED`,
+    /// `ASK`), and the count of commands not yet settled anywhere, without
+    /// which a writer cannot know that no more redirects will come.
+    pub redirects: Option<(&'a Receiver<Batch>, &'a AtomicUsize)>,
     pub in_flight: Sender<InFlight>,
     pub window: &'a Window,
     pub stop: &'a Stop,
@@ -57,6 +67,9 @@ impl Writer<'_> {
     pub fn run(mut self, resend: Vec<InFlight>) -> WriterOutcome {
         let mut bytes_sent = 0u64;
         let mut pending = resend.into_iter();
+        let never = crossbeam_channel::never();
+        let redirects = self.redirects.map_or(&never, |(redirects, _)| redirects);
+        let mut input_ended = false;
         let end = loop {
             let next = match pending.next() {
                 Some(resent) => resent,
@@ -64,12 +77,31 @@ impl Writer<'_> {
                     if self.stop.is_requested() {
                         break WriterEnd::Stopped;
                     }
-                    select! {
-                        recv(self.batches) -> batch => match batch {
-                            Ok(batch) => InFlight::whole(Arc::new(batch)),
-                            Err(_) => break WriterEnd::InputEnded,
-                        },
-                        recv(self.stop.woken()) -> _ => break WriterEnd::Stopped,
+                    let batch = if input_ended {
+                        let settled = self
+                            .redirects
+                            .is_none_or(|(_, outstanding)| outstanding.load(Ordering::SeqCst) == 0);
+                        if settled {
+                            break WriterEnd::InputEnded;
+                        }
+                        select! {
+                            recv(redirects) -> batch => batch.ok(),
+                            recv(self.stop.woken()) -> _ => break WriterEnd::Stopped,
+                            default(REDIRECT_POLL) => None,
+                        }
+                    } else {
+                        select! {
+                            recv(self.batches) -> batch => {
+                                input_ended = batch.is_err();
+                                batch.ok()
+                            }
+                            recv(redirects) -> batch => batch.ok(),
+                            recv(self.stop.woken()) -> _ => break WriterEnd::Stopped,
+                        }
+                    };
+                    match batch {
+                        Some(batch) => InFlight::whole(Arc::new(batch)),
+                        None => continue,
                     }
                 }
             };

@@ -1,0 +1,364 @@
+//! Where a command's keys are, from the server's own `COMMAND` metadata:
+//! the legacy first-key/last-key/step triple and the key specs (index or
+//! keyword search, then a key range or a key count), including
+//! subcommands. Commands whose keys cannot be found that way are marked for
+//! `COMMAND GETKEYS`. No hard-coded command list: a module's command routes
+//! like a built-in one.
+//!
+//! Place in the data flow: loaded once at cluster setup; the router asks
+//! `first_key` for every command.
+
+use std::collections::HashMap;
+
+use anyhow::{Result, anyhow};
+
+use super::value::{Value, query};
+use crate::conn::Stream;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum BeginSearch {
+    Index(i64),
+    Keyword { keyword: Vec<u8>, start_from: i64 },
+    Unknown,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum FindKeys {
+    /// Keys from the begin position on (only the first one matters here).
+    Range,
+    /// A count at `count_index` after the begin position, keys from
+    /// `first_key` after it.
+    KeyCount {
+        count_index: i64,
+        first_key: i64,
+    },
+    Unknown,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct KeySpec {
+    begin: BeginSearch,
+    find: FindKeys,
+}
+
+#[derive(Debug, Clone, Default)]
+struct CommandKeys {
+    first_key: i64,
+    movable_keys: bool,
+    specs: Vec<KeySpec>,
+    subcommands: HashMap<Vec<u8>, CommandKeys>,
+}
+
+/// Where the first key of a command is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyLookup<'a> {
+    Key(&'a [u8]),
+    Keyless,
+    /// The metadata cannot tell: ask the server (`COMMAND GETKEYS`).
+    AskServer,
+}
+
+#[derive(Debug, Default)]
+pub struct KeyPositions {
+    commands: HashMap<Vec<u8>, CommandKeys>,
+}
+
+impl KeyPositions {
+    /// Reads `COMMAND` from the server.
+    pub fn fetch(stream: &mut Stream) -> Result<Self> {
+        let reply = query(stream, &[b"COMMAND"])?;
+        if let Value::Error(message) = &reply {
+            return Err(anyhow!("COMMAND failed: {message}"));
+        }
+        Ok(Self::from_reply(&reply))
+    }
+
+    fn from_reply(reply: &Value) -> Self {
+        let commands = reply
+            .as_array()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(parse_command)
+            .collect();
+        KeyPositions { commands }
+    }
+
+    /// The first key of `args` (a whole command, name first).
+    pub fn first_key<'a>(&self, args: &[&'a [u8]]) -> KeyLookup<'a> {
+        let Some(name) = args.first() else {
+            return KeyLookup::Keyless;
+        };
+        let Some(command) = self.commands.get(&name.to_ascii_lowercase()) else {
+            // Unknown to the server: it will answer with an error wherever
+            // it goes.
+            return KeyLookup::Keyless;
+        };
+        let command = match args.get(1) {
+            Some(sub) if !command.subcommands.is_empty() => {
+                let mut full = name.to_ascii_lowercase();
+                full.push(b'|');
+                full.extend(sub.to_ascii_lowercase());
+                command.subcommands.get(&full).unwrap_or(command)
+            }
+            _ => command,
+        };
+        first_key_of(command, args)
+    }
+}
+
+fn first_key_of<'a>(command: &CommandKeys, args: &[&'a [u8]]) -> KeyLookup<'a> {
+    let mut unknown = false;
+    for spec in &command.specs {
+        let begin = match &spec.begin {
+            BeginSearch::Index(index) => Some(*index),
+            BeginSearch::Keyword {
+                keyword,
+                start_from,
+            } => find_keyword(args, keyword, *start_from).map(|at| at + 1),
+            BeginSearch::Unknown => {
+                unknown = true;
+                None
+            }
+        };
+        let Some(begin) = begin else { continue };
+        let key_index = match spec.find {
+            FindKeys::Range => Some(begin),
+            FindKeys::KeyCount {
+                count_index,
+                first_key,
+            } => {
+                let count = arg_at(args, begin + count_index)
+                    .and_then(|count| std::str::from_utf8(count).ok())
+                    .and_then(|count| count.parse::<i64>().ok());
+                match count {
+                    Some(count) if count > 0 => Some(begin + count_index + first_key),
+                    Some(_) => None,
+                    None => {
+                        unknown = true;
+                        None
+                    }
+                }
+            }
+            FindKeys::Unknown => {
+                unknown = true;
+                None
+            }
+        };
+        if let Some(key) = key_index.and_then(|index| arg_at(args, index)) {
+            return KeyLookup::Key(key);
+        }
+    }
+    if command.specs.is_empty()
+        && command.first_key > 0
+        && let Some(key) = arg_at(args, command.first_key)
+    {
+        return KeyLookup::Key(key);
+    }
+    match unknown || command.movable_keys {
+        true => KeyLookup::AskServer,
+        false => KeyLookup::Keyless,
+    }
+}
+
+fn arg_at<'a>(args: &[&'a [u8]], index: i64) -> Option<&'a [u8]> {
+    usize::try_from(index)
+        .ok()
+        .and_then(|index| args.get(index))
+        .copied()
+}
+
+fn find_keyword(args: &[&[u8]], keyword: &[u8], start_from: i64) -> Option<i64> {
+    let matches = |index: usize| args[index].eq_ignore_ascii_case(keyword);
+    if start_from >= 0 {
+        (start_from as usize..args.len())
+            .find(|&index| matches(index))
+            .map(|index| index as i64)
+    } else {
+        let start = args.len() as i64 + start_from;
+        (1..=start.max(0) as usize)
+            .rev()
+            .find(|&index| index < args.len() && matches(index))
+            .map(|index| index as i64)
+    }
+}
+
+fn parse_command(entry: &Value) -> Option<(Vec<u8>, CommandKeys)> {
+    let parts = entry.as_array()?;
+    let name = parts.first()?.as_bytes()?.to_ascii_lowercase();
+    let movable_keys = parts
+        .get(2)
+        .and_then(Value::as_array)
+        .unwrap_or_default()
+        .iter()
+        .any(|flag| flag.as_bytes() == Some(b"movablekeys"));
+    let specs = parts
+        .get(8)
+        .and_then(Value::as_array)
+        .unwrap_or_default()
+        .iter()
+        .map(parse_key_spec)
+        .collect();
+    let subcommands = parts
+        .get(9)
+        .and_then(Value::as_array)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(parse_command)
+        .collect();
+    Some((
+        name,
+        CommandKeys {
+            first_key: parts.get(3).and_then(Value::as_int).unwrap_or(0),
+            movable_keys,
+            specs,
+            subcommands,
+        },
+    ))
+}
+
+fn parse_key_spec(spec: &Value) -> KeySpec {
+    let kind = |part: Option<&Value>| {
+        part.and_then(|part| part.field("type"))
+            .and_then(Value::as_bytes)
+            .map(<[u8]>::to_vec)
+    };
+    let number = |part: Option<&Value>, name: &str| {
+        part.and_then(|part| part.field("spec"))
+            .and_then(|spec| spec.field(name))
+            .and_then(Value::as_int)
+    };
+    let begin_part = spec.field("begin_search");
+    let begin = match kind(begin_part).as_deref() {
+        Some(b"index") => {
+            number(begin_part, "index").map_or(BeginSearch::Unknown, BeginSearch::Index)
+        }
+        Some(b"keyword") => {
+            let keyword = begin_part
+                .and_then(|part| part.field("spec"))
+                .and_then(|spec| spec.field("keyword"))
+                .and_then(Value::as_bytes);
+            match (keyword, number(begin_part, "startfrom")) {
+                (Some(keyword), Some(start_from)) => BeginSearch::Keyword {
+                    keyword: keyword.to_vec(),
+                    start_from,
+                },
+                _ => BeginSearch::Unknown,
+            }
+        }
+        _ => BeginSearch::Unknown,
+    };
+    let find_part = spec.field("find_keys");
+    let find = match kind(find_part).as_deref() {
+        Some(b"range") => FindKeys::Range,
+        Some(b"keynum") => match (
+            number(find_part, "keynumidx"),
+            number(find_part, "firstkey"),
+        ) {
+            (Some(count_index), Some(first_key)) => FindKeys::KeyCount {
+                count_index,
+                first_key,
+            },
+            _ => FindKeys::Unknown,
+        },
+        _ => FindKeys::Unknown,
+    };
+    KeySpec { begin, find }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn positions() -> KeyPositions {
+        let index = |index| KeySpec {
+            begin: BeginSearch::Index(index),
+            find: FindKeys::Range,
+        };
+        let mut commands = HashMap::new();
+        commands.insert(
+            b"set".to_vec(),
+            CommandKeys {
+                first_key: 1,
+                specs: vec![index(1)],
+                ..CommandKeys::default()
+            },
+        );
+        commands.insert(
+            b"eval".to_vec(),
+            CommandKeys {
+                movable_keys: true,
+                specs: vec![KeySpec {
+                    begin: BeginSearch::Index(2),
+                    find: FindKeys::KeyCount {
+                        count_index: 0,
+                        first_key: 1,
+                    },
+                }],
+                ..CommandKeys::default()
+            },
+        );
+        commands.insert(
+            b"xread".to_vec(),
+            CommandKeys {
+                movable_keys: true,
+                specs: vec![KeySpec {
+                    begin: BeginSearch::Keyword {
+                        keyword: b"STREAMS".to_vec(),
+                        start_from: 1,
+                    },
+                    find: FindKeys::Range,
+                }],
+                ..CommandKeys::default()
+            },
+        );
+        let mut object = CommandKeys::default();
+        object.subcommands.insert(
+            b"object|encoding".to_vec(),
+            CommandKeys {
+                first_key: 2,
+                specs: vec![index(2)],
+                ..CommandKeys::default()
+            },
+        );
+        commands.insert(b"object".to_vec(), object);
+        commands.insert(b"ping".to_vec(), CommandKeys::default());
+        KeyPositions { commands }
+    }
+
+    #[test]
+    fn finds_keys_by_index_count_keyword_and_subcommand() {
+        let keys = positions();
+        assert_eq!(keys.first_key(&[b"SET", b"k", b"v"]), KeyLookup::Key(b"k"));
+        assert_eq!(
+            keys.first_key(&[b"EVAL", b"return 1", b"2", b"a", b"b"]),
+            KeyLookup::Key(b"a")
+        );
+        assert_eq!(
+            keys.first_key(&[b"eval", b"return 1", b"0"]),
+            KeyLookup::AskServer
+        );
+        assert_eq!(
+            keys.first_key(&[b"XREAD", b"COUNT", b"2", b"streams", b"s1", b"0"]),
+            KeyLookup::Key(b"s1")
+        );
+        assert_eq!(
+            keys.first_key(&[b"OBJECT", b"ENCODING", b"k"]),
+            KeyLookup::Key(b"k")
+        );
+        assert_eq!(keys.first_key(&[b"PING"]), KeyLookup::Keyless);
+        assert_eq!(keys.first_key(&[b"NOSUCH", b"x"]), KeyLookup::Keyless);
+    }
+
+    #[test]
+    fn reads_the_command_reply() {
+        let reply = crate::cluster::value::parse(
+            b"*1\r\n*10\r\n$3\r\nget\r\n:2\r\n*1\r\n+readonly\r\n:1\r\n:1\r\n:1\r\n*0\r\n*0\r\n\
+              *1\r\n*4\r\n$12\r\nbegin_search\r\n*4\r\n$4\r\ntype\r\n$5\r\nindex\r\n$4\r\nspec\r\n\
+              *2\r\n$5\r\nindex\r\n:1\r\n$9\r\nfind_keys\r\n*4\r\n$4\r\ntype\r\n$5\r\nrange\r\n\
+              $4\r\nspec\r\n*0\r\n*0\r\n",
+        )
+        .unwrap();
+        let keys = KeyPositions::from_reply(&reply);
+        assert_eq!(keys.first_key(&[b"GET", b"key"]), KeyLookup::Key(b"key"));
+    }
+}

@@ -1,0 +1,153 @@
+//! Cluster mode (`-c`): the router sits between input and the writers, one
+//! writer and reply reader per primary, all loading in parallel.
+//!
+//! - `slot`: key → hash slot (CRC16/XMODEM, hashtags).
+//! - `value`: the few control replies read whole, and the query helper.
+//! - `topology`: primaries and slot owners, from CLUSTER SHARDS / SLOTS.
+//! - `keys`: where each command's keys are, from the server's COMMAND.
+//! - `router`: splits input batches into per-primary batches.
+//!
+//! A command answered `MOVED` or `ASK` was not executed, so it is resent
+//! exactly once to the named node (after `ASKING` for `ASK`); `MOVED` also
+//! updates the slot map the router reads.
+
+pub mod keys;
+pub mod load;
+pub mod router;
+pub mod slot;
+pub mod topology;
+pub mod value;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::thread;
+use std::time::Duration;
+
+use crossbeam_channel::Sender;
+
+use crate::batch::{Batch, CommandKind, Expect};
+use crate::encode::command_bytes;
+use topology::Topology;
+
+/// Resends of `TRYAGAIN`/`CLUSTERDOWN` answers allowed in one load, so a
+/// cluster that stays down ends the load instead of looping.
+const MAX_TRANSIENT_RESENDS: u32 = 10_000;
+const TRANSIENT_PAUSE: Duration = Duration::from_millis(50);
+
+/// What the reply readers of a cluster load share.
+pub struct ClusterLinks<'a> {
+    pub topology: &'a Topology,
+    /// Per primary: batches redirected to it by any reader.
+    pub redirects: &'a [Sender<Batch>],
+    /// Commands routed and not yet settled, over all nodes: a writer stops
+    /// only once its input is over and this is 0 (no redirect can come).
+    pub outstanding: &'a AtomicUsize,
+    transient_resends: AtomicU32,
+}
+
+/// What a reader is to do with an error reply in cluster mode.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Redirect {
+    /// Sent again elsewhere (or again later): not counted.
+    Resent,
+    /// An ordinary error: count and report it.
+    NotARedirect,
+}
+
+impl<'a> ClusterLinks<'a> {
+    pub fn new(
+        topology: &'a Topology,
+        redirects: &'a [Sender<Batch>],
+        outstanding: &'a AtomicUsize,
+    ) -> Self {
+        ClusterLinks {
+            topology,
+            redirects,
+            outstanding,
+            transient_resends: AtomicU32::new(0),
+        }
+    }
+
+    pub fn settled(&self, commands: usize) {
+        self.outstanding.fetch_sub(commands, Ordering::SeqCst);
+    }
+
+    /// Handles `MOVED`, `ASK`, `TRYAGAIN` and `CLUSTERDOWN` for command
+    /// `index` of `batch`, answered by node `node`.
+    pub fn redirect(
+        &self,
+        message: &[u8],
+        batch: &Arc<Batch>,
+        index: usize,
+        node: usize,
+    ) -> Redirect {
+        let mut words = message.split(|&byte| byte == b' ');
+        let kind = words.next().unwrap_or_default();
+        let target = match kind {
+            b"MOVED" | b"ASK" => {
+                let slot = words
+                    .next()
+                    .and_then(|slot| std::str::from_utf8(slot).ok())
+                    .and_then(|slot| slot.parse::<u16>().ok());
+                let address = words.next().map(String::from_utf8_lossy);
+                let target = address.and_then(|address| self.topology.node_index(&address));
+                match (slot, target) {
+                    (Some(slot), Some(target)) => {
+                        if kind == b"MOVED" {
+                            self.topology.slots.set_owner(slot, target);
+                        }
+                        target
+                    }
+                    _ => return Redirect::NotARedirect,
+                }
+            }
+            b"TRYAGAIN" | b"CLUSTERDOWN" => {
+                if self.transient_resends.fetch_add(1, Ordering::Relaxed) >= MAX_TRANSIENT_RESENDS {
+                    return Redirect::NotARedirect;
+                }
+                thread::sleep(TRANSIENT_PAUSE);
+                node
+            }
+            _ => return Redirect::NotARedirect,
+        };
+        let mut resent = Batch::new(batch.source, batch.seq_offset, 0, 0);
+        if kind == b"ASK" {
+            resent.bytes = command_bytes(&[b"ASKING"]);
+            resent.push_command(0, true, Expect::Marker, CommandKind::Plain);
+            resent.command_nos.push(batch.command_no(index));
+            if batch.original(index).is_some() {
+                resent.push_original(b"");
+            }
+        }
+        let command = batch.commands[index];
+        resent
+            .bytes
+            .extend_from_slice(&batch.bytes[batch.command_range(index)]);
+        resent.push_command(
+            command.line_no,
+            command.is_resp,
+            command.expect,
+            command.kind,
+        );
+        resent.command_nos.push(batch.command_no(index));
+        if let Some(original) = batch.original(index) {
+            resent.push_original(original);
+        }
+        self.outstanding
+            .fetch_add(resent.commands.len(), Ordering::SeqCst);
+        match self.redirects[target].send(resent) {
+            Ok(()) => Redirect::Resent,
+            Err(_) => {
+                self.settled(resent_len(kind));
+                Redirect::NotARedirect
+            }
+        }
+    }
+}
+
+fn resent_len(kind: &[u8]) -> usize {
+    match kind {
+        b"ASK" => 2,
+        _ => 1,
+    }
+}

@@ -1,0 +1,66 @@
+//! Hash slots: which of the 16384 slots a key belongs to (the cluster spec's
+//! CRC16/XMODEM of the key, or of its `{hashtag}` when that is non-empty).
+//!
+//! Place in the data flow: the router calls `key_slot` on each command's
+//! first key to pick the primary that owns it.
+
+/// Number of hash slots in a Redis Cluster.
+pub const SLOT_COUNT: usize = 16384;
+
+/// CRC16/XMODEM (polynomial 0x1021, initial value 0), bit by bit: keys are
+/// short and the table-free loop is plenty fast next to the network.
+fn crc16(bytes: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &byte in bytes {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = match crc & 0x8000 {
+                0 => crc << 1,
+                _ => (crc << 1) ^ 0x1021,
+            };
+        }
+    }
+    crc
+}
+
+/// The part of the key that is hashed: the text between the first `{` and
+/// the first `}` after it, when that is non-empty; else the whole key.
+fn hashed_part(key: &[u8]) -> &[u8] {
+    if let Some(open) = memchr::memchr(b'{', key)
+        && let Some(length) = memchr::memchr(b'}', &key[open + 1..])
+        && length > 0
+    {
+        return &key[open + 1..open + 1 + length];
+    }
+    key
+}
+
+pub fn key_slot(key: &[u8]) -> u16 {
+    crc16(hashed_part(key)) & (SLOT_COUNT as u16 - 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crc16_check_value() {
+        assert_eq!(crc16(b"123456789"), 0x31C3);
+        assert_eq!(key_slot(b"123456789"), 0x31C3);
+    }
+
+    #[test]
+    fn hashtags_as_in_the_cluster_spec() {
+        assert_eq!(
+            key_slot(b"{user1000}.following"),
+            key_slot(b"{user1000}.followers")
+        );
+        assert_eq!(key_slot(b"{user1000}.following"), key_slot(b"user1000"));
+        // An empty tag hashes the whole key.
+        assert_eq!(hashed_part(b"foo{}{bar}"), b"foo{}{bar}");
+        assert_eq!(hashed_part(b"foo{{bar}}zap"), b"{bar");
+        assert_eq!(hashed_part(b"foo{bar}{zap}"), b"bar");
+        assert_eq!(hashed_part(b"{"), b"{");
+        assert_eq!(hashed_part(b"no tag"), b"no tag");
+    }
+}
