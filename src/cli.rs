@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{ArgAction, Parser, ValueEnum};
 
+use crate::tls::{TlsConfig, TlsOptions};
 use crate::window::WindowLimits;
 
 /// How input commands are recognised.
@@ -58,6 +59,8 @@ pub struct Config {
     pub connect_timeout: Option<Duration>,
     /// Give up when no reply has come for this long; `None` waits forever.
     pub pipe_timeout: Option<Duration>,
+    /// TLS on every TCP connection (`--tls`, `rediss://`).
+    pub tls: Option<TlsConfig>,
     pub format: Format,
     pub emit_resp: bool,
     pub sources: Vec<Source>,
@@ -79,6 +82,7 @@ Examples:
   cat data.txt | pipeload --pipe
   pipeload -h 10.0.0.5 -p 6380 -a secret seed.txt more.resp
   pipeload -u redis://loader:secret@127.0.0.1:6379/2 data.txt
+  pipeload --tls -h my.redis.example -p 6380 -a secret data.txt
   pipeload --emit-resp data.txt > data.resp";
 
 #[derive(Debug, Parser)]
@@ -107,8 +111,9 @@ struct Flags {
     #[arg(short = 's', value_name = "SOCKET", help_heading = "Connection")]
     socket: Option<PathBuf>,
 
-    /// Server URI: redis://[[user]:password@]host[:port][/db] (or valkey://);
-    /// -h, -p, -a, --user and -n given as well take precedence
+    /// Server URI: redis://[[user]:password@]host[:port][/db] (or valkey://;
+    /// rediss:// and valkeys:// use TLS); -h, -p, -a, --user and -n given as
+    /// well take precedence
     #[arg(short = 'u', value_name = "URI", help_heading = "Connection")]
     uri: Option<String>,
 
@@ -144,6 +149,36 @@ struct Flags {
     /// Server connection timeout in seconds (decimals allowed)
     #[arg(short = 't', value_name = "SECONDS", help_heading = "Connection")]
     connect_timeout: Option<f64>,
+
+    /// Establish a secure TLS connection
+    #[arg(long, help_heading = "TLS")]
+    tls: bool,
+
+    /// Server name to send (SNI) and to verify the certificate against,
+    /// instead of the host
+    #[arg(long, value_name = "HOST", help_heading = "TLS")]
+    sni: Option<String>,
+
+    /// CA certificate file to verify the server with (default: the
+    /// system's CA store)
+    #[arg(long, value_name = "FILE", help_heading = "TLS")]
+    cacert: Option<PathBuf>,
+
+    /// Directory of trusted CA certificates (PEM files)
+    #[arg(long, value_name = "DIR", help_heading = "TLS")]
+    cacertdir: Option<PathBuf>,
+
+    /// Allow an insecure TLS connection: skip certificate verification
+    #[arg(long, help_heading = "TLS")]
+    insecure: bool,
+
+    /// Client certificate to authenticate with (needs --key)
+    #[arg(long, value_name = "FILE", requires = "key", help_heading = "TLS")]
+    cert: Option<PathBuf>,
+
+    /// Private key of the client certificate (needs --cert)
+    #[arg(long, value_name = "FILE", requires = "cert", help_heading = "TLS")]
+    key: Option<PathBuf>,
 
     /// Transfer raw Redis protocol from stdin to the server (the default mode)
     #[arg(long, help_heading = "Loading")]
@@ -231,6 +266,8 @@ fn config_from_flags(flags: Flags, env_password: Option<String>) -> Result<Confi
         },
     };
 
+    let tls = tls_config(&flags, uri.as_ref(), &endpoint)?;
+
     let password = flags
         .password
         .clone()
@@ -287,6 +324,7 @@ fn config_from_flags(flags: Flags, env_password: Option<String>) -> Result<Confi
         resp3: flags.resp3,
         connect_timeout,
         pipe_timeout: (flags.pipe_timeout > 0).then(|| Duration::from_secs(flags.pipe_timeout)),
+        tls,
         format: flags.format,
         emit_resp: flags.emit_resp,
         sources,
@@ -299,18 +337,36 @@ fn config_from_flags(flags: Flags, env_password: Option<String>) -> Result<Confi
     })
 }
 
-/// A `rediss://` URI was given; TLS support is still to come. Not a usage
-/// error: the same command line will work once it lands.
-#[derive(Debug)]
-pub struct TlsNotSupported(String);
-
-impl std::fmt::Display for TlsNotSupported {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "TLS is not supported yet ({}:// URI)", self.0)
+/// The TLS settings, loaded (`--tls` or a `rediss://` URI), or `None`. A TLS
+/// flag without TLS is refused rather than ignored: the connection would
+/// silently be plain text. A file that cannot be used fails with a
+/// `TlsSetupError`, which is not a usage error.
+fn tls_config(flags: &Flags, uri: Option<&Uri>, endpoint: &Endpoint) -> Result<Option<TlsConfig>> {
+    let options = TlsOptions {
+        sni: flags.sni.clone(),
+        ca_file: flags.cacert.clone(),
+        ca_dir: flags.cacertdir.clone(),
+        client_auth: flags.cert.clone().zip(flags.key.clone()),
+        insecure: flags.insecure,
+    };
+    if !flags.tls && !uri.is_some_and(|uri| uri.tls) {
+        let given = [
+            ("--sni", flags.sni.is_some()),
+            ("--cacert", flags.cacert.is_some()),
+            ("--cacertdir", flags.cacertdir.is_some()),
+            ("--insecure", flags.insecure),
+            ("--cert", flags.cert.is_some()),
+        ];
+        if let Some((flag, _)) = given.iter().find(|(_, given)| *given) {
+            bail!("{flag} needs --tls (or a rediss:// URI)");
+        }
+        return Ok(None);
     }
+    if let Endpoint::Unix(_) = endpoint {
+        bail!("TLS runs over TCP: --tls and rediss:// cannot be used with -s");
+    }
+    Ok(Some(TlsConfig::load(&options)?))
 }
-
-impl std::error::Error for TlsNotSupported {}
 
 /// The parts of a `redis://` URI.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -320,24 +376,32 @@ struct Uri {
     user: Option<String>,
     password: Option<String>,
     db: Option<u32>,
+    /// `rediss://` or `valkeys://`.
+    tls: bool,
 }
 
-/// Parses `redis://[[user]:password@]host[:port][/db]` (also `valkey://`),
-/// percent-decoding the user and password as redis-cli does.
+/// Parses `redis://[[user]:password@]host[:port][/db]` (also `valkey://`,
+/// and `rediss://`, `valkeys://` for TLS), percent-decoding the user and
+/// password as redis-cli does.
 fn parse_uri(uri: &str) -> Result<Uri> {
     let Some((scheme, rest)) = uri.split_once("://") else {
         bail!("invalid URI (expected redis://[[user]:password@]host[:port][/db])");
     };
-    match scheme.to_ascii_lowercase().as_str() {
-        "redis" | "valkey" => {}
-        "rediss" | "valkeys" => return Err(TlsNotSupported(scheme.to_owned()).into()),
-        _ => bail!("invalid URI scheme '{scheme}' (expected redis:// or valkey://)"),
-    }
+    let tls = match scheme.to_ascii_lowercase().as_str() {
+        "redis" | "valkey" => false,
+        "rediss" | "valkeys" => true,
+        _ => bail!(
+            "invalid URI scheme '{scheme}' (expected redis://, valkey://, rediss:// or valkeys://)"
+        ),
+    };
     let (authority, path) = match rest.find(['/', '?', '#']) {
         Some(at) => rest.split_at(at),
         None => (rest, ""),
     };
-    let mut parsed = Uri::default();
+    let mut parsed = Uri {
+        tls,
+        ..Uri::default()
+    };
     // The password may itself contain '@', so the host starts after the last one.
     let host_port = match authority.rsplit_once('@') {
         Some((userinfo, host_port)) => {
@@ -453,6 +517,7 @@ mod tests {
                 user: Some("loader".into()),
                 password: Some("s@cret".into()),
                 db: Some(4),
+                tls: false,
             }
         );
         let uri = parse_uri("valkey://:pw@[::1]:7000").unwrap();
@@ -463,9 +528,32 @@ mod tests {
     }
 
     #[test]
-    fn tls_uri_is_refused_clearly() {
-        let error = parse_uri("rediss://host:6380").unwrap_err();
-        assert!(error.to_string().contains("TLS is not supported yet"));
+    fn tls_uri_means_tls() {
+        let uri = parse_uri("rediss://:pw@host:6380/1").unwrap();
+        assert!(uri.tls);
+        assert_eq!((uri.host.as_str(), uri.port), ("host", Some(6380)));
+        assert!(parse_uri("VALKEYS://host").unwrap().tls);
+        assert!(!parse_uri("redis://host").unwrap().tls);
+        let tls = config(&["-u", "rediss://host", "--insecure"]).unwrap().tls;
+        assert!(tls.is_some());
+        assert!(
+            config(&["--insecure"])
+                .unwrap_err()
+                .to_string()
+                .contains("needs --tls")
+        );
+    }
+
+    #[test]
+    fn tls_flags_need_tls_and_tcp() {
+        assert!(config(&["--sni", "example.org"]).is_err());
+        assert!(config(&["--tls", "--insecure", "-s", "/tmp/redis.sock"]).is_err());
+        // clap refuses a certificate without its key, and the reverse.
+        assert!(config(&["--tls", "--cert", "client.pem"]).is_err());
+        assert!(config(&["--tls", "--key", "client.key"]).is_err());
+        let error = config(&["--tls", "--cacert", "/nonexistent/ca.pem"]).unwrap_err();
+        assert!(error.downcast_ref::<crate::tls::TlsSetupError>().is_some());
+        assert!(error.to_string().contains("/nonexistent/ca.pem"));
     }
 
     #[test]

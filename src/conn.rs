@@ -1,10 +1,12 @@
-//! Connecting: TCP or unix socket, then AUTH, HELLO 3 and SELECT, one command
-//! at a time, before any input is sent.
+//! Connecting: TCP (with TLS when configured) or unix socket, then AUTH,
+//! HELLO 3 and SELECT, one command at a time, before any input is sent.
 //!
 //! Place in the data flow: `run` connects once; the stream is then split into
 //! the writer's half and the reply reader's half (`try_clone`). A failure
 //! here is reported in redis-cli's words, nothing is sent, and the exit
-//! status is 1. Passwords never appear in a message.
+//! status is 1. Passwords never appear in a message. A TLS session is set up
+//! completely here (see `tls`), so a certificate either side refuses is a
+//! connection error too.
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -15,12 +17,15 @@ use std::time::Duration;
 use crate::cli::{Config, Credentials, Endpoint};
 use crate::encode::command_bytes;
 use crate::resp::{ReplyKind, ReplyScan, scan_reply};
+use crate::tls::{self, TlsStream};
 
-/// A connected socket, either kind, used through `Read` and `Write`.
+/// A connected socket, any kind, used through `Read` and `Write`.
 #[derive(Debug)]
 pub enum Stream {
     Tcp(TcpStream),
     Unix(UnixStream),
+    /// Its handles share one TLS session: one may read while another writes.
+    Tls(TlsStream),
 }
 
 impl Stream {
@@ -28,13 +33,16 @@ impl Stream {
         Ok(match self {
             Stream::Tcp(stream) => Stream::Tcp(stream.try_clone()?),
             Stream::Unix(stream) => Stream::Unix(stream.try_clone()?),
+            Stream::Tls(stream) => Stream::Tls(stream.try_clone()?),
         })
     }
 
+    /// A read that times out fails with WouldBlock or TimedOut.
     pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         match self {
             Stream::Tcp(stream) => stream.set_read_timeout(timeout),
             Stream::Unix(stream) => stream.set_read_timeout(timeout),
+            Stream::Tls(stream) => stream.set_read_timeout(timeout),
         }
     }
 
@@ -44,6 +52,10 @@ impl Stream {
         let _ = match self {
             Stream::Tcp(stream) => stream.shutdown(Shutdown::Both),
             Stream::Unix(stream) => stream.shutdown(Shutdown::Both),
+            Stream::Tls(stream) => {
+                stream.shutdown();
+                Ok(())
+            }
         };
     }
 }
@@ -53,6 +65,7 @@ impl Read for Stream {
         match self {
             Stream::Tcp(stream) => stream.read(buf),
             Stream::Unix(stream) => stream.read(buf),
+            Stream::Tls(stream) => stream.read(buf),
         }
     }
 }
@@ -62,6 +75,7 @@ impl Write for Stream {
         match self {
             Stream::Tcp(stream) => stream.write(buf),
             Stream::Unix(stream) => stream.write(buf),
+            Stream::Tls(stream) => stream.write(buf),
         }
     }
 
@@ -123,13 +137,35 @@ pub fn connect(config: &Config, replay: Option<&[u8]>) -> Result<Stream, Connect
             // Commands go out in large writes; the last small one of a load
             // must not wait for Nagle.
             let _ = stream.set_nodelay(true);
-            Stream::Tcp(stream)
+            match &config.tls {
+                None => Stream::Tcp(stream),
+                Some(tls) => connect_tls(stream, tls, host, config)
+                    .map_err(|reason| unreachable(format!("TLS handshake failed: {reason}")))?,
+            }
         }
         Endpoint::Unix(path) => Stream::Unix(
             UnixStream::connect(path).map_err(|error| unreachable(describe_io_error(&error)))?,
         ),
     };
     handshake(&mut stream, config, replay)?;
+    Ok(stream)
+}
+
+/// Sets TLS up on a connected socket: the handshake, then one round trip.
+/// Under TLS 1.3 the server checks the client certificate only after the
+/// client has finished, so a refused (or missing) certificate shows only in
+/// the server's next answer: a PING confirms the session before anything
+/// else is sent. Any reply does, even an error (`-NOAUTH` before AUTH).
+/// Waits are bounded by `-t`, else `--pipe-timeout`: it is all connecting.
+fn connect_tls(
+    socket: TcpStream,
+    tls: &tls::TlsConfig,
+    host: &str,
+    config: &Config,
+) -> Result<Stream, String> {
+    let timeout = config.connect_timeout.or(config.pipe_timeout);
+    let mut stream = Stream::Tls(tls::handshake(socket, tls, host, timeout)?);
+    exchange(&mut stream, &command_bytes(&[b"PING"]))?;
     Ok(stream)
 }
 
@@ -195,9 +231,18 @@ fn send_request(stream: &mut Stream, label: &str, encoded: &[u8]) -> Result<(), 
         command: label.to_owned(),
         reason,
     };
+    match exchange(stream, encoded).map_err(failed)? {
+        Some(error_reply) => Err(failed(error_reply)),
+        None => Ok(()),
+    }
+}
+
+/// Sends one encoded command and waits for its reply. Returns the text of
+/// an error reply, or fails with why no reply came.
+fn exchange(stream: &mut Stream, encoded: &[u8]) -> Result<Option<String>, String> {
     stream
         .write_all(encoded)
-        .map_err(|error| failed(describe_io_error(&error)))?;
+        .map_err(|error| describe_io_error(&error))?;
     let mut received = Vec::new();
     let mut chunk = [0u8; 4096];
     let mut errors = Vec::new();
@@ -214,15 +259,15 @@ fn send_request(stream: &mut Stream, label: &str, encoded: &[u8]) -> Result<(), 
                         .first()
                         .map(|span| String::from_utf8_lossy(&received[span.message.clone()]))
                         .unwrap_or_default();
-                    return Err(failed(message.into_owned()));
+                    return Ok(Some(message.into_owned()));
                 }
-                return Ok(());
+                return Ok(None);
             }
-            ReplyScan::Invalid(error) => return Err(failed(format!("bad reply: {error}"))),
+            ReplyScan::Invalid(error) => return Err(format!("bad reply: {error}")),
             ReplyScan::Incomplete => {}
         }
         match stream.read(&mut chunk) {
-            Ok(0) => return Err(failed("server closed the connection".into())),
+            Ok(0) => return Err("server closed the connection".into()),
             Ok(read) => received.extend_from_slice(&chunk[..read]),
             Err(error)
                 if matches!(
@@ -230,10 +275,10 @@ fn send_request(stream: &mut Stream, label: &str, encoded: &[u8]) -> Result<(), 
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                 ) =>
             {
-                return Err(failed("no reply from the server".into()));
+                return Err("no reply from the server".into());
             }
             Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-            Err(error) => return Err(failed(describe_io_error(&error))),
+            Err(error) => return Err(describe_io_error(&error)),
         }
     }
 }

@@ -27,6 +27,7 @@ pub mod resp;
 pub mod stop;
 pub mod summary;
 pub mod text;
+pub mod tls;
 pub mod window;
 pub mod writer;
 

@@ -3,16 +3,17 @@
 
 use std::process::ExitCode;
 
-use pipeload::cli::TlsNotSupported;
 use pipeload::conn::ConnectError;
+use pipeload::tls::TlsSetupError;
 
 fn main() -> ExitCode {
     let config = match pipeload::cli::parse_args(std::env::args_os()) {
         Ok(config) => config,
         Err(error) => {
             pipeload::summary::report(&format!("pipeload: {error:#}"));
-            let unsupported = error.downcast_ref::<TlsNotSupported>().is_some();
-            return ExitCode::from(if unsupported { 1 } else { 2 });
+            // A TLS file that cannot be read is no usage error.
+            let unusable_file = error.downcast_ref::<TlsSetupError>().is_some();
+            return ExitCode::from(if unusable_file { 1 } else { 2 });
         }
     };
     match pipeload::run(config) {

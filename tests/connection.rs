@@ -427,19 +427,6 @@ fn connection_refused() {
 }
 
 #[test]
-fn tls_uri_is_refused_clearly() {
-    let server = RedisServer::start();
-    let uri = format!("rediss://127.0.0.1:{}", server.port());
-
-    let outcome = Pipeload::new().args(["-u", &uri]).stdin(INPUT).run();
-
-    outcome
-        .assert_code(1)
-        .assert_stderr_contains("TLS is not supported yet");
-    assert_eq!(server.client().dbsize(), 0);
-}
-
-#[test]
 fn connection_refused_never_prints_the_uri_password() {
     let port = RedisServer::start().stop();
     let uri = format!("redis://loader:SecretInUri42@127.0.0.1:{port}/1");

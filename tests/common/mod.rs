@@ -19,6 +19,7 @@ pub mod fake;
 pub mod run;
 pub mod server;
 pub mod temp;
+pub mod tls;
 
 pub use client::{Client, Value, resp_command, send_inline};
 pub use fake::{FakeConn, FakeServer};
