@@ -17,12 +17,13 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 
 /// The names `--only` accepts, in the order the bench runs them.
-pub const DATASET_NAMES: [&str; 6] = [
+pub const DATASET_NAMES: [&str; 7] = [
     SET_1M_RESP,
     SET_1M_TEXT,
     MIXED_300K_TEXT,
     BIG_200_RESP,
     SET_1M_RESP_RTT_20MS,
+    SET_1M_RESP_CLUSTER3,
     SET_10M_RESP,
 ];
 
@@ -32,6 +33,8 @@ const MIXED_300K_TEXT: &str = "mixed-300k.txt";
 const BIG_200_RESP: &str = "big-200.resp";
 /// Not a file of its own: `set-1m.resp` again, through the delay proxy.
 const SET_1M_RESP_RTT_20MS: &str = "set-1m.resp@rtt20ms";
+/// Not a file of its own: `set-1m.resp` again, into a 3-primary cluster.
+pub const SET_1M_RESP_CLUSTER3: &str = "set-1m.resp@cluster3";
 pub const SET_10M_RESP: &str = "set-10m.resp";
 
 /// Size of each value in `big-200.resp`.
@@ -49,6 +52,8 @@ pub enum Route {
     Direct,
     /// Through the delay proxy: a 20 ms round trip.
     DelayProxy,
+    /// Into the bench's 3-primary cluster instead of its one server.
+    Cluster,
 }
 
 /// One data set, generated and ready to load.
@@ -59,21 +64,23 @@ pub struct Dataset {
     pub commands: u64,
     pub expected_keys: u64,
     pub route: Route,
-    /// Only pipeload loads it: it exists to show pipeload's memory stays flat
-    /// as the input grows, not to race.
+    /// Only pipeload loads it: the 10M set exists to show pipeload's memory
+    /// stays flat as the input grows, not to race, and `redis-cli --pipe`
+    /// cannot load a cluster (it ignores `-c`).
     pub pipeload_only: bool,
 }
 
-/// Which data sets to run: the one `--only` names, or all of them (the 10M
-/// one only when asked for, it takes minutes).
-pub fn select(only: Option<&str>, include_10m: bool) -> Vec<&'static str> {
-    match only {
-        Some(name) => DATASET_NAMES.into_iter().filter(|n| *n == name).collect(),
-        None => DATASET_NAMES
-            .into_iter()
-            .filter(|name| *name != SET_10M_RESP || include_10m)
-            .collect(),
-    }
+/// Which data sets to run, in the order of `DATASET_NAMES`: those `--only`
+/// names, or all of them when it names none (the 10M one only when asked
+/// for, it takes minutes).
+pub fn select(only: &[String], include_10m: bool) -> Vec<&'static str> {
+    DATASET_NAMES
+        .into_iter()
+        .filter(|&name| match only.is_empty() {
+            true => name != SET_10M_RESP || include_10m,
+            false => only.iter().any(|wanted| wanted == name),
+        })
+        .collect()
 }
 
 /// Writes the files the named data sets need into `dir` (each file once, even
@@ -81,19 +88,28 @@ pub fn select(only: Option<&str>, include_10m: bool) -> Vec<&'static str> {
 pub fn generate(names: &[&'static str], dir: &Path, scale: f64) -> Result<Vec<Dataset>> {
     let mut datasets: Vec<Dataset> = Vec::new();
     for &name in names {
-        let dataset = match name {
-            SET_1M_RESP_RTT_20MS => {
-                let direct = match datasets.iter().find(|d| d.name == SET_1M_RESP) {
+        let route = match name {
+            SET_1M_RESP_RTT_20MS => Route::DelayProxy,
+            SET_1M_RESP_CLUSTER3 => Route::Cluster,
+            _ => Route::Direct,
+        };
+        let dataset = match route {
+            Route::Direct => generate_one(name, dir, scale)?,
+            Route::DelayProxy | Route::Cluster => {
+                // Any data set loading that file will do: only its name,
+                // route and contenders differ.
+                let file = dir.join(SET_1M_RESP);
+                let direct = match datasets.iter().find(|d| d.path == file) {
                     Some(direct) => direct.clone(),
                     None => generate_one(SET_1M_RESP, dir, scale)?,
                 };
                 Dataset {
                     name,
-                    route: Route::DelayProxy,
+                    route,
+                    pipeload_only: route == Route::Cluster,
                     ..direct
                 }
             }
-            _ => generate_one(name, dir, scale)?,
         };
         datasets.push(dataset);
     }

@@ -5,17 +5,20 @@
 //!
 //! ```text
 //! flags ─► datasets (generate files) ─► server (own redis-server, proxy for
-//!          the 20 ms case) ─► runs (FLUSHALL, measure one load, check it;
-//!          tools alternating) ─► report (medians, ratios)
+//!          the 20 ms case, cluster for the 3-primary case) ─► runs
+//!          (FLUSHALL, measure one load, check it; tools alternating)
+//!          ─► report (medians, ratios, one server against the cluster)
 //! ```
 //!
 //! `measure` runs one tool under a small helper process (this binary in a
-//! hidden mode) that reaps it with `wait4`; `proxy` is the delay proxy.
+//! hidden mode) that reaps it with `wait4`; `proxy` is the delay proxy;
+//! `cluster` forms three `server` nodes into a Redis Cluster.
 //!
 //! It builds nothing: pipeload comes from `--pipeload` (built with
 //! `cargo build --release` first) and `redis-cli`/`redis-server` from PATH.
 //! Everything it writes lives in one scratch directory, removed at the end.
 
+mod cluster;
 mod datasets;
 mod measure;
 mod proxy;
@@ -32,17 +35,19 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use clap::builder::PossibleValuesParser;
 
+use crate::cluster::RedisCluster;
 use crate::datasets::{DATASET_NAMES, Route};
 use crate::proxy::DelayProxy;
 use crate::report::Setup;
-use crate::runs::{RunRecord, Tool, Tools, measure_load};
+use crate::runs::{RunRecord, Target, Tool, Tools, measure_load};
 use crate::server::RedisServer;
 
 /// Each way through the delay proxy: a 20 ms round trip.
 const PROXY_ONE_WAY_DELAY: Duration = Duration::from_millis(10);
 
 /// Benchmark pipeload against `redis-cli --pipe` on a redis-server of its own
-/// (free loopback port, no persistence). Prints Markdown tables on standard
+/// (free loopback port, no persistence), and pipeload into a 3-primary Redis
+/// Cluster of its own against one server. Prints Markdown tables on standard
 /// output and progress on standard error. Run it from the repository root
 /// after `cargo build --release`.
 #[derive(Parser)]
@@ -61,9 +66,10 @@ struct Flags {
     #[arg(long, value_name = "F", default_value_t = 1.0, value_parser = parse_scale)]
     scale: f64,
 
-    /// Run this data set only.
-    #[arg(long, value_name = "NAME", value_parser = PossibleValuesParser::new(DATASET_NAMES))]
-    only: Option<String>,
+    /// Run only these data sets (comma-separated or the flag repeated).
+    #[arg(long, value_name = "NAME", value_delimiter = ',',
+          value_parser = PossibleValuesParser::new(DATASET_NAMES))]
+    only: Vec<String>,
 
     /// Also load 10 million SETs with pipeload, to show its peak RSS stays
     /// flat as the input grows.
@@ -101,7 +107,7 @@ fn run(flags: &Flags) -> Result<AllRunsPassed> {
     // Declared first so it is dropped last, after the server and the proxy
     // that use it have stopped.
     let scratch = ScratchDir::create()?;
-    let names = datasets::select(flags.only.as_deref(), flags.rss_10m);
+    let names = datasets::select(&flags.only, flags.rss_10m);
     let datasets = datasets::generate(&names, scratch.path(), flags.scale)?;
 
     let server = RedisServer::start(&scratch.subdirectory("server")?)?;
@@ -119,9 +125,39 @@ fn run(flags: &Flags) -> Result<AllRunsPassed> {
 
     let mut records = Vec::new();
     for dataset in &datasets {
-        let target_port = match (&dataset.route, &proxy) {
-            (Route::DelayProxy, Some(proxy)) => proxy.port(),
-            _ => server.port(),
+        // Started for its data set only and stopped right after (dropped at
+        // the end of the iteration), so its idle nodes cost the other data
+        // sets nothing.
+        let cluster = match dataset.route {
+            Route::Cluster => {
+                let cluster = RedisCluster::start(&scratch.subdirectory("cluster")?)?;
+                let ports: Vec<String> = cluster
+                    .nodes()
+                    .iter()
+                    .map(|node| node.port().to_string())
+                    .collect();
+                eprintln!("3-primary cluster on ports {}", ports.join(", "));
+                Some(cluster)
+            }
+            Route::Direct | Route::DelayProxy => None,
+        };
+        let one_server = std::slice::from_ref(&server);
+        let target = match (&dataset.route, &proxy, &cluster) {
+            (Route::DelayProxy, Some(proxy), _) => Target {
+                servers: one_server,
+                port: proxy.port(),
+                cluster: false,
+            },
+            (Route::Cluster, _, Some(cluster)) => Target {
+                servers: cluster.nodes(),
+                port: cluster.entry_port(),
+                cluster: true,
+            },
+            _ => Target {
+                servers: one_server,
+                port: server.port(),
+                cluster: false,
+            },
         };
         let contenders: &[Tool] = match dataset.pipeload_only {
             true => &[Tool::Pipeload],
@@ -131,8 +167,7 @@ fn run(flags: &Flags) -> Result<AllRunsPassed> {
         // that a slow spell of the shared machine hits both tools alike.
         for run in 1..=flags.runs {
             for &tool in contenders {
-                let record =
-                    measure_load(&server, target_port, &tools, tool, dataset, &output_dir)?;
+                let record = measure_load(&target, &tools, tool, dataset, &output_dir)?;
                 print_progress(&record, run, flags.runs);
                 records.push(record);
             }

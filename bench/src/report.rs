@@ -1,14 +1,15 @@
 //! The figures as Markdown, ready to paste into an issue or the README: how
 //! the bench was run, one row per data set and tool with the medians of its
-//! runs, then pipeload / redis-cli per data set. Medians, because a shared
-//! two-core machine has outliers; only runs that passed their checks count,
-//! and failed ones are listed at the end.
+//! runs, then pipeload / redis-cli per data set, then pipeload into one
+//! server against pipeload into the 3-primary cluster. Medians, because a
+//! shared two-core machine has outliers; only runs that passed their checks
+//! count, and failed ones are listed at the end.
 
 use std::fmt::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::datasets::{Dataset, SET_1M_RESP, SET_10M_RESP};
+use crate::datasets::{Dataset, SET_1M_RESP, SET_1M_RESP_CLUSTER3, SET_10M_RESP};
 use crate::runs::{RunRecord, Tool};
 
 /// Peak RSS of pipeload on ten times the input may grow this much at most.
@@ -68,6 +69,7 @@ pub fn render(setup: &Setup, datasets: &[Dataset], records: &[RunRecord]) -> Str
     render_setup(&mut out, setup);
     render_figures(&mut out, datasets, records);
     render_ratios(&mut out, datasets, records);
+    render_cluster_comparison(&mut out, setup, records);
     render_flat_rss(&mut out, records);
     render_failures(&mut out, records);
     out
@@ -91,7 +93,8 @@ fn render_setup(out: &mut String, setup: &Setup) {
         out,
         "- client CPU and peak RSS from the tool's own `wait4` rusage, taken by a small \
          helper process (peak RSS of `true` measured so: {:.1} MiB); server CPU from \
-         `/proc/PID/stat` (10 ms ticks); saturation = server CPU / wall\n",
+         `/proc/PID/stat` (10 ms ticks), summed over the 3 nodes for `{SET_1M_RESP_CLUSTER3}` \
+         (whose saturation can thus exceed 100%); saturation = server CPU / wall\n",
         setup.rss_floor_kib as f64 / 1024.0
     );
 }
@@ -149,10 +152,6 @@ fn render_ratios(out: &mut String, datasets: &[Dataset], records: &[RunRecord]) 
     for dataset in raced {
         let redis_cli = ToolSummary::of(&records_of(records, dataset.name, Tool::RedisCli));
         let pipeload = ToolSummary::of(&records_of(records, dataset.name, Tool::Pipeload));
-        let ratio = |ours: Option<f64>, theirs: Option<f64>| match (ours, theirs) {
-            (Some(ours), Some(theirs)) if theirs > 0.0 => format!("{:.2}", ours / theirs),
-            _ => "—".to_owned(),
-        };
         let _ = writeln!(
             out,
             "| {} | {} | {} |",
@@ -162,6 +161,62 @@ fn render_ratios(out: &mut String, datasets: &[Dataset], records: &[RunRecord]) 
         );
     }
     out.push('\n');
+}
+
+/// pipeload into one server (`set-1m.resp`) against pipeload into the
+/// 3-primary cluster (`set-1m.resp@cluster3`): the same file, the same
+/// machine, the same bench run. Shown when the cluster set ran; the one-server
+/// row is blank when `set-1m.resp` did not.
+fn render_cluster_comparison(out: &mut String, setup: &Setup, records: &[RunRecord]) {
+    let cluster = records_of(records, SET_1M_RESP_CLUSTER3, Tool::Pipeload);
+    if cluster.is_empty() {
+        return;
+    }
+    let cluster = ToolSummary::of(&cluster);
+    let one_server = ToolSummary::of(&records_of(records, SET_1M_RESP, Tool::Pipeload));
+    let _ = writeln!(
+        out,
+        "| pipeload into | data set | passed runs | wall s | client CPU s | server CPU s | peak RSS MiB |"
+    );
+    let _ = writeln!(out, "|---|---|--:|--:|--:|--:|--:|");
+    for (target, dataset, summary) in [
+        ("one redis-server", SET_1M_RESP, &one_server),
+        ("3-primary cluster", SET_1M_RESP_CLUSTER3, &cluster),
+    ] {
+        let _ = writeln!(
+            out,
+            "| {target} | {dataset} | {}/{} | {} | {} | {} | {} |",
+            summary.passed_runs,
+            summary.all_runs,
+            figure(summary.wall_seconds, 3),
+            figure(summary.client_cpu_seconds, 3),
+            figure(summary.server_cpu_seconds, 2),
+            figure(summary.peak_rss_mib, 1),
+        );
+    }
+    let _ = writeln!(
+        out,
+        "| cluster / one server | | | {} | {} | {} | {} |",
+        ratio(cluster.wall_seconds, one_server.wall_seconds),
+        ratio(cluster.client_cpu_seconds, one_server.client_cpu_seconds),
+        ratio(cluster.server_cpu_seconds, one_server.server_cpu_seconds),
+        ratio(cluster.peak_rss_mib, one_server.peak_rss_mib),
+    );
+    out.push('\n');
+    if one_server.all_runs == 0 {
+        let _ = writeln!(
+            out,
+            "No one-server figures: run `{SET_1M_RESP}` in the same bench to compare \
+             (`--only {SET_1M_RESP},{SET_1M_RESP_CLUSTER3}`).\n"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "Server CPU of the cluster is summed over its 3 nodes. `redis-cli --pipe` has no row: \
+         it cannot load a cluster (it ignores `-c`). This machine has {} cores (nproc): the \
+         3 servers and pipeload share them.\n",
+        setup.nproc
+    );
 }
 
 /// pipeload's peak RSS on the 10M set against the 1M set, when both ran.
@@ -233,6 +288,17 @@ fn median(values: impl Iterator<Item = f64>) -> Option<f64> {
 /// ratio finite without hiding anything at the precision printed.
 fn seconds_or_tiny(duration: Duration) -> f64 {
     duration.as_secs_f64().max(1e-9)
+}
+
+/// `numerator / denominator` to two decimals, or a dash when either is
+/// missing.
+fn ratio(numerator: Option<f64>, denominator: Option<f64>) -> String {
+    match (numerator, denominator) {
+        (Some(numerator), Some(denominator)) if denominator > 0.0 => {
+            format!("{:.2}", numerator / denominator)
+        }
+        _ => "—".to_owned(),
+    }
 }
 
 fn figure(value: Option<f64>, decimals: usize) -> String {

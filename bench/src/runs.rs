@@ -1,10 +1,14 @@
-//! One measured load: empty the server, note its CPU time, run one tool on
+//! One measured load: empty the target, note its CPU time, run one tool on
 //! one data set, then check what a clean load must show — the last line
 //! `errors: 0, replies: N`, a zero exit status and the data set's key count
-//! on the server — and keep every figure for the report. A run that fails a
+//! on the target — and keep every figure for the report. A run that fails a
 //! check is announced at once on standard error and kept, marked, so the
 //! report can say so.
+//!
+//! The target is one server or the primaries of a cluster: every one is
+//! emptied, and keys and server CPU time are summed over them.
 
+use std::iter::Sum;
 use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::Duration;
@@ -49,6 +53,35 @@ impl Tools {
     }
 }
 
+/// Where a load goes.
+pub struct Target<'a> {
+    /// Emptied before the run; their keys and CPU time count.
+    pub servers: &'a [RedisServer],
+    /// The port the tool is given: a server's own, the delay proxy's, or the
+    /// cluster node the tool learns the others from.
+    pub port: u16,
+    /// Whether the tool is told it loads a cluster (`-c`).
+    pub cluster: bool,
+}
+
+impl Target<'_> {
+    fn flush_all(&self) -> Result<()> {
+        self.servers.iter().try_for_each(RedisServer::flush_all)
+    }
+
+    fn key_count(&self) -> Result<u64> {
+        self.sum_over_servers(RedisServer::key_count)
+    }
+
+    fn cpu_time(&self) -> Result<Duration> {
+        self.sum_over_servers(RedisServer::cpu_time)
+    }
+
+    fn sum_over_servers<T: Sum>(&self, figure: fn(&RedisServer) -> Result<T>) -> Result<T> {
+        self.servers.iter().map(figure).sum()
+    }
+}
+
 /// The figures of one run.
 #[derive(Clone, Debug)]
 pub struct RunRecord {
@@ -63,27 +96,30 @@ pub struct RunRecord {
     pub failure: Option<String>,
 }
 
-/// Loads `dataset` with `tool` into an emptied `server`, reached on
-/// `target_port` (the server's own, or the delay proxy's).
+/// Loads `dataset` with `tool` into an emptied `target`.
 pub fn measure_load(
-    server: &RedisServer,
-    target_port: u16,
+    target: &Target,
     tools: &Tools,
     tool: Tool,
     dataset: &Dataset,
     output_dir: &Path,
 ) -> Result<RunRecord> {
-    server.flush_all()?;
+    target.flush_all()?;
     thread::sleep(SETTLE_AFTER_FLUSH);
-    let leftover = server.key_count()?;
+    let leftover = target.key_count()?;
     anyhow::ensure!(leftover == 0, "{leftover} keys left after FLUSHALL");
 
-    let arguments = ["-h", "127.0.0.1", "-p", &target_port.to_string(), "--pipe"].map(String::from);
-    let server_cpu_before = server.cpu_time()?;
+    let mut arguments = ["-h", "127.0.0.1", "-p", &target.port.to_string(), "--pipe"]
+        .map(String::from)
+        .to_vec();
+    if target.cluster {
+        arguments.push("-c".to_owned());
+    }
+    let server_cpu_before = target.cpu_time()?;
     let measurement = run_measured(tools.program(tool), &arguments, &dataset.path, output_dir)
         .with_context(|| format!("{} on {}", tool.name(), dataset.name))?;
-    let server_cpu = server.cpu_time()?.saturating_sub(server_cpu_before);
-    let keys = server.key_count()?;
+    let server_cpu = target.cpu_time()?.saturating_sub(server_cpu_before);
+    let keys = target.key_count()?;
 
     let mut problems = Vec::new();
     let expected_summary = format!("errors: 0, replies: {}", dataset.commands);

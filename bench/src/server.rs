@@ -2,19 +2,22 @@
 //! port (never 6379) with persistence off and its files in the scratch
 //! directory, and `RedisServer` is its guard: dropping it stops the server by
 //! pid, so a failed or panicking bench leaves no server behind and never
-//! touches one it did not start.
+//! touches one it did not start. A cluster node (see `cluster`) is the same
+//! server started with cluster mode on, on a port whose cluster bus port
+//! (+10000) is free too.
 //!
 //! Also here: the few requests the bench sends itself (PING, FLUSHALL, DBSIZE,
-//! INFO) over a fresh connection each, and the server's CPU time from
-//! `/proc/PID/stat`, which the report divides by wall time.
+//! INFO, CLUSTER …) over a fresh connection each, and the server's CPU time
+//! from `/proc/PID/stat`, which the report divides by wall time.
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 
@@ -28,10 +31,25 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Another process can take the free port between our probe and the
 /// server's bind; a new port is tried this many times.
 const START_ATTEMPTS: usize = 3;
+/// A cluster node also listens on its port plus this, for the cluster bus.
+const CLUSTER_BUS_OFFSET: u16 = 10000;
+/// Cluster nodes' ports come from here, so that the bus ports (22000 to
+/// 31999) stay below the kernel's ephemeral range (32768 and up by default),
+/// where the kernel's own pick for 127.0.0.1:0 could not leave room for them.
+const CLUSTER_PORTS: Range<u16> = 12000..22000;
 
 pub struct RedisServer {
     child: Child,
     port: u16,
+    log_path: PathBuf,
+}
+
+/// How a server is started.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    Standalone,
+    /// `cluster-enabled yes`, its node configuration in its own directory.
+    ClusterNode,
 }
 
 /// A reply to one of the bench's own requests.
@@ -46,9 +64,20 @@ impl RedisServer {
     /// Starts a server whose working directory and log live in `dir` and
     /// waits until it answers PING.
     pub fn start(dir: &Path) -> Result<Self> {
+        Self::start_retrying(dir, Mode::Standalone)
+    }
+
+    /// Starts a cluster node (`cluster-enabled yes`, no slots, knowing no
+    /// other node yet) whose working directory, node configuration and log
+    /// live in `dir`, and waits until it answers PING.
+    pub fn start_cluster_node(dir: &Path) -> Result<Self> {
+        Self::start_retrying(dir, Mode::ClusterNode)
+    }
+
+    fn start_retrying(dir: &Path, mode: Mode) -> Result<Self> {
         let mut attempt = 1;
         loop {
-            match Self::start_on_free_port(dir) {
+            match Self::start_on_free_port(dir, mode) {
                 Ok(server) => return Ok(server),
                 Err(_) if attempt < START_ATTEMPTS => attempt += 1,
                 Err(error) => return Err(error),
@@ -56,12 +85,27 @@ impl RedisServer {
         }
     }
 
-    fn start_on_free_port(dir: &Path) -> Result<Self> {
-        let port = free_loopback_port()?;
+    fn start_on_free_port(dir: &Path, mode: Mode) -> Result<Self> {
+        let port = match mode {
+            Mode::Standalone => free_loopback_port()?,
+            Mode::ClusterNode => free_cluster_port()?,
+        };
+        let cluster_arguments: &[&str] = match mode {
+            Mode::Standalone => &[],
+            Mode::ClusterNode => &[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "5000",
+            ],
+        };
         let log_path = dir.join("redis-server.log");
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
+            .args(cluster_arguments)
             .arg("--dir")
             .arg(dir)
             .arg("--logfile")
@@ -74,18 +118,22 @@ impl RedisServer {
                 "cannot start redis-server (is it on the PATH? apt-get install redis-server)",
             )?;
         // From here on the guard owns the process: any failure below stops it.
-        let mut server = RedisServer { child, port };
-        server.wait_until_ready(&log_path)?;
+        let mut server = RedisServer {
+            child,
+            port,
+            log_path,
+        };
+        server.wait_until_ready()?;
         Ok(server)
     }
 
-    fn wait_until_ready(&mut self, log_path: &Path) -> Result<()> {
+    fn wait_until_ready(&mut self) -> Result<()> {
         let started = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait()? {
                 bail!(
                     "redis-server exited at start ({status}); its log:\n{}",
-                    log_tail(log_path)
+                    self.log_tail()
                 );
             }
             if let Ok(Reply::Simple(pong)) = self.request(&["PING"])
@@ -97,7 +145,7 @@ impl RedisServer {
                 bail!(
                     "redis-server on port {} did not answer PING within {STARTUP_TIMEOUT:?}; its log:\n{}",
                     self.port,
-                    log_tail(log_path)
+                    self.log_tail()
                 );
             }
             thread::sleep(Duration::from_millis(20));
@@ -114,9 +162,22 @@ impl RedisServer {
 
     /// Empties the server (synchronously: FLUSHALL without ASYNC).
     pub fn flush_all(&self) -> Result<()> {
-        match self.request(&["FLUSHALL"])? {
+        self.request_ok(&["FLUSHALL"])
+    }
+
+    /// Sends a command that must answer `+OK`.
+    pub fn request_ok(&self, arguments: &[&str]) -> Result<()> {
+        match self.request(arguments)? {
             Reply::Simple(ok) if ok == "OK" => Ok(()),
-            other => bail!("FLUSHALL answered {other:?}"),
+            other => bail!("{} answered {other:?}", arguments.join(" ")),
+        }
+    }
+
+    /// A command's bulk-string reply as text (INFO, CLUSTER INFO).
+    pub fn request_text(&self, arguments: &[&str]) -> Result<String> {
+        match self.request(arguments)? {
+            Reply::Bulk(Some(text)) => Ok(String::from_utf8_lossy(&text).into_owned()),
+            other => bail!("{} answered {other:?}", arguments.join(" ")),
         }
     }
 
@@ -129,14 +190,14 @@ impl RedisServer {
 
     /// `redis_version` from INFO server.
     pub fn version(&self) -> Result<String> {
-        let Reply::Bulk(Some(info)) = self.request(&["INFO", "server"])? else {
-            bail!("INFO server gave no text");
-        };
-        String::from_utf8_lossy(&info)
-            .lines()
-            .find_map(|line| line.strip_prefix("redis_version:"))
+        info_field(&self.request_text(&["INFO", "server"])?, "redis_version")
             .map(str::to_owned)
             .context("INFO server has no redis_version")
+    }
+
+    /// The end of the server's log, to explain a failure.
+    pub fn log_tail(&self) -> String {
+        log_tail(&self.log_path)
     }
 
     /// User plus system CPU time the server has used since it started:
@@ -213,6 +274,36 @@ impl Drop for RedisServer {
 pub fn free_loopback_port() -> Result<u16> {
     let probe = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("cannot bind 127.0.0.1:0")?;
     Ok(probe.local_addr()?.port())
+}
+
+/// A port for a cluster node: it and its bus port are free right now. The
+/// search starts at a point that differs from run to run, so that two benches
+/// (or a bench and the tests, which use the same range) rarely probe alike.
+fn free_cluster_port() -> Result<u16> {
+    let span = CLUSTER_PORTS.end - CLUSTER_PORTS.start;
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.subsec_nanos());
+    let start = (nanos ^ std::process::id()) % u32::from(span);
+    let is_free = |port: u16| TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok();
+    (0..u32::from(span))
+        .map(|offset| {
+            let offset = u16::try_from((start + offset) % u32::from(span)).expect("below span");
+            CLUSTER_PORTS.start + offset
+        })
+        .find(|&port| is_free(port) && is_free(port + CLUSTER_BUS_OFFSET))
+        .with_context(|| {
+            format!(
+                "no port in {CLUSTER_PORTS:?} is free together with its port + {CLUSTER_BUS_OFFSET}"
+            )
+        })
+}
+
+/// The value of `name:` in the `name:value` lines of INFO or CLUSTER INFO.
+pub fn info_field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
+    info.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+        .map(str::trim)
 }
 
 fn clock_ticks_per_second() -> Result<u64> {
