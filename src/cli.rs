@@ -75,6 +75,10 @@ pub struct Config {
     pub errors_file: Option<PathBuf>,
     /// Cluster mode (`-c`): route each command to the primary of its slot.
     pub cluster: bool,
+    /// Print the summary as one JSON object instead of redis-cli's lines.
+    pub json: bool,
+    /// Error lines printed before the rest are only counted; `None`: all.
+    pub error_lines: Option<u64>,
 }
 
 const EXAMPLES: &str = "\
@@ -220,6 +224,14 @@ struct Flags {
     #[arg(long, value_name = "FILE", help_heading = "Faults")]
     errors_file: Option<PathBuf>,
 
+    /// Print the summary as one JSON object on stdout
+    #[arg(long, help_heading = "Output")]
+    json: bool,
+
+    /// Print the first N error lines, then only count the rest (0: all)
+    #[arg(long, value_name = "N", default_value_t = 100, help_heading = "Output")]
+    error_lines: u64,
+
     /// Input files, read in order ("-" is stdin; none reads stdin)
     #[arg(value_name = "FILE")]
     files: Vec<PathBuf>,
@@ -334,6 +346,8 @@ fn config_from_flags(flags: Flags, env_password: Option<String>) -> Result<Confi
         max_errors: flags.max_errors,
         errors_file: flags.errors_file,
         cluster: flags.cluster,
+        json: flags.json,
+        error_lines: (flags.error_lines > 0).then_some(flags.error_lines),
     })
 }
 

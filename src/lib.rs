@@ -36,7 +36,7 @@ use std::io::{self, BufWriter, Write};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use crossbeam_channel::{Receiver, bounded, unbounded};
@@ -45,12 +45,9 @@ use crate::batch::{Batch, Expect, InFlight};
 use crate::cli::Config;
 use crate::conn::{ConnectError, Stream, describe_io_error};
 use crate::input::{InputError, InputOptions, OpenSource, open_sources, read_input};
-use crate::replies::{ErrorsFile, Replies, ReplyFailure, SessionEnd};
+use crate::replies::{ErrorsFile, Replies, ReplyContext, ReplyFailure, SessionEnd};
 use crate::stop::{Stop, StopReason};
-use crate::summary::{
-    ALL_DATA_TRANSFERRED, LAST_REPLY_RECEIVED, Tally, print_counts, print_line, print_resume_hint,
-    report,
-};
+use crate::summary::{ALL_DATA_TRANSFERRED, ErrorLog, Outcome, Tally, print_line, report};
 use crate::window::Window;
 use crate::writer::{Writer, WriterEnd, WriterOutcome};
 
@@ -106,16 +103,19 @@ pub fn run(config: Config) -> Result<ExitCode> {
 pub(crate) struct InputWatch {
     handle: Option<JoinHandle<Result<(), InputError>>>,
     result: Option<Result<(), InputError>>,
+    /// `--json`: no redis-cli progress lines on stdout.
+    quiet: bool,
 }
 
 impl InputWatch {
     /// Called when a writer ends: if it saw the end of the input (the input
     /// thread dropped its sender, so it is exiting), collect the input's
     /// result and, when all of it was read, say so as redis-cli does.
-    pub(crate) fn new(handle: JoinHandle<Result<(), InputError>>) -> Self {
+    pub(crate) fn new(handle: JoinHandle<Result<(), InputError>>, quiet: bool) -> Self {
         InputWatch {
             handle: Some(handle),
             result: None,
+            quiet,
         }
     }
 
@@ -141,7 +141,7 @@ impl InputWatch {
             return;
         }
         self.join();
-        if matches!(self.result, Some(Ok(()))) {
+        if self.is_complete() && !self.quiet {
             print_line(ALL_DATA_TRANSFERRED);
         }
     }
@@ -169,6 +169,7 @@ fn load(
     errors_file: Option<ErrorsFile>,
     config: &Config,
 ) -> Result<ExitCode> {
+    let started = Instant::now();
     let stop = Arc::new(Stop::default());
     stop::watch_signals(Arc::clone(&stop)).context("cannot watch for signals")?;
     let source_names = input::source_names(&sources);
@@ -185,15 +186,19 @@ fn load(
         .name("input".into())
         .spawn(move || read_input(sources, options, &batch_sender))
         .context("cannot start the input thread")?;
-    let mut input = InputWatch::new(handle);
+    let mut input = InputWatch::new(handle, config.json);
 
-    let mut replies = Replies::new(
-        &source_names,
-        &stop,
-        config.max_errors,
-        config.retry > 0,
+    let error_log = ErrorLog::new(config.error_lines);
+    let mut replies = Replies::new(ReplyContext {
+        source_names: &source_names,
+        stop: &stop,
+        error_log: &error_log,
+        max_errors: config.max_errors,
+        resend_transient: config.retry > 0,
         errors_file,
-    );
+    });
+    let mut bytes_sent = 0;
+    let mut commands_sent = 0;
     let mut stream = stream;
     let mut resend = Vec::new();
     let mut reconnects = 0u64;
@@ -209,6 +214,8 @@ fn load(
             config,
             &mut input,
         )?;
+        bytes_sent += written.bytes_sent;
+        commands_sent += written.commands_sent;
         let failure = match written.end {
             WriterEnd::Failed(error) => {
                 Some(ReplyFailure::ConnectionLost(describe_io_error(&error)))
@@ -244,31 +251,34 @@ fn load(
     };
 
     let mut tally = replies.tally;
-    match &failure {
-        Some(message) => {
-            tally.fatal += 1;
-            // Worded as redis-cli words it, without a prefix.
-            match message.starts_with("No replies") {
-                true => report(message),
-                false => report(&format!("pipeload: {message}")),
-            }
+    if let Some(message) = &failure {
+        tally.fatal += 1;
+        // Worded as redis-cli words it, without a prefix.
+        match message.starts_with("No replies") {
+            true => report(message),
+            false => report(&format!("pipeload: {message}")),
         }
-        None => print_line(LAST_REPLY_RECEIVED),
     }
     input.collect_if_finished();
     let input_complete = input.is_complete();
     if input.report_failure() {
         tally.fatal += 1;
     }
-    print_counts(&tally);
-    if config.retry > 0 {
-        print_line(&format!("reconnects: {reconnects}"));
-    }
+    error_log.report_hidden();
     let stopped = stop.reason();
     let stopped_early = failure.is_some() || stopped.is_some() || !input_complete;
-    if stopped_early {
-        print_resume_hint(config.skip + tally.acknowledged);
-    }
+    let outcome = Outcome {
+        tally,
+        last_reply_received: failure.is_none(),
+        reconnects: (config.retry > 0).then_some(reconnects),
+        resume_at: stopped_early.then_some(config.skip + tally.acknowledged),
+        commands_sent,
+        bytes_sent,
+        elapsed_seconds: started.elapsed().as_secs_f64(),
+        first_errors: error_log.first(),
+        nodes: Vec::new(),
+    };
+    outcome.print(config.json);
     Ok(exit_status(stopped, &tally, stopped_early))
 }
 

@@ -31,7 +31,7 @@ use crate::conn::{Stream, describe_io_error};
 use crate::readbuf::ReadBuffer;
 use crate::resp::{ErrorSpan, ReplyKind, ReplyScan, scan_reply};
 use crate::stop::{Stop, StopReason};
-use crate::summary::{Tally, report};
+use crate::summary::{ErrorLog, Tally, report};
 use crate::window::Window;
 
 const READ_CHUNK: usize = 256 * 1024;
@@ -96,10 +96,24 @@ pub struct SessionEnd {
     pub unacknowledged: Vec<InFlight>,
 }
 
+/// What every reply reader of a load shares.
+pub struct ReplyContext<'a> {
+    pub source_names: &'a [Option<String>],
+    pub stop: &'a Stop,
+    pub error_log: &'a ErrorLog,
+    pub max_errors: Option<u64>,
+    /// Treat `LOADING`, `BUSY`… as "resend later" (`--retry`).
+    pub resend_transient: bool,
+    pub errors_file: Option<ErrorsFile>,
+}
+
 /// What the reply side keeps across sessions.
 pub struct Replies<'a> {
     source_names: &'a [Option<String>],
     stop: &'a Stop,
+    error_log: &'a ErrorLog,
+    /// Errors logged by every reader of the load, as of this reader's last.
+    logged_errors: u64,
     max_errors: Option<u64>,
     /// Treat `LOADING`, `BUSY`… as "resend later" (`--retry`).
     resend_transient: bool,
@@ -131,19 +145,15 @@ struct Session {
 }
 
 impl<'a> Replies<'a> {
-    pub fn new(
-        source_names: &'a [Option<String>],
-        stop: &'a Stop,
-        max_errors: Option<u64>,
-        resend_transient: bool,
-        errors_file: Option<ErrorsFile>,
-    ) -> Self {
+    pub fn new(context: ReplyContext<'a>) -> Self {
         Replies {
-            source_names,
-            stop,
-            max_errors,
-            resend_transient,
-            errors_file,
+            source_names: context.source_names,
+            stop: context.stop,
+            error_log: context.error_log,
+            logged_errors: 0,
+            max_errors: context.max_errors,
+            resend_transient: context.resend_transient,
+            errors_file: context.errors_file,
             cluster: None,
             tally: Tally::default(),
             last_select: None,
@@ -254,10 +264,8 @@ impl<'a> Replies<'a> {
                 return;
             };
             self.tally.rejected += 1;
-            report(&format!(
-                "{}: not sent: {why}",
-                batch.position(index, self.source_names, None)
-            ));
+            let position = batch.position(index, self.source_names, None);
+            self.logged_errors = self.error_log.error(&position, &format!("not sent: {why}"));
             self.write_failed(batch.original(index));
             session.next += 1;
             session.acknowledge();
@@ -345,10 +353,8 @@ impl<'a> Replies<'a> {
         }
         for span in &self.errors {
             let message = String::from_utf8_lossy(&self.buffer.unread()[span.message.clone()]);
-            report(&format!(
-                "{}: {message}",
-                batch.position(index, self.source_names, span.element)
-            ));
+            let position = batch.position(index, self.source_names, span.element);
+            self.logged_errors = self.error_log.error(&position, &message);
         }
         if !self.errors.is_empty() {
             self.check_max_errors();
@@ -356,9 +362,10 @@ impl<'a> Replies<'a> {
         Ok(())
     }
 
+    /// `--max-errors` counts the errors of every node of a cluster load.
     fn check_max_errors(&self) {
         if let Some(limit) = self.max_errors
-            && self.tally.errors() >= limit
+            && self.logged_errors >= limit
             && self.stop.request(StopReason::MaxErrors(limit))
         {
             report(&format!(

@@ -5,6 +5,7 @@
 //! summary on stdout, which scripts parse: `errors: N, replies: M`.
 
 use std::io::{self, Write};
+use std::sync::{Mutex, PoisonError};
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Tally {
@@ -73,4 +74,250 @@ pub fn print_resume_hint(acknowledged: u64) {
 pub fn report(line: &str) {
     let mut stderr = io::stderr().lock();
     let _ = writeln!(stderr, "{line}");
+}
+
+/// Errors and replies of one primary of a cluster load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeCounts {
+    pub address: String,
+    pub replies: u64,
+    pub errors: u64,
+}
+
+/// Everything the end-of-load report says.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    pub tally: Tally,
+    /// Every reply due was received (redis-cli's "Last reply received").
+    pub last_reply_received: bool,
+    /// `Some` with `--retry`.
+    pub reconnects: Option<u64>,
+    /// `Some(K)` when the load stopped early: `--skip K` resumes it.
+    pub resume_at: Option<u64>,
+    /// Commands written to the server(s), resends included.
+    pub commands_sent: u64,
+    pub bytes_sent: u64,
+    pub elapsed_seconds: f64,
+    pub first_errors: Vec<ErrorRecord>,
+    /// Cluster mode: per primary.
+    pub nodes: Vec<NodeCounts>,
+}
+
+impl Outcome {
+    /// Prints the summary: redis-cli's lines (plus `reconnects`, and the
+    /// resume hint after an early stop), or with `json` one JSON object.
+    pub fn print(&self, json: bool) {
+        if json {
+            print_line(&self.to_json());
+            return;
+        }
+        if self.last_reply_received {
+            print_line(LAST_REPLY_RECEIVED);
+        }
+        print_counts(&self.tally);
+        if let Some(reconnects) = self.reconnects {
+            print_line(&format!("reconnects: {reconnects}"));
+        }
+        if let Some(acknowledged) = self.resume_at {
+            print_resume_hint(acknowledged);
+        }
+    }
+
+    /// The `--json` summary, one line.
+    pub fn to_json(&self) -> String {
+        let tally = &self.tally;
+        let rate = match self.elapsed_seconds > 0.0 {
+            true => tally.replies as f64 / self.elapsed_seconds,
+            false => 0.0,
+        };
+        let first_errors: Vec<String> = self
+            .first_errors
+            .iter()
+            .map(|error| {
+                format!(
+                    "{{\"position\":{},\"message\":{}}}",
+                    json_string(&error.position),
+                    json_string(&error.message)
+                )
+            })
+            .collect();
+        let nodes: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|node| {
+                format!(
+                    "{{\"address\":{},\"replies\":{},\"errors\":{}}}",
+                    json_string(&node.address),
+                    node.replies,
+                    node.errors
+                )
+            })
+            .collect();
+        let optional =
+            |value: Option<u64>| value.map_or("null".to_owned(), |value| value.to_string());
+        format!(
+            "{{\"completed\":{},\"commands\":{},\"replies\":{},\"errors\":{},\"error_replies\":{},\
+             \"rejected_lines\":{},\"acknowledged\":{},\"resume_skip\":{},\"reconnects\":{},\
+             \"bytes_sent\":{},\"elapsed_seconds\":{:.3},\"commands_per_second\":{:.0},\
+             \"first_errors\":[{}],\"nodes\":[{}]}}",
+            self.resume_at.is_none() && self.last_reply_received,
+            self.commands_sent,
+            tally.replies,
+            tally.errors(),
+            tally.error_replies + tally.nested_errors,
+            tally.rejected,
+            self.resume_at.unwrap_or(tally.acknowledged),
+            optional(self.resume_at),
+            self.reconnects.unwrap_or(0),
+            self.bytes_sent,
+            self.elapsed_seconds,
+            rate,
+            first_errors.join(","),
+            nodes.join(","),
+        )
+    }
+}
+
+/// `text` as a JSON string literal.
+fn json_string(text: &str) -> String {
+    let mut quoted = String::with_capacity(text.len() + 2);
+    quoted.push('"');
+    for character in text.chars() {
+        match character {
+            '"' => quoted.push_str("\\\""),
+            '\\' => quoted.push_str("\\\\"),
+            '\n' => quoted.push_str("\\n"),
+            '\r' => quoted.push_str("\\r"),
+            '\t' => quoted.push_str("\\t"),
+            control if u32::from(control) < 0x20 => {
+                quoted.push_str(&format!("\\u{:04x}", u32::from(control)));
+            }
+            other => quoted.push(other),
+        }
+    }
+    quoted.push('"');
+    quoted
+}
+
+/// How many errors `--json` lists with their positions.
+pub const FIRST_ERRORS_KEPT: usize = 10;
+
+/// One error as the JSON summary lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorRecord {
+    /// `line 7`, `data.txt:7 (command 3)`…
+    pub position: String,
+    pub message: String,
+}
+
+/// The error lines of a load, shared by every reply reader: the first
+/// `--error-lines` are printed, the rest only counted, so a million failing
+/// commands do not flood the terminal.
+#[derive(Debug)]
+pub struct ErrorLog {
+    /// `None` prints every error.
+    limit: Option<u64>,
+    state: Mutex<ErrorLogState>,
+}
+
+#[derive(Debug, Default)]
+struct ErrorLogState {
+    logged: u64,
+    first: Vec<ErrorRecord>,
+}
+
+impl ErrorLog {
+    pub fn new(limit: Option<u64>) -> Self {
+        ErrorLog {
+            limit,
+            state: Mutex::new(ErrorLogState::default()),
+        }
+    }
+
+    /// Records one error; prints `position: message` while under the limit.
+    /// Returns how many errors were logged so far, this one included.
+    pub fn error(&self, position: &str, message: &str) -> u64 {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.logged += 1;
+        if state.first.len() < FIRST_ERRORS_KEPT {
+            state.first.push(ErrorRecord {
+                position: position.to_owned(),
+                message: message.to_owned(),
+            });
+        }
+        if self.limit.is_none_or(|limit| state.logged <= limit) {
+            report(&format!("{position}: {message}"));
+        }
+        state.logged
+    }
+
+    /// The first errors, for `--json`.
+    pub fn first(&self) -> Vec<ErrorRecord> {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .first
+            .clone()
+    }
+
+    /// Says how many error lines were not printed, if any.
+    pub fn report_hidden(&self) {
+        let logged = self
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .logged;
+        if let Some(limit) = self.limit
+            && logged > limit
+        {
+            report(&format!(
+                "pipeload: {} more errors not shown (--error-lines 0 shows them all)",
+                logged - limit
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_strings_are_escaped() {
+        assert_eq!(json_string("a\"b\\c\nd\u{1}"), "\"a\\\"b\\\\c\\nd\\u0001\"");
+    }
+
+    #[test]
+    fn json_summary_has_every_field() {
+        let outcome = Outcome {
+            tally: Tally {
+                replies: 3,
+                error_replies: 1,
+                ..Tally::default()
+            },
+            last_reply_received: true,
+            first_errors: vec![ErrorRecord {
+                position: "line 2".into(),
+                message: "ERR \"x\"".into(),
+            }],
+            ..Outcome::default()
+        };
+        let json = outcome.to_json();
+        assert!(json.starts_with("{\"completed\":true,\"commands\":0,\"replies\":3,\"errors\":1,"));
+        assert!(json.contains(
+            "\"first_errors\":[{\"position\":\"line 2\",\"message\":\"ERR \\\"x\\\"\"}]"
+        ));
+        assert!(json.ends_with("\"nodes\":[]}"));
+    }
+
+    #[test]
+    fn error_log_keeps_the_first_and_counts_the_rest() {
+        let log = ErrorLog::new(Some(2));
+        for index in 0..15 {
+            assert_eq!(log.error(&format!("line {index}"), "ERR x"), index + 1);
+        }
+        let first = log.first();
+        assert_eq!(first.len(), FIRST_ERRORS_KEPT);
+        assert_eq!(first[3].position, "line 3");
+    }
 }

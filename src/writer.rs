@@ -47,6 +47,7 @@ pub struct WriterOutcome {
     /// Batches taken but never handed to the reader, in input order.
     pub unsent: Vec<InFlight>,
     pub bytes_sent: u64,
+    pub commands_sent: u64,
 }
 
 /// Everything the writer of one connection works with.
@@ -66,6 +67,7 @@ impl Writer<'_> {
     /// Writes `resend` first, then every batch of the channel.
     pub fn run(mut self, resend: Vec<InFlight>) -> WriterOutcome {
         let mut bytes_sent = 0u64;
+        let mut commands_sent = 0u64;
         let mut pending = resend.into_iter();
         let never = crossbeam_channel::never();
         let redirects = self.redirects.map_or(&never, |(redirects, _)| redirects);
@@ -106,7 +108,10 @@ impl Writer<'_> {
                 }
             };
             match self.send(&next) {
-                Ok(written) => bytes_sent += written,
+                Ok(written) => {
+                    bytes_sent += written;
+                    commands_sent += next.command_count() as u64;
+                }
                 Err(end) => {
                     let mut unsent = Vec::new();
                     if matches!(end, SendError::NotHandedOver(_)) {
@@ -117,6 +122,7 @@ impl Writer<'_> {
                         end: end.into_writer_end(),
                         unsent,
                         bytes_sent,
+                        commands_sent,
                     };
                 }
             }
@@ -125,6 +131,7 @@ impl Writer<'_> {
             end,
             unsent: pending.collect(),
             bytes_sent,
+            commands_sent,
         }
     }
 

@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::thread;
+use std::time::Instant;
 
 use anyhow::{Context, Result};
 use crossbeam_channel::{bounded, unbounded};
@@ -24,11 +25,9 @@ use crate::batch::{Batch, InFlight};
 use crate::cli::{Config, Endpoint};
 use crate::conn::{self, Stream, describe_io_error};
 use crate::input::{InputOptions, OpenSource, read_input, source_names};
-use crate::replies::{ErrorsFile, Replies, ReplyFailure};
+use crate::replies::{ErrorsFile, Replies, ReplyContext, ReplyFailure};
 use crate::stop::{self, Stop, StopReason};
-use crate::summary::{
-    LAST_REPLY_RECEIVED, Tally, print_counts, print_line, print_resume_hint, report,
-};
+use crate::summary::{ErrorLog, NodeCounts, Outcome, Tally, report};
 use crate::window::Window;
 use crate::writer::{Writer, WriterEnd};
 use crate::{BATCH_CHANNEL_CAPACITY, InputWatch, exit_status};
@@ -53,6 +52,7 @@ pub fn load_cluster(
         };
         streams.push(conn::connect(&node_config, None)?);
     }
+    let started = Instant::now();
     let stop = Arc::new(Stop::default());
     stop::watch_signals(Arc::clone(&stop)).context("cannot watch for signals")?;
     let names = source_names(&sources);
@@ -67,7 +67,7 @@ pub fn load_cluster(
         .name("input".into())
         .spawn(move || read_input(sources, options, &input_sender))
         .context("cannot start the input thread")?;
-    let mut input = InputWatch::new(handle);
+    let mut input = InputWatch::new(handle, config.json);
 
     let (node_senders, node_receivers): (Vec<_>, Vec<_>) = (0..node_count)
         .map(|_| bounded::<Batch>(BATCH_CHANNEL_CAPACITY))
@@ -75,6 +75,7 @@ pub fn load_cluster(
     let (redirect_senders, redirect_receivers): (Vec<_>, Vec<_>) =
         (0..node_count).map(|_| unbounded::<Batch>()).unzip();
     let outstanding = AtomicUsize::new(0);
+    let error_log = ErrorLog::new(config.error_lines);
     let links = ClusterLinks::new(&topology, &redirect_senders, &outstanding);
     let windows: Vec<Window> = (0..node_count)
         .map(|_| Window::new(config.window))
@@ -103,9 +104,15 @@ pub fn load_cluster(
                 window: &windows[node],
                 stop: &stop,
             };
-            let replies =
-                Replies::new(&names, &stop, config.max_errors, false, errors_file.clone())
-                    .in_cluster(&links, node);
+            let replies = Replies::new(ReplyContext {
+                source_names: &names,
+                stop: &stop,
+                error_log: &error_log,
+                max_errors: config.max_errors,
+                resend_transient: false,
+                errors_file: errors_file.clone(),
+            })
+            .in_cluster(&links, node);
             let (stop, window, incoming) = (&stop, &windows[node], &in_flight_receivers[node]);
             let writer = scope.spawn(move || writer.run(Vec::new()));
             let reader = scope.spawn(move || {
@@ -132,6 +139,8 @@ pub fn load_cluster(
     })?;
 
     let mut tally = Tally::default();
+    let mut nodes = Vec::with_capacity(node_count);
+    let (mut bytes_sent, mut commands_sent) = (0, 0);
     let mut all_written = true;
     let mut failed = false;
     // The first input command not known to be applied, over every node.
@@ -143,7 +152,14 @@ pub fn load_cluster(
     };
     for (node, (written, (node_tally, end))) in node_ends.into_iter().enumerate() {
         tally.add(&node_tally);
+        bytes_sent += written.bytes_sent;
+        commands_sent += written.commands_sent;
         let address = topology.primaries[node].to_text();
+        nodes.push(NodeCounts {
+            address: address.clone(),
+            replies: node_tally.replies,
+            errors: node_tally.errors(),
+        });
         let failure = match &written.end {
             WriterEnd::Failed(error) => {
                 Some(format!("connection lost: {}", describe_io_error(error)))
@@ -176,22 +192,29 @@ pub fn load_cluster(
     if all_written {
         input.writer_finished(&WriterEnd::InputEnded);
     }
-    if !failed {
-        print_line(LAST_REPLY_RECEIVED);
-    }
     input.collect_if_finished();
     if input.report_failure() {
         tally.fatal += 1;
     }
-    print_counts(&tally);
+    error_log.report_hidden();
     let stopped = stop.reason();
     let stopped_early = failed || stopped.is_some() || !input.is_complete();
-    if stopped_early {
-        let acknowledged = match first_unsettled {
-            u64::MAX => last_routed,
-            first => first - 1,
-        };
-        print_resume_hint(acknowledged.max(config.skip));
+    let acknowledged = match first_unsettled {
+        u64::MAX => last_routed,
+        first => first - 1,
     }
+    .max(config.skip);
+    let outcome = Outcome {
+        tally,
+        last_reply_received: !failed,
+        reconnects: None,
+        resume_at: stopped_early.then_some(acknowledged),
+        commands_sent,
+        bytes_sent,
+        elapsed_seconds: started.elapsed().as_secs_f64(),
+        first_errors: error_log.first(),
+        nodes,
+    };
+    outcome.print(config.json);
     Ok(exit_status(stopped, &tally, stopped_early))
 }
