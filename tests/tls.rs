@@ -22,7 +22,7 @@ fn over_tls(server: &TlsRedis) -> Pipeload {
         .port(server.port())
         .arg("--tls")
         .arg("--cacert")
-        .arg(&TlsFiles::shared().ca)
+        .arg(&server.files().ca)
 }
 
 fn assert_nothing_loaded(outcome: &Outcome, server: &TlsRedis) {
@@ -59,7 +59,7 @@ fn rediss_uri_means_tls() {
         let uri = format!("{scheme}://127.0.0.1:{}/{db}", server.port());
         let outcome = Pipeload::new()
             .args(["-u", &uri, "--cacert"])
-            .arg(&TlsFiles::shared().ca)
+            .arg(&server.files().ca)
             .stdin(format!("SET scheme {scheme}\n"))
             .run();
 
@@ -77,7 +77,7 @@ fn rediss_uri_means_tls() {
 #[test]
 fn client_certificate_when_the_server_requires_one() {
     let server = TlsRedis::start(true);
-    let files = TlsFiles::shared();
+    let files = server.files();
 
     let outcome = over_tls(&server)
         .arg("--cert")
@@ -113,7 +113,7 @@ fn certificate_from_another_ca_is_refused() {
         .port(port)
         .arg("--tls")
         .arg("--cacert")
-        .arg(&TlsFiles::shared().other_ca)
+        .arg(&server.files().other_ca)
         .stdin(sets(100))
         .run();
 
@@ -136,7 +136,7 @@ fn insecure_skips_verification() {
         .port(server.port())
         .arg("--tls")
         .arg("--cacert")
-        .arg(&TlsFiles::shared().other_ca)
+        .arg(&server.files().other_ca)
         .arg("--insecure")
         .stdin(sets(100))
         .run();
@@ -170,7 +170,7 @@ fn sni_is_the_name_the_certificate_must_match() {
 fn ca_certificate_directory() {
     let server = TlsRedis::start(false);
     let dir = TempDir::new("cacertdir");
-    dir.write("ca.pem", std::fs::read(&TlsFiles::shared().ca).unwrap());
+    dir.write("ca.pem", std::fs::read(&server.files().ca).unwrap());
     dir.write("notes.txt", "not a certificate\n");
 
     let outcome = Pipeload::new()
@@ -284,7 +284,7 @@ fn unreadable_certificate_files_fail_before_connecting() {
             .assert_stderr_lacks("Could not connect");
     }
 
-    let files = TlsFiles::shared();
+    let files = TlsFiles::new();
     let outcome = Pipeload::new()
         .port(1)
         .arg("--tls")
@@ -316,7 +316,7 @@ fn unreadable_certificate_files_fail_before_connecting() {
 
 #[test]
 fn certificate_without_key_is_a_usage_error() {
-    let files = TlsFiles::shared();
+    let files = TlsFiles::new();
 
     let outcome = Pipeload::new()
         .port(1)

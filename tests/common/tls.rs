@@ -3,11 +3,13 @@
 //! small RESP client over rustls to read back what pipeload loaded, and a
 //! TLS server that answers one command and then never again.
 //!
-//! - [`TlsFiles`]: a CA, a server certificate for `localhost` and
-//!   127.0.0.1 signed by it, a client certificate signed by it, and an
-//!   unrelated CA that verifies none of them; PEM files in their own dir.
+//! - [`Pki`]: a CA, a server certificate for `localhost` and 127.0.0.1
+//!   signed by it, a client certificate signed by it, and an unrelated CA
+//!   that verifies none of them; made once per test binary, kept in memory.
+//! - [`TlsFiles`]: those as PEM files in a directory removed on drop.
 //! - [`TlsRedis`]: `redis-server --port 0 --tls-port P`, no persistence,
-//!   its own directory, client certificates required or not; killed on drop.
+//!   its own directory and files, client certificates required or not;
+//!   killed on drop.
 //! - [`TlsClient`]: RESP over rustls, trusting the test CA.
 //! - [`SilentTlsServer`]: completes the handshake, answers the first
 //!   command with `+PONG`, then reads and never answers.
@@ -45,64 +47,54 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// The test PKI, as PEM files.
-pub struct TlsFiles {
-    dir: TempDir,
-    pub ca: PathBuf,
-    /// A CA that signed none of these certificates.
-    pub other_ca: PathBuf,
-    pub server_cert: PathBuf,
-    pub server_key: PathBuf,
-    pub client_cert: PathBuf,
-    pub client_key: PathBuf,
+/// The test PKI, PEM text in memory.
+pub struct Pki {
+    ca: String,
+    other_ca: String,
+    server_cert: String,
+    server_key: String,
+    client_cert: String,
+    client_key: String,
 }
 
-impl TlsFiles {
-    /// One set per test binary: key generation is the slow part.
-    pub fn shared() -> &'static TlsFiles {
-        static FILES: OnceLock<TlsFiles> = OnceLock::new();
-        FILES.get_or_init(TlsFiles::generate)
+impl Pki {
+    /// One per test binary: key generation is the slow part.
+    pub fn shared() -> &'static Pki {
+        static PKI: OnceLock<Pki> = OnceLock::new();
+        PKI.get_or_init(Pki::generate)
     }
 
-    pub fn generate() -> TlsFiles {
-        let dir = TempDir::new("tls");
-        let (ca_pem, ca) = certificate_authority("pipeload test CA");
-        let (other_ca_pem, _) = certificate_authority("some other CA");
-        let (server_pem, server_key) = leaf(
-            &ca,
+    fn generate() -> Pki {
+        let (ca, issuer) = certificate_authority("pipeload test CA");
+        let (other_ca, _) = certificate_authority("some other CA");
+        let (server_cert, server_key) = leaf(
+            &issuer,
             "localhost",
             vec!["localhost".into(), "127.0.0.1".into()],
             ExtendedKeyUsagePurpose::ServerAuth,
         );
-        let (client_pem, client_key) = leaf(
-            &ca,
+        let (client_cert, client_key) = leaf(
+            &issuer,
             "pipeload test client",
             Vec::new(),
             ExtendedKeyUsagePurpose::ClientAuth,
         );
-        TlsFiles {
-            ca: dir.write("ca.pem", ca_pem),
-            other_ca: dir.write("other-ca.pem", other_ca_pem),
-            server_cert: dir.write("server.pem", server_pem),
-            server_key: dir.write("server.key", server_key),
-            client_cert: dir.write("client.pem", client_pem),
-            client_key: dir.write("client.key", client_key),
-            dir,
+        Pki {
+            ca,
+            other_ca,
+            server_cert,
+            server_key,
+            client_cert,
+            client_key,
         }
-    }
-
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
     }
 
     /// A rustls client configuration trusting the test CA, with the
     /// client certificate or without.
     pub fn client_config(&self, with_client_cert: bool) -> Arc<ClientConfig> {
         let mut roots = RootCertStore::empty();
-        for certificate in CertificateDer::pem_file_iter(&self.ca).expect("open ca.pem") {
-            roots
-                .add(certificate.expect("read ca.pem"))
-                .expect("add the test CA");
+        for certificate in certificates(&self.ca) {
+            roots.add(certificate).expect("add the test CA");
         }
         let builder = ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
@@ -132,6 +124,38 @@ impl TlsFiles {
                 )
                 .expect("server certificate"),
         )
+    }
+}
+
+/// The test PKI as PEM files, in a directory removed on drop.
+pub struct TlsFiles {
+    dir: TempDir,
+    pub ca: PathBuf,
+    /// A CA that signed none of these certificates.
+    pub other_ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+impl TlsFiles {
+    pub fn new() -> TlsFiles {
+        let pki = Pki::shared();
+        let dir = TempDir::new("tls");
+        TlsFiles {
+            ca: dir.write("ca.pem", &pki.ca),
+            other_ca: dir.write("other-ca.pem", &pki.other_ca),
+            server_cert: dir.write("server.pem", &pki.server_cert),
+            server_key: dir.write("server.key", &pki.server_key),
+            client_cert: dir.write("client.pem", &pki.client_cert),
+            client_key: dir.write("client.key", &pki.client_key),
+            dir,
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 }
 
@@ -165,22 +189,21 @@ fn leaf(
     (certificate.pem(), key.serialize_pem())
 }
 
-fn certificates(path: &Path) -> Vec<CertificateDer<'static>> {
-    CertificateDer::pem_file_iter(path)
-        .and_then(|certificates| certificates.collect())
-        .unwrap_or_else(|err| panic!("read {}: {err}", path.display()))
+fn certificates(pem: &str) -> Vec<CertificateDer<'static>> {
+    CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .expect("test certificate PEM")
 }
 
-fn private_key(path: &Path) -> PrivateKeyDer<'static> {
-    PrivateKeyDer::from_pem_file(path)
-        .unwrap_or_else(|err| panic!("read {}: {err}", path.display()))
+fn private_key(pem: &str) -> PrivateKeyDer<'static> {
+    PrivateKeyDer::from_pem_slice(pem.as_bytes()).expect("test key PEM")
 }
 
 /// A throwaway `redis-server` listening on a TLS port only.
 pub struct TlsRedis {
     child: Child,
     port: u16,
-    files: &'static TlsFiles,
+    files: TlsFiles,
     /// Whether clients must present a certificate.
     auth_clients: bool,
     dir: TempDir,
@@ -190,12 +213,11 @@ impl TlsRedis {
     /// A TLS server with the shared test certificates; `auth_clients`
     /// makes it require a client certificate (`--tls-auth-clients yes`).
     pub fn start(auth_clients: bool) -> TlsRedis {
-        let files = TlsFiles::shared();
         let mut failures = Vec::new();
         for _ in 0..START_ATTEMPTS {
             // Another test may take the port between our probe and the
             // server's bind: then start again on another port.
-            match TlsRedis::try_start(files, free_port(), auth_clients) {
+            match TlsRedis::try_start(TlsFiles::new(), free_port(), auth_clients) {
                 Ok(server) => return server,
                 Err(failure) => failures.push(failure),
             }
@@ -206,11 +228,7 @@ impl TlsRedis {
         );
     }
 
-    fn try_start(
-        files: &'static TlsFiles,
-        port: u16,
-        auth_clients: bool,
-    ) -> Result<TlsRedis, String> {
+    fn try_start(files: TlsFiles, port: u16, auth_clients: bool) -> Result<TlsRedis, String> {
         let dir = TempDir::new("redis-tls");
         let child = Command::new("redis-server")
             .arg("--port")
@@ -257,7 +275,7 @@ impl TlsRedis {
                     self.log()
                 ));
             }
-            if let Ok(mut client) = TlsClient::try_connect(port, self.files, self.auth_clients) {
+            if let Ok(mut client) = TlsClient::try_connect(port, self.auth_clients) {
                 let pid = client.try_cmd(&["INFO", "server"]).map(|info| match info {
                     Value::Bulk(Some(info)) => {
                         String::from_utf8_lossy(&info).lines().find_map(|line| {
@@ -290,10 +308,15 @@ impl TlsRedis {
         self.port
     }
 
+    /// The certificate files this server uses (and the client's).
+    pub fn files(&self) -> &TlsFiles {
+        &self.files
+    }
+
     /// A client trusting the test CA (with the client certificate when the
     /// server requires one).
     pub fn client(&self) -> TlsClient {
-        TlsClient::try_connect(self.port, self.files, self.auth_clients)
+        TlsClient::try_connect(self.port, self.auth_clients)
             .unwrap_or_else(|err| panic!("connect over TLS to port {}: {err}", self.port))
     }
 
@@ -316,15 +339,11 @@ pub struct TlsClient {
 }
 
 impl TlsClient {
-    pub fn try_connect(
-        port: u16,
-        files: &TlsFiles,
-        with_client_cert: bool,
-    ) -> io::Result<TlsClient> {
+    pub fn try_connect(port: u16, with_client_cert: bool) -> io::Result<TlsClient> {
         let socket = TcpStream::connect(("127.0.0.1", port))?;
         socket.set_read_timeout(Some(READ_GUARD))?;
         let name = ServerName::try_from("localhost").expect("a server name");
-        let connection = ClientConnection::new(files.client_config(with_client_cert), name)
+        let connection = ClientConnection::new(Pki::shared().client_config(with_client_cert), name)
             .map_err(io::Error::other)?;
         let mut client = TlsClient {
             reader: BufReader::new(StreamOwned::new(connection, socket)),
@@ -374,7 +393,7 @@ pub struct SilentTlsServer {
 
 impl SilentTlsServer {
     pub fn start() -> SilentTlsServer {
-        let config = TlsFiles::shared().server_config();
+        let config = Pki::shared().server_config();
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let port = listener.local_addr().expect("local_addr").port();
         let swallowed = Arc::new(AtomicU64::new(0));
