@@ -6,11 +6,13 @@
 //! the `Config`.
 
 use std::ffi::OsString;
+use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use clap::{ArgAction, Parser, ValueEnum};
+use clap::{ArgAction, CommandFactory, Parser, ValueEnum};
+use clap_complete::Shell;
 
 use crate::tls::{TlsConfig, TlsOptions};
 use crate::window::WindowLimits;
@@ -236,6 +238,14 @@ struct Flags {
     #[arg(value_name = "FILE")]
     files: Vec<PathBuf>,
 
+    /// Print a completion script for SHELL and exit
+    #[arg(long, value_name = "SHELL", help_heading = "Output")]
+    completions: Option<Shell>,
+
+    /// Print the manual page (roff) and exit: pipeload --man > pipeload.1
+    #[arg(long, help_heading = "Output")]
+    man: bool,
+
     /// Print help
     #[arg(long, action = ArgAction::Help)]
     help: Option<bool>,
@@ -253,6 +263,14 @@ where
     T: Into<OsString> + Clone,
 {
     let flags = Flags::parse_from(args);
+    if let Some(shell) = flags.completions {
+        clap_complete::generate(shell, &mut Flags::command(), "pipeload", &mut io::stdout());
+        std::process::exit(0);
+    }
+    if flags.man {
+        let written = clap_mangen::Man::new(Flags::command()).render(&mut io::stdout());
+        std::process::exit(i32::from(written.is_err()));
+    }
     config_from_flags(flags, std::env::var("REDISCLI_AUTH").ok())
 }
 
@@ -595,6 +613,18 @@ mod tests {
                 Source::File("b.resp".into())
             ]
         );
+    }
+
+    #[test]
+    fn completions_and_man_page_come_from_the_flags() {
+        let mut bash = Vec::new();
+        clap_complete::generate(Shell::Bash, &mut Flags::command(), "pipeload", &mut bash);
+        assert!(String::from_utf8_lossy(&bash).contains("--pipe-timeout"));
+        let mut man = Vec::new();
+        clap_mangen::Man::new(Flags::command())
+            .render(&mut man)
+            .unwrap();
+        assert!(String::from_utf8_lossy(&man).contains("pipe\\-timeout"));
     }
 
     #[test]
