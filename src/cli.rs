@@ -81,6 +81,9 @@ pub struct Config {
     pub json: bool,
     /// Error lines printed before the rest are only counted; `None`: all.
     pub error_lines: Option<u64>,
+    /// `Some(true)` forces the progress display, `Some(false)` turns it
+    /// off, `None` shows it when stderr is a terminal.
+    pub progress: Option<bool>,
 }
 
 const EXAMPLES: &str = "\
@@ -238,6 +241,14 @@ struct Flags {
     #[arg(value_name = "FILE")]
     files: Vec<PathBuf>,
 
+    /// Show progress on stderr (the default when stderr is a terminal)
+    #[arg(long, overrides_with = "no_progress", help_heading = "Output")]
+    progress: bool,
+
+    /// Never show progress
+    #[arg(long, help_heading = "Output")]
+    no_progress: bool,
+
     /// Print a completion script for SHELL and exit
     #[arg(long, value_name = "SHELL", help_heading = "Output")]
     completions: Option<Shell>,
@@ -366,6 +377,11 @@ fn config_from_flags(flags: Flags, env_password: Option<String>) -> Result<Confi
         cluster: flags.cluster,
         json: flags.json,
         error_lines: (flags.error_lines > 0).then_some(flags.error_lines),
+        progress: match (flags.progress, flags.no_progress) {
+            (true, _) => Some(true),
+            (_, true) => Some(false),
+            _ => None,
+        },
     })
 }
 

@@ -19,6 +19,7 @@
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read};
+use std::sync::Arc;
 
 use crossbeam_channel::Sender;
 
@@ -26,6 +27,7 @@ use crate::batch::{Batch, CommandKind, Expect, Rejection, describe_line};
 use crate::cli::{Format, Source};
 use crate::conn::describe_io_error;
 use crate::encode::{append_command, command_bytes};
+use crate::progress::Counters;
 use crate::readbuf::ReadBuffer;
 use crate::resp::{CommandScan, scan_command};
 use crate::text::{Args, split_line};
@@ -131,7 +133,7 @@ impl fmt::Display for InputError {
 
 impl std::error::Error for InputError {}
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct InputOptions {
     pub format: Format,
     /// Append the `CLIENT REPLY ON` marker when the input ends with commands
@@ -141,6 +143,8 @@ pub struct InputOptions {
     pub skip: u64,
     /// Keep each command's input bytes in its batch (`--errors-file`).
     pub keep_originals: bool,
+    /// Where to count the bytes read, for the progress display.
+    pub progress: Option<Arc<Counters>>,
 }
 
 /// Whether the server answers, as set by `CLIENT REPLY`.
@@ -267,6 +271,7 @@ struct InputState {
     tracker: ReplyTracker,
     /// Commands still to skip (`--skip`).
     to_skip: u64,
+    progress: Option<Arc<Counters>>,
     /// Commands in the sources read so far.
     commands_before_source: u64,
     keep_originals: bool,
@@ -293,6 +298,7 @@ pub fn read_input(
     let mut state = InputState {
         tracker: ReplyTracker::new(),
         to_skip: options.skip,
+        progress: options.progress.clone(),
         commands_before_source: 0,
         keep_originals: options.keep_originals,
     };
@@ -364,10 +370,10 @@ impl<'a> SourceReader<'a> {
     }
 
     fn read_all(&mut self, state: &mut InputState) -> Result<(), InputError> {
-        self.fill()?;
+        self.fill(state)?;
         if self.format != Format::Resp {
             while !self.eof && self.buffer.unread().len() < UTF8_BOM.len() {
-                self.fill()?;
+                self.fill(state)?;
             }
             if self.buffer.unread().starts_with(UTF8_BOM) {
                 self.buffer.consume(UTF8_BOM.len());
@@ -389,7 +395,7 @@ impl<'a> SourceReader<'a> {
             if !state.tracker.in_multi {
                 self.send_batch()?;
             }
-            self.fill()?;
+            self.fill(state)?;
         }
         self.send_batch()
     }
@@ -543,10 +549,13 @@ impl<'a> SourceReader<'a> {
     }
 
     /// Reads the next chunk of the source.
-    fn fill(&mut self) -> Result<(), InputError> {
+    fn fill(&mut self, state: &InputState) -> Result<(), InputError> {
         match self.buffer.read_from(&mut self.reader) {
             Ok(read) => {
                 self.eof = read == 0;
+                if let Some(progress) = &state.progress {
+                    Counters::add(&progress.input_bytes, read as u64);
+                }
                 Ok(())
             }
             Err(error) => Err(InputError::Read {

@@ -21,6 +21,7 @@ pub mod cluster;
 pub mod conn;
 pub mod encode;
 pub mod input;
+pub mod progress;
 pub mod readbuf;
 pub mod replies;
 pub mod resp;
@@ -45,6 +46,7 @@ use crate::batch::{Batch, Expect, InFlight};
 use crate::cli::Config;
 use crate::conn::{ConnectError, Stream, describe_io_error};
 use crate::input::{InputError, InputOptions, OpenSource, open_sources, read_input};
+use crate::progress::Counters;
 use crate::replies::{ErrorsFile, Replies, ReplyContext, ReplyFailure, SessionEnd};
 use crate::stop::{Stop, StopReason};
 use crate::summary::{ALL_DATA_TRANSFERRED, ErrorLog, Outcome, Tally, print_line, report};
@@ -173,12 +175,15 @@ fn load(
     let stop = Arc::new(Stop::default());
     stop::watch_signals(Arc::clone(&stop)).context("cannot watch for signals")?;
     let source_names = input::source_names(&sources);
+    let error_log = Arc::new(ErrorLog::new(config.error_lines));
+    let (counters, display) = start_progress(config, &error_log);
     let (batch_sender, batch_receiver) = bounded::<Batch>(BATCH_CHANNEL_CAPACITY);
     let options = InputOptions {
         format: config.format,
         confirm_unanswered_tail: true,
         skip: config.skip,
         keep_originals: errors_file.is_some(),
+        progress: counters.clone(),
     };
     // Not scoped: when the load stops early the input thread may be blocked
     // on a source that never ends, and must not keep the process alive.
@@ -188,11 +193,11 @@ fn load(
         .context("cannot start the input thread")?;
     let mut input = InputWatch::new(handle, config.json);
 
-    let error_log = ErrorLog::new(config.error_lines);
     let mut replies = Replies::new(ReplyContext {
         source_names: &source_names,
         stop: &stop,
         error_log: &error_log,
+        progress: counters.as_deref(),
         max_errors: config.max_errors,
         resend_transient: config.retry > 0,
         errors_file,
@@ -205,15 +210,13 @@ fn load(
     let mut failed_attempts = 0u32;
     let failure = loop {
         let acknowledged_before = replies.tally.acknowledged;
-        let (written, session) = run_session(
-            stream,
-            resend,
-            &batch_receiver,
-            &mut replies,
-            &stop,
+        let shared = SessionShared {
+            batches: &batch_receiver,
+            stop: &stop,
             config,
-            &mut input,
-        )?;
+            progress: counters.as_deref(),
+        };
+        let (written, session) = run_session(stream, resend, &shared, &mut replies, &mut input)?;
         bytes_sent += written.bytes_sent;
         commands_sent += written.commands_sent;
         let failure = match written.end {
@@ -264,6 +267,9 @@ fn load(
     if input.report_failure() {
         tally.fatal += 1;
     }
+    if let Some(display) = display {
+        display.finish();
+    }
     error_log.report_hidden();
     let stopped = stop.reason();
     let stopped_early = failure.is_some() || stopped.is_some() || !input_complete;
@@ -282,6 +288,23 @@ fn load(
     Ok(exit_status(stopped, &tally, stopped_early))
 }
 
+/// Starts the progress display when it is wanted.
+pub(crate) fn start_progress(
+    config: &Config,
+    error_log: &Arc<ErrorLog>,
+) -> (Option<Arc<Counters>>, Option<progress::Display>) {
+    if !progress::wanted(config.progress) {
+        return (None, None);
+    }
+    let counters = Arc::new(Counters::default());
+    let display = progress::Display::start(
+        Arc::clone(&counters),
+        Arc::clone(error_log),
+        progress::input_size(&config.sources),
+    );
+    (Some(counters), Some(display))
+}
+
 /// The exit status of a load: 128 + the signal that stopped it, else 0 for
 /// a complete load without errors, else 1.
 pub(crate) fn exit_status(
@@ -298,15 +321,27 @@ pub(crate) fn exit_status(
 
 /// Runs one connection: a writer and a reply reader around a fresh window.
 /// Returns how the writer ended and what is left unacknowledged, in order.
+/// What every session of a load works with.
+struct SessionShared<'a> {
+    batches: &'a Receiver<Batch>,
+    stop: &'a Stop,
+    config: &'a Config,
+    progress: Option<&'a Counters>,
+}
+
 fn run_session(
     stream: Stream,
     resend: Vec<InFlight>,
-    batches: &Receiver<Batch>,
+    shared: &SessionShared,
     replies: &mut Replies,
-    stop: &Stop,
-    config: &Config,
     input: &mut InputWatch,
 ) -> Result<(WriterOutcome, SessionEnd)> {
+    let SessionShared {
+        batches,
+        stop,
+        config,
+        progress,
+    } = *shared;
     let writer_stream = stream.try_clone().context("cannot set up the connection")?;
     let window = Window::new(config.window);
     let (in_flight_sender, in_flight_receiver) = unbounded::<InFlight>();
@@ -321,6 +356,7 @@ fn run_session(
                 in_flight: in_flight_sender,
                 window,
                 stop,
+                progress,
             }
             .run(resend)
         });
@@ -386,6 +422,7 @@ fn emit_resp(sources: Vec<OpenSource>, config: &Config) -> Result<ExitCode> {
         confirm_unanswered_tail: false,
         skip: config.skip,
         keep_originals: false,
+        progress: None,
     };
     let mut rejected = 0u64;
     let (input_result, written) = thread::scope(|scope| {

@@ -28,6 +28,7 @@ use crossbeam_channel::Receiver;
 use crate::batch::{CommandKind, Expect, InFlight};
 use crate::cluster::{ClusterLinks, Redirect};
 use crate::conn::{Stream, describe_io_error};
+use crate::progress::Counters;
 use crate::readbuf::ReadBuffer;
 use crate::resp::{ErrorSpan, ReplyKind, ReplyScan, scan_reply};
 use crate::stop::{Stop, StopReason};
@@ -105,6 +106,7 @@ pub struct ReplyContext<'a> {
     /// Treat `LOADING`, `BUSY`… as "resend later" (`--retry`).
     pub resend_transient: bool,
     pub errors_file: Option<ErrorsFile>,
+    pub progress: Option<&'a Counters>,
 }
 
 /// What the reply side keeps across sessions.
@@ -112,6 +114,7 @@ pub struct Replies<'a> {
     source_names: &'a [Option<String>],
     stop: &'a Stop,
     error_log: &'a ErrorLog,
+    progress: Option<&'a Counters>,
     /// Errors logged by every reader of the load, as of this reader's last.
     logged_errors: u64,
     max_errors: Option<u64>,
@@ -150,6 +153,7 @@ impl<'a> Replies<'a> {
             source_names: context.source_names,
             stop: context.stop,
             error_log: context.error_log,
+            progress: context.progress,
             logged_errors: 0,
             max_errors: context.max_errors,
             resend_transient: context.resend_transient,
@@ -173,6 +177,9 @@ impl<'a> Replies<'a> {
     fn settled(&self) {
         if let Some((links, _)) = self.cluster {
             links.settled(1);
+        }
+        if let Some(progress) = self.progress {
+            Counters::add(&progress.answered, 1);
         }
     }
 

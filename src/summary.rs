@@ -251,6 +251,14 @@ impl ErrorLog {
         state.logged
     }
 
+    /// Errors logged so far.
+    pub fn count(&self) -> u64 {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .logged
+    }
+
     /// The first errors, for `--json`.
     pub fn first(&self) -> Vec<ErrorRecord> {
         self.state

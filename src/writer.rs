@@ -20,6 +20,7 @@ use crossbeam_channel::{Receiver, Sender, select};
 
 use crate::batch::{Batch, InFlight};
 use crate::conn::Stream;
+use crate::progress::Counters;
 use crate::stop::Stop;
 use crate::window::Window;
 
@@ -61,6 +62,7 @@ pub struct Writer<'a> {
     pub in_flight: Sender<InFlight>,
     pub window: &'a Window,
     pub stop: &'a Stop,
+    pub progress: Option<&'a Counters>,
 }
 
 impl Writer<'_> {
@@ -111,6 +113,9 @@ impl Writer<'_> {
                 Ok(written) => {
                     bytes_sent += written;
                     commands_sent += next.command_count() as u64;
+                    if let Some(progress) = self.progress {
+                        Counters::add(&progress.sent, next.command_count() as u64);
+                    }
                 }
                 Err(end) => {
                     let mut unsent = Vec::new();

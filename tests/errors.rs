@@ -132,6 +132,29 @@ fn line_numbers_stay_right_across_long_files() {
 }
 
 #[test]
+fn error_lines_stop_at_the_limit_and_the_rest_are_counted() {
+    let server = RedisServer::start();
+    let mut input = String::from("SET str x\n");
+    input.push_str(&"INCR str\n".repeat(1000));
+
+    let outcome = Pipeload::new().port(server.port()).stdin(input).run();
+
+    outcome
+        .assert_summary(1000, 1001)
+        .assert_stderr_line(&format!("line 101: {NOT_AN_INTEGER}"))
+        .assert_stderr_line("pipeload: 900 more errors not shown (--error-lines 0 shows them all)");
+    let reported = outcome
+        .stderr_lines()
+        .iter()
+        .filter(|line| line.ends_with(NOT_AN_INTEGER))
+        .count();
+    outcome.check(
+        reported == 100,
+        format!("expected 100 error lines, found {reported}"),
+    );
+}
+
+#[test]
 fn every_one_of_many_errors_is_reported() {
     const ERRORS: usize = 100_000;
     let server = RedisServer::start();
@@ -139,7 +162,11 @@ fn every_one_of_many_errors_is_reported() {
     input.push_str(&"INCR str\n".repeat(ERRORS));
     input.push_str("SET last 1\n");
 
-    let outcome = Pipeload::new().port(server.port()).stdin(input).run();
+    let outcome = Pipeload::new()
+        .port(server.port())
+        .args(["--error-lines", "0"])
+        .stdin(input)
+        .run();
 
     outcome
         .assert_summary(ERRORS as u64, ERRORS as u64 + 2)

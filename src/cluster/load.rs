@@ -30,7 +30,7 @@ use crate::stop::{self, Stop, StopReason};
 use crate::summary::{ErrorLog, NodeCounts, Outcome, Tally, report};
 use crate::window::Window;
 use crate::writer::{Writer, WriterEnd};
-use crate::{BATCH_CHANNEL_CAPACITY, InputWatch, exit_status};
+use crate::{BATCH_CHANNEL_CAPACITY, InputWatch, exit_status, start_progress};
 
 /// Loads the input into every primary of `topology`; `seed` is the
 /// connection the topology was read through.
@@ -56,12 +56,15 @@ pub fn load_cluster(
     let stop = Arc::new(Stop::default());
     stop::watch_signals(Arc::clone(&stop)).context("cannot watch for signals")?;
     let names = source_names(&sources);
+    let error_log = Arc::new(ErrorLog::new(config.error_lines));
+    let (counters, display) = start_progress(config, &error_log);
     let (input_sender, input_receiver) = bounded::<Batch>(BATCH_CHANNEL_CAPACITY);
     let options = InputOptions {
         format: config.format,
         confirm_unanswered_tail: false,
         skip: config.skip,
         keep_originals: errors_file.is_some(),
+        progress: counters.clone(),
     };
     let handle = thread::Builder::new()
         .name("input".into())
@@ -75,7 +78,7 @@ pub fn load_cluster(
     let (redirect_senders, redirect_receivers): (Vec<_>, Vec<_>) =
         (0..node_count).map(|_| unbounded::<Batch>()).unzip();
     let outstanding = AtomicUsize::new(0);
-    let error_log = ErrorLog::new(config.error_lines);
+
     let links = ClusterLinks::new(&topology, &redirect_senders, &outstanding);
     let windows: Vec<Window> = (0..node_count)
         .map(|_| Window::new(config.window))
@@ -103,11 +106,13 @@ pub fn load_cluster(
                 in_flight,
                 window: &windows[node],
                 stop: &stop,
+                progress: counters.as_deref(),
             };
             let replies = Replies::new(ReplyContext {
                 source_names: &names,
                 stop: &stop,
                 error_log: &error_log,
+                progress: counters.as_deref(),
                 max_errors: config.max_errors,
                 resend_transient: false,
                 errors_file: errors_file.clone(),
@@ -195,6 +200,9 @@ pub fn load_cluster(
     input.collect_if_finished();
     if input.report_failure() {
         tally.fatal += 1;
+    }
+    if let Some(display) = display {
+        display.finish();
     }
     error_log.report_hidden();
     let stopped = stop.reason();

@@ -1,0 +1,119 @@
+//! Progress on stderr while a load runs: commands sent and acknowledged,
+//! the rate, errors, and, when the input's size is known (regular files),
+//! the percentage read and the time left.
+//!
+//! Place in the data flow: beside the pipeline. Input, writers and reply
+//! readers bump relaxed atomic counters once per chunk or batch (never per
+//! command), and a thread of its own redraws a few times a second, so the
+//! load does not slow down. Shown when stderr is a terminal, or with
+//! `--progress`; never with `--no-progress`.
+
+use std::fs;
+use std::io::{self, IsTerminal};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::cli::Source;
+use crate::summary::ErrorLog;
+
+const REDRAW_EVERY: Duration = Duration::from_millis(200);
+
+/// What the pipeline reports as it goes.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Input bytes read, over all sources.
+    pub input_bytes: AtomicU64,
+    /// Commands written to the server(s).
+    pub sent: AtomicU64,
+    /// Commands answered (or settled without a reply).
+    pub answered: AtomicU64,
+}
+
+impl Counters {
+    pub fn add(counter: &AtomicU64, amount: u64) {
+        counter.fetch_add(amount, Ordering::Relaxed);
+    }
+}
+
+/// Whether to show progress: `--progress` forces it, `--no-progress` and a
+/// stderr that is not a terminal (logs, CI) keep it off.
+pub fn wanted(forced: Option<bool>) -> bool {
+    forced.unwrap_or_else(|| io::stderr().is_terminal())
+}
+
+/// The input's total size when every source is a regular file (stdin
+/// redirected from a file counts), for a percentage and a time left.
+pub fn input_size(sources: &[Source]) -> Option<u64> {
+    sources
+        .iter()
+        .map(|source| {
+            let path = match source {
+                Source::File(path) => path.clone(),
+                Source::Stdin => "/proc/self/fd/0".into(),
+            };
+            fs::metadata(path)
+                .ok()
+                .filter(fs::Metadata::is_file)
+                .map(|meta| meta.len())
+        })
+        .sum()
+}
+
+/// The redrawing thread; `finish` clears the line before the summary.
+pub struct Display {
+    done: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Display {
+    pub fn start(counters: Arc<Counters>, errors: Arc<ErrorLog>, total: Option<u64>) -> Self {
+        let done = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let done = Arc::clone(&done);
+            thread::Builder::new()
+                .name("progress".into())
+                .spawn(move || redraw(&counters, &errors, total, &done))
+                .ok()
+        };
+        Display { done, thread }
+    }
+
+    pub fn finish(mut self) {
+        self.done.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn redraw(counters: &Counters, errors: &ErrorLog, total: Option<u64>, done: &AtomicBool) {
+    let bar = match total {
+        Some(total) => ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr())
+            .with_style(
+                ProgressStyle::with_template("{bar:20} {percent:>3}% {msg} · eta {eta}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            ),
+        None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()).with_style(
+            ProgressStyle::with_template("{spinner} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        ),
+    };
+    let started = std::time::Instant::now();
+    while !done.load(Ordering::Relaxed) {
+        let sent = counters.sent.load(Ordering::Relaxed);
+        let answered = counters.answered.load(Ordering::Relaxed);
+        let seconds = started.elapsed().as_secs_f64().max(0.001);
+        bar.set_position(counters.input_bytes.load(Ordering::Relaxed));
+        bar.set_message(format!(
+            "sent {sent} · acked {answered} · {:.0}/s · errors {}",
+            answered as f64 / seconds,
+            errors.count()
+        ));
+        thread::sleep(REDRAW_EVERY);
+    }
+    bar.finish_and_clear();
+}
