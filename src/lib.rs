@@ -107,6 +107,9 @@ pub(crate) struct InputWatch {
     result: Option<Result<(), InputError>>,
     /// `--json`: no redis-cli progress lines on stdout.
     quiet: bool,
+    /// "All data transferred" was printed (once, even if a reconnect
+    /// writes some of the data again).
+    announced: bool,
 }
 
 impl InputWatch {
@@ -118,6 +121,7 @@ impl InputWatch {
             handle: Some(handle),
             result: None,
             quiet,
+            announced: false,
         }
     }
 
@@ -143,7 +147,8 @@ impl InputWatch {
             return;
         }
         self.join();
-        if self.is_complete() && !self.quiet {
+        if self.is_complete() && !self.quiet && !self.announced {
+            self.announced = true;
             print_line(ALL_DATA_TRANSFERRED);
         }
     }

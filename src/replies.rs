@@ -193,7 +193,9 @@ impl<'a> Replies<'a> {
         window: &Window,
         pipe_timeout: Option<Duration>,
     ) -> SessionEnd {
+        // A failed session may leave a reply half handled: start clean.
         self.buffer = ReadBuffer::new(READ_CHUNK);
+        self.errors.clear();
         let mut session = Session {
             batches: VecDeque::new(),
             next: 0,
