@@ -151,7 +151,12 @@ fn check_against_server(tails: Vec<(Vec<u8>, &'static [u8])>) -> Vec<Probe> {
         });
     }
 
-    let outcome = Pipeload::new().port(server.port()).stdin(input).run();
+    // Every refused line is checked: no limit on error lines.
+    let outcome = Pipeload::new()
+        .port(server.port())
+        .args(["--error-lines", "0"])
+        .stdin(input)
+        .run();
 
     let errors = probes
         .iter()

@@ -7,9 +7,15 @@
 //!   pipeload loaded; [`send_inline`] asks the server's own inline parser.
 //! - [`Pipeload`]: runs the built binary with stdin fed from a thread and a
 //!   hang guard; its [`Outcome`] prints the whole invocation, stdout and
-//!   stderr whenever an assertion on it fails.
+//!   stderr whenever an assertion on it fails. [`Pipeload::spawn`] gives a
+//!   [`run::Running`] child: stdin left open, signals by name; stdout and
+//!   stderr can be closed under it ([`run::Sink`]).
+//! - [`RedisServer::start_persistent`]: a server that fsyncs every write, to
+//!   [`kill`](RedisServer::kill) mid-load and
+//!   [`restart`](RedisServer::restart) on the same port with its data.
 //! - [`FakeServer`]: a scripted TCP server for what a real one cannot do on
-//!   cue (never answer, hang up mid-stream, answer garbage).
+//!   cue (never answer, hang up mid-stream, answer garbage);
+//!   [`FakeServer::serve`] scripts every connection of a reconnecting client.
 
 // Each test binary uses a different part of the harness.
 #![allow(dead_code, unused_imports)]
@@ -26,3 +32,6 @@ pub use fake::{FakeConn, FakeServer};
 pub use run::{Outcome, Pipeload, Summary};
 pub use server::RedisServer;
 pub use temp::TempDir;
+
+pub mod cluster;
+pub use cluster::{TestCluster, slot_of};

@@ -2,12 +2,16 @@
 //! stderr collected by two more, a hang guard that kills the child. Every
 //! assertion on an [`Outcome`] prints the whole invocation, exit status,
 //! stdout and stderr when it fails.
+//!
+//! [`Pipeload::spawn`] starts the child and hands back a [`Running`] whose
+//! stdin stays open for the test to write at its own pace, and which can be
+//! sent signals (`kill -INT`) before it is [`finish`](Running::finish)ed.
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -20,6 +24,18 @@ const REPORT_LIMIT: usize = 16 * 1024;
 pub const TRANSFERRED: &str = "All data transferred. Waiting for the last reply...";
 pub const LAST_REPLY: &str = "Last reply received from server.";
 
+/// Where the child's stdout or stderr goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sink {
+    /// A pipe read to the end by a thread of the test (the default).
+    Collected,
+    /// A pipe whose read end is closed before the child starts, as after
+    /// `pipeload … | head -c 0`: every write fails with a broken pipe.
+    ClosedPipe,
+    /// No such descriptor at all, as after `pipeload … >&-`.
+    Closed,
+}
+
 /// One pipeload invocation, built up and then [`run`](Pipeload::run).
 pub struct Pipeload {
     args: Vec<OsString>,
@@ -27,6 +43,8 @@ pub struct Pipeload {
     env: Vec<(OsString, OsString)>,
     current_dir: Option<PathBuf>,
     guard: Duration,
+    stdout_sink: Sink,
+    stderr_sink: Sink,
 }
 
 impl Default for Pipeload {
@@ -43,6 +61,8 @@ impl Pipeload {
             env: Vec::new(),
             current_dir: None,
             guard: DEFAULT_GUARD,
+            stdout_sink: Sink::Collected,
+            stderr_sink: Sink::Collected,
         }
     }
 
@@ -88,6 +108,16 @@ impl Pipeload {
         self
     }
 
+    pub fn stdout_sink(mut self, sink: Sink) -> Pipeload {
+        self.stdout_sink = sink;
+        self
+    }
+
+    pub fn stderr_sink(mut self, sink: Sink) -> Pipeload {
+        self.stderr_sink = sink;
+        self
+    }
+
     fn invocation(&self) -> String {
         let mut text = String::new();
         if let Some(dir) = &self.current_dir {
@@ -104,6 +134,15 @@ impl Pipeload {
         for arg in &self.args {
             text.push_str(&format!(" {:?}", arg.to_string_lossy()));
         }
+        for (fd, sink) in [(1, self.stdout_sink), (2, self.stderr_sink)] {
+            match sink {
+                Sink::Collected => {}
+                Sink::ClosedPipe => {
+                    text.push_str(&format!(" {fd}>(a pipe closed at its read end)"))
+                }
+                Sink::Closed => text.push_str(&format!(" {fd}>&-")),
+            }
+        }
         text.push_str(&format!(
             "\nstdin ({} bytes): {}",
             self.stdin.len(),
@@ -112,15 +151,49 @@ impl Pipeload {
         text
     }
 
-    pub fn run(self) -> Outcome {
+    /// Runs to the end with the whole stdin fed from a thread.
+    pub fn run(mut self) -> Outcome {
+        let input = std::mem::take(&mut self.stdin);
+        let mut running = self.spawn();
+        let mut stdin = running.take_stdin();
+        // pipeload may stop reading early (bad usage, refused connection,
+        // malformed input): a broken pipe here is expected then.
+        let feeder = thread::spawn(move || {
+            let _ = stdin.write_all(&input);
+        });
+        let outcome = running.finish();
+        let _ = feeder.join();
+        outcome
+    }
+
+    /// Starts the child with its stdin an open pipe the test writes to (the
+    /// bytes given with [`stdin`](Pipeload::stdin) are not used).
+    pub fn spawn(self) -> Running {
         let invocation = self.invocation();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_pipeload"));
+        let binary = env!("CARGO_BIN_EXE_pipeload");
+        // A descriptor the child must not have at all takes a shell to close.
+        let closes: Vec<&str> = [(self.stdout_sink, ">&-"), (self.stderr_sink, "2>&-")]
+            .into_iter()
+            .filter(|(sink, _)| *sink == Sink::Closed)
+            .map(|(_, redirection)| redirection)
+            .collect();
+        let mut command = match closes.is_empty() {
+            true => Command::new(binary),
+            false => {
+                let mut shell = Command::new("sh");
+                shell
+                    .arg("-c")
+                    .arg(format!("exec \"$0\" \"$@\" {}", closes.join(" ")))
+                    .arg(binary);
+                shell
+            }
+        };
         command
             .args(&self.args)
             .env_remove("REDISCLI_AUTH")
             .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .stdout(sink_stdio(self.stdout_sink))
+            .stderr(sink_stdio(self.stderr_sink));
         for (key, value) in &self.env {
             command.env(key, value);
         }
@@ -130,35 +203,112 @@ impl Pipeload {
         let mut child = command
             .spawn()
             .unwrap_or_else(|err| panic!("spawn {invocation}: {err}"));
-
-        let mut stdin = child.stdin.take().expect("piped stdin");
-        let input = self.stdin;
-        // pipeload may stop reading early (bad usage, refused connection,
-        // malformed input): a broken pipe here is expected then.
-        let feeder = thread::spawn(move || {
-            let _ = stdin.write_all(&input);
-        });
-        let stdout = collect(child.stdout.take().expect("piped stdout"));
-        let stderr = collect(child.stderr.take().expect("piped stderr"));
-
-        let deadline = Instant::now() + self.guard;
-        let (status, timed_out) = loop {
-            match child.try_wait() {
-                Ok(Some(status)) => break (status, false),
-                Ok(None) if Instant::now() > deadline => {
-                    let _ = child.kill();
-                    break (child.wait().expect("wait for killed pipeload"), true);
-                }
-                Ok(None) => thread::sleep(Duration::from_millis(5)),
-                Err(err) => panic!("wait for {invocation}: {err}"),
-            }
-        };
-        let _ = feeder.join();
-        let outcome = Outcome {
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().map(collect);
+        let stderr = child.stderr.take().map(collect);
+        Running {
             invocation,
+            child,
+            stdin,
+            stdout,
+            stderr,
+            guard: self.guard,
+        }
+    }
+}
+
+/// The `Stdio` for one output sink; a closed fd is arranged by the shell.
+fn sink_stdio(sink: Sink) -> Stdio {
+    match sink {
+        Sink::Collected | Sink::Closed => Stdio::piped(),
+        Sink::ClosedPipe => {
+            let (reader, writer) = io::pipe().expect("create a pipe");
+            drop(reader);
+            writer.into()
+        }
+    }
+}
+
+/// A pipeload child still running: write to its stdin, signal it, then
+/// [`finish`](Running::finish) it. Dropped unfinished, it is killed.
+pub struct Running {
+    invocation: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: Option<thread::JoinHandle<Vec<u8>>>,
+    stderr: Option<thread::JoinHandle<Vec<u8>>>,
+    guard: Duration,
+}
+
+impl Running {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The write end of the child's stdin, for a feeder thread; dropping it
+    /// is the end of the input.
+    pub fn take_stdin(&mut self) -> ChildStdin {
+        self.stdin.take().expect("stdin already taken")
+    }
+
+    /// Writes to the child's stdin (still open afterwards).
+    pub fn write_stdin(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let stdin = self.stdin.as_mut().expect("stdin already taken");
+        stdin.write_all(bytes)?;
+        stdin.flush()
+    }
+
+    /// Ends the input.
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    /// Sends a signal by name (`INT`, `TERM`) with `kill -NAME PID`.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap_or_else(|err| panic!("run kill -{name}: {err}"));
+        assert!(
+            status.success(),
+            "kill -{name} {} failed: {status}",
+            self.pid()
+        );
+    }
+
+    /// Waits up to `limit` for the child to exit; `None` if still running.
+    pub fn wait_for_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return Some(status),
+                Ok(None) if Instant::now() >= deadline => return None,
+                Ok(None) => thread::sleep(Duration::from_millis(5)),
+                Err(err) => panic!("wait for {}: {err}", self.invocation),
+            }
+        }
+    }
+
+    /// Waits for the child (killing it at the hang guard, counted from now)
+    /// and collects what it printed. The test's end of stdin is closed.
+    pub fn finish(mut self) -> Outcome {
+        self.stdin = None;
+        let status = self.wait_for_exit(self.guard);
+        let timed_out = status.is_none();
+        let status = status.unwrap_or_else(|| {
+            let _ = self.child.kill();
+            self.child.wait().expect("wait for killed pipeload")
+        });
+        let output = |pipe: Option<thread::JoinHandle<Vec<u8>>>| {
+            pipe.map(|reader| reader.join().expect("output reader"))
+                .unwrap_or_default()
+        };
+        let outcome = Outcome {
+            invocation: self.invocation.clone(),
             status,
-            stdout: stdout.join().expect("stdout reader"),
-            stderr: stderr.join().expect("stderr reader"),
+            stdout: output(self.stdout.take()),
+            stderr: output(self.stderr.take()),
         };
         if timed_out {
             outcome.fail(format!(
@@ -167,6 +317,15 @@ impl Pipeload {
             ));
         }
         outcome
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 
@@ -256,13 +415,95 @@ impl Outcome {
     /// these counts, and the exit code follows the error count.
     #[track_caller]
     pub fn assert_summary(&self, errors: u64, replies: u64) -> &Outcome {
+        self.assert_complete_summary(errors, replies);
+        self.assert_code(if errors == 0 { 0 } else { 1 })
+    }
+
+    /// The stdout lines after the `errors: N, replies: M` line (the last
+    /// line's newline does not make an empty line).
+    #[track_caller]
+    fn lines_after_counts(&self) -> Vec<String> {
+        let mut lines = self.stdout_lines();
+        if lines.last().is_some_and(String::is_empty) {
+            lines.pop();
+        }
+        let Some(at) = lines.iter().position(|line| parse_summary(line).is_some()) else {
+            self.fail("stdout has no `errors: N, replies: M` line");
+        };
+        lines.split_off(at + 1)
+    }
+
+    /// A load that stopped early: stdout ends with the `errors: N,
+    /// replies: M` line, `reconnects: R` when `--retry` was given, then
+    /// `acknowledged: K` and `resume with: --skip K`; the exit code is
+    /// `code`. Returns K.
+    #[track_caller]
+    pub fn assert_stopped(&self, code: i32) -> u64 {
+        self.assert_code(code);
+        let mut after = self.lines_after_counts();
+        if after
+            .first()
+            .is_some_and(|line| line.starts_with("reconnects: "))
+        {
+            after.remove(0);
+        }
+        let acknowledged = match after.as_slice() {
+            [acknowledged, hint] => acknowledged
+                .strip_prefix("acknowledged: ")
+                .and_then(|count| count.parse::<u64>().ok())
+                .filter(|count| *hint == format!("resume with: --skip {count}")),
+            _ => None,
+        };
+        acknowledged.unwrap_or_else(|| {
+            self.fail(
+                "expected stdout to end with `errors: N, replies: M`, [`reconnects: R`,] \
+                 `acknowledged: K` and `resume with: --skip K`",
+            )
+        })
+    }
+
+    /// The R of the `reconnects: R` line, which must come right after the
+    /// `errors: N, replies: M` line.
+    #[track_caller]
+    pub fn reconnects(&self) -> u64 {
+        self.lines_after_counts()
+            .first()
+            .and_then(|line| line.strip_prefix("reconnects: "))
+            .and_then(|count| count.parse().ok())
+            .unwrap_or_else(|| {
+                self.fail("expected a `reconnects: R` line right after the `errors:` line")
+            })
+    }
+
+    /// A `--retry` load that ran to the end: stdout is exactly the three
+    /// summary lines plus `reconnects: R`, exit 0 (no error). Returns the
+    /// counts and R.
+    #[track_caller]
+    pub fn assert_retried_without_errors(&self) -> (Summary, u64) {
+        let summary = self.summary();
+        let reconnects = self.reconnects();
+        let expected = format!(
+            "{TRANSFERRED}\n{LAST_REPLY}\nerrors: 0, replies: {}\nreconnects: {reconnects}\n",
+            summary.replies
+        );
+        self.check(
+            self.stdout_text() == expected,
+            format!("expected stdout to be exactly:\n{expected}"),
+        );
+        self.assert_code(0);
+        (summary, reconnects)
+    }
+
+    /// stdout is exactly the three summary lines of a normal run, with
+    /// these counts, whatever the exit code.
+    #[track_caller]
+    pub fn assert_complete_summary(&self, errors: u64, replies: u64) -> &Outcome {
         let expected =
             format!("{TRANSFERRED}\n{LAST_REPLY}\nerrors: {errors}, replies: {replies}\n");
         self.check(
             self.stdout_text() == expected,
             format!("expected stdout to be exactly:\n{expected}"),
-        );
-        self.assert_code(if errors == 0 { 0 } else { 1 })
+        )
     }
 
     /// stderr has a line equal to `line`.

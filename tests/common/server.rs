@@ -1,6 +1,8 @@
 //! A throwaway `redis-server` for one test: a free loopback port (and
 //! optionally a unix socket), no persistence, its own directory; killed and
-//! cleaned up on drop.
+//! cleaned up on drop. A persistent one (append-only file, fsync on every
+//! write) can be killed mid-load and restarted on the same port and
+//! directory with the data it acknowledged.
 
 use std::fs;
 use std::net::TcpListener;
@@ -20,26 +22,35 @@ pub struct RedisServer {
     child: Child,
     port: u16,
     unix_socket: Option<PathBuf>,
+    /// Append-only file with `appendfsync always`.
+    persistent: bool,
     dir: TempDir,
 }
 
 impl RedisServer {
     /// A server on a free 127.0.0.1 port.
     pub fn start() -> RedisServer {
-        RedisServer::start_with(false)
+        RedisServer::start_configured(false, false)
     }
 
     /// A server on a free 127.0.0.1 port and on a unix socket in its dir.
     pub fn start_with_unix_socket() -> RedisServer {
-        RedisServer::start_with(true)
+        RedisServer::start_configured(true, false)
     }
 
-    fn start_with(unix_socket: bool) -> RedisServer {
+    /// A server that logs every write to an append-only file and fsyncs it
+    /// before replying, so what it acknowledged survives a kill and
+    /// [`restart`](RedisServer::restart).
+    pub fn start_persistent() -> RedisServer {
+        RedisServer::start_configured(false, true)
+    }
+
+    fn start_configured(unix_socket: bool, persistent: bool) -> RedisServer {
         let mut failures = Vec::new();
         for _ in 0..START_ATTEMPTS {
             // Another test may take the port between our probe and the
             // server's bind: then start again on another port.
-            match RedisServer::try_start(free_port(), unix_socket) {
+            match RedisServer::try_start(free_port(), unix_socket, persistent) {
                 Ok(server) => return server,
                 Err(failure) => failures.push(failure),
             }
@@ -50,49 +61,80 @@ impl RedisServer {
         );
     }
 
-    fn try_start(port: u16, unix_socket: bool) -> Result<RedisServer, String> {
+    fn try_start(port: u16, unix_socket: bool, persistent: bool) -> Result<RedisServer, String> {
         let dir = TempDir::new("redis");
         let socket_path = unix_socket.then(|| dir.path().join("redis.sock"));
-        let mut command = Command::new("redis-server");
-        command
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-            .args(["--databases", "16", "--loglevel", "notice"])
-            .arg("--dir")
-            .arg(dir.path())
-            .arg("--logfile")
-            .arg(dir.path().join("redis.log"));
-        if let Some(path) = &socket_path {
-            command
-                .arg("--unixsocket")
-                .arg(path)
-                .args(["--unixsocketperm", "700"]);
-        }
-        command
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let child = command
-            .spawn()
-            .map_err(|err| format!("spawn redis-server: {err}"))?;
+        let child = spawn_server(port, dir.path(), socket_path.as_deref(), persistent)?;
         // From here on, drop kills the child if startup fails.
         let mut server = RedisServer {
             child,
             port,
             unix_socket: socket_path,
+            persistent,
             dir,
         };
+        server.wait_until_ready()?;
+        Ok(server)
+    }
+
+    /// SIGKILL, as when the machine's OOM killer strikes: no shutdown, no
+    /// last write; clients see their connection reset.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again on the same port and directory (after
+    /// [`kill`](RedisServer::kill)); returns once it answers. A persistent
+    /// server has then read its append-only file back; it may still answer
+    /// `-LOADING` for a moment, which [`wait_until_loaded`] waits out.
+    ///
+    /// [`wait_until_loaded`]: RedisServer::wait_until_loaded
+    pub fn restart(&mut self) {
+        self.kill();
+        let mut failures = Vec::new();
+        for _ in 0..START_ATTEMPTS {
+            self.child = spawn_server(
+                self.port,
+                self.dir.path(),
+                self.unix_socket.as_deref(),
+                self.persistent,
+            )
+            .unwrap_or_else(|failure| {
+                panic!("restart redis-server on port {}: {failure}", self.port)
+            });
+            match self.wait_until_ready() {
+                Ok(()) => return,
+                // The port may be briefly held (e.g. by a client's
+                // ephemeral port): kill this attempt and try again.
+                Err(failure) => {
+                    self.kill();
+                    failures.push(failure);
+                    thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+        panic!(
+            "could not restart redis-server on port {} in {START_ATTEMPTS} attempts:\n{}",
+            self.port,
+            failures.join("\n")
+        );
+    }
+
+    /// Waits until this server (not another on its port) answers.
+    fn wait_until_ready(&mut self) -> Result<(), String> {
+        let port = self.port;
         let deadline = Instant::now() + STARTUP_GUARD;
         loop {
-            if let Ok(Some(status)) = server.child.try_wait() {
+            if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(format!(
                     "redis-server on port {port} exited ({status}):\n{}",
-                    server.log()
+                    self.log()
                 ));
             }
             if let Ok(mut client) = Client::try_connect(port) {
                 return match client.server_pid() {
-                    Ok(pid) if pid == server.child.id() => Ok(server),
+                    Ok(pid) if pid == self.child.id() => Ok(()),
                     Ok(pid) => Err(format!("port {port} is held by another server (pid {pid})")),
                     Err(err) => Err(format!("redis-server on port {port}: INFO failed: {err}")),
                 };
@@ -100,9 +142,33 @@ impl RedisServer {
             if Instant::now() > deadline {
                 return Err(format!(
                     "redis-server on port {port} did not answer within {STARTUP_GUARD:?}:\n{}",
-                    server.log()
+                    self.log()
                 ));
             }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits until the server has finished loading its data set (`INFO
+    /// persistence` says `loading:0`).
+    pub fn wait_until_loaded(&self) {
+        let deadline = Instant::now() + STARTUP_GUARD;
+        loop {
+            let info = match self.client().cmd(&["INFO", "persistence"]) {
+                super::client::Value::Bulk(Some(info)) => info,
+                other => panic!("INFO persistence replied {other:?}"),
+            };
+            if String::from_utf8_lossy(&info)
+                .lines()
+                .any(|line| line.trim() == "loading:0")
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server on port {} still loading after {STARTUP_GUARD:?}",
+                self.port
+            );
             thread::sleep(Duration::from_millis(10));
         }
     }
@@ -139,6 +205,41 @@ impl Drop for RedisServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Starts `redis-server` on `port` with its files in `dir`.
+fn spawn_server(
+    port: u16,
+    dir: &Path,
+    unix_socket: Option<&Path>,
+    persistent: bool,
+) -> Result<Child, String> {
+    let mut command = Command::new("redis-server");
+    command
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--daemonize", "no"])
+        .args(["--databases", "16", "--loglevel", "notice"])
+        .arg("--dir")
+        .arg(dir)
+        .arg("--logfile")
+        .arg(dir.join("redis.log"));
+    match persistent {
+        true => command.args(["--appendonly", "yes", "--appendfsync", "always"]),
+        false => command.args(["--appendonly", "no"]),
+    };
+    if let Some(path) = unix_socket {
+        command
+            .arg("--unixsocket")
+            .arg(path)
+            .args(["--unixsocketperm", "700"]);
+    }
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    command
+        .spawn()
+        .map_err(|err| format!("spawn redis-server: {err}"))
 }
 
 /// A loopback port that was free a moment ago.

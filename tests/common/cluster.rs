@@ -1,0 +1,516 @@
+//! A throwaway Redis Cluster for one test: three primaries, no replicas,
+//! each a `redis-server --cluster-enabled yes` on loopback with its own
+//! directory, slots 0–5460, 5461–10922 and 10923–16383. Every node is
+//! killed and its directory removed on drop.
+//!
+//! The harness computes hash slots itself ([`slot_of`], written from the
+//! cluster specification, independently of pipeload) and keeps its own map
+//! of which node owns which slot, updated by [`TestCluster::migrate_slot`],
+//! so a test checks every key on the node that must hold it.
+
+use std::fs;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::client::{Client, Value};
+use super::temp::TempDir;
+
+pub const SLOTS: u16 = 16384;
+
+/// The slot ranges of the three primaries, in node order.
+pub const SLOT_RANGES: [(u16, u16); 3] = [(0, 5460), (5461, 10922), (10923, 16383)];
+
+/// The cluster bus listens on the client port plus this.
+const BUS_OFFSET: u16 = 10000;
+
+/// Client ports are drawn from here: below the kernel's ephemeral range
+/// (32768 and up on Linux), bus port included, so neither clashes with
+/// the ephemeral ports of client sockets or of other tests' servers.
+const PORT_RANGE: (u16, u16) = (12000, 22000);
+
+/// How long the nodes may take to answer, and the cluster to form.
+const STARTUP_GUARD: Duration = Duration::from_secs(30);
+const FORMATION_GUARD: Duration = Duration::from_secs(20);
+const START_ATTEMPTS: usize = 10;
+
+/// The hash slot of `key`, as the cluster specification defines it:
+/// CRC16/XMODEM of the key, or of the part between the first `{` and the
+/// first `}` after it when that part is not empty, modulo 16384.
+pub fn slot_of(key: &[u8]) -> u16 {
+    let hashed = match key.iter().position(|&byte| byte == b'{') {
+        Some(open) => match key[open + 1..].iter().position(|&byte| byte == b'}') {
+            Some(len) if len > 0 => &key[open + 1..open + 1 + len],
+            _ => key,
+        },
+        None => key,
+    };
+    crc16_xmodem(hashed) % SLOTS
+}
+
+/// CRC16/XMODEM: polynomial 0x1021, initial value 0, no reflection.
+pub fn crc16_xmodem(bytes: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &byte in bytes {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc
+}
+
+/// A hash tag (without braces) whose slot the node `node` owns in a fresh
+/// cluster, drawn from `{prefix}0`, `{prefix}1`, …
+pub fn tag_on_node(prefix: &str, node: usize) -> String {
+    (0..)
+        .map(|n| format!("{prefix}{n}"))
+        .find(|tag| initial_owner(slot_of(tag.as_bytes())) == node)
+        .expect("some tag lands on every node")
+}
+
+/// The node that owns `slot` before any migration.
+pub fn initial_owner(slot: u16) -> usize {
+    SLOT_RANGES
+        .iter()
+        .position(|&(first, last)| (first..=last).contains(&slot))
+        .expect("every slot is in a range")
+}
+
+struct Node {
+    child: Mutex<Child>,
+    port: u16,
+    id: String,
+    dir: TempDir,
+}
+
+pub struct TestCluster {
+    nodes: Vec<Node>,
+    /// The node owning each slot (`None`: unassigned), as the harness set
+    /// it up and migrated it.
+    owners: Mutex<Vec<Option<usize>>>,
+}
+
+impl TestCluster {
+    /// Three primaries holding every slot; returns once every node reports
+    /// `cluster_state:ok` and knows all three primaries and their slots.
+    pub fn start() -> TestCluster {
+        TestCluster::start_assigning(&[true, true, true])
+    }
+
+    /// Three primaries joined into one cluster, but `unassigned` holds no
+    /// slots: its range is not covered. Returns once every node knows the
+    /// three nodes and the slots of the other two (the state stays `fail`).
+    pub fn start_with_uncovered_range(unassigned: usize) -> TestCluster {
+        let mut assign = [true; 3];
+        assign[unassigned] = false;
+        TestCluster::start_assigning(&assign)
+    }
+
+    fn start_assigning(assign: &[bool; 3]) -> TestCluster {
+        let nodes: Vec<Node> = (0..3).map(|_| start_node()).collect();
+        let mut owners = vec![None; usize::from(SLOTS)];
+        for (index, node) in nodes.iter().enumerate() {
+            let mut client = Client::connect(node.port);
+            // Distinct epochs up front, as `redis-cli --cluster create`
+            // does, so no collision needs resolving while forming.
+            client.ok(&["CLUSTER", "SET-CONFIG-EPOCH", &(index + 1).to_string()]);
+            if assign[index] {
+                let (first, last) = SLOT_RANGES[index];
+                client.ok(&[
+                    "CLUSTER",
+                    "ADDSLOTSRANGE",
+                    &first.to_string(),
+                    &last.to_string(),
+                ]);
+                for slot in first..=last {
+                    owners[usize::from(slot)] = Some(index);
+                }
+            }
+        }
+        let mut first = Client::connect(nodes[0].port);
+        for node in &nodes[1..] {
+            first.ok(&["CLUSTER", "MEET", "127.0.0.1", &node.port.to_string()]);
+        }
+        let cluster = TestCluster {
+            nodes,
+            owners: Mutex::new(owners),
+        };
+        let assigned: usize = SLOT_RANGES
+            .iter()
+            .zip(assign)
+            .filter(|(_, assigned)| **assigned)
+            .map(|(&(first, last), _)| usize::from(last - first) + 1)
+            .sum();
+        cluster.wait_until_formed(assigned);
+        cluster
+    }
+
+    /// Waits until every node knows the three nodes as connected primaries
+    /// and sees `assigned` slots; with all slots assigned, also until every
+    /// node's state is ok.
+    fn wait_until_formed(&self, assigned: usize) {
+        let deadline = Instant::now() + FORMATION_GUARD;
+        loop {
+            let unready: Vec<String> = (0..self.nodes.len())
+                .filter_map(|index| self.not_formed_on(index, assigned))
+                .collect();
+            if unready.is_empty() {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "the cluster did not form within {FORMATION_GUARD:?}:\n{}\n{}",
+                    unready.join("\n"),
+                    self.logs()
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Why node `index` does not see the cluster formed yet, if it does not.
+    fn not_formed_on(&self, index: usize, assigned: usize) -> Option<String> {
+        let mut client = self.client(index);
+        let info = text(client.ok(&["CLUSTER", "INFO"]));
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+                .map(str::trim)
+                .unwrap_or("")
+                .to_string()
+        };
+        let nodes = text(client.ok(&["CLUSTER", "NODES"]));
+        let connected_primaries = nodes
+            .lines()
+            .filter(|line| {
+                let fields: Vec<&str> = line.split(' ').collect();
+                fields.len() >= 8
+                    && fields[2].split(',').any(|flag| flag == "master")
+                    && !fields[2]
+                        .split(',')
+                        .any(|flag| matches!(flag, "fail" | "fail?" | "handshake" | "noaddr"))
+                    && fields[7] == "connected"
+            })
+            .count();
+        let all_assigned = assigned == usize::from(SLOTS);
+        let formed = connected_primaries == 3
+            && field("cluster_known_nodes") == "3"
+            && field("cluster_slots_assigned") == assigned.to_string()
+            && (!all_assigned || field("cluster_state") == "ok");
+        (!formed).then(|| {
+            format!(
+                "node {index} (port {}): state {}, known nodes {}, slots assigned {}, \
+                 connected primaries {connected_primaries}:\n{nodes}",
+                self.nodes[index].port,
+                field("cluster_state"),
+                field("cluster_known_nodes"),
+                field("cluster_slots_assigned"),
+            )
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// The client port of node `index`.
+    pub fn port(&self, index: usize) -> u16 {
+        self.nodes[index].port
+    }
+
+    pub fn ports(&self) -> Vec<u16> {
+        self.nodes.iter().map(|node| node.port).collect()
+    }
+
+    /// The node id (`CLUSTER MYID`) of node `index`.
+    pub fn node_id(&self, index: usize) -> &str {
+        &self.nodes[index].id
+    }
+
+    pub fn node_ids(&self) -> Vec<String> {
+        self.nodes.iter().map(|node| node.id.clone()).collect()
+    }
+
+    /// `127.0.0.1:PORT` of node `index`, as pipeload names a node.
+    pub fn address(&self, index: usize) -> String {
+        format!("127.0.0.1:{}", self.nodes[index].port)
+    }
+
+    /// A new connection to node `index` (it answers `MOVED` for keys it does
+    /// not own).
+    pub fn client(&self, index: usize) -> Client {
+        Client::connect(self.nodes[index].port)
+    }
+
+    /// The node owning `slot` now (after the harness's migrations).
+    pub fn owner_of(&self, slot: u16) -> usize {
+        self.owners.lock().expect("owners lock")[usize::from(slot)]
+            .unwrap_or_else(|| panic!("slot {slot} is not assigned"))
+    }
+
+    /// The node owning the slot of `key`.
+    pub fn owner_of_key(&self, key: impl AsRef<[u8]>) -> usize {
+        self.owner_of(slot_of(key.as_ref()))
+    }
+
+    /// A connection to the node owning `key`.
+    pub fn client_for(&self, key: impl AsRef<[u8]>) -> Client {
+        self.client(self.owner_of_key(key))
+    }
+
+    /// `GET key`, asked of the node that owns it.
+    pub fn get(&self, key: impl AsRef<[u8]>) -> Option<Vec<u8>> {
+        let key = key.as_ref();
+        self.client_for(key).get(key)
+    }
+
+    /// `DBSIZE` of every node.
+    pub fn dbsizes(&self) -> Vec<i64> {
+        (0..self.nodes.len())
+            .map(|index| self.client(index).dbsize())
+            .collect()
+    }
+
+    /// The keys of the whole cluster.
+    pub fn total_keys(&self) -> i64 {
+        self.dbsizes().iter().sum()
+    }
+
+    /// Moves `slot` and its keys from node `from` to node `to` with the
+    /// documented resharding steps: the destination imports, the source
+    /// migrates, keys move with `MIGRATE … KEYS` in batches of 100 until the
+    /// source has none left in the slot, then the destination, the source
+    /// and the remaining node are told the slot's new owner. Safe to call
+    /// while clients write to the slot: they get `ASK`, `TRYAGAIN` or
+    /// `MOVED` meanwhile. Returns how many keys moved.
+    pub fn migrate_slot(&self, slot: u16, from: usize, to: usize) -> usize {
+        assert_eq!(
+            self.owner_of(slot),
+            from,
+            "slot {slot} is not on node {from}"
+        );
+        let slot_arg = slot.to_string();
+        let mut source = self.client(from);
+        let mut destination = self.client(to);
+        destination.ok(&[
+            "CLUSTER",
+            "SETSLOT",
+            &slot_arg,
+            "IMPORTING",
+            self.node_id(from),
+        ]);
+        source.ok(&[
+            "CLUSTER",
+            "SETSLOT",
+            &slot_arg,
+            "MIGRATING",
+            self.node_id(to),
+        ]);
+        let to_port = self.port(to).to_string();
+        let mut moved = 0;
+        loop {
+            let keys: Vec<Vec<u8>> = source
+                .ok(&["CLUSTER", "GETKEYSINSLOT", &slot_arg, "100"])
+                .into_array()
+                .into_iter()
+                .map(|key| key.into_bulk().unwrap_or_default())
+                .collect();
+            if keys.is_empty() {
+                break;
+            }
+            let mut migrate: Vec<&[u8]> = vec![
+                b"MIGRATE",
+                b"127.0.0.1",
+                to_port.as_bytes(),
+                b"",
+                b"0",
+                b"5000",
+                b"KEYS",
+            ];
+            migrate.extend(keys.iter().map(Vec::as_slice));
+            source.ok(&migrate);
+            moved += keys.len();
+        }
+        let to_id = self.node_id(to).to_string();
+        let announce = |index: usize| {
+            self.client(index)
+                .ok(&["CLUSTER", "SETSLOT", &slot_arg, "NODE", &to_id]);
+        };
+        announce(to);
+        announce(from);
+        for other in (0..self.nodes.len()).filter(|&index| index != from && index != to) {
+            announce(other);
+        }
+        self.owners.lock().expect("owners lock")[usize::from(slot)] = Some(to);
+        moved
+    }
+
+    /// SIGKILL to node `index`: its clients see their connections reset.
+    pub fn kill_node(&self, index: usize) {
+        let mut child = self.nodes[index].child.lock().expect("child lock");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Every node's log, for failure messages.
+    pub fn logs(&self) -> String {
+        self.nodes
+            .iter()
+            .enumerate()
+            .map(|(index, node)| {
+                format!(
+                    "--- node {index} (port {}) log:\n{}",
+                    node.port,
+                    fs::read_to_string(node.dir.path().join("redis.log")).unwrap_or_default()
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for node in &self.nodes {
+            // A poisoned lock still holds the child: kill it all the same.
+            let mut child = node
+                .child
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // The directories go with the nodes' `TempDir`s.
+    }
+}
+
+/// The text of a bulk or verbatim reply.
+fn text(reply: Value) -> String {
+    match reply {
+        Value::Bulk(Some(bytes)) | Value::Verbatim(bytes) => {
+            String::from_utf8_lossy(&bytes).into_owned()
+        }
+        other => panic!("expected a text reply, got {other:?}"),
+    }
+}
+
+/// Starts one cluster-enabled node on a port whose bus port is free too,
+/// trying other ports when another process takes one first.
+fn start_node() -> Node {
+    let mut failures = Vec::new();
+    for _ in 0..START_ATTEMPTS {
+        let port = free_port_pair();
+        match try_start_node(port) {
+            Ok(node) => return node,
+            Err(failure) => failures.push(failure),
+        }
+    }
+    panic!(
+        "could not start a cluster node in {START_ATTEMPTS} attempts:\n{}",
+        failures.join("\n")
+    );
+}
+
+fn try_start_node(port: u16) -> Result<Node, String> {
+    let dir = TempDir::new("cluster");
+    let mut child = spawn_node(port, dir.path())?;
+    match wait_until_ready(&mut child, port, dir.path()) {
+        Ok(id) => Ok(Node {
+            child: Mutex::new(child),
+            port,
+            id,
+            dir,
+        }),
+        Err(failure) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(failure)
+        }
+    }
+}
+
+fn spawn_node(port: u16, dir: &Path) -> Result<Child, String> {
+    Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--cluster-enabled", "yes"])
+        .args(["--cluster-config-file", "nodes.conf"])
+        .args(["--cluster-node-timeout", "5000"])
+        .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+        .args(["--loglevel", "notice"])
+        .arg("--dir")
+        .arg(dir)
+        .arg("--logfile")
+        .arg(dir.join("redis.log"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|err| format!("spawn redis-server: {err}"))
+}
+
+/// Waits until this process (not another on its port) answers; returns its
+/// node id.
+fn wait_until_ready(child: &mut Child, port: u16, dir: &Path) -> Result<String, String> {
+    let log = || fs::read_to_string(dir.join("redis.log")).unwrap_or_default();
+    let deadline = Instant::now() + STARTUP_GUARD;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!(
+                "cluster node on port {port} exited ({status}):\n{}",
+                log()
+            ));
+        }
+        if let Ok(mut client) = Client::try_connect(port) {
+            return match client.server_pid() {
+                Ok(pid) if pid == child.id() => match client.cmd(&["CLUSTER", "MYID"]) {
+                    Value::Bulk(Some(id)) => Ok(String::from_utf8_lossy(&id).into_owned()),
+                    other => Err(format!("CLUSTER MYID on port {port} replied {other:?}")),
+                },
+                Ok(pid) => Err(format!("port {port} is held by another server (pid {pid})")),
+                Err(err) => Err(format!("node on port {port}: INFO failed: {err}")),
+            };
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "cluster node on port {port} did not answer within {STARTUP_GUARD:?}:\n{}",
+                log()
+            ));
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A loopback port P, with P + 10000 (its cluster bus port), both free a
+/// moment ago (each bound and released to check).
+fn free_port_pair() -> u16 {
+    static DRAWS: AtomicU32 = AtomicU32::new(0);
+    let span = u32::from(PORT_RANGE.1 - PORT_RANGE.0);
+    let seed = std::process::id()
+        ^ SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.subsec_nanos());
+    for _ in 0..1000 {
+        let draw = DRAWS.fetch_add(1, Ordering::Relaxed);
+        // A multiplicative hash spreads draws of parallel tests apart.
+        let offset = seed.wrapping_add(draw.wrapping_mul(2_654_435_761)) % span;
+        let port = PORT_RANGE.0 + u16::try_from(offset).expect("offset below the span");
+        let client = TcpListener::bind(("127.0.0.1", port));
+        let bus = TcpListener::bind(("127.0.0.1", port + BUS_OFFSET));
+        if client.is_ok() && bus.is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port pair P, P+{BUS_OFFSET} in {PORT_RANGE:?}");
+}
