@@ -176,27 +176,16 @@ fn load(
     errors_file: Option<ErrorsFile>,
     config: &Config,
 ) -> Result<ExitCode> {
-    let started = Instant::now();
-    let stop = Arc::new(Stop::default());
-    stop::watch_signals(Arc::clone(&stop)).context("cannot watch for signals")?;
-    let source_names = input::source_names(&sources);
-    let error_log = Arc::new(ErrorLog::new(config.error_lines));
-    let (counters, display) = start_progress(config, &error_log);
-    let (batch_sender, batch_receiver) = bounded::<Batch>(BATCH_CHANNEL_CAPACITY);
-    let options = InputOptions {
-        format: config.format,
-        confirm_unanswered_tail: true,
-        skip: config.skip,
-        keep_originals: errors_file.is_some(),
-        progress: counters.clone(),
-    };
-    // Not scoped: when the load stops early the input thread may be blocked
-    // on a source that never ends, and must not keep the process alive.
-    let handle = thread::Builder::new()
-        .name("input".into())
-        .spawn(move || read_input(sources, options, &batch_sender))
-        .context("cannot start the input thread")?;
-    let mut input = InputWatch::new(handle, config.json);
+    let LoadStart {
+        started,
+        stop,
+        source_names,
+        error_log,
+        counters,
+        display,
+        batches: batch_receiver,
+        mut input,
+    } = start_load(sources, errors_file.is_some(), true, config)?;
 
     let mut replies = Replies::new(ReplyContext {
         source_names: &source_names,
@@ -293,8 +282,61 @@ fn load(
     Ok(exit_status(stopped, &tally, stopped_early))
 }
 
+/// What a load, single-server or cluster, starts with.
+pub(crate) struct LoadStart {
+    pub started: Instant,
+    pub stop: Arc<Stop>,
+    pub source_names: Vec<Option<String>>,
+    pub error_log: Arc<ErrorLog>,
+    pub counters: Option<Arc<Counters>>,
+    pub display: Option<progress::Display>,
+    /// The input's batches.
+    pub batches: Receiver<Batch>,
+    pub input: InputWatch,
+}
+
+/// Watches for signals, starts the progress display and the input thread.
+/// `confirm_unanswered_tail`: see `InputOptions` (one server only).
+pub(crate) fn start_load(
+    sources: Vec<OpenSource>,
+    keep_originals: bool,
+    confirm_unanswered_tail: bool,
+    config: &Config,
+) -> Result<LoadStart> {
+    let started = Instant::now();
+    let stop = Arc::new(Stop::default());
+    stop::watch_signals(Arc::clone(&stop)).context("cannot watch for signals")?;
+    let source_names = input::source_names(&sources);
+    let error_log = Arc::new(ErrorLog::new(config.error_lines));
+    let (counters, display) = start_progress(config, &error_log);
+    let (batch_sender, batches) = bounded::<Batch>(BATCH_CHANNEL_CAPACITY);
+    let options = InputOptions {
+        format: config.format,
+        confirm_unanswered_tail,
+        skip: config.skip,
+        keep_originals,
+        progress: counters.clone(),
+    };
+    // Not scoped: when the load stops early the input thread may be blocked
+    // on a source that never ends, and must not keep the process alive.
+    let handle = thread::Builder::new()
+        .name("input".into())
+        .spawn(move || read_input(sources, options, &batch_sender))
+        .context("cannot start the input thread")?;
+    Ok(LoadStart {
+        started,
+        stop,
+        source_names,
+        error_log,
+        counters,
+        display,
+        batches,
+        input: InputWatch::new(handle, config.json),
+    })
+}
+
 /// Starts the progress display when it is wanted.
-pub(crate) fn start_progress(
+fn start_progress(
     config: &Config,
     error_log: &Arc<ErrorLog>,
 ) -> (Option<Arc<Counters>>, Option<progress::Display>) {

@@ -9,10 +9,8 @@
 //! before it was answered.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::thread;
-use std::time::Instant;
 
 use anyhow::{Context, Result};
 use crossbeam_channel::{bounded, unbounded};
@@ -24,13 +22,13 @@ use super::topology::Topology;
 use crate::batch::{Batch, InFlight};
 use crate::cli::{Config, Endpoint};
 use crate::conn::{self, Stream, describe_io_error};
-use crate::input::{InputOptions, OpenSource, read_input, source_names};
+use crate::input::OpenSource;
 use crate::replies::{ErrorsFile, Replies, ReplyContext, ReplyFailure};
-use crate::stop::{self, Stop, StopReason};
-use crate::summary::{ErrorLog, NodeCounts, Outcome, Tally, report};
+use crate::stop::StopReason;
+use crate::summary::{NodeCounts, Outcome, Tally, report};
 use crate::window::Window;
 use crate::writer::{Writer, WriterEnd};
-use crate::{BATCH_CHANNEL_CAPACITY, InputWatch, exit_status, start_progress};
+use crate::{BATCH_CHANNEL_CAPACITY, LoadStart, exit_status, start_load};
 
 /// Loads the input into every primary of `topology`; `seed` is the
 /// connection the topology was read through.
@@ -52,25 +50,16 @@ pub fn load_cluster(
         };
         streams.push(conn::connect(&node_config, None)?);
     }
-    let started = Instant::now();
-    let stop = Arc::new(Stop::default());
-    stop::watch_signals(Arc::clone(&stop)).context("cannot watch for signals")?;
-    let names = source_names(&sources);
-    let error_log = Arc::new(ErrorLog::new(config.error_lines));
-    let (counters, display) = start_progress(config, &error_log);
-    let (input_sender, input_receiver) = bounded::<Batch>(BATCH_CHANNEL_CAPACITY);
-    let options = InputOptions {
-        format: config.format,
-        confirm_unanswered_tail: false,
-        skip: config.skip,
-        keep_originals: errors_file.is_some(),
-        progress: counters.clone(),
-    };
-    let handle = thread::Builder::new()
-        .name("input".into())
-        .spawn(move || read_input(sources, options, &input_sender))
-        .context("cannot start the input thread")?;
-    let mut input = InputWatch::new(handle, config.json);
+    let LoadStart {
+        started,
+        stop,
+        source_names: names,
+        error_log,
+        counters,
+        display,
+        batches: input_receiver,
+        mut input,
+    } = start_load(sources, errors_file.is_some(), false, config)?;
 
     let (node_senders, node_receivers): (Vec<_>, Vec<_>) = (0..node_count)
         .map(|_| bounded::<Batch>(BATCH_CHANNEL_CAPACITY))
