@@ -611,24 +611,93 @@ fn a_slot_migrated_during_the_load_ends_with_every_key_on_its_new_owner() {
     }
 }
 
-#[test]
-fn a_node_killed_mid_load_gives_the_true_summary() {
-    const COMMANDS: usize = 200_000;
-    let cluster = TestCluster::start();
-    let killed = 1;
-    // The survivors must still answer reads once they see the cluster down.
-    for node in [0, 2] {
+/// A hang guard for loads that lose a node: a correct run ends within
+/// seconds of the loss.
+const NODE_LOSS_GUARD: Duration = Duration::from_secs(30);
+
+/// Lets the nodes other than `killed` answer reads once they see the
+/// cluster down (a lost primary without replica fails the cluster).
+fn allow_reads_when_down(cluster: &TestCluster, killed: usize) {
+    for node in (0..cluster.len()).filter(|&node| node != killed) {
         cluster
             .client(node)
             .ok(&["CONFIG", "SET", "cluster-allow-reads-when-down", "yes"]);
     }
-    let keys: Vec<String> = (0..COMMANDS).map(|i| format!("key:{i}")).collect();
-    let input: Vec<u8> = keys
-        .iter()
-        .flat_map(|key| format!("SET {key} v\n").into_bytes())
-        .collect();
+}
 
-    let mut running = load_into(&cluster).spawn();
+/// `SET key:i value` for i in 0..count, and the keys.
+fn set_lines(count: usize, value: &str) -> (Vec<u8>, Vec<String>) {
+    let keys: Vec<String> = (0..count).map(|i| format!("key:{i}")).collect();
+    let input = keys
+        .iter()
+        .flat_map(|key| format!("SET {key} {value}\n").into_bytes())
+        .collect();
+    (input, keys)
+}
+
+/// The summary of a load that lost node `killed`: stopped with exit 1, a
+/// `connection lost` line naming the node, at least one error, and an
+/// acknowledged count K such that the first K commands were answered:
+/// each of them whose key lives on a surviving node holds `value`.
+#[track_caller]
+fn assert_node_loss(
+    cluster: &TestCluster,
+    killed: usize,
+    outcome: &Outcome,
+    keys: &[String],
+    value: &str,
+) {
+    let acknowledged = outcome.assert_stopped(1);
+    let summary = outcome.summary();
+    let address = cluster.address(killed);
+    outcome
+        .check(summary.errors >= 1, "the lost connection is an error")
+        .check(
+            outcome
+                .stderr_lines()
+                .iter()
+                .any(|line| line.contains("connection lost") && line.contains(&address)),
+            format!("expected a stderr line with `connection lost` naming {address}"),
+        )
+        .check(
+            (1..keys.len() as u64).contains(&acknowledged),
+            format!(
+                "acknowledged {acknowledged}: some but not all of {}",
+                keys.len()
+            ),
+        )
+        .check(
+            summary.replies >= acknowledged,
+            "every acknowledged command was answered",
+        );
+    let acknowledged_on_survivors: BTreeMap<Vec<u8>, Expected> = keys[..acknowledged as usize]
+        .iter()
+        .filter(|key| cluster.owner_of_key(key) != killed)
+        .map(|key| {
+            (
+                key.clone().into_bytes(),
+                Expected::Str(value.as_bytes().to_vec()),
+            )
+        })
+        .collect();
+    let missing = mismatches(cluster, &acknowledged_on_survivors);
+    outcome.check(
+        missing.is_empty(),
+        format!(
+            "acknowledged keys missing on surviving nodes (first 10):\n{}",
+            missing.join("\n")
+        ),
+    );
+}
+
+#[test]
+fn a_node_killed_mid_load_gives_the_true_summary() {
+    let cluster = TestCluster::start();
+    let killed = 1;
+    allow_reads_when_down(&cluster, killed);
+    let (input, keys) = set_lines(200_000, "v");
+
+    let mut running = load_into(&cluster).guard(NODE_LOSS_GUARD).spawn();
     let (strike, struck) = mpsc::channel();
     let feeder = feed_in_chunks(
         running.take_stdin(),
@@ -645,40 +714,71 @@ fn a_node_killed_mid_load_gives_the_true_summary() {
     let outcome = running.finish();
     let _ = feeder.join();
 
-    let acknowledged = outcome.assert_stopped(1);
-    let summary = outcome.summary();
-    let address = cluster.address(killed);
-    outcome
-        .check(summary.errors >= 1, "the lost connection is an error")
-        .check(
-            outcome
-                .stderr_lines()
-                .iter()
-                .any(|line| line.contains("connection lost") && line.contains(&address)),
-            format!("expected a stderr line with `connection lost` naming {address}"),
-        )
-        .check(
-            (1..COMMANDS as u64).contains(&acknowledged),
-            format!("acknowledged {acknowledged}: some but not all of {COMMANDS}"),
-        )
-        .check(
-            summary.replies >= acknowledged,
-            "every acknowledged command was answered",
-        );
-    // Every acknowledged command whose node survived is there.
-    let acknowledged_on_survivors: BTreeMap<Vec<u8>, Expected> = keys[..acknowledged as usize]
-        .iter()
-        .filter(|key| cluster.owner_of_key(key) != killed)
-        .map(|key| (key.clone().into_bytes(), Expected::Str(b"v".to_vec())))
-        .collect();
-    let missing = mismatches(&cluster, &acknowledged_on_survivors);
-    outcome.check(
-        missing.is_empty(),
-        format!(
-            "acknowledged keys missing on surviving nodes (first 10):\n{}",
-            missing.join("\n")
-        ),
+    assert_node_loss(&cluster, killed, &outcome, &keys, "v");
+}
+
+/// `total_net_input_bytes` of node `node`.
+fn bytes_received(cluster: &TestCluster, node: usize) -> u64 {
+    let info = match cluster.client(node).ok(&["INFO", "stats"]) {
+        Value::Bulk(Some(info)) | Value::Verbatim(info) => info,
+        other => panic!("INFO stats replied {other:?}"),
+    };
+    String::from_utf8_lossy(&info)
+        .lines()
+        .find_map(|line| line.strip_prefix("total_net_input_bytes:"))
+        .and_then(|bytes| bytes.trim().parse().ok())
+        .expect("INFO stats has total_net_input_bytes")
+}
+
+#[test]
+fn a_node_killed_while_the_load_waits_on_it_gives_the_true_summary() {
+    // A node that stops executing (busy, paused) holds pipeload's window
+    // for it full, so the whole load waits on that node; then it dies. The
+    // input must be far bigger than one node's window (4 MiB).
+    let cluster = TestCluster::start();
+    let killed = 1;
+    allow_reads_when_down(&cluster, killed);
+    let value = "x".repeat(500);
+    let (input, keys) = set_lines(60_000, &value);
+
+    let mut running = load_into(&cluster).guard(NODE_LOSS_GUARD).spawn();
+    let (strike, struck) = mpsc::channel();
+    let feeder = feed_in_chunks(
+        running.take_stdin(),
+        input,
+        100,
+        Duration::from_millis(5),
+        10,
+        strike,
     );
+    struck
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the feeder never reached the pause point");
+    cluster
+        .client(killed)
+        .ok(&["CLIENT", "PAUSE", "60000", "WRITE"]);
+    // Wait until pipeload sends the paused node nothing more: its window
+    // for the node is full and the load waits on it.
+    let mut received = bytes_received(&cluster, killed);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        thread::sleep(Duration::from_millis(300));
+        let now = bytes_received(&cluster, killed);
+        // Our own INFO commands count too: a few hundred bytes.
+        if now - received < 4096 {
+            break;
+        }
+        received = now;
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pipeload kept sending to the paused node"
+        );
+    }
+    cluster.kill_node(killed);
+    let outcome = running.finish();
+    let _ = feeder.join();
+
+    assert_node_loss(&cluster, killed, &outcome, &keys, &value);
 }
 
 #[test]

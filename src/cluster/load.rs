@@ -196,11 +196,10 @@ pub fn load_cluster(
     error_log.report_hidden();
     let stopped = stop.reason();
     let stopped_early = failed || stopped.is_some() || !input.is_complete();
-    let acknowledged = match first_unsettled {
-        u64::MAX => last_routed,
-        first => first - 1,
-    }
-    .max(config.skip);
+    let acknowledged = first_unsettled
+        .saturating_sub(1)
+        .min(last_routed)
+        .max(config.skip);
     let outcome = Outcome {
         tally,
         last_reply_received: !failed,

@@ -40,27 +40,32 @@ pub struct Router<'a> {
 
 impl Router<'_> {
     /// Routes every batch until the input ends or a stop is requested.
-    /// Returns the highest command number (`Batch::seq`) routed.
+    /// Returns the highest command number (`Batch::seq`) up to which every
+    /// command was handed to a node.
     pub fn run(mut self, input: &Receiver<Batch>, stop: &Stop) -> u64 {
-        let mut last_seq = 0;
+        let mut delivered = 0;
         loop {
             let batch = select! {
                 recv(input) -> batch => match batch {
                     Ok(batch) => batch,
-                    Err(_) => return last_seq,
+                    Err(_) => return delivered,
                 },
-                recv(stop.woken()) -> _ => return last_seq,
+                recv(stop.woken()) -> _ => return delivered,
             };
-            if let Some(last) = batch.commands.len().checked_sub(1) {
-                last_seq = last_seq.max(batch.seq(last));
+            let Some(last) = batch.commands.len().checked_sub(1) else {
+                continue;
+            };
+            if self.route_batch(&batch, stop).is_err() {
+                // Part of this batch may have gone out; none of it counts.
+                return delivered.min(batch.seq(0).saturating_sub(1));
             }
-            if self.route_batch(&batch).is_err() {
-                return last_seq;
-            }
+            delivered = delivered.max(batch.seq(last));
         }
     }
 
-    fn route_batch(&mut self, batch: &Batch) -> Result<(), ()> {
+    /// Fails when the load is stopping: a stopped node's writer takes no
+    /// more batches, so a send to it must not wait forever.
+    fn route_batch(&mut self, batch: &Batch, stop: &Stop) -> Result<(), ()> {
         let mut split: Vec<Batch> = (0..self.nodes.len())
             .map(|_| Batch::new(batch.source, batch.seq_offset, 0, 0))
             .collect();
@@ -106,8 +111,9 @@ impl Router<'_> {
             }
             self.outstanding
                 .fetch_add(routed.commands.len(), Ordering::SeqCst);
-            if self.nodes[node].send(routed).is_err() {
-                return Err(());
+            select! {
+                send(self.nodes[node], routed) -> sent => sent.map_err(|_| ())?,
+                recv(stop.woken()) -> _ => return Err(()),
             }
         }
         Ok(())
