@@ -3,10 +3,11 @@
 //! the percentage read and the time left.
 //!
 //! Place in the data flow: beside the pipeline. Input, writers and reply
-//! readers bump relaxed atomic counters once per chunk or batch (never per
-//! command), and a thread of its own redraws a few times a second, so the
-//! load does not slow down. Shown when stderr is a terminal, or with
-//! `--progress`; never with `--no-progress`.
+//! readers bump relaxed atomic counters (per chunk, batch or reply: an
+//! uncontended add), and a thread of its own redraws a few times a second,
+//! so the load does not slow down. Shown when stderr is a terminal, or with
+//! `--progress` (as a plain line a second when stderr is a log); never with
+//! `--no-progress`.
 
 use std::fs;
 use std::io::{self, IsTerminal};
@@ -18,7 +19,7 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::cli::Source;
-use crate::summary::ErrorLog;
+use crate::summary::{ErrorLog, report};
 
 const REDRAW_EVERY: Duration = Duration::from_millis(200);
 
@@ -44,6 +45,10 @@ impl Counters {
 pub fn wanted(forced: Option<bool>) -> bool {
     forced.unwrap_or_else(|| io::stderr().is_terminal())
 }
+
+/// `--progress` into a log (stderr not a terminal): a plain line this often
+/// instead of a redrawn bar.
+const LOG_LINE_EVERY: Duration = Duration::from_secs(1);
 
 /// The input's total size when every source is a regular file (stdin
 /// redirected from a file counts), for a percentage and a time left.
@@ -91,6 +96,9 @@ impl Display {
 }
 
 fn redraw(counters: &Counters, errors: &ErrorLog, total: Option<u64>, done: &AtomicBool) {
+    if !io::stderr().is_terminal() {
+        return log_lines(counters, errors, total, done);
+    }
     let bar = match total {
         Some(total) => ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr())
             .with_style(
@@ -104,16 +112,42 @@ fn redraw(counters: &Counters, errors: &ErrorLog, total: Option<u64>, done: &Ato
     };
     let started = std::time::Instant::now();
     while !done.load(Ordering::Relaxed) {
-        let sent = counters.sent.load(Ordering::Relaxed);
-        let answered = counters.answered.load(Ordering::Relaxed);
-        let seconds = started.elapsed().as_secs_f64().max(0.001);
+        let seconds = started.elapsed().as_secs_f64();
         bar.set_position(counters.input_bytes.load(Ordering::Relaxed));
-        bar.set_message(format!(
-            "sent {sent} · acked {answered} · {:.0}/s · errors {}",
-            answered as f64 / seconds,
-            errors.count()
-        ));
+        bar.set_message(status(counters, errors, seconds));
         thread::sleep(REDRAW_EVERY);
     }
     bar.finish_and_clear();
+}
+
+fn status(counters: &Counters, errors: &ErrorLog, seconds: f64) -> String {
+    let sent = counters.sent.load(Ordering::Relaxed);
+    let answered = counters.answered.load(Ordering::Relaxed);
+    format!(
+        "sent {sent} · acked {answered} · {:.0}/s · errors {}",
+        answered as f64 / seconds.max(0.001),
+        errors.count()
+    )
+}
+
+/// The progress as one line a second, for a log.
+fn log_lines(counters: &Counters, errors: &ErrorLog, total: Option<u64>, done: &AtomicBool) {
+    let started = std::time::Instant::now();
+    let mut next_line = started + LOG_LINE_EVERY;
+    while !done.load(Ordering::Relaxed) {
+        thread::sleep(REDRAW_EVERY);
+        if std::time::Instant::now() < next_line {
+            continue;
+        }
+        next_line += LOG_LINE_EVERY;
+        let read = counters.input_bytes.load(Ordering::Relaxed);
+        let percent = match total {
+            Some(total) if total > 0 => format!("{:.0}% · ", read as f64 * 100.0 / total as f64),
+            _ => String::new(),
+        };
+        report(&format!(
+            "pipeload: progress: {percent}{}",
+            status(counters, errors, started.elapsed().as_secs_f64())
+        ));
+    }
 }
