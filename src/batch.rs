@@ -144,6 +144,23 @@ impl Batch {
         });
     }
 
+    /// Appends command `index` of `from`, keeping its input position (the
+    /// cluster router splits batches, redirects resend single commands);
+    /// `expect` overrides what the reply reader is to expect.
+    pub fn push_copy(&mut self, from: &Batch, index: usize, expect: Option<Expect>) {
+        let command = from.commands[index];
+        let expect = expect.unwrap_or(command.expect);
+        if !matches!(expect, Expect::Rejected(_)) {
+            self.bytes
+                .extend_from_slice(&from.bytes[from.command_range(index)]);
+        }
+        self.push_command(command.line_no, command.is_resp, expect, command.kind);
+        self.command_nos.push(from.command_no(index));
+        if let Some(original) = from.original(index) {
+            self.push_original(original);
+        }
+    }
+
     /// Keeps the input bytes of the command just pushed (`--errors-file`).
     pub fn push_original(&mut self, original: &[u8]) {
         self.originals.extend_from_slice(original);

@@ -119,35 +119,15 @@ impl<'a> ClusterLinks<'a> {
                 resent.push_original(b"");
             }
         }
-        let command = batch.commands[index];
-        resent
-            .bytes
-            .extend_from_slice(&batch.bytes[batch.command_range(index)]);
-        resent.push_command(
-            command.line_no,
-            command.is_resp,
-            command.expect,
-            command.kind,
-        );
-        resent.command_nos.push(batch.command_no(index));
-        if let Some(original) = batch.original(index) {
-            resent.push_original(original);
-        }
-        self.outstanding
-            .fetch_add(resent.commands.len(), Ordering::SeqCst);
+        resent.push_copy(batch, index, None);
+        let count = resent.commands.len();
+        self.outstanding.fetch_add(count, Ordering::SeqCst);
         match self.redirects[target].send(resent) {
             Ok(()) => Redirect::Resent,
             Err(_) => {
-                self.settled(resent_len(kind));
+                self.settled(count);
                 Redirect::NotARedirect
             }
         }
-    }
-}
-
-fn resent_len(kind: &[u8]) -> usize {
-    match kind {
-        b"ASK" => 2,
-        _ => 1,
     }
 }

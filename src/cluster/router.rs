@@ -86,9 +86,9 @@ impl Router<'_> {
                 continue;
             }
             match self.route(batch, index) {
-                Route::Node(node) => copy_command(batch, index, &mut split[node], None),
+                Route::Node(node) => split[node].push_copy(batch, index, None),
                 Route::Refused(why) => {
-                    copy_command(batch, index, &mut split[0], Some(Expect::Rejected(why)))
+                    split[0].push_copy(batch, index, Some(Expect::Rejected(why)))
                 }
                 Route::EveryPrimary => {
                     for (node, target) in split.iter_mut().enumerate() {
@@ -97,7 +97,7 @@ impl Router<'_> {
                             0 => None,
                             _ => Some(Expect::Marker),
                         };
-                        copy_command(batch, index, target, expect);
+                        target.push_copy(batch, index, expect);
                     }
                 }
             }
@@ -129,7 +129,7 @@ impl Router<'_> {
             })
             .unwrap_or(0);
         for &index in block {
-            copy_command(batch, index, &mut split[node], None);
+            split[node].push_copy(batch, index, None);
         }
     }
 
@@ -175,22 +175,5 @@ impl Router<'_> {
             Value::Array(keys) => keys.first().and_then(Value::as_bytes).map(<[u8]>::to_vec),
             _ => None,
         }
-    }
-}
-
-/// Appends command `index` of `batch` to `target`, keeping its position;
-/// `expect` overrides what the reply reader is to expect.
-fn copy_command(batch: &Batch, index: usize, target: &mut Batch, expect: Option<Expect>) {
-    let command = batch.commands[index];
-    let expect = expect.unwrap_or(command.expect);
-    if !matches!(expect, Expect::Rejected(_)) {
-        target
-            .bytes
-            .extend_from_slice(&batch.bytes[batch.command_range(index)]);
-    }
-    target.push_command(command.line_no, command.is_resp, expect, command.kind);
-    target.command_nos.push(batch.command_no(index));
-    if let Some(original) = batch.original(index) {
-        target.push_original(original);
     }
 }
