@@ -15,8 +15,8 @@ use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use crate::cli::{Config, Credentials, Endpoint};
+use crate::control::{Value, query_encoded};
 use crate::encode::command_bytes;
-use crate::resp::{ReplyKind, ReplyScan, scan_reply};
 use crate::tls::{self, TlsStream};
 
 /// A connected socket, any kind, used through `Read` and `Write`.
@@ -240,45 +240,8 @@ fn send_request(stream: &mut Stream, label: &str, encoded: &[u8]) -> Result<(), 
 /// Sends one encoded command and waits for its reply. Returns the text of
 /// an error reply, or fails with why no reply came.
 fn exchange(stream: &mut Stream, encoded: &[u8]) -> Result<Option<String>, String> {
-    stream
-        .write_all(encoded)
-        .map_err(|error| describe_io_error(&error))?;
-    let mut received = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let mut errors = Vec::new();
-    loop {
-        match scan_reply(&received, &mut errors) {
-            ReplyScan::Complete(reply) if reply.kind == ReplyKind::Push => {
-                received.drain(..reply.len);
-                errors.clear();
-                continue;
-            }
-            ReplyScan::Complete(reply) => {
-                if reply.kind == ReplyKind::Error {
-                    let message = errors
-                        .first()
-                        .map(|span| String::from_utf8_lossy(&received[span.message.clone()]))
-                        .unwrap_or_default();
-                    return Ok(Some(message.into_owned()));
-                }
-                return Ok(None);
-            }
-            ReplyScan::Invalid(error) => return Err(format!("bad reply: {error}")),
-            ReplyScan::Incomplete => {}
-        }
-        match stream.read(&mut chunk) {
-            Ok(0) => return Err("server closed the connection".into()),
-            Ok(read) => received.extend_from_slice(&chunk[..read]),
-            Err(error)
-                if matches!(
-                    error.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                return Err("no reply from the server".into());
-            }
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-            Err(error) => return Err(describe_io_error(&error)),
-        }
+    match query_encoded(stream, encoded)? {
+        Value::Error(message) => Ok(Some(message)),
+        _ => Ok(None),
     }
 }

@@ -19,6 +19,7 @@ pub mod batch;
 pub mod cli;
 pub mod cluster;
 pub mod conn;
+pub mod control;
 pub mod encode;
 pub mod input;
 pub mod progress;

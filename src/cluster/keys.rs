@@ -12,8 +12,8 @@ use std::collections::HashMap;
 
 use anyhow::{Result, anyhow};
 
-use super::value::{Value, query};
 use crate::conn::Stream;
+use crate::control::{Value, query};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum BeginSearch {
@@ -66,7 +66,7 @@ pub struct KeyPositions {
 impl KeyPositions {
     /// Reads `COMMAND` from the server.
     pub fn fetch(stream: &mut Stream) -> Result<Self> {
-        let reply = query(stream, &[b"COMMAND"])?;
+        let reply = query(stream, &[b"COMMAND"]).map_err(|error| anyhow!(error))?;
         if let Value::Error(message) = &reply {
             return Err(anyhow!("COMMAND failed: {message}"));
         }
@@ -351,7 +351,7 @@ mod tests {
 
     #[test]
     fn reads_the_command_reply() {
-        let reply = crate::cluster::value::parse(
+        let reply = crate::control::parse(
             b"*1\r\n*10\r\n$3\r\nget\r\n:2\r\n*1\r\n+readonly\r\n:1\r\n:1\r\n:1\r\n*0\r\n*0\r\n\
               *1\r\n*4\r\n$12\r\nbegin_search\r\n*4\r\n$4\r\ntype\r\n$5\r\nindex\r\n$4\r\nspec\r\n\
               *2\r\n$5\r\nindex\r\n:1\r\n$9\r\nfind_keys\r\n*4\r\n$4\r\ntype\r\n$5\r\nrange\r\n\

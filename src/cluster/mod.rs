@@ -2,7 +2,6 @@
 //! writer and reply reader per primary, all loading in parallel.
 //!
 //! - `slot`: key → hash slot (CRC16/XMODEM, hashtags).
-//! - `value`: the few control replies read whole, and the query helper.
 //! - `topology`: primaries and slot owners, from CLUSTER SHARDS / SLOTS.
 //! - `keys`: where each command's keys are, from the server's COMMAND.
 //! - `router`: splits input batches into per-primary batches.
@@ -16,7 +15,6 @@ pub mod load;
 pub mod router;
 pub mod slot;
 pub mod topology;
-pub mod value;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};

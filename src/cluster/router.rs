@@ -15,9 +15,9 @@ use crossbeam_channel::{Receiver, Sender, select};
 use super::keys::{KeyLookup, KeyPositions};
 use super::slot::key_slot;
 use super::topology::Topology;
-use super::value::{Value, query};
 use crate::batch::{Batch, CommandKind, Expect, Rejection};
 use crate::conn::Stream;
+use crate::control::{Value, query};
 use crate::resp::command_args;
 use crate::stop::Stop;
 

@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use anyhow::{Result, anyhow, bail};
 
 use super::slot::SLOT_COUNT;
-use super::value::{Value, query};
 use crate::conn::Stream;
+use crate::control::{Value, query};
 
 /// A primary's address as the cluster announces it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,9 +66,13 @@ impl Topology {
 /// Reads the layout through `seed`. `Ok(None)` when the server is not in
 /// cluster mode (it is then loaded as a single server, as redis-cli does).
 pub fn discover(seed: &mut Stream, seed_host: &str) -> Result<Option<Topology>> {
-    let ranges = match query(seed, &[b"CLUSTER", b"SHARDS"])? {
+    let ask = |seed: &mut Stream, what: &[u8]| {
+        query(seed, &[b"CLUSTER", what])
+            .map_err(|error| anyhow!("cannot read the cluster layout: {error}"))
+    };
+    let ranges = match ask(seed, b"SHARDS")? {
         Value::Error(message) if message.contains("cluster support disabled") => return Ok(None),
-        Value::Error(_) => slots_reply_ranges(query(seed, &[b"CLUSTER", b"SLOTS"])?, seed_host)?,
+        Value::Error(_) => slots_reply_ranges(ask(seed, b"SLOTS")?, seed_host)?,
         shards => shards_reply_ranges(&shards, seed_host)?,
     };
     let mut primaries: Vec<NodeAddress> = Vec::new();

@@ -1,14 +1,15 @@
-//! Control replies as values: the few replies pipeload reads whole
-//! (`CLUSTER SHARDS`, `CLUSTER SLOTS`, `COMMAND`, `COMMAND GETKEYS`), parsed
-//! into a small tree, and the request/reply exchange that fetches them.
+//! Control exchanges: one command sent, its reply read whole and parsed
+//! into a small tree. Used for the handshake (AUTH, HELLO, SELECT), the
+//! cluster layout (`CLUSTER SHARDS`, `CLUSTER SLOTS`), the command table
+//! (`COMMAND`) and the rare `COMMAND GETKEYS`.
 //!
-//! Place in the data flow: setup of cluster mode, before any input is sent,
-//! and the rare `COMMAND GETKEYS` lookup. Never on the per-reply hot path,
-//! which only counts replies (`resp::scan_reply`).
+//! Place in the data flow: before any input is sent, and beside the router.
+//! Never on the per-reply hot path, which only counts replies
+//! (`resp::scan_reply`).
 
-use std::io::Write;
+use std::io::{self, Write};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, anyhow, bail};
 
 use crate::conn::{Stream, describe_io_error};
 use crate::encode::command_bytes;
@@ -166,10 +167,16 @@ fn parse_at(buf: &[u8], start: usize, depth: usize) -> Result<(Value, usize)> {
 
 /// Sends one command and returns its reply; push frames are skipped. An
 /// error reply is returned as `Value::Error`, for the caller to judge.
-pub fn query(stream: &mut Stream, args: &[&[u8]]) -> Result<Value> {
+pub fn query(stream: &mut Stream, args: &[&[u8]]) -> Result<Value, String> {
+    query_encoded(stream, &command_bytes(args))
+}
+
+/// `query` for a command already encoded (such as a `SELECT` of the input,
+/// replayed after a reconnect). Fails, in one phrase, when no reply came.
+pub fn query_encoded(stream: &mut Stream, encoded: &[u8]) -> Result<Value, String> {
     stream
-        .write_all(&command_bytes(args))
-        .map_err(|error| anyhow!(describe_io_error(&error)))?;
+        .write_all(encoded)
+        .map_err(|error| describe_io_error(&error))?;
     let mut buffer = ReadBuffer::new(64 * 1024);
     let mut errors = Vec::new();
     loop {
@@ -177,17 +184,24 @@ pub fn query(stream: &mut Stream, args: &[&[u8]]) -> Result<Value> {
             ReplyScan::Complete(reply) if reply.kind == ReplyKind::Push => {
                 buffer.consume(reply.len);
             }
-            ReplyScan::Complete(reply) => return parse(&buffer.unread()[..reply.len]),
-            ReplyScan::Invalid(error) => bail!("the server's reply is not RESP ({error})"),
-            ReplyScan::Incomplete => {
-                let read = buffer
-                    .read_from(stream)
-                    .map_err(|error| anyhow!(describe_io_error(&error)))
-                    .context("no reply from the server")?;
-                if read == 0 {
-                    bail!("server closed the connection");
-                }
+            ReplyScan::Complete(reply) => {
+                return parse(&buffer.unread()[..reply.len])
+                    .map_err(|error| format!("bad reply: {error}"));
             }
+            ReplyScan::Invalid(error) => return Err(format!("bad reply: {error}")),
+            ReplyScan::Incomplete => match buffer.read_from(stream) {
+                Ok(0) => return Err("server closed the connection".into()),
+                Ok(_) => {}
+                Err(error)
+                    if matches!(
+                        error.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Err("no reply from the server".into());
+                }
+                Err(error) => return Err(describe_io_error(&error)),
+            },
         }
         errors.clear();
     }
