@@ -16,14 +16,17 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 
+use crate::runs::Tool;
+
 /// The names `--only` accepts, in the order the bench runs them.
-pub const DATASET_NAMES: [&str; 7] = [
+pub const DATASET_NAMES: [&str; 8] = [
     SET_1M_RESP,
     SET_1M_TEXT,
     MIXED_300K_TEXT,
     BIG_200_RESP,
     SET_1M_RESP_RTT_20MS,
     SET_1M_RESP_CLUSTER3,
+    SET_1M_RESP_PROGRESS,
     SET_10M_RESP,
 ];
 
@@ -35,6 +38,9 @@ const BIG_200_RESP: &str = "big-200.resp";
 const SET_1M_RESP_RTT_20MS: &str = "set-1m.resp@rtt20ms";
 /// Not a file of its own: `set-1m.resp` again, into a 3-primary cluster.
 pub const SET_1M_RESP_CLUSTER3: &str = "set-1m.resp@cluster3";
+/// Not a file of its own: `set-1m.resp` again, pipeload `--progress`
+/// against `--no-progress`.
+pub const SET_1M_RESP_PROGRESS: &str = "set-1m.resp@progress";
 pub const SET_10M_RESP: &str = "set-10m.resp";
 
 /// Size of each value in `big-200.resp`.
@@ -64,20 +70,26 @@ pub struct Dataset {
     pub commands: u64,
     pub expected_keys: u64,
     pub route: Route,
-    /// Only pipeload loads it: the 10M set exists to show pipeload's memory
-    /// stays flat as the input grows, not to race, and `redis-cli --pipe`
-    /// cannot load a cluster (it ignores `-c`).
-    pub pipeload_only: bool,
+    /// The tools that load it, alternating. Only pipeload loads the 10M set
+    /// (it exists to show pipeload's memory stays flat as the input grows,
+    /// not to race) and the cluster (`redis-cli --pipe` ignores `-c`); the
+    /// progress set races pipeload against itself, progress on and off.
+    pub contenders: &'static [Tool],
 }
+
+const RACE: &[Tool] = &[Tool::RedisCli, Tool::Pipeload];
+const PIPELOAD_ONLY: &[Tool] = &[Tool::Pipeload];
+const PROGRESS_ON_OFF: &[Tool] = &[Tool::PipeloadNoProgress, Tool::PipeloadProgress];
 
 /// Which data sets to run, in the order of `DATASET_NAMES`: those `--only`
 /// names, or all of them when it names none (the 10M one only when asked
-/// for, it takes minutes).
+/// for, it takes minutes; the progress one only when named, it measures
+/// pipeload against itself).
 pub fn select(only: &[String], include_10m: bool) -> Vec<&'static str> {
     DATASET_NAMES
         .into_iter()
         .filter(|&name| match only.is_empty() {
-            true => name != SET_10M_RESP || include_10m,
+            true => (name != SET_10M_RESP || include_10m) && name != SET_1M_RESP_PROGRESS,
             false => only.iter().any(|wanted| wanted == name),
         })
         .collect()
@@ -93,23 +105,26 @@ pub fn generate(names: &[&'static str], dir: &Path, scale: f64) -> Result<Vec<Da
             SET_1M_RESP_CLUSTER3 => Route::Cluster,
             _ => Route::Direct,
         };
-        let dataset = match route {
-            Route::Direct => generate_one(name, dir, scale)?,
-            Route::DelayProxy | Route::Cluster => {
-                // Any data set loading that file will do: only its name,
-                // route and contenders differ.
-                let file = dir.join(SET_1M_RESP);
-                let direct = match datasets.iter().find(|d| d.path == file) {
-                    Some(direct) => direct.clone(),
-                    None => generate_one(SET_1M_RESP, dir, scale)?,
-                };
-                Dataset {
-                    name,
-                    route,
-                    pipeload_only: route == Route::Cluster,
-                    ..direct
-                }
-            }
+        let contenders = match name {
+            SET_1M_RESP_CLUSTER3 | SET_10M_RESP => PIPELOAD_ONLY,
+            SET_1M_RESP_PROGRESS => PROGRESS_ON_OFF,
+            _ => RACE,
+        };
+        // The `@` sets load `set-1m.resp` again (generated once): only
+        // their name, route and contenders differ.
+        let file = match name.split_once('@') {
+            Some((file, _)) => file,
+            None => name,
+        };
+        let base = match datasets.iter().find(|d| d.path == dir.join(file)) {
+            Some(done) => done.clone(),
+            None => generate_one(file, dir, scale)?,
+        };
+        let dataset = Dataset {
+            name,
+            route,
+            contenders,
+            ..base
         };
         datasets.push(dataset);
     }
@@ -144,8 +159,9 @@ fn generate_one(name: &'static str, dir: &Path, scale: f64) -> Result<Dataset> {
         path,
         commands,
         expected_keys,
+        // The caller names the data set and says how and by whom it loads.
         route: Route::Direct,
-        pipeload_only: name == SET_10M_RESP,
+        contenders: RACE,
     })
 }
 

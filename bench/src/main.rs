@@ -7,7 +7,8 @@
 //! flags ─► datasets (generate files) ─► server (own redis-server, proxy for
 //!          the 20 ms case, cluster for the 3-primary case) ─► runs
 //!          (FLUSHALL, measure one load, check it; tools alternating)
-//!          ─► report (medians, ratios, one server against the cluster)
+//!          ─► report (medians, ratios, one server against the cluster,
+//!          progress on against off)
 //! ```
 //!
 //! `measure` runs one tool under a small helper process (this binary in a
@@ -39,17 +40,18 @@ use crate::cluster::RedisCluster;
 use crate::datasets::{DATASET_NAMES, Route};
 use crate::proxy::DelayProxy;
 use crate::report::Setup;
-use crate::runs::{RunRecord, Target, Tool, Tools, measure_load};
+use crate::runs::{RunRecord, Target, Tools, measure_load};
 use crate::server::RedisServer;
 
 /// Each way through the delay proxy: a 20 ms round trip.
 const PROXY_ONE_WAY_DELAY: Duration = Duration::from_millis(10);
 
 /// Benchmark pipeload against `redis-cli --pipe` on a redis-server of its own
-/// (free loopback port, no persistence), and pipeload into a 3-primary Redis
-/// Cluster of its own against one server. Prints Markdown tables on standard
-/// output and progress on standard error. Run it from the repository root
-/// after `cargo build --release`.
+/// (free loopback port, no persistence), pipeload into a 3-primary Redis
+/// Cluster of its own against one server, and (`--only set-1m.resp@progress`)
+/// pipeload `--progress` against `--no-progress`. Prints Markdown tables on
+/// standard output and progress on standard error. Run it from the
+/// repository root after `cargo build --release`.
 #[derive(Parser)]
 #[command(name = "pipeload-bench")]
 struct Flags {
@@ -67,6 +69,8 @@ struct Flags {
     scale: f64,
 
     /// Run only these data sets (comma-separated or the flag repeated).
+    /// `set-1m.resp@progress` (pipeload `--progress` against `--no-progress`)
+    /// runs only when named here.
     #[arg(long, value_name = "NAME", value_delimiter = ',',
           value_parser = PossibleValuesParser::new(DATASET_NAMES))]
     only: Vec<String>,
@@ -159,10 +163,7 @@ fn run(flags: &Flags) -> Result<AllRunsPassed> {
                 cluster: false,
             },
         };
-        let contenders: &[Tool] = match dataset.pipeload_only {
-            true => &[Tool::Pipeload],
-            false => &[Tool::RedisCli, Tool::Pipeload],
-        };
+        let contenders = dataset.contenders;
         // Alternating, rather than all runs of one tool then the other, so
         // that a slow spell of the shared machine hits both tools alike.
         for run in 1..=flags.runs {
@@ -207,7 +208,7 @@ fn find_tools(pipeload: &Path) -> Result<Tools> {
 
 fn print_progress(record: &RunRecord, run: u32, runs: u32) {
     eprintln!(
-        "{:<20} {:<9} run {run}/{runs}: wall {:6.2} s, client CPU {:6.2} s, server CPU {:6.2} s, \
+        "{:<20} {:<22} run {run}/{runs}: wall {:6.2} s, client CPU {:6.2} s, server CPU {:6.2} s, \
          peak RSS {:7.1} MiB, keys {}{}",
         record.dataset,
         record.tool.name(),

@@ -1,7 +1,8 @@
 //! The figures as Markdown, ready to paste into an issue or the README: how
 //! the bench was run, one row per data set and tool with the medians of its
 //! runs, then pipeload / redis-cli per data set, then pipeload into one
-//! server against pipeload into the 3-primary cluster. Medians, because a
+//! server against pipeload into the 3-primary cluster, then pipeload
+//! `--progress` against `--no-progress`. Medians, because a
 //! shared two-core machine has outliers; only runs that passed their checks
 //! count, and failed ones are listed at the end.
 
@@ -9,7 +10,9 @@ use std::fmt::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::datasets::{Dataset, SET_1M_RESP, SET_1M_RESP_CLUSTER3, SET_10M_RESP};
+use crate::datasets::{
+    Dataset, SET_1M_RESP, SET_1M_RESP_CLUSTER3, SET_1M_RESP_PROGRESS, SET_10M_RESP,
+};
 use crate::runs::{RunRecord, Tool};
 
 /// Peak RSS of pipeload on ten times the input may grow this much at most.
@@ -40,6 +43,7 @@ struct ToolSummary {
     server_saturation: Option<f64>,
     peak_rss_mib: Option<f64>,
     keys: Option<f64>,
+    progress_lines: Option<f64>,
 }
 
 impl ToolSummary {
@@ -59,6 +63,7 @@ impl ToolSummary {
             server_saturation: median_of(|r| r.server_cpu.as_secs_f64() / seconds_or_tiny(r.wall)),
             peak_rss_mib: median_of(|r| r.peak_rss_kib as f64 / 1024.0),
             keys: median_of(|r| r.keys as f64),
+            progress_lines: median_of(|r| r.progress_lines as f64),
         }
     }
 }
@@ -70,6 +75,7 @@ pub fn render(setup: &Setup, datasets: &[Dataset], records: &[RunRecord]) -> Str
     render_figures(&mut out, datasets, records);
     render_ratios(&mut out, datasets, records);
     render_cluster_comparison(&mut out, setup, records);
+    render_progress_comparison(&mut out, records);
     render_flat_rss(&mut out, records);
     render_failures(&mut out, records);
     out
@@ -106,7 +112,7 @@ fn render_figures(out: &mut String, datasets: &[Dataset], records: &[RunRecord])
     );
     let _ = writeln!(out, "|---|--:|---|--:|--:|--:|--:|--:|--:|--:|");
     for dataset in datasets {
-        for tool in [Tool::RedisCli, Tool::Pipeload] {
+        for tool in Tool::ALL {
             let runs = records_of(records, dataset.name, tool);
             if runs.is_empty() {
                 continue;
@@ -140,7 +146,10 @@ fn render_figures(out: &mut String, datasets: &[Dataset], records: &[RunRecord])
 }
 
 fn render_ratios(out: &mut String, datasets: &[Dataset], records: &[RunRecord]) {
-    let raced: Vec<&Dataset> = datasets.iter().filter(|d| !d.pipeload_only).collect();
+    let raced: Vec<&Dataset> = datasets
+        .iter()
+        .filter(|d| d.contenders.contains(&Tool::RedisCli))
+        .collect();
     if raced.is_empty() {
         return;
     }
@@ -216,6 +225,52 @@ fn render_cluster_comparison(out: &mut String, setup: &Setup, records: &[RunReco
          it cannot load a cluster (it ignores `-c`). This machine has {} cores (nproc): the \
          3 servers and pipeload share them.\n",
         setup.nproc
+    );
+}
+
+/// pipeload `--progress` against `--no-progress` on `set-1m.resp@progress`,
+/// when it ran: what the progress display costs a load that a log records.
+fn render_progress_comparison(out: &mut String, records: &[RunRecord]) {
+    let summary_of = |tool| ToolSummary::of(&records_of(records, SET_1M_RESP_PROGRESS, tool));
+    let (off, on) = (
+        summary_of(Tool::PipeloadNoProgress),
+        summary_of(Tool::PipeloadProgress),
+    );
+    if off.all_runs + on.all_runs == 0 {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "| {SET_1M_RESP_PROGRESS} | passed runs | wall s | client CPU s | peak RSS MiB | progress lines |"
+    );
+    let _ = writeln!(out, "|---|--:|--:|--:|--:|--:|");
+    for (tool, summary) in [
+        (Tool::PipeloadNoProgress, &off),
+        (Tool::PipeloadProgress, &on),
+    ] {
+        let _ = writeln!(
+            out,
+            "| {} | {}/{} | {} | {} | {} | {} |",
+            tool.name(),
+            summary.passed_runs,
+            summary.all_runs,
+            figure(summary.wall_seconds, 3),
+            figure(summary.client_cpu_seconds, 3),
+            figure(summary.peak_rss_mib, 1),
+            figure(summary.progress_lines, 0),
+        );
+    }
+    let _ = writeln!(
+        out,
+        "| --progress / --no-progress | | {} | {} | {} | |",
+        ratio(on.wall_seconds, off.wall_seconds),
+        ratio(on.client_cpu_seconds, off.client_cpu_seconds),
+        ratio(on.peak_rss_mib, off.peak_rss_mib),
+    );
+    let _ = writeln!(
+        out,
+        "\nThe tool's standard error is a file, not a terminal: `--progress` prints \
+         `pipeload: progress: …` once a second there (medians of the lines counted above).\n"
     );
 }
 

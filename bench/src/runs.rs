@@ -7,6 +7,11 @@
 //!
 //! The target is one server or the primaries of a cluster: every one is
 //! emptied, and keys and server CPU time are summed over them.
+//!
+//! A tool is a program and its flags: pipeload runs plain, or with
+//! `--progress` against `--no-progress` to price the progress display. Its
+//! standard error is a file, not a terminal, so `--progress` prints its
+//! plain line a second there; the lines are counted.
 
 use std::iter::Sum;
 use std::path::{Path, PathBuf};
@@ -27,13 +32,39 @@ const SETTLE_AFTER_FLUSH: Duration = Duration::from_millis(300);
 pub enum Tool {
     RedisCli,
     Pipeload,
+    /// pipeload with its progress display forced on (`--progress`).
+    PipeloadProgress,
+    /// pipeload with its progress display forced off (`--no-progress`).
+    PipeloadNoProgress,
 }
 
+/// The prefix of pipeload's progress lines in a log.
+const PROGRESS_LINE: &str = "pipeload: progress: ";
+
 impl Tool {
+    /// Every tool, in the order the report lists them.
+    pub const ALL: [Tool; 4] = [
+        Tool::RedisCli,
+        Tool::Pipeload,
+        Tool::PipeloadNoProgress,
+        Tool::PipeloadProgress,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Tool::RedisCli => "redis-cli",
             Tool::Pipeload => "pipeload",
+            Tool::PipeloadProgress => "pipeload --progress",
+            Tool::PipeloadNoProgress => "pipeload --no-progress",
+        }
+    }
+
+    /// Flags beyond the connection and `--pipe` every tool gets.
+    fn flags(self) -> &'static [&'static str] {
+        match self {
+            Tool::RedisCli | Tool::Pipeload => &[],
+            Tool::PipeloadProgress => &["--progress"],
+            Tool::PipeloadNoProgress => &["--no-progress"],
         }
     }
 }
@@ -48,7 +79,7 @@ impl Tools {
     fn program(&self, tool: Tool) -> &Path {
         match tool {
             Tool::RedisCli => &self.redis_cli,
-            Tool::Pipeload => &self.pipeload,
+            Tool::Pipeload | Tool::PipeloadProgress | Tool::PipeloadNoProgress => &self.pipeload,
         }
     }
 }
@@ -92,6 +123,8 @@ pub struct RunRecord {
     pub server_cpu: Duration,
     pub peak_rss_kib: u64,
     pub keys: u64,
+    /// `pipeload: progress: ` lines on the tool's standard error.
+    pub progress_lines: u64,
     /// Why the run does not count, when it does not.
     pub failure: Option<String>,
 }
@@ -115,6 +148,7 @@ pub fn measure_load(
     if target.cluster {
         arguments.push("-c".to_owned());
     }
+    arguments.extend(tool.flags().iter().map(|flag| flag.to_string()));
     let server_cpu_before = target.cpu_time()?;
     let measurement = run_measured(tools.program(tool), &arguments, &dataset.path, output_dir)
         .with_context(|| format!("{} on {}", tool.name(), dataset.name))?;
@@ -135,6 +169,16 @@ pub fn measure_load(
     if keys != dataset.expected_keys {
         problems.push(format!("{keys} keys, expected {}", dataset.expected_keys));
     }
+    let progress_lines = measurement
+        .stderr
+        .lines()
+        .filter(|line| line.starts_with(PROGRESS_LINE))
+        .count() as u64;
+    if tool == Tool::PipeloadNoProgress && progress_lines > 0 {
+        problems.push(format!(
+            "{progress_lines} progress lines with --no-progress"
+        ));
+    }
     let failure = (!problems.is_empty()).then(|| problems.join("; "));
     if let Some(failure) = &failure {
         eprintln!(
@@ -153,6 +197,7 @@ pub fn measure_load(
         server_cpu,
         peak_rss_kib: measurement.peak_rss_kib,
         keys,
+        progress_lines,
         failure,
     })
 }

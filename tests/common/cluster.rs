@@ -7,6 +7,11 @@
 //! cluster specification, independently of pipeload) and keeps its own map
 //! of which node owns which slot, updated by [`TestCluster::migrate_slot`],
 //! so a test checks every key on the node that must hold it.
+//!
+//! [`TestCluster::start_tls`] starts the same cluster with TLS only: each
+//! node listens on a TLS client port (no plaintext port) and speaks TLS on
+//! the cluster bus, with the test certificates of [`super::tls`]; the
+//! harness itself talks to it through [`NodeClient`].
 
 use std::fs;
 use std::net::TcpListener;
@@ -19,6 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::client::{Client, Value};
 use super::temp::TempDir;
+use super::tls::{TlsClient, TlsFiles};
 
 pub const SLOTS: u16 = 16384;
 
@@ -94,6 +100,8 @@ struct Node {
 
 pub struct TestCluster {
     nodes: Vec<Node>,
+    /// The certificates of a TLS-only cluster; `None`: plaintext.
+    tls: Option<TlsFiles>,
     /// The node owning each slot (`None`: unassigned), as the harness set
     /// it up and migrated it.
     owners: Mutex<Vec<Option<usize>>>,
@@ -103,7 +111,18 @@ impl TestCluster {
     /// Three primaries holding every slot; returns once every node reports
     /// `cluster_state:ok` and knows all three primaries and their slots.
     pub fn start() -> TestCluster {
-        TestCluster::start_assigning(&[true, true, true])
+        TestCluster::start_assigning(&[true, true, true], None)
+    }
+
+    /// As [`start`](TestCluster::start), but every node listens on a TLS
+    /// port only (`--port 0 --tls-port P`) and the cluster bus and
+    /// replication run over TLS too (`--tls-cluster yes --tls-replication
+    /// yes`), with the test CA and server certificate; nodes present the
+    /// test client certificate to each other on the bus. Clients need no
+    /// certificate of their own. [`ports`](TestCluster::ports) are the TLS
+    /// ports; [`tls_files`](TestCluster::tls_files) has the CA to trust.
+    pub fn start_tls() -> TestCluster {
+        TestCluster::start_assigning(&[true, true, true], Some(TlsFiles::new()))
     }
 
     /// Three primaries joined into one cluster, but `unassigned` holds no
@@ -112,14 +131,14 @@ impl TestCluster {
     pub fn start_with_uncovered_range(unassigned: usize) -> TestCluster {
         let mut assign = [true; 3];
         assign[unassigned] = false;
-        TestCluster::start_assigning(&assign)
+        TestCluster::start_assigning(&assign, None)
     }
 
-    fn start_assigning(assign: &[bool; 3]) -> TestCluster {
-        let nodes: Vec<Node> = (0..3).map(|_| start_node()).collect();
+    fn start_assigning(assign: &[bool; 3], tls: Option<TlsFiles>) -> TestCluster {
+        let nodes: Vec<Node> = (0..3).map(|_| start_node(tls.as_ref())).collect();
         let mut owners = vec![None; usize::from(SLOTS)];
         for (index, node) in nodes.iter().enumerate() {
-            let mut client = Client::connect(node.port);
+            let mut client = NodeClient::connect(node.port, tls.is_some());
             // Distinct epochs up front, as `redis-cli --cluster create`
             // does, so no collision needs resolving while forming.
             client.ok(&["CLUSTER", "SET-CONFIG-EPOCH", &(index + 1).to_string()]);
@@ -136,12 +155,13 @@ impl TestCluster {
                 }
             }
         }
-        let mut first = Client::connect(nodes[0].port);
+        let mut first = NodeClient::connect(nodes[0].port, tls.is_some());
         for node in &nodes[1..] {
             first.ok(&["CLUSTER", "MEET", "127.0.0.1", &node.port.to_string()]);
         }
         let cluster = TestCluster {
             nodes,
+            tls,
             owners: Mutex::new(owners),
         };
         let assigned: usize = SLOT_RANGES
@@ -179,7 +199,7 @@ impl TestCluster {
 
     /// Why node `index` does not see the cluster formed yet, if it does not.
     fn not_formed_on(&self, index: usize, assigned: usize) -> Option<String> {
-        let mut client = self.client(index);
+        let mut client = self.node_client(index);
         let info = text(client.ok(&["CLUSTER", "INFO"]));
         let field = |name: &str| {
             info.lines()
@@ -250,9 +270,24 @@ impl TestCluster {
     }
 
     /// A new connection to node `index` (it answers `MOVED` for keys it does
-    /// not own).
+    /// not own). Plaintext: a TLS cluster has no plaintext port, see
+    /// [`node_client`](TestCluster::node_client).
     pub fn client(&self, index: usize) -> Client {
+        assert!(
+            self.tls.is_none(),
+            "a TLS cluster has no plaintext port: use node_client"
+        );
         Client::connect(self.nodes[index].port)
+    }
+
+    /// A new connection to node `index`, over TLS for a TLS cluster.
+    pub fn node_client(&self, index: usize) -> NodeClient {
+        NodeClient::connect(self.nodes[index].port, self.tls.is_some())
+    }
+
+    /// The certificates of a cluster from [`start_tls`](TestCluster::start_tls).
+    pub fn tls_files(&self) -> Option<&TlsFiles> {
+        self.tls.as_ref()
     }
 
     /// The node owning `slot` now (after the harness's migrations).
@@ -274,13 +309,13 @@ impl TestCluster {
     /// `GET key`, asked of the node that owns it.
     pub fn get(&self, key: impl AsRef<[u8]>) -> Option<Vec<u8>> {
         let key = key.as_ref();
-        self.client_for(key).get(key)
+        self.node_client(self.owner_of_key(key)).get(key)
     }
 
     /// `DBSIZE` of every node.
     pub fn dbsizes(&self) -> Vec<i64> {
         (0..self.nodes.len())
-            .map(|index| self.client(index).dbsize())
+            .map(|index| self.node_client(index).dbsize())
             .collect()
     }
 
@@ -407,12 +442,13 @@ fn text(reply: Value) -> String {
 }
 
 /// Starts one cluster-enabled node on a port whose bus port is free too,
-/// trying other ports when another process takes one first.
-fn start_node() -> Node {
+/// trying other ports when another process takes one first; with `tls`, a
+/// TLS-only node using those certificates.
+fn start_node(tls: Option<&TlsFiles>) -> Node {
     let mut failures = Vec::new();
     for _ in 0..START_ATTEMPTS {
         let port = free_port_pair();
-        match try_start_node(port) {
+        match try_start_node(port, tls) {
             Ok(node) => return node,
             Err(failure) => failures.push(failure),
         }
@@ -423,10 +459,10 @@ fn start_node() -> Node {
     );
 }
 
-fn try_start_node(port: u16) -> Result<Node, String> {
+fn try_start_node(port: u16, tls: Option<&TlsFiles>) -> Result<Node, String> {
     let dir = TempDir::new("cluster");
-    let mut child = spawn_node(port, dir.path())?;
-    match wait_until_ready(&mut child, port, dir.path()) {
+    let mut child = spawn_node(port, dir.path(), tls)?;
+    match wait_until_ready(&mut child, port, dir.path(), tls.is_some()) {
         Ok(id) => Ok(Node {
             child: Mutex::new(child),
             port,
@@ -441,9 +477,31 @@ fn try_start_node(port: u16) -> Result<Node, String> {
     }
 }
 
-fn spawn_node(port: u16, dir: &Path) -> Result<Child, String> {
-    Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+fn spawn_node(port: u16, dir: &Path, tls: Option<&TlsFiles>) -> Result<Child, String> {
+    let mut command = Command::new("redis-server");
+    match tls {
+        None => command.args(["--port", &port.to_string()]),
+        // The bus port is the TLS port + 10000, as it is the plaintext
+        // port's without TLS. The bus always checks the certificate its
+        // peer presents as a client, so nodes present the client one (the
+        // server certificate is for server authentication only).
+        Some(files) => command
+            .args(["--port", "0", "--tls-port", &port.to_string()])
+            .args(["--tls-cluster", "yes", "--tls-replication", "yes"])
+            .arg("--tls-cert-file")
+            .arg(&files.server_cert)
+            .arg("--tls-key-file")
+            .arg(&files.server_key)
+            .arg("--tls-client-cert-file")
+            .arg(&files.client_cert)
+            .arg("--tls-client-key-file")
+            .arg(&files.client_key)
+            .arg("--tls-ca-cert-file")
+            .arg(&files.ca)
+            .args(["--tls-auth-clients", "no"]),
+    };
+    command
+        .args(["--bind", "127.0.0.1"])
         .args(["--cluster-enabled", "yes"])
         .args(["--cluster-config-file", "nodes.conf"])
         .args(["--cluster-node-timeout", "5000"])
@@ -462,7 +520,7 @@ fn spawn_node(port: u16, dir: &Path) -> Result<Child, String> {
 
 /// Waits until this process (not another on its port) answers; returns its
 /// node id.
-fn wait_until_ready(child: &mut Child, port: u16, dir: &Path) -> Result<String, String> {
+fn wait_until_ready(child: &mut Child, port: u16, dir: &Path, tls: bool) -> Result<String, String> {
     let log = || fs::read_to_string(dir.join("redis.log")).unwrap_or_default();
     let deadline = Instant::now() + STARTUP_GUARD;
     loop {
@@ -472,7 +530,7 @@ fn wait_until_ready(child: &mut Child, port: u16, dir: &Path) -> Result<String, 
                 log()
             ));
         }
-        if let Ok(mut client) = Client::try_connect(port) {
+        if let Ok(mut client) = NodeClient::try_connect(port, tls) {
             return match client.server_pid() {
                 Ok(pid) if pid == child.id() => match client.cmd(&["CLUSTER", "MYID"]) {
                     Value::Bulk(Some(id)) => Ok(String::from_utf8_lossy(&id).into_owned()),
@@ -513,4 +571,70 @@ fn free_port_pair() -> u16 {
         }
     }
     panic!("no free port pair P, P+{BUS_OFFSET} in {PORT_RANGE:?}");
+}
+
+/// A connection to one node, plaintext or TLS, with what the harness asks
+/// of nodes.
+pub enum NodeClient {
+    Plain(Client),
+    /// Boxed: a TLS session is a kilobyte, a plain connection a few words.
+    Tls(Box<TlsClient>),
+}
+
+impl NodeClient {
+    /// Connects to the node on `port`; over TLS (trusting the test CA,
+    /// without a client certificate) when `tls`.
+    pub fn connect(port: u16, tls: bool) -> NodeClient {
+        NodeClient::try_connect(port, tls)
+            .unwrap_or_else(|err| panic!("connect to cluster node on port {port}: {err}"))
+    }
+
+    pub fn try_connect(port: u16, tls: bool) -> std::io::Result<NodeClient> {
+        Ok(match tls {
+            true => NodeClient::Tls(Box::new(TlsClient::try_connect(port, false)?)),
+            false => NodeClient::Plain(Client::try_connect(port)?),
+        })
+    }
+
+    /// Sends one command and returns its reply (which may be an error).
+    pub fn cmd<A: AsRef<[u8]>>(&mut self, args: &[A]) -> Value {
+        match self {
+            NodeClient::Plain(client) => client.cmd(args),
+            NodeClient::Tls(client) => client.cmd(args),
+        }
+    }
+
+    /// Sends one command that must not fail.
+    pub fn ok<A: AsRef<[u8]>>(&mut self, args: &[A]) -> Value {
+        let reply = self.cmd(args);
+        if let Value::Error(message) = &reply {
+            let name = String::from_utf8_lossy(args[0].as_ref()).into_owned();
+            panic!("{name} failed: {message}");
+        }
+        reply
+    }
+
+    pub fn get(&mut self, key: impl AsRef<[u8]>) -> Option<Vec<u8>> {
+        self.ok(&[b"GET".as_slice(), key.as_ref()]).into_bulk()
+    }
+
+    pub fn dbsize(&mut self) -> i64 {
+        self.ok(&["DBSIZE"]).as_int()
+    }
+
+    /// The pid of the server process (`INFO server`).
+    fn server_pid(&mut self) -> Result<u32, String> {
+        let info = match self {
+            NodeClient::Plain(client) => return client.server_pid().map_err(|err| err.to_string()),
+            NodeClient::Tls(client) => client.try_cmd(&["INFO", "server"]),
+        };
+        match info {
+            Ok(Value::Bulk(Some(info))) => String::from_utf8_lossy(&info)
+                .lines()
+                .find_map(|line| line.trim().strip_prefix("process_id:")?.parse().ok())
+                .ok_or_else(|| "INFO server has no process_id".to_string()),
+            Ok(other) => Err(format!("INFO server replied {other:?}")),
+            Err(err) => Err(err.to_string()),
+        }
+    }
 }
