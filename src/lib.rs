@@ -95,7 +95,9 @@ pub fn run(config: Config) -> Result<ExitCode> {
             cli::Endpoint::Tcp { host, .. } => host.clone(),
             cli::Endpoint::Unix(_) => "127.0.0.1".to_owned(),
         };
-        if let Some(topology) = cluster::topology::discover(&mut stream, &seed_host)? {
+        if let Some(topology) =
+            cluster::topology::discover(&mut stream, &seed_host, config.tls.is_some())?
+        {
             return cluster::load::load_cluster(stream, topology, sources, errors_file, &config);
         }
     }
@@ -111,18 +113,33 @@ pub(crate) struct InputWatch {
     /// "All data transferred" was printed (once, even if a reconnect
     /// writes some of the data again).
     announced: bool,
+    /// The progress display, cleared before the summary lines so that a
+    /// terminal shows them whole.
+    display: Option<progress::Display>,
 }
 
 impl InputWatch {
     /// Called when a writer ends: if it saw the end of the input (the input
     /// thread dropped its sender, so it is exiting), collect the input's
     /// result and, when all of it was read, say so as redis-cli does.
-    pub(crate) fn new(handle: JoinHandle<Result<(), InputError>>, quiet: bool) -> Self {
+    pub(crate) fn new(
+        handle: JoinHandle<Result<(), InputError>>,
+        quiet: bool,
+        display: Option<progress::Display>,
+    ) -> Self {
         InputWatch {
             handle: Some(handle),
             result: None,
             quiet,
             announced: false,
+            display,
+        }
+    }
+
+    /// Clears the progress display for good.
+    pub(crate) fn finish_display(&mut self) {
+        if let Some(display) = self.display.take() {
+            display.finish();
         }
     }
 
@@ -133,13 +150,14 @@ impl InputWatch {
 
     /// Reports an input failure (not a mere stop) and says whether there
     /// was one.
-    pub(crate) fn report_failure(&self) -> bool {
+    pub(crate) fn report_failure(&self) -> Option<String> {
         match &self.result {
             Some(Err(error)) if !matches!(error, InputError::Stopped) => {
-                report(&format!("pipeload: {error}"));
-                true
+                let message = error.to_string();
+                report(&format!("pipeload: {message}"));
+                Some(message)
             }
-            _ => false,
+            _ => None,
         }
     }
 
@@ -150,6 +168,7 @@ impl InputWatch {
         self.join();
         if self.is_complete() && !self.quiet && !self.announced {
             self.announced = true;
+            self.finish_display();
             print_line(ALL_DATA_TRANSFERRED);
         }
     }
@@ -183,7 +202,6 @@ fn load(
         source_names,
         error_log,
         counters,
-        display,
         batches: batch_receiver,
         mut input,
     } = start_load(sources, errors_file.is_some(), true, config)?;
@@ -248,8 +266,11 @@ fn load(
         }
     };
 
+    input.finish_display();
     let mut tally = replies.tally;
+    let mut failures = Vec::new();
     if let Some(message) = &failure {
+        failures.push(message.clone());
         tally.fatal += 1;
         // Worded as redis-cli words it, without a prefix.
         match message.starts_with("No replies") {
@@ -259,11 +280,9 @@ fn load(
     }
     input.collect_if_finished();
     let input_complete = input.is_complete();
-    if input.report_failure() {
+    if let Some(message) = input.report_failure() {
         tally.fatal += 1;
-    }
-    if let Some(display) = display {
-        display.finish();
+        failures.push(message);
     }
     error_log.report_hidden();
     let stopped = stop.reason();
@@ -277,6 +296,7 @@ fn load(
         bytes_sent,
         elapsed_seconds: started.elapsed().as_secs_f64(),
         first_errors: error_log.first(),
+        failures,
         nodes: Vec::new(),
     };
     outcome.print(config.json);
@@ -290,7 +310,6 @@ pub(crate) struct LoadStart {
     pub source_names: Vec<Option<String>>,
     pub error_log: Arc<ErrorLog>,
     pub counters: Option<Arc<Counters>>,
-    pub display: Option<progress::Display>,
     /// The input's batches.
     pub batches: Receiver<Batch>,
     pub input: InputWatch,
@@ -330,9 +349,8 @@ pub(crate) fn start_load(
         source_names,
         error_log,
         counters,
-        display,
         batches,
-        input: InputWatch::new(handle, config.json),
+        input: InputWatch::new(handle, config.json, display),
     })
 }
 

@@ -12,7 +12,9 @@
 use std::fs;
 use std::io::{self, IsTerminal};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
@@ -70,39 +72,48 @@ pub fn input_size(sources: &[Source]) -> Option<u64> {
 
 /// The redrawing thread; `finish` clears the line before the summary.
 pub struct Display {
-    done: Arc<AtomicBool>,
+    /// Dropped by `finish`, which wakes the thread at once.
+    done: Option<Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Display {
     pub fn start(counters: Arc<Counters>, errors: Arc<ErrorLog>, total: Option<u64>) -> Self {
-        let done = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let done = Arc::clone(&done);
-            thread::Builder::new()
-                .name("progress".into())
-                .spawn(move || redraw(&counters, &errors, total, &done))
-                .ok()
-        };
-        Display { done, thread }
+        let (done, finished) = bounded(0);
+        let thread = thread::Builder::new()
+            .name("progress".into())
+            .spawn(move || redraw(&counters, &errors, total, &finished))
+            .ok();
+        Display {
+            done: Some(done),
+            thread,
+        }
     }
 
     pub fn finish(mut self) {
-        self.done.store(true, Ordering::Relaxed);
+        drop(self.done.take());
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
     }
 }
 
-fn redraw(counters: &Counters, errors: &ErrorLog, total: Option<u64>, done: &AtomicBool) {
+/// Waits one redraw period; false once the display is to finish.
+fn keep_going(finished: &Receiver<()>) -> bool {
+    matches!(
+        finished.recv_timeout(REDRAW_EVERY),
+        Err(RecvTimeoutError::Timeout)
+    )
+}
+
+fn redraw(counters: &Counters, errors: &ErrorLog, total: Option<u64>, finished: &Receiver<()>) {
     if !io::stderr().is_terminal() {
-        return log_lines(counters, errors, total, done);
+        return log_lines(counters, errors, total, finished);
     }
     let bar = match total {
         Some(total) => ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr())
             .with_style(
-                ProgressStyle::with_template("{bar:20} {percent:>3}% {msg} · eta {eta}")
+                ProgressStyle::with_template("{percent:>3}% {msg} · eta {eta}")
                     .unwrap_or_else(|_| ProgressStyle::default_bar()),
             ),
         None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()).with_style(
@@ -111,11 +122,13 @@ fn redraw(counters: &Counters, errors: &ErrorLog, total: Option<u64>, done: &Ato
         ),
     };
     let started = std::time::Instant::now();
-    while !done.load(Ordering::Relaxed) {
+    loop {
         let seconds = started.elapsed().as_secs_f64();
         bar.set_position(counters.input_bytes.load(Ordering::Relaxed));
         bar.set_message(status(counters, errors, seconds));
-        thread::sleep(REDRAW_EVERY);
+        if !keep_going(finished) {
+            break;
+        }
     }
     bar.finish_and_clear();
 }
@@ -131,11 +144,10 @@ fn status(counters: &Counters, errors: &ErrorLog, seconds: f64) -> String {
 }
 
 /// The progress as one line a second, for a log.
-fn log_lines(counters: &Counters, errors: &ErrorLog, total: Option<u64>, done: &AtomicBool) {
+fn log_lines(counters: &Counters, errors: &ErrorLog, total: Option<u64>, finished: &Receiver<()>) {
     let started = std::time::Instant::now();
     let mut next_line = started + LOG_LINE_EVERY;
-    while !done.load(Ordering::Relaxed) {
-        thread::sleep(REDRAW_EVERY);
+    while keep_going(finished) {
         if std::time::Instant::now() < next_line {
             continue;
         }

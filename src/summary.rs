@@ -99,6 +99,9 @@ pub struct Outcome {
     pub bytes_sent: u64,
     pub elapsed_seconds: f64,
     pub first_errors: Vec<ErrorRecord>,
+    /// What stopped the load early (a lost connection, no replies, bad
+    /// input framing), one per failure.
+    pub failures: Vec<String>,
     /// Cluster mode: per primary.
     pub nodes: Vec<NodeCounts>,
 }
@@ -153,13 +156,18 @@ impl Outcome {
                 )
             })
             .collect();
+        let failures: Vec<String> = self
+            .failures
+            .iter()
+            .map(|failure| json_string(failure))
+            .collect();
         let optional =
             |value: Option<u64>| value.map_or("null".to_owned(), |value| value.to_string());
         format!(
             "{{\"completed\":{},\"commands\":{},\"replies\":{},\"errors\":{},\"error_replies\":{},\
              \"rejected_lines\":{},\"acknowledged\":{},\"resume_skip\":{},\"reconnects\":{},\
              \"bytes_sent\":{},\"elapsed_seconds\":{:.3},\"commands_per_second\":{:.0},\
-             \"first_errors\":[{}],\"nodes\":[{}]}}",
+             \"first_errors\":[{}],\"failures\":[{}],\"nodes\":[{}]}}",
             self.resume_at.is_none() && self.last_reply_received,
             self.commands_sent,
             tally.replies,
@@ -173,6 +181,7 @@ impl Outcome {
             self.elapsed_seconds,
             rate,
             first_errors.join(","),
+            failures.join(","),
             nodes.join(","),
         )
     }

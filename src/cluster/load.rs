@@ -56,7 +56,6 @@ pub fn load_cluster(
         source_names: names,
         error_log,
         counters,
-        display,
         batches: input_receiver,
         mut input,
     } = start_load(sources, errors_file.is_some(), false, config)?;
@@ -136,7 +135,9 @@ pub fn load_cluster(
     let mut nodes = Vec::with_capacity(node_count);
     let (mut bytes_sent, mut commands_sent) = (0, 0);
     let mut all_written = true;
+    input.finish_display();
     let mut failed = false;
+    let mut failures = Vec::new();
     // The first input command not known to be applied, over every node.
     let mut first_unsettled = u64::MAX;
     let mut note_unsettled = |batch: &Batch, first: usize| {
@@ -167,7 +168,9 @@ pub fn load_cluster(
         if let Some(failure) = failure {
             failed = true;
             tally.fatal += 1;
-            report(&format!("pipeload: {address}: {failure}"));
+            let failure = format!("{address}: {failure}");
+            report(&format!("pipeload: {failure}"));
+            failures.push(failure);
         }
         all_written &= matches!(written.end, WriterEnd::InputEnded);
         for unsettled in end.unacknowledged.iter().chain(&written.unsent) {
@@ -187,11 +190,9 @@ pub fn load_cluster(
         input.writer_finished(&WriterEnd::InputEnded);
     }
     input.collect_if_finished();
-    if input.report_failure() {
+    if let Some(message) = input.report_failure() {
         tally.fatal += 1;
-    }
-    if let Some(display) = display {
-        display.finish();
+        failures.push(message);
     }
     error_log.report_hidden();
     let stopped = stop.reason();
@@ -209,6 +210,7 @@ pub fn load_cluster(
         bytes_sent,
         elapsed_seconds: started.elapsed().as_secs_f64(),
         first_errors: error_log.first(),
+        failures,
         nodes,
     };
     outcome.print(config.json);

@@ -65,7 +65,9 @@ impl Topology {
 
 /// Reads the layout through `seed`. `Ok(None)` when the server is not in
 /// cluster mode (it is then loaded as a single server, as redis-cli does).
-pub fn discover(seed: &mut Stream, seed_host: &str) -> Result<Option<Topology>> {
+/// `tls`: connect to the nodes' TLS ports (`CLUSTER SLOTS` already answers
+/// a TLS client with those).
+pub fn discover(seed: &mut Stream, seed_host: &str, tls: bool) -> Result<Option<Topology>> {
     let ask = |seed: &mut Stream, what: &[u8]| {
         query(seed, &[b"CLUSTER", what])
             .map_err(|error| anyhow!("cannot read the cluster layout: {error}"))
@@ -73,7 +75,7 @@ pub fn discover(seed: &mut Stream, seed_host: &str) -> Result<Option<Topology>> 
     let ranges = match ask(seed, b"SHARDS")? {
         Value::Error(message) if message.contains("cluster support disabled") => return Ok(None),
         Value::Error(_) => slots_reply_ranges(ask(seed, b"SLOTS")?, seed_host)?,
-        shards => shards_reply_ranges(&shards, seed_host)?,
+        shards => shards_reply_ranges(&shards, seed_host, tls)?,
     };
     let mut primaries: Vec<NodeAddress> = Vec::new();
     let mut owners = vec![u16::MAX; SLOT_COUNT];
@@ -122,7 +124,12 @@ fn announced_host(host: Option<&[u8]>, seed_host: &str) -> String {
     }
 }
 
-fn shards_reply_ranges(shards: &Value, seed_host: &str) -> Result<Vec<SlotRange>> {
+fn shards_reply_ranges(shards: &Value, seed_host: &str, tls: bool) -> Result<Vec<SlotRange>> {
+    // A node lists `port`, `tls-port` or both, by what it listens on.
+    let (wanted, other) = match tls {
+        true => ("tls-port", "port"),
+        false => ("port", "tls-port"),
+    };
     let shards = shards
         .as_array()
         .ok_or_else(|| anyhow!("unexpected CLUSTER SHARDS reply"))?;
@@ -143,7 +150,8 @@ fn shards_reply_ranges(shards: &Value, seed_host: &str) -> Result<Vec<SlotRange>
             .or_else(|| primary.field("ip"))
             .and_then(Value::as_bytes);
         let port = primary
-            .field("port")
+            .field(wanted)
+            .or_else(|| primary.field(other))
             .and_then(Value::as_int)
             .and_then(|port| u16::try_from(port).ok())
             .ok_or_else(|| anyhow!("a primary without a port in CLUSTER SHARDS"))?;
