@@ -105,6 +105,8 @@ pub enum InputError {
     },
     /// The batch channel was closed: the pipeline stopped downstream.
     Stopped,
+    /// The input thread panicked (a bug: reported, never hidden).
+    Panicked,
 }
 
 impl fmt::Display for InputError {
@@ -127,6 +129,7 @@ impl fmt::Display for InputError {
                 describe_io_error(error)
             ),
             InputError::Stopped => write!(f, "input stopped: the pipeline ended early"),
+            InputError::Panicked => write!(f, "internal error: the input thread panicked"),
         }
     }
 }

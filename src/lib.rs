@@ -175,7 +175,7 @@ impl InputWatch {
 
     fn join(&mut self) {
         if let Some(handle) = self.handle.take() {
-            self.result = Some(handle.join().unwrap_or(Err(InputError::Stopped)));
+            self.result = Some(handle.join().unwrap_or(Err(InputError::Panicked)));
         }
     }
 
