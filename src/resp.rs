@@ -676,20 +676,8 @@ fn expect_crlf(buf: &[u8], pos: usize) -> Result<Option<usize>, usize> {
 /// holds neither CR nor LF, so the first of either must be that CRLF.
 fn find_line_end(buf: &[u8], start: usize) -> Result<Option<usize>, ProtocolError> {
     let rest = buf.get(start..).unwrap_or_default();
-    // Most lines (`+OK`, `:1`, `$5`) are a few bytes: a plain look at the
-    // first ones beats setting up a vectorised search.
-    const SHORT_LINE: usize = 16;
-    let short = rest
-        .iter()
-        .take(SHORT_LINE)
-        .position(|&byte| byte == b'\r' || byte == b'\n');
-    let found = match short {
-        Some(found) => found,
-        None if rest.len() <= SHORT_LINE => return Ok(None),
-        None => match memchr2(b'\r', b'\n', &rest[SHORT_LINE..]) {
-            Some(found) => SHORT_LINE + found,
-            None => return Ok(None),
-        },
+    let Some(found) = memchr2(b'\r', b'\n', rest) else {
+        return Ok(None);
     };
     let cr = start + found;
     match expect_crlf(buf, cr) {
