@@ -23,6 +23,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::client::{Client, Value};
+use super::server::start_with_retries;
 use super::temp::TempDir;
 use super::tls::{TlsClient, TlsFiles};
 
@@ -42,7 +43,6 @@ const PORT_RANGE: (u16, u16) = (12000, 22000);
 /// How long the nodes may take to answer, and the cluster to form.
 const STARTUP_GUARD: Duration = Duration::from_secs(30);
 const FORMATION_GUARD: Duration = Duration::from_secs(20);
-const START_ATTEMPTS: usize = 10;
 
 /// The hash slot of `key`, as the cluster specification defines it:
 /// CRC16/XMODEM of the key, or of the part between the first `{` and the
@@ -445,18 +445,7 @@ fn text(reply: Value) -> String {
 /// trying other ports when another process takes one first; with `tls`, a
 /// TLS-only node using those certificates.
 fn start_node(tls: Option<&TlsFiles>) -> Node {
-    let mut failures = Vec::new();
-    for _ in 0..START_ATTEMPTS {
-        let port = free_port_pair();
-        match try_start_node(port, tls) {
-            Ok(node) => return node,
-            Err(failure) => failures.push(failure),
-        }
-    }
-    panic!(
-        "could not start a cluster node in {START_ATTEMPTS} attempts:\n{}",
-        failures.join("\n")
-    );
+    start_with_retries("a cluster node", || try_start_node(free_port_pair(), tls))
 }
 
 fn try_start_node(port: u16, tls: Option<&TlsFiles>) -> Result<Node, String> {

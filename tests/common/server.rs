@@ -18,6 +18,23 @@ use super::temp::TempDir;
 const STARTUP_GUARD: Duration = Duration::from_secs(30);
 const START_ATTEMPTS: usize = 10;
 
+/// Runs `attempt` (which picks its own port) until it succeeds, at most
+/// `START_ATTEMPTS` times: another test may take a port between our probe
+/// and the server's bind. Panics with every failure when none succeeds.
+pub fn start_with_retries<T>(what: &str, mut attempt: impl FnMut() -> Result<T, String>) -> T {
+    let mut failures = Vec::new();
+    for _ in 0..START_ATTEMPTS {
+        match attempt() {
+            Ok(started) => return started,
+            Err(failure) => failures.push(failure),
+        }
+    }
+    panic!(
+        "could not start {what} in {START_ATTEMPTS} attempts:\n{}",
+        failures.join("\n")
+    );
+}
+
 pub struct RedisServer {
     child: Child,
     port: u16,
@@ -46,19 +63,9 @@ impl RedisServer {
     }
 
     fn start_configured(unix_socket: bool, persistent: bool) -> RedisServer {
-        let mut failures = Vec::new();
-        for _ in 0..START_ATTEMPTS {
-            // Another test may take the port between our probe and the
-            // server's bind: then start again on another port.
-            match RedisServer::try_start(free_port(), unix_socket, persistent) {
-                Ok(server) => return server,
-                Err(failure) => failures.push(failure),
-            }
-        }
-        panic!(
-            "could not start redis-server in {START_ATTEMPTS} attempts:\n{}",
-            failures.join("\n")
-        );
+        start_with_retries("redis-server", || {
+            RedisServer::try_start(free_port(), unix_socket, persistent)
+        })
     }
 
     fn try_start(port: u16, unix_socket: bool, persistent: bool) -> Result<RedisServer, String> {

@@ -34,12 +34,11 @@ use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, Server
 use rustls::{StreamOwned, crypto::CryptoProvider};
 
 use super::client::{Value, read_value, resp_command};
-use super::server::free_port;
+use super::server::{free_port, start_with_retries};
 use super::temp::TempDir;
 
 /// How long a server may take to answer its first command.
 const STARTUP_GUARD: Duration = Duration::from_secs(30);
-const START_ATTEMPTS: usize = 10;
 /// Hang guard for every read of the test client and the silent server.
 const READ_GUARD: Duration = Duration::from_secs(60);
 
@@ -213,19 +212,9 @@ impl TlsRedis {
     /// A TLS server with the shared test certificates; `auth_clients`
     /// makes it require a client certificate (`--tls-auth-clients yes`).
     pub fn start(auth_clients: bool) -> TlsRedis {
-        let mut failures = Vec::new();
-        for _ in 0..START_ATTEMPTS {
-            // Another test may take the port between our probe and the
-            // server's bind: then start again on another port.
-            match TlsRedis::try_start(TlsFiles::new(), free_port(), auth_clients) {
-                Ok(server) => return server,
-                Err(failure) => failures.push(failure),
-            }
-        }
-        panic!(
-            "could not start redis-server with TLS in {START_ATTEMPTS} attempts:\n{}",
-            failures.join("\n")
-        );
+        start_with_retries("redis-server with TLS", || {
+            TlsRedis::try_start(TlsFiles::new(), free_port(), auth_clients)
+        })
     }
 
     fn try_start(files: TlsFiles, port: u16, auth_clients: bool) -> Result<TlsRedis, String> {
