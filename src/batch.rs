@@ -167,6 +167,13 @@ impl Batch {
         self.original_ends.push(self.originals.len());
     }
 
+    /// Keeps the encoded bytes from `start` on, a RESP frame passed through
+    /// unchanged, as the input bytes of the next command.
+    pub fn keep_original_from(&mut self, start: usize) {
+        self.originals.extend_from_slice(&self.bytes[start..]);
+        self.original_ends.push(self.originals.len());
+    }
+
     /// The input bytes of command `index`, when they were kept.
     pub fn original(&self, index: usize) -> Option<&[u8]> {
         let end = *self.original_ends.get(index)?;

@@ -29,7 +29,7 @@ use crate::conn::describe_io_error;
 use crate::encode::{append_command, command_bytes};
 use crate::progress::Counters;
 use crate::readbuf::ReadBuffer;
-use crate::resp::{CommandScan, scan_command};
+use crate::resp::{CommandFrame, CommandScan, scan_command};
 use crate::text::{Args, split_line};
 
 /// Bytes read from a source at a time.
@@ -38,6 +38,11 @@ const READ_CHUNK: usize = 256 * 1024;
 const BATCH_BYTES: usize = 64 * 1024;
 /// …or this many commands, so small commands still move in small steps.
 const BATCH_COMMANDS: usize = 2048;
+
+/// Most a big frame's declared length reserves before its bytes arrive.
+const BIG_FRAME_RESERVE: usize = 16 * 1024 * 1024;
+/// Frames this long have their line ends counted with a vectorised search.
+const VECTOR_COUNT_FROM: usize = 256;
 
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
@@ -442,38 +447,147 @@ impl<'a> SourceReader<'a> {
         if rest[0] != b'*' {
             return Err(self.malformed(0, format!("expected '*', found {}", show_byte(rest[0]))));
         }
-        let frame = match scan_command(rest) {
-            CommandScan::Complete(frame) => frame,
-            CommandScan::Incomplete if self.eof => {
+        let (frame, start) = match scan_command(rest) {
+            CommandScan::Complete(frame) => {
+                let start = self.batch.bytes.len();
+                self.batch.bytes.extend_from_slice(&rest[..frame.len]);
+                self.buffer.consume(frame.len);
+                (frame, start)
+            }
+            CommandScan::Incomplete { .. } if self.eof => {
                 return Err(self.malformed(rest.len(), "input ends inside a RESP command".into()));
             }
-            CommandScan::Incomplete => return Ok(false),
+            CommandScan::Incomplete { at_least } if at_least >= BATCH_BYTES => {
+                self.read_big_frame(state, at_least)?
+            }
+            CommandScan::Incomplete { .. } => return Ok(false),
             CommandScan::Invalid(error) => {
                 return Err(self.malformed(error.offset, error.to_string()));
             }
         };
-        let bytes = &rest[..frame.len];
+        self.admit_frame(state, &frame, start);
+        Ok(true)
+    }
+
+    /// Reads the rest of a frame whose bulk data is too big for the read
+    /// buffer straight to the end of the batch, so its bytes are copied once
+    /// instead of through the buffer. Big bulk data is read exactly as the
+    /// scanner asks for it; the small headers and arguments after it in
+    /// chunks, whatever comes past the frame going back to the buffer.
+    /// Returns the frame and where it starts in the batch.
+    fn read_big_frame(
+        &mut self,
+        state: &InputState,
+        mut at_least: usize,
+    ) -> Result<(CommandFrame, usize), InputError> {
+        // Commands framed before it are not held back while it arrives.
+        if !state.tracker.in_multi {
+            self.send_batch()?;
+        }
+        let start = self.batch.bytes.len();
+        let frame_offset = self.buffer.offset();
+        let buffered = self.buffer.unread();
+        // Reserved by what has arrived (a declared length alone reserves at
+        // most BIG_FRAME_RESERVE); an empty batch is replaced rather than
+        // grown, which would copy its old allocation.
+        let wanted = buffered.len() + at_least.min(BIG_FRAME_RESERVE);
+        if start == 0 {
+            self.batch.bytes = Vec::with_capacity(wanted);
+        } else {
+            self.batch.bytes.reserve(wanted);
+        }
+        self.batch.bytes.extend_from_slice(buffered);
+        self.buffer.consume(buffered.len());
+        let mut read_around = 0u64;
+        let failure = loop {
+            let read = match self.read_onto_batch(at_least) {
+                Ok(read) => read,
+                Err(error) => {
+                    self.batch.bytes.truncate(start);
+                    return Err(error);
+                }
+            };
+            read_around += read as u64;
+            if let Some(progress) = &state.progress {
+                Counters::add(&progress.input_bytes, read as u64);
+            }
+            let frame = &self.batch.bytes[start..];
+            if read == 0 || (at_least >= BATCH_BYTES && read < at_least) {
+                self.eof = true;
+                break (frame.len(), "input ends inside a RESP command".to_string());
+            }
+            match scan_command(frame) {
+                CommandScan::Complete(complete) => {
+                    let end = start + complete.len;
+                    let past = self.batch.bytes.len() - end;
+                    self.buffer
+                        .resume_after_bypass(read_around - past as u64, &self.batch.bytes[end..]);
+                    self.batch.bytes.truncate(end);
+                    return Ok((complete, start));
+                }
+                CommandScan::Incomplete { at_least: more } => at_least = more,
+                CommandScan::Invalid(error) => break (error.offset, error.to_string()),
+            }
+        };
+        let (offset, reason) = failure;
+        let error = self.malformed_in(&self.batch.bytes[start..], frame_offset, offset, reason);
+        self.batch.bytes.truncate(start);
+        Err(error)
+    }
+
+    /// One step of `read_big_frame`: exactly `at_least` bytes of big bulk
+    /// data (fewer only at the end of the source), or else one read of up to
+    /// a chunk. Returns how many bytes were appended to the batch.
+    fn read_onto_batch(&mut self, at_least: usize) -> Result<usize, InputError> {
+        let bytes = &mut self.batch.bytes;
+        let read = if at_least >= BATCH_BYTES {
+            (&mut self.reader).take(at_least as u64).read_to_end(bytes)
+        } else {
+            let filled = bytes.len();
+            bytes.resize(filled + READ_CHUNK, 0);
+            let read = loop {
+                match self.reader.read(&mut bytes[filled..]) {
+                    Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                    read => break read,
+                }
+            };
+            bytes.truncate(filled + *read.as_ref().unwrap_or(&0));
+            read
+        };
+        read.map_err(|error| InputError::Read {
+            source_name: self.name.clone(),
+            error,
+        })
+    }
+
+    /// Makes the frame at the end of the batch, from `start` on, a command of
+    /// the batch, or takes it back out when it is skipped or refused.
+    fn admit_frame(&mut self, state: &mut InputState, frame: &CommandFrame, start: usize) {
+        let bytes = &self.batch.bytes[start..];
         let line_no = self.line_no;
         self.line_no += count_newlines(bytes);
         // `*0` and `*-1` get no reply from the server: not commands.
-        if frame.arg_count > 0 {
-            self.command_no += 1;
-            let head = frame.head.clone().map(|range| &bytes[range]);
-            match state.admit(command_role(frame.arg_count, head)) {
-                None => self.batch.first_command_no = self.command_no + 1,
-                Some((expect, kind)) => {
-                    if !matches!(expect, Expect::Rejected(_)) {
-                        self.batch.bytes.extend_from_slice(bytes);
-                    }
-                    self.batch.push_command(line_no, true, expect, kind);
-                    if state.keep_originals {
-                        self.batch.push_original(bytes);
-                    }
+        if frame.arg_count == 0 {
+            self.batch.bytes.truncate(start);
+            return;
+        }
+        self.command_no += 1;
+        let head = frame.head.clone().map(|range| &bytes[range]);
+        match state.admit(command_role(frame.arg_count, head)) {
+            None => {
+                self.batch.bytes.truncate(start);
+                self.batch.first_command_no = self.command_no + 1;
+            }
+            Some((expect, kind)) => {
+                if state.keep_originals {
+                    self.batch.keep_original_from(start);
                 }
+                if matches!(expect, Expect::Rejected(_)) {
+                    self.batch.bytes.truncate(start);
+                }
+                self.batch.push_command(line_no, true, expect, kind);
             }
         }
-        self.buffer.consume(frame.len);
-        Ok(true)
     }
 
     /// Frames one text line; false when its end has not arrived yet.
@@ -526,11 +640,22 @@ impl<'a> SourceReader<'a> {
     /// The error for a malformed frame whose bad byte is `offset` bytes into
     /// the unframed input.
     fn malformed(&self, offset: usize, reason: String) -> InputError {
-        let rest = self.buffer.unread();
+        self.malformed_in(self.buffer.unread(), self.buffer.offset(), offset, reason)
+    }
+
+    /// The error for a malformed frame whose bad byte is `offset` bytes into
+    /// `unframed`, which starts at `stream_offset` in the source.
+    fn malformed_in(
+        &self,
+        unframed: &[u8],
+        stream_offset: u64,
+        offset: usize,
+        reason: String,
+    ) -> InputError {
         InputError::Malformed {
             source_name: self.name.clone(),
-            line_no: self.line_no + count_newlines(&rest[..offset.min(rest.len())]),
-            byte_offset: self.buffer.offset() + offset as u64,
+            line_no: self.line_no + count_newlines(&unframed[..offset.min(unframed.len())]),
+            byte_offset: stream_offset + offset as u64,
             reason,
         }
     }
@@ -569,9 +694,13 @@ impl<'a> SourceReader<'a> {
     }
 }
 
-/// LF bytes in `bytes`, eight at a time: a RESP frame of a small command is
-/// a few dozen bytes, too short for a vectorised search to pay off.
+/// LF bytes in `bytes`: eight at a time for a small command's frame (a few
+/// dozen bytes, too short for a vectorised search to pay off), vectorised
+/// for anything longer.
 fn count_newlines(bytes: &[u8]) -> u64 {
+    if bytes.len() >= VECTOR_COUNT_FROM {
+        return memchr::memchr_iter(b'\n', bytes).count() as u64;
+    }
     const LOW_BITS: u64 = 0x7f7f_7f7f_7f7f_7f7f;
     const NEWLINES: u64 = 0x0a0a_0a0a_0a0a_0a0a;
     let mut words = bytes.chunks_exact(8);

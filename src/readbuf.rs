@@ -49,6 +49,21 @@ impl ReadBuffer {
         self.offset
     }
 
+    /// Takes up after the caller read the stream itself, bypassing the
+    /// buffer (a frame too big to pass through it), which must hold nothing
+    /// unread: `used` bytes it kept, then `past` which it read beyond them
+    /// and which become the unread bytes.
+    pub fn resume_after_bypass(&mut self, used: u64, past: &[u8]) {
+        debug_assert_eq!(self.start, self.end, "bytes read around unread ones");
+        self.offset += used;
+        if past.len() > self.storage.len() {
+            self.storage.resize(past.len(), 0);
+        }
+        self.storage[..past.len()].copy_from_slice(past);
+        self.start = 0;
+        self.end = past.len();
+    }
+
     /// Reads once more from `reader`, after the unread bytes. Returns the
     /// number of bytes read: 0 at the end of the stream.
     pub fn read_from(&mut self, reader: &mut impl Read) -> io::Result<usize> {

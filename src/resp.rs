@@ -63,25 +63,26 @@ pub enum FrameErrorKind {
 
 pub enum CommandScan {
     Complete(CommandFrame),
-    /// The buffer ends inside the frame: read more and scan again.
-    Incomplete,
+    /// The buffer ends inside the frame: read more and scan again. The frame
+    /// needs at least `at_least` more bytes: the rest of a bulk's data when
+    /// the buffer ends inside it, else 1.
+    Incomplete {
+        at_least: usize,
+    },
     Invalid(FrameError),
 }
 
 /// Scans one RESP command (an array of bulk strings) at the start of `buf`,
 /// which must start with `*`.
 pub fn scan_command(buf: &[u8]) -> CommandScan {
-    match frame_command(buf) {
-        Ok(Some(frame)) => CommandScan::Complete(frame),
-        Ok(None) => CommandScan::Incomplete,
-        Err(error) => CommandScan::Invalid(error),
-    }
+    frame_command(buf).unwrap_or_else(CommandScan::Invalid)
 }
 
-/// `scan_command` in `?`-friendly form: `Ok(None)` is `Incomplete`.
-fn frame_command(buf: &[u8]) -> Result<Option<CommandFrame>, FrameError> {
+/// `scan_command` in `?`-friendly form: it never returns `Ok(Invalid)`.
+fn frame_command(buf: &[u8]) -> Result<CommandScan, FrameError> {
+    const SHORT: CommandScan = CommandScan::Incomplete { at_least: 1 };
     match buf.first() {
-        None => return Ok(None),
+        None => return Ok(SHORT),
         Some(b'*') => {}
         // The caller only hands over frames starting with `*`; anything else
         // is reported as a bad array header at its first byte.
@@ -95,14 +96,14 @@ fn frame_command(buf: &[u8]) -> Result<Option<CommandFrame>, FrameError> {
     let Some(count) =
         read_header_number(buf, 1, NullAllowed::Yes, MAX_SLICE_LEN).map_err(array_header_error)?
     else {
-        return Ok(None);
+        return Ok(SHORT);
     };
     let arg_count = count.value.map_or(0, to_usize);
     let mut head = [0..0, 0..0, 0..0];
     let mut pos = count.end;
     for arg_index in 0..arg_count {
         match buf.get(pos) {
-            None => return Ok(None),
+            None => return Ok(SHORT),
             Some(b'$') => {}
             Some(_) => {
                 return Err(FrameError {
@@ -114,7 +115,7 @@ fn frame_command(buf: &[u8]) -> Result<Option<CommandFrame>, FrameError> {
         let Some(length) = read_header_number(buf, pos + 1, NullAllowed::No, MAX_BULK_LEN)
             .map_err(bulk_header_error)?
         else {
-            return Ok(None);
+            return Ok(SHORT);
         };
         let data_start = length.end;
         let data_end = data_start.saturating_add(length.value.map_or(0, to_usize));
@@ -123,14 +124,17 @@ fn frame_command(buf: &[u8]) -> Result<Option<CommandFrame>, FrameError> {
             kind: FrameErrorKind::MissingCrlf,
         })?
         else {
-            return Ok(None);
+            let at_least = data_end.saturating_add(2).saturating_sub(buf.len());
+            return Ok(CommandScan::Incomplete {
+                at_least: at_least.max(1),
+            });
         };
         if let Some(slot) = head.get_mut(arg_index) {
             *slot = data_start..data_end;
         }
         pos = next;
     }
-    Ok(Some(CommandFrame {
+    Ok(CommandScan::Complete(CommandFrame {
         len: pos,
         arg_count,
         head,
@@ -732,7 +736,7 @@ mod tests {
     fn frame(buf: &[u8]) -> Framed {
         match scan_command(buf) {
             CommandScan::Complete(frame) => Framed::Complete(frame),
-            CommandScan::Incomplete => Framed::Incomplete,
+            CommandScan::Incomplete { .. } => Framed::Incomplete,
             CommandScan::Invalid(error) => Framed::Invalid(error.offset, error.kind),
         }
     }
@@ -918,6 +922,24 @@ mod tests {
                 Framed::Incomplete,
                 "prefix {end}"
             );
+        }
+    }
+
+    /// The input reads exactly `at_least` bytes straight into a big frame's
+    /// batch, so the hint must never reach past the end of the frame.
+    #[test]
+    fn command_incomplete_asks_for_no_byte_past_the_frame() {
+        let buf = b"*3\r\n$3\r\nSET\r\n$0\r\n\r\n$12\r\nhello\r\nworld\r\n";
+        let data_start = buf.len() - 14;
+        for end in 0..buf.len() {
+            let CommandScan::Incomplete { at_least } = scan_command(&buf[..end]) else {
+                panic!("prefix {end} is not incomplete");
+            };
+            assert!(at_least >= 1, "prefix {end}");
+            assert!(end + at_least <= buf.len(), "prefix {end} asks {at_least}");
+            if end >= data_start {
+                assert_eq!(end + at_least, buf.len(), "prefix {end} inside the data");
+            }
         }
     }
 

@@ -8,6 +8,7 @@
 
 mod common;
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use common::{Client, Outcome, Pipeload, RedisServer, TempDir, resp_command};
@@ -223,8 +224,9 @@ fn a_hundred_megabyte_text_line_loads() {
 }
 
 /// A malformed frame and where its offending byte is.
+#[derive(Clone)]
 struct Malformed {
-    frame: &'static [u8],
+    frame: Cow<'static, [u8]>,
     /// Offset of the offending byte from the frame's start; `None` when the
     /// input ends inside the frame (the offset is then the end of input).
     bad_byte: Option<usize>,
@@ -237,61 +239,100 @@ const BULK_LENGTH: &str = "invalid bulk length: expected digits and CRLF";
 
 const MALFORMED: &[Malformed] = &[
     Malformed {
-        frame: b"*x\r\n$3\r\nGET\r\n",
+        frame: Cow::Borrowed(b"*x\r\n$3\r\nGET\r\n"),
         bad_byte: Some(1),
         reason: ARRAY_HEADER,
     },
     Malformed {
-        frame: b"*-2\r\n",
+        frame: Cow::Borrowed(b"*-2\r\n"),
         bad_byte: Some(2),
         reason: ARRAY_HEADER,
     },
     Malformed {
-        frame: b"*2\r\n:5\r\n",
+        frame: Cow::Borrowed(b"*2\r\n:5\r\n"),
         bad_byte: Some(4),
         reason: "expected '$' (a bulk string argument)",
     },
     Malformed {
-        frame: b"*2\r\n$3\r\nGET\r\n+key\r\n",
+        frame: Cow::Borrowed(b"*2\r\n$3\r\nGET\r\n+key\r\n"),
         bad_byte: Some(13),
         reason: "expected '$' (a bulk string argument)",
     },
     Malformed {
-        frame: b"*1\r\n$x\r\nabc\r\n",
+        frame: Cow::Borrowed(b"*1\r\n$x\r\nabc\r\n"),
         bad_byte: Some(5),
         reason: BULK_LENGTH,
     },
     Malformed {
-        frame: b"*1\r\n$-3\r\nabc\r\n",
+        frame: Cow::Borrowed(b"*1\r\n$-3\r\nabc\r\n"),
         bad_byte: Some(5),
         reason: BULK_LENGTH,
     },
     Malformed {
-        frame: b"*1\r\n$99999999999\r\n",
+        frame: Cow::Borrowed(b"*1\r\n$99999999999\r\n"),
         bad_byte: Some(5),
         reason: "bulk string longer than 536870912 bytes (the server's proto-max-bulk-len)",
     },
     Malformed {
-        frame: b"*1\r\n$3\r\nGETX\r\n",
+        frame: Cow::Borrowed(b"*1\r\n$3\r\nGETX\r\n"),
         bad_byte: Some(11),
         reason: "expected CRLF",
     },
     Malformed {
-        frame: b"*1\n$3\r\nGET\r\n",
+        frame: Cow::Borrowed(b"*1\n$3\r\nGET\r\n"),
         bad_byte: Some(2),
         reason: "expected CRLF",
     },
     Malformed {
-        frame: b"*2\r\n$3\r\nGET\r\n$5\r\nab",
+        frame: Cow::Borrowed(b"*2\r\n$3\r\nGET\r\n$5\r\nab"),
         bad_byte: None,
         reason: "input ends inside a RESP command",
     },
     Malformed {
-        frame: b"*1\r\n$3\r\nGET\r",
+        frame: Cow::Borrowed(b"*1\r\n$3\r\nGET\r"),
         bad_byte: None,
         reason: "input ends inside a RESP command",
     },
 ];
+
+/// Every case of `MALFORMED`, then frames whose bulk data is too big for the
+/// read buffer (the input reads those around it): the bad byte's offset and
+/// line must come out the same.
+fn malformed_cases() -> Vec<Malformed> {
+    const BIG: usize = 200_000;
+    // Line ends inside the data count as input lines.
+    let data: Vec<u8> = (0..BIG).map(|i| b"ab\ncd\r\n"[i % 7]).collect();
+    let big_frame = |declared: usize, data: &[u8]| {
+        let mut frame = format!("*3\r\n$3\r\nSET\r\n$3\r\nbig\r\n${declared}\r\n").into_bytes();
+        frame.extend_from_slice(data);
+        frame
+    };
+    let mut no_crlf = big_frame(BIG, &data);
+    let no_crlf_at = no_crlf.len();
+    no_crlf.extend_from_slice(b"XY");
+    let cut = big_frame(BIG, &data[..BIG / 2]);
+    // A big argument, then a bad header after it.
+    let mut bad_after = big_frame(BIG, &data);
+    bad_after[1] = b'4';
+    bad_after.extend_from_slice(b"\r\n");
+    let bad_after_at = bad_after.len();
+    bad_after.extend_from_slice(b"+x\r\n");
+    let big = [
+        (no_crlf, Some(no_crlf_at), "expected CRLF"),
+        (cut, None, "input ends inside a RESP command"),
+        (
+            bad_after,
+            Some(bad_after_at),
+            "expected '$' (a bulk string argument)",
+        ),
+    ];
+    let big = big.into_iter().map(|(frame, bad_byte, reason)| Malformed {
+        frame: Cow::Owned(frame),
+        bad_byte,
+        reason,
+    });
+    MALFORMED.iter().cloned().chain(big).collect()
+}
 
 /// `SET good 1` as text, `SET good2 2` as RESP, then lots of text lines so
 /// the bad frame lies beyond the first read chunks: its offset and line
@@ -360,15 +401,15 @@ fn bad_position(case: &Malformed, before: &[u8], before_lines: u64) -> (usize, u
 #[test]
 fn every_malformed_frame_on_stdin_is_reported_exactly() {
     let (before, before_lines) = before_malformed();
-    for case in MALFORMED {
+    for case in malformed_cases() {
         let server = RedisServer::start();
         let mut input = before.clone();
-        input.extend_from_slice(case.frame);
+        input.extend_from_slice(&case.frame);
         if case.bad_byte.is_some() {
             input.extend_from_slice(b"SET after:text 1\n");
             input.extend_from_slice(&resp_command(&["SET", "after:resp", "1"]));
         }
-        let (byte, line_no) = bad_position(case, &before, before_lines);
+        let (byte, line_no) = bad_position(&case, &before, before_lines);
 
         let outcome = Pipeload::new().port(server.port()).stdin(input).run();
 
@@ -386,10 +427,10 @@ fn every_malformed_frame_on_stdin_is_reported_exactly() {
 fn every_malformed_frame_in_a_file_is_reported_exactly() {
     let (before, before_lines) = before_malformed();
     let dir = TempDir::new("bad-input");
-    for (index, case) in MALFORMED.iter().enumerate() {
+    for (index, case) in malformed_cases().iter().enumerate() {
         let server = RedisServer::start();
         let mut input = before.clone();
-        input.extend_from_slice(case.frame);
+        input.extend_from_slice(&case.frame);
         if case.bad_byte.is_some() {
             input.extend_from_slice(&resp_command(&["SET", "after:resp", "1"]));
         }

@@ -140,6 +140,32 @@ fn valid_piece() -> impl Strategy<Value = Piece> {
     prop_oneof![4 => text_line, 4 => resp_frame, 1 => not_a_command]
 }
 
+/// A RESP frame with one argument too big for the input's read buffer (the
+/// input reads its data around the buffer), anywhere among small ones. The
+/// data holds CR and LF bytes.
+fn big_frame_piece() -> impl Strategy<Value = Piece> {
+    (
+        command_args(),
+        65_536usize..300_000,
+        any::<u8>(),
+        any::<prop::sample::Index>(),
+    )
+        .prop_map(|(mut args, len, seed, at)| {
+            let big = (0..len)
+                .map(|i| match i % 97 {
+                    0 => b'\n',
+                    1 => b'\r',
+                    _ => seed.wrapping_add(i as u8),
+                })
+                .collect();
+            args.insert(1 + at.index(args.len()), big);
+            Piece {
+                bytes: encode(&args),
+                sent: Some(encode(&args)),
+            }
+        })
+}
+
 fn any_piece() -> impl Strategy<Value = Piece> {
     let garbage = any_input(40).prop_map(|bytes| Piece { bytes, sent: None });
     let cut_frame = (command_args(), any::<prop::sample::Index>()).prop_map(|(args, cut)| {
@@ -377,7 +403,7 @@ proptest! {
                     let heads_inside = frame.head.iter().all(|range| range.start <= range.end && range.end <= frame.len);
                     Some(Ok((frame.len, heads_inside)))
                 }
-                CommandScan::Incomplete => None,
+                CommandScan::Incomplete { .. } => None,
                 CommandScan::Invalid(error) => Some(Err(error.offset)),
             };
             (buf.len(), outcome)
@@ -412,7 +438,16 @@ proptest! {
             _ => prop_assert!(false, "a valid frame must be complete"),
         }
         let prefix = &frame[..cut.index(frame.len())];
-        prop_assert!(matches!(scan_command(prefix), CommandScan::Incomplete), "a strict prefix is incomplete");
+        match scan_command(prefix) {
+            // The input reads exactly this many bytes into a big frame.
+            CommandScan::Incomplete { at_least } => prop_assert!(
+                at_least >= 1 && prefix.len() + at_least <= frame.len(),
+                "a strict prefix of {} bytes asks for {at_least} more of a {}-byte frame",
+                prefix.len(),
+                frame.len()
+            ),
+            _ => prop_assert!(false, "a strict prefix is incomplete"),
+        }
     }
 
     #[test]
@@ -511,5 +546,41 @@ proptest! {
         let (sent, count) = sent_commands(&loaded.batches);
         prop_assert_eq!(count, commands.len().saturating_sub(skip), "commands sent");
         prop_assert_eq!(sent.escape_ascii().to_string(), expected.escape_ascii().to_string());
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 48,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    /// Big frames among small ones, delivered in pieces of any size: every
+    /// command is sent once, whole and in order.
+    #[test]
+    fn big_frames_are_sent_whole_among_small_ones(
+        pieces in proptest::collection::vec(
+            prop_oneof![3 => valid_piece(), 1 => big_frame_piece()],
+            1..12,
+        ),
+        sizes in prop_oneof![
+            Just(vec![1 << 20]),
+            proptest::collection::vec(1usize..100_000, 1..8),
+        ],
+        skip in 0usize..3,
+        keep_originals in any::<bool>(),
+    ) {
+        let bytes: Vec<u8> = pieces.iter().flat_map(|piece| piece.bytes.clone()).collect();
+        let commands: Vec<&Vec<u8>> = pieces.iter().filter_map(|piece| piece.sent.as_ref()).collect();
+        let expected: Vec<u8> = commands.iter().skip(skip).flat_map(|sent| sent.to_vec()).collect();
+
+        let loaded = load(bytes, sizes, Format::Auto, skip as u64, keep_originals);
+
+        prop_assert_eq!(&loaded.result, &Ok(()));
+        check_batches(&loaded.batches)?;
+        let (sent, count) = sent_commands(&loaded.batches);
+        prop_assert_eq!(count, commands.len().saturating_sub(skip), "commands sent");
+        prop_assert!(sent == expected, "the bytes sent differ from the input's commands");
     }
 }
