@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use crossbeam_channel::Receiver;
 
-use crate::batch::{CommandKind, Expect, InFlight};
+use crate::batch::{Batch, CommandKind, Expect, InFlight};
 use crate::cluster::{ClusterLinks, Redirect};
 use crate::conn::{Stream, describe_io_error};
 use crate::progress::Counters;
@@ -145,6 +145,12 @@ struct Session {
     acknowledged_in_transaction: u64,
     /// Commands in `batches`, from the head on, that wait for a reply.
     replies_due: usize,
+    /// Lines in `batches`, from the head on, refused by the input: most
+    /// loads have none, and then no reply looks for them.
+    rejected_due: usize,
+    /// Commands in the head batch (0 with no batch), so that a reply checks
+    /// whether the head is finished without touching the queue.
+    head_len: usize,
 }
 
 impl<'a> Replies<'a> {
@@ -203,6 +209,8 @@ impl<'a> Replies<'a> {
             acknowledged: 0,
             acknowledged_in_transaction: 0,
             replies_due: 0,
+            rejected_due: 0,
+            head_len: 0,
         };
         let failure = match stream.set_read_timeout(pipe_timeout) {
             Ok(()) => self
@@ -261,7 +269,17 @@ impl<'a> Replies<'a> {
 
     /// Settles, in order, the rejected lines at the head: reported where they
     /// stood in the input, never sent.
+    #[inline]
     fn settle_rejected(&mut self, session: &mut Session, window: &Window) {
+        session.pop_finished(window);
+        if session.rejected_due > 0 {
+            self.settle_rejected_at_head(session, window);
+        }
+    }
+
+    /// The slow path of `settle_rejected`, kept out of every reply's way.
+    #[inline(never)]
+    fn settle_rejected_at_head(&mut self, session: &mut Session, window: &Window) {
         loop {
             session.pop_finished(window);
             let Some(head) = session.batches.front() else {
@@ -277,6 +295,7 @@ impl<'a> Replies<'a> {
             self.logged_errors = self.error_log.error(&position, &format!("not sent: {why}"));
             self.write_failed(batch.original(index));
             session.next += 1;
+            session.rejected_due -= 1;
             session.acknowledge();
             self.settled();
             self.check_max_errors();
@@ -311,7 +330,9 @@ impl<'a> Replies<'a> {
         let Some(head) = session.batches.front() else {
             return Ok(());
         };
-        let batch = Arc::clone(&head.batch);
+        // Borrowed from the queue, not cloned: the session's counters are
+        // other fields, and its methods wait until the batch is done with.
+        let batch = &head.batch;
         let index = session.next;
         let command = batch.commands[index];
         let top_level_error = (kind == ReplyKind::Error)
@@ -331,7 +352,7 @@ impl<'a> Replies<'a> {
         session.next += 1;
         session.replies_due -= 1;
         if let (Some(message), Some((links, node))) = (top_level_error, self.cluster)
-            && links.redirect(message, &batch, index, node) == Redirect::Resent
+            && links.redirect(message, batch, index, node) == Redirect::Resent
         {
             // Not executed here: it is now in flight on the node that owns
             // its slot, and settles there.
@@ -339,12 +360,10 @@ impl<'a> Replies<'a> {
             return Ok(());
         }
         self.settled();
+        let succeeded = kind != ReplyKind::Error;
         match command.kind {
-            CommandKind::Multi if kind != ReplyKind::Error => {
-                session.open_transaction = Some(index);
-            }
-            CommandKind::EndMulti => session.close_transaction(),
-            CommandKind::Select if kind != ReplyKind::Error => {
+            CommandKind::Multi if succeeded => session.open_transaction = Some(index),
+            CommandKind::Select if succeeded => {
                 self.last_select = Some(batch.bytes[batch.command_range(index)].to_vec());
             }
             _ => {}
@@ -352,13 +371,12 @@ impl<'a> Replies<'a> {
         if command.expect == Expect::Marker {
             return Ok(());
         }
-        session.acknowledge();
         self.tally.replies += 1;
-        if kind == ReplyKind::Error {
+        if succeeded {
+            self.tally.nested_errors += self.errors.len() as u64;
+        } else {
             self.tally.error_replies += 1;
             self.write_failed(batch.original(index));
-        } else {
-            self.tally.nested_errors += self.errors.len() as u64;
         }
         for span in &self.errors {
             let message = String::from_utf8_lossy(&self.buffer.unread()[span.message.clone()]);
@@ -366,9 +384,52 @@ impl<'a> Replies<'a> {
             self.logged_errors = self.error_log.error(&position, &message);
         }
         if !self.errors.is_empty() {
+            if succeeded {
+                self.write_nested_failures(batch, index, command.kind, session.open_transaction);
+            }
             self.check_max_errors();
         }
+        session.acknowledge();
+        if command.kind == CommandKind::EndMulti {
+            session.close_transaction();
+        }
         Ok(())
+    }
+
+    /// Writes to `--errors-file` what a reply that holds errors failed: for
+    /// an `EXEC` whose `MULTI` is in `batch`, each queued command whose
+    /// element is an error; for any other reply, its own command, once.
+    fn write_nested_failures(
+        &mut self,
+        batch: &Batch,
+        index: usize,
+        kind: CommandKind,
+        open_transaction: Option<usize>,
+    ) {
+        if self.errors_file.is_none() {
+            return;
+        }
+        let queued: Vec<usize> = match open_transaction {
+            Some(multi) if kind == CommandKind::EndMulti => (multi + 1..index)
+                .filter(|&queued| !matches!(batch.commands[queued].expect, Expect::Rejected(_)))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let mut own_written = false;
+        for span in 0..self.errors.len() {
+            let failed = match self.errors[span]
+                .element
+                .and_then(|element| queued.get(element))
+            {
+                Some(&queued) => queued,
+                None if own_written => continue,
+                None => {
+                    own_written = true;
+                    index
+                }
+            };
+            self.write_failed(batch.original(failed));
+        }
     }
 
     /// `--max-errors` counts the errors of every node of a cluster load.
@@ -449,12 +510,16 @@ fn is_transient(message: &[u8]) -> bool {
 
 impl Session {
     fn push(&mut self, batch: InFlight) {
-        self.replies_due += batch.batch.commands[batch.first..]
-            .iter()
-            .filter(|command| matches!(command.expect, Expect::Reply | Expect::Marker))
-            .count();
+        for command in &batch.batch.commands[batch.first..] {
+            match command.expect {
+                Expect::Reply | Expect::Marker => self.replies_due += 1,
+                Expect::Rejected(_) => self.rejected_due += 1,
+                Expect::NoReply => {}
+            }
+        }
         if self.batches.is_empty() {
             self.next = batch.first;
+            self.head_len = batch.batch.commands.len();
         }
         self.batches.push_back(batch);
     }
@@ -473,17 +538,27 @@ impl Session {
 
     /// Drops the head batch while all its commands are settled, freeing its
     /// room in the window.
+    #[inline]
     fn pop_finished(&mut self, window: &Window) {
-        while let Some(head) = self.batches.front() {
-            if self.next < head.batch.commands.len() {
+        if self.next >= self.head_len {
+            self.pop_finished_batches(window);
+        }
+    }
+
+    /// The slow path of `pop_finished`, kept out of every reply's way.
+    #[inline(never)]
+    fn pop_finished_batches(&mut self, window: &Window) {
+        while self.next >= self.head_len {
+            let Some(head) = self.batches.pop_front() else {
                 return;
-            }
+            };
             window.release(head.command_count(), head.bytes().len());
-            self.batches.pop_front();
             // A transaction is kept in one batch by the input; one that was
             // cut at the end of a source can only be resent from here on.
             self.close_transaction();
-            self.next = self.batches.front().map_or(0, |next| next.first);
+            let next = self.batches.front();
+            self.next = next.map_or(0, |next| next.first);
+            self.head_len = next.map_or(0, |next| next.batch.commands.len());
         }
     }
 

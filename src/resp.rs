@@ -678,9 +678,23 @@ fn expect_crlf(buf: &[u8], pos: usize) -> Result<Option<usize>, usize> {
 
 /// Finds the CR of the CRLF ending the line that starts at `start`. A line
 /// holds neither CR nor LF, so the first of either must be that CRLF.
+/// The first CR or LF in `bytes`. Most reply lines (`+OK`, `:1`) are a few
+/// bytes long, where a plain loop beats setting up a vectorised search.
+fn find_cr_or_lf(bytes: &[u8]) -> Option<usize> {
+    const SHORT_LINE: usize = 16;
+    let (short, long) = bytes.split_at(bytes.len().min(SHORT_LINE));
+    match short
+        .iter()
+        .position(|&byte| byte == b'\r' || byte == b'\n')
+    {
+        Some(at) => Some(at),
+        None => memchr2(b'\r', b'\n', long).map(|at| SHORT_LINE + at),
+    }
+}
+
 fn find_line_end(buf: &[u8], start: usize) -> Result<Option<usize>, ProtocolError> {
     let rest = buf.get(start..).unwrap_or_default();
-    let Some(found) = memchr2(b'\r', b'\n', rest) else {
+    let Some(found) = find_cr_or_lf(rest) else {
         return Ok(None);
     };
     let cr = start + found;

@@ -603,8 +603,9 @@ fn errors_case() -> ErrorsCase {
     stdin.extend_from_slice(&incrby_resp);
     expected.extend_from_slice(&incrby_resp);
     stdin.extend_from_slice(b"SET good 1\n");
-    // An error inside EXEC's reply is not written.
-    stdin.extend_from_slice(b"MULTI\nINCR num\nEXEC\n");
+    // An error inside EXEC's reply: the queued command that failed.
+    stdin.extend_from_slice(b"MULTI\nSET inmulti 1\nINCR num\nEXEC\n");
+    expected.extend_from_slice(b"INCR num\n");
     stdin.extend_from_slice(b"\t INCRBY   num  \"3\"  \n");
     expected.extend_from_slice(b"\t INCRBY   num  \"3\"  \n");
     stdin.extend_from_slice(b"NOSUCHCOMMAND a b\n");
@@ -643,9 +644,9 @@ fn errors_file_holds_each_failed_command_as_it_was_in_the_input() {
         .stdin(case.stdin)
         .run();
 
-    // 9 failures written, 1 more inside EXEC; 16 commands, 14 sent.
+    // 10 failures, 1 of them inside EXEC; 17 commands, 15 sent.
     outcome
-        .assert_summary(10, 14)
+        .assert_summary(10, 15)
         .assert_stderr_line("line 3: not sent: unbalanced quotes")
         .assert_stderr_line(
             "more.txt:10: not sent: closing quote must be followed by a space or the end of the line",
@@ -678,9 +679,9 @@ fn errors_file_holds_each_failed_command_as_it_was_in_the_input() {
         .current_dir(dir.path())
         .arg("fixed.txt")
         .run();
-    reloaded.assert_summary(0, 8);
-    // 100 + 1 + 5 + 3 + 1 - 2 - 1
-    assert_eq!(client.get("num"), Some(b"107".to_vec()), "{reloaded}");
+    reloaded.assert_summary(0, 9);
+    // 100 + 1 + 5 + 1 + 3 + 1 - 2 - 1
+    assert_eq!(client.get("num"), Some(b"108".to_vec()), "{reloaded}");
     assert_eq!(
         client.get("quoted"),
         Some(b"unbalanced value".to_vec()),
