@@ -339,9 +339,6 @@ fn config_from_flags(flags: Flags, env_password: Option<String>) -> Result<Confi
     if flags.cluster && db != 0 {
         bail!("-n {db}: a cluster has only database 0");
     }
-    if flags.cluster && flags.retry > 0 {
-        bail!("--retry is not supported with -c yet: resume a stopped cluster load with --skip");
-    }
 
     let sources = if flags.files.is_empty() {
         vec![Source::Stdin]

@@ -36,6 +36,7 @@ pub mod writer;
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::process::ExitCode;
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -215,56 +216,21 @@ fn load(
         resend_transient: config.retry > 0,
         errors_file,
     });
-    let mut bytes_sent = 0;
-    let mut commands_sent = 0;
-    let mut stream = stream;
-    let mut resend = Vec::new();
-    let mut reconnects = 0u64;
-    let mut failed_attempts = 0u32;
-    let failure = loop {
-        let acknowledged_before = replies.tally.acknowledged;
-        let shared = SessionShared {
-            batches: &batch_receiver,
-            stop: &stop,
-            config,
-            progress: counters.as_deref(),
-        };
-        let (written, session) = run_session(stream, resend, &shared, &mut replies, &mut input)?;
-        bytes_sent += written.bytes_sent;
-        commands_sent += written.commands_sent;
-        let failure = match written.end {
-            WriterEnd::Failed(error) => {
-                Some(ReplyFailure::ConnectionLost(describe_io_error(&error)))
-            }
-            _ => session
-                .failure
-                .filter(|failure| !matches!(failure, ReplyFailure::Stopped)),
-        };
-        let Some(failure) = failure else {
-            break None;
-        };
-        if !failure.is_retryable() || config.retry == 0 || stop.is_requested() {
-            break Some(failure.to_string());
-        }
-        report(&format!("pipeload: {failure}"));
-        if replies.tally.acknowledged > acknowledged_before {
-            failed_attempts = 0;
-        }
-        resend = session.unacknowledged;
-        resend.extend(written.unsent);
-        match reconnect(
-            config,
-            replies.last_select.as_deref(),
-            &stop,
-            &mut failed_attempts,
-        ) {
-            Ok(reconnected) => {
-                reconnects += 1;
-                stream = reconnected;
-            }
-            Err(gave_up) => break Some(gave_up),
-        }
+    let shared = SessionShared {
+        batches: &batch_receiver,
+        redirects: None,
+        stop: &stop,
+        config,
+        progress: counters.as_deref(),
+        node: None,
     };
+    let ConnectionRun {
+        bytes_sent,
+        commands_sent,
+        reconnects,
+        failure,
+        ..
+    } = run_connection(stream, &shared, &mut replies, Some(&mut input))?;
 
     input.finish_display();
     let mut tally = replies.tally;
@@ -385,28 +351,123 @@ pub(crate) fn exit_status(
     }
 }
 
-/// Runs one connection: a writer and a reply reader around a fresh window.
-/// Returns how the writer ended and what is left unacknowledged, in order.
-/// What every session of a load works with.
-struct SessionShared<'a> {
-    batches: &'a Receiver<Batch>,
-    stop: &'a Stop,
-    config: &'a Config,
-    progress: Option<&'a Counters>,
+/// What every session of one connection works with.
+pub(crate) struct SessionShared<'a> {
+    pub batches: &'a Receiver<Batch>,
+    /// Cluster mode: see `Writer::redirects`.
+    pub redirects: Option<(&'a Receiver<Batch>, &'a AtomicUsize)>,
+    pub stop: &'a Stop,
+    /// The load's settings, with the endpoint of this connection.
+    pub config: &'a Config,
+    pub progress: Option<&'a Counters>,
+    /// Cluster mode: the node's address, which messages start with.
+    pub node: Option<&'a str>,
 }
 
+impl SessionShared<'_> {
+    /// `message` as a report line, naming the node in cluster mode.
+    fn report(&self, message: &str) {
+        match self.node {
+            Some(node) => report(&format!("pipeload: {node}: {message}")),
+            None => report(&format!("pipeload: {message}")),
+        }
+    }
+}
+
+/// How the sessions of one connection ended.
+pub(crate) struct ConnectionRun {
+    pub bytes_sent: u64,
+    pub commands_sent: u64,
+    pub reconnects: u64,
+    /// Why the connection gave up before the end of the load.
+    pub failure: Option<String>,
+    /// Whether its last writer wrote everything the input gave it.
+    pub all_written: bool,
+    /// What it still held when it ended, never acknowledged, in order.
+    pub unsettled: Vec<InFlight>,
+}
+
+/// Runs sessions on one connection until the load ends, reconnecting and
+/// resending what was not acknowledged as `--retry` allows. `input`, when
+/// given, is told as soon as a writer has written the whole input.
+pub(crate) fn run_connection(
+    stream: Stream,
+    shared: &SessionShared,
+    replies: &mut Replies,
+    mut input: Option<&mut InputWatch>,
+) -> Result<ConnectionRun> {
+    let config = shared.config;
+    let mut run = ConnectionRun {
+        bytes_sent: 0,
+        commands_sent: 0,
+        reconnects: 0,
+        failure: None,
+        all_written: false,
+        unsettled: Vec::new(),
+    };
+    let mut stream = stream;
+    let mut resend = Vec::new();
+    let mut failed_attempts = 0u32;
+    loop {
+        let acknowledged_before = replies.tally.acknowledged;
+        let (written, session) =
+            run_session(stream, resend, shared, replies, input.as_deref_mut())?;
+        run.bytes_sent += written.bytes_sent;
+        run.commands_sent += written.commands_sent;
+        run.all_written = matches!(written.end, WriterEnd::InputEnded);
+        let failure = match written.end {
+            WriterEnd::Failed(error) => {
+                Some(ReplyFailure::ConnectionLost(describe_io_error(&error)))
+            }
+            _ => session
+                .failure
+                .filter(|failure| !matches!(failure, ReplyFailure::Stopped)),
+        };
+        resend = session.unacknowledged;
+        resend.extend(written.unsent);
+        let Some(failure) = failure else {
+            run.unsettled = resend;
+            return Ok(run);
+        };
+        if !failure.is_retryable() || config.retry == 0 || shared.stop.is_requested() {
+            run.failure = Some(failure.to_string());
+            run.unsettled = resend;
+            return Ok(run);
+        }
+        shared.report(&failure.to_string());
+        if replies.tally.acknowledged > acknowledged_before {
+            failed_attempts = 0;
+        }
+        match reconnect(shared, replies.last_select.as_deref(), &mut failed_attempts) {
+            Ok(reconnected) => {
+                run.reconnects += 1;
+                stream = reconnected;
+            }
+            Err(gave_up) => {
+                run.failure = Some(gave_up);
+                run.unsettled = resend;
+                return Ok(run);
+            }
+        }
+    }
+}
+
+/// Runs one connection: a writer and a reply reader around a fresh window.
+/// Returns how the writer ended and what is left unacknowledged, in order.
 fn run_session(
     stream: Stream,
     resend: Vec<InFlight>,
     shared: &SessionShared,
     replies: &mut Replies,
-    input: &mut InputWatch,
+    input: Option<&mut InputWatch>,
 ) -> Result<(WriterOutcome, SessionEnd)> {
     let SessionShared {
         batches,
+        redirects,
         stop,
         config,
         progress,
+        ..
     } = *shared;
     let writer_stream = stream.try_clone().context("cannot set up the connection")?;
     let window = Window::new(config.window);
@@ -418,7 +479,7 @@ fn run_session(
             Writer {
                 stream: writer_stream,
                 batches,
-                redirects: None,
+                redirects,
                 in_flight: in_flight_sender,
                 window,
                 stop,
@@ -429,7 +490,7 @@ fn run_session(
         let reader =
             scope.spawn(move || replies.run_session(stream, receiver, window, config.pipe_timeout));
         let written = writer.join();
-        if let Ok(outcome) = &written {
+        if let (Ok(outcome), Some(input)) = (&written, input) {
             input.writer_finished(&outcome.end);
         }
         (written, reader.join())
@@ -446,11 +507,11 @@ fn run_session(
 /// (100 ms, doubling, at most 5 s). Fails once `--retry` attempts are used
 /// up for this outage, or when a stop is requested.
 fn reconnect(
-    config: &Config,
+    shared: &SessionShared,
     last_select: Option<&[u8]>,
-    stop: &Stop,
     failed_attempts: &mut u32,
 ) -> Result<Stream, String> {
+    let SessionShared { config, stop, .. } = *shared;
     loop {
         if *failed_attempts >= config.retry {
             return Err(format!(
@@ -462,8 +523,8 @@ fn reconnect(
         let pause = FIRST_BACKOFF
             .saturating_mul(1 << (*failed_attempts - 1).min(16))
             .min(MAX_BACKOFF);
-        report(&format!(
-            "pipeload: reconnecting in {:.1} s (attempt {} of {})",
+        shared.report(&format!(
+            "reconnecting in {:.1} s (attempt {} of {})",
             pause.as_secs_f64(),
             failed_attempts,
             config.retry

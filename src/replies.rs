@@ -339,6 +339,17 @@ impl<'a> Replies<'a> {
             .then(|| self.errors.first())
             .flatten()
             .map(|span| &self.buffer.unread()[span.message.clone()]);
+        if let (Some(message), Some((links, node))) = (top_level_error, self.cluster)
+            && links.redirect(message, batch, index, node) == Redirect::Resent
+        {
+            // Not executed here: it is now in flight on the node that owns
+            // its slot (or on this one again, after a pause), and settles
+            // there.
+            session.next += 1;
+            session.replies_due -= 1;
+            links.settled(1);
+            return Ok(());
+        }
         if let Some(message) = top_level_error
             && self.resend_transient
             && is_transient(message)
@@ -351,14 +362,6 @@ impl<'a> Replies<'a> {
         }
         session.next += 1;
         session.replies_due -= 1;
-        if let (Some(message), Some((links, node))) = (top_level_error, self.cluster)
-            && links.redirect(message, batch, index, node) == Redirect::Resent
-        {
-            // Not executed here: it is now in flight on the node that owns
-            // its slot, and settles there.
-            links.settled(1);
-            return Ok(());
-        }
         self.settled();
         let succeeded = kind != ReplyKind::Error;
         match command.kind {

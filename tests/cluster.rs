@@ -853,3 +853,103 @@ fn a_cluster_with_uncovered_slots_is_refused_before_sending() {
         );
     }
 }
+
+/// Kills every connection of pipeload's to node `node` (the test's own
+/// connection is spared), as a network drop or a proxy restart would.
+fn drop_connections_to(cluster: &TestCluster, node: usize) {
+    cluster
+        .client(node)
+        .ok(&["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"]);
+}
+
+#[test]
+fn retry_reconnects_a_dropped_node_and_finishes_the_load() {
+    let cluster = TestCluster::start();
+    let dropped = 1;
+    let (input, keys) = set_lines(200_000, "v");
+
+    let mut running = load_into(&cluster)
+        .args(["--retry", "5"])
+        .guard(NODE_LOSS_GUARD)
+        .spawn();
+    let (strike, struck) = mpsc::channel();
+    let feeder = feed_in_chunks(
+        running.take_stdin(),
+        input,
+        60,
+        Duration::from_millis(15),
+        20,
+        strike,
+    );
+    struck
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the feeder never reached the drop point");
+    drop_connections_to(&cluster, dropped);
+    let outcome = running.finish();
+    let _ = feeder.join();
+
+    // Every command answered once: what was answered before the drop is
+    // not sent again, what was not is resent on the new connection.
+    let (summary, reconnects) = outcome.assert_retried_without_errors();
+    let address = cluster.address(dropped);
+    outcome
+        .check(
+            summary.replies == keys.len() as u64,
+            format!("expected {} replies", keys.len()),
+        )
+        .check(reconnects == 1, "one connection dropped: `reconnects: 1`")
+        .check(
+            outcome
+                .stderr_lines()
+                .iter()
+                .any(|line| line.starts_with(&format!("pipeload: {address}: reconnecting in "))),
+            format!("expected a `reconnecting` line naming {address}"),
+        );
+    let expected: BTreeMap<Vec<u8>, Expected> = keys
+        .iter()
+        .map(|key| (key.clone().into_bytes(), Expected::Str(b"v".to_vec())))
+        .collect();
+    let missing = mismatches(&cluster, &expected);
+    outcome.check(
+        missing.is_empty(),
+        format!(
+            "keys missing after the reconnect (first 10):\n{}",
+            missing.join("\n")
+        ),
+    );
+    assert_eq!(cluster.total_keys(), keys.len() as i64, "{outcome}");
+}
+
+#[test]
+fn retry_gives_up_on_a_node_that_stays_down_and_gives_the_true_summary() {
+    let cluster = TestCluster::start();
+    let killed = 2;
+    allow_reads_when_down(&cluster, killed);
+    let (input, keys) = set_lines(200_000, "v");
+
+    let mut running = load_into(&cluster)
+        .args(["--retry", "2"])
+        .guard(NODE_LOSS_GUARD)
+        .spawn();
+    let (strike, struck) = mpsc::channel();
+    let feeder = feed_in_chunks(
+        running.take_stdin(),
+        input,
+        60,
+        Duration::from_millis(15),
+        20,
+        strike,
+    );
+    struck
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the feeder never reached the kill point");
+    cluster.kill_node(killed);
+    let outcome = running.finish();
+    let _ = feeder.join();
+
+    assert_node_loss(&cluster, killed, &outcome, &keys, "v");
+    outcome.assert_stderr_line(&format!(
+        "pipeload: {}: gave up after 2 reconnect attempts (--retry 2)",
+        cluster.address(killed)
+    ));
+}
