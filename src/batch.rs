@@ -79,8 +79,11 @@ pub enum CommandKind {
     Multi,
     /// `EXEC` or `DISCARD`.
     EndMulti,
-    /// `SELECT db`: replayed after a reconnect.
+    /// `SELECT db`, `AUTH …` and `HELLO …`: they set up the connection, so
+    /// the last of each that succeeded is sent again after a reconnect.
     Select,
+    Auth,
+    Hello,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

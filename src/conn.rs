@@ -14,6 +14,7 @@ use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
+use crate::batch::CommandKind;
 use crate::cli::{Config, Credentials, Endpoint};
 use crate::control::{Value, query_encoded};
 use crate::encode::command_bytes;
@@ -124,9 +125,46 @@ pub fn endpoint_address(endpoint: &Endpoint) -> String {
     }
 }
 
+/// What the input set up on its connection, which a new connection must
+/// set up again: the last `AUTH`, `HELLO` and `SELECT` of the input that
+/// succeeded, encoded as they were sent.
+#[derive(Debug, Default)]
+pub struct SessionReplay {
+    auth: Option<Vec<u8>>,
+    hello: Option<Vec<u8>>,
+    select: Option<Vec<u8>>,
+}
+
+impl SessionReplay {
+    /// Keeps `encoded`, a command of `kind` that succeeded, if it is one
+    /// to replay.
+    pub fn record(&mut self, kind: CommandKind, encoded: &[u8]) {
+        let slot = match kind {
+            CommandKind::Auth => &mut self.auth,
+            CommandKind::Hello => &mut self.hello,
+            CommandKind::Select => &mut self.select,
+            CommandKind::Plain | CommandKind::Multi | CommandKind::EndMulti => return,
+        };
+        *slot = Some(encoded.to_vec());
+    }
+
+    /// The commands to send, each with its name for messages, in the order
+    /// that keeps their effect: authenticate, then the protocol (a `HELLO`
+    /// may authenticate too), then the database.
+    fn commands(&self) -> impl Iterator<Item = (&'static str, &[u8])> {
+        [
+            ("AUTH of the input", &self.auth),
+            ("HELLO of the input", &self.hello),
+            ("SELECT of the input", &self.select),
+        ]
+        .into_iter()
+        .filter_map(|(label, encoded)| Some((label, encoded.as_deref()?)))
+    }
+}
+
 /// Connects to the configured server and runs the handshake, then sends
-/// `replay` (a `SELECT` of the input, after a reconnect) the same way.
-pub fn connect(config: &Config, replay: Option<&[u8]>) -> Result<Stream, ConnectError> {
+/// `replay` (what the input set up, after a reconnect) the same way.
+pub fn connect(config: &Config, replay: Option<&SessionReplay>) -> Result<Stream, ConnectError> {
     let unreachable = |reason: String| ConnectError::Unreachable {
         address: endpoint_address(&config.endpoint),
         reason,
@@ -191,7 +229,7 @@ fn connect_tcp(host: &str, port: u16, timeout: Option<Duration>) -> Result<TcpSt
 fn handshake(
     stream: &mut Stream,
     config: &Config,
-    replay: Option<&[u8]>,
+    replay: Option<&SessionReplay>,
 ) -> Result<(), ConnectError> {
     // A server that accepts but never answers must not hang the handshake.
     let answer_timeout = config.pipe_timeout.or(config.connect_timeout);
@@ -211,8 +249,8 @@ fn handshake(
         let db = config.db.to_string();
         request(stream, &format!("SELECT {db}"), &[b"SELECT", db.as_bytes()])?;
     }
-    if let Some(encoded) = replay {
-        send_request(stream, "SELECT of the input", encoded)?;
+    for (label, encoded) in replay.into_iter().flat_map(SessionReplay::commands) {
+        send_request(stream, label, encoded)?;
     }
     let _ = stream.set_read_timeout(None);
     Ok(())

@@ -171,7 +171,7 @@ pub fn query(stream: &mut Stream, args: &[&[u8]]) -> Result<Value, String> {
     query_encoded(stream, &command_bytes(args))
 }
 
-/// `query` for a command already encoded (such as a `SELECT` of the input,
+/// `query` for a command already encoded (such as a command of the input
 /// replayed after a reconnect). Fails, in one phrase, when no reply came.
 pub fn query_encoded(stream: &mut Stream, encoded: &[u8]) -> Result<Value, String> {
     stream

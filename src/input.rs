@@ -199,6 +199,12 @@ fn command_role(arg_count: usize, head: [&[u8]; 3]) -> CommandRole {
     if is("SELECT") && arg_count == 2 {
         return CommandRole::Other(CommandKind::Select);
     }
+    if is("AUTH") {
+        return CommandRole::Other(CommandKind::Auth);
+    }
+    if is("HELLO") {
+        return CommandRole::Other(CommandKind::Hello);
+    }
     if is("SUBSCRIBE") || is("PSUBSCRIBE") || is("SSUBSCRIBE") {
         return CommandRole::Refused(Rejection::SubscriberMode);
     }

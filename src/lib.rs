@@ -46,7 +46,7 @@ use crossbeam_channel::{Receiver, bounded, unbounded};
 
 use crate::batch::{Batch, Expect, InFlight};
 use crate::cli::Config;
-use crate::conn::{ConnectError, Stream, describe_io_error};
+use crate::conn::{ConnectError, SessionReplay, Stream, describe_io_error};
 use crate::input::{InputError, InputOptions, OpenSource, open_sources, read_input};
 use crate::progress::Counters;
 use crate::replies::{ErrorsFile, Replies, ReplyContext, ReplyFailure, SessionEnd};
@@ -438,7 +438,7 @@ pub(crate) fn run_connection(
         if replies.tally.acknowledged > acknowledged_before {
             failed_attempts = 0;
         }
-        match reconnect(shared, replies.last_select.as_deref(), &mut failed_attempts) {
+        match reconnect(shared, &replies.replay, &mut failed_attempts) {
             Ok(reconnected) => {
                 run.reconnects += 1;
                 stream = reconnected;
@@ -508,7 +508,7 @@ fn run_session(
 /// up for this outage, or when a stop is requested.
 fn reconnect(
     shared: &SessionShared,
-    last_select: Option<&[u8]>,
+    replay: &SessionReplay,
     failed_attempts: &mut u32,
 ) -> Result<Stream, String> {
     let SessionShared { config, stop, .. } = *shared;
@@ -532,7 +532,7 @@ fn reconnect(
         if stop.woken().recv_timeout(pause).is_ok() || stop.is_requested() {
             return Err("stopped while reconnecting".into());
         }
-        match conn::connect(config, last_select) {
+        match conn::connect(config, Some(replay)) {
             Ok(stream) => return Ok(stream),
             Err(error @ ConnectError::Unreachable { .. }) => report(&error.to_string()),
             Err(error) => return Err(error.to_string()),

@@ -27,7 +27,7 @@ use crossbeam_channel::Receiver;
 
 use crate::batch::{Batch, CommandKind, Expect, InFlight};
 use crate::cluster::{ClusterLinks, Redirect};
-use crate::conn::{Stream, describe_io_error};
+use crate::conn::{SessionReplay, Stream, describe_io_error};
 use crate::progress::Counters;
 use crate::readbuf::ReadBuffer;
 use crate::resp::{ErrorSpan, ReplyKind, ReplyScan, scan_reply};
@@ -124,9 +124,9 @@ pub struct Replies<'a> {
     /// Cluster mode: the shared links, and which primary this reader reads.
     cluster: Option<(&'a ClusterLinks<'a>, usize)>,
     pub tally: Tally,
-    /// The last `SELECT` of the input that succeeded, replayed after a
-    /// reconnect so that what follows lands in the same database.
-    pub last_select: Option<Vec<u8>>,
+    /// What the input set up on the connection, replayed after a reconnect
+    /// so that what follows runs as the same user, in the same database.
+    pub replay: SessionReplay,
     buffer: ReadBuffer,
     errors: Vec<ErrorSpan>,
 }
@@ -166,7 +166,7 @@ impl<'a> Replies<'a> {
             errors_file: context.errors_file,
             cluster: None,
             tally: Tally::default(),
-            last_select: None,
+            replay: SessionReplay::default(),
             buffer: ReadBuffer::new(READ_CHUNK),
             errors: Vec::new(),
         }
@@ -366,8 +366,9 @@ impl<'a> Replies<'a> {
         let succeeded = kind != ReplyKind::Error;
         match command.kind {
             CommandKind::Multi if succeeded => session.open_transaction = Some(index),
-            CommandKind::Select if succeeded => {
-                self.last_select = Some(batch.bytes[batch.command_range(index)].to_vec());
+            CommandKind::Select | CommandKind::Auth | CommandKind::Hello if succeeded => {
+                let encoded = &batch.bytes[batch.command_range(index)];
+                self.replay.record(command.kind, encoded);
             }
             _ => {}
         }

@@ -953,3 +953,46 @@ fn retry_gives_up_on_a_node_that_stays_down_and_gives_the_true_summary() {
         cluster.address(killed)
     ));
 }
+
+#[test]
+fn auth_in_the_input_reaches_every_primary() {
+    let cluster = TestCluster::start();
+    // The default user may read every key (the checks below do) but write
+    // none: every SET must run as the input's user, on every primary.
+    for node in 0..cluster.len() {
+        let mut client = cluster.client(node);
+        client.ok(&[
+            "ACL",
+            "SETUSER",
+            "loader",
+            "on",
+            ">loader-pw",
+            "~*",
+            "&*",
+            "+@all",
+        ]);
+        client.ok(&["ACL", "SETUSER", "default", "resetkeys", "%R~*"]);
+    }
+    let (lines, keys) = set_lines(3_000, "v");
+    let mut input = b"AUTH loader loader-pw\n".to_vec();
+    input.extend_from_slice(&lines);
+
+    let outcome = load_into(&cluster).stdin(input).run();
+
+    outcome.assert_summary(0, keys.len() as u64 + 1);
+    let expected: BTreeMap<Vec<u8>, Expected> = keys
+        .iter()
+        .map(|key| (key.clone().into_bytes(), Expected::Str(b"v".to_vec())))
+        .collect();
+    let missing = mismatches(&cluster, &expected);
+    assert!(
+        missing.is_empty(),
+        "keys missing (first 10):\n{}\n{outcome}",
+        missing.join("\n")
+    );
+    assert!(
+        cluster.dbsizes().iter().all(|&size| size > 0),
+        "every primary must hold some keys: {:?}",
+        cluster.dbsizes()
+    );
+}

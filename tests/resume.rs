@@ -1,8 +1,9 @@
 //! Stopping and resuming: a load whose server dies says how many commands
 //! were acknowledged and the `--skip` that resumes it; rerunning the same
 //! input with that `--skip` applies nothing twice and misses nothing.
-//! `--retry` reconnects to a restarted server and finishes the load by
-//! itself. `--skip` counts commands from the very start of the input, across
+//! `--retry` reconnects to a restarted server (or after a dropped
+//! connection, setting it up again as the input did) and finishes the load
+//! by itself. `--skip` counts commands from the very start of the input, across
 //! sources, rejected lines included, blank lines and empty arrays excluded.
 //!
 //! The servers here persist every write (append-only file, fsync before
@@ -285,6 +286,47 @@ fn retry_reconnects_to_a_restarted_server_and_finishes_the_load() {
         "every key must hold its value; wrong: {wrong:?}\n{outcome}"
     );
     assert_eq!(client.dbsize(), COMMANDS as i64, "{outcome}");
+}
+
+#[test]
+fn retry_sets_the_new_connection_up_as_the_input_did() {
+    // The input authenticates and picks its database itself; after the
+    // connection drops, the rest must still run as that user, in that
+    // database.
+    let server = RedisServer::start();
+    server
+        .client()
+        .ok(&["CONFIG", "SET", "requirepass", "input-secret"]);
+    let mut input = b"AUTH input-secret\nSELECT 3\n".to_vec();
+    input.extend_from_slice(&set_input(COMMANDS));
+    let client = || Client::connect_auth(server.port(), None, "input-secret");
+
+    let (outcome, _) = load_and_strike(
+        Pipeload::new().port(server.port()).args(["--retry", "5"]),
+        &input,
+        || {
+            client().ok(&["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"]);
+        },
+    );
+
+    let (summary, reconnects) = outcome.assert_retried_without_errors();
+    outcome
+        .check(reconnects == 1, "one connection dropped: `reconnects: 1`")
+        .check(
+            summary.replies == COMMANDS as u64 + 2,
+            "every command must have been answered once",
+        );
+    let mut client = client();
+    assert_eq!(client.dbsize(), 0, "nothing may land in db 0\n{outcome}");
+    client.select(3);
+    let values = values(&mut client, "key:", COMMANDS);
+    let wrong = first_offenders(&values, |index, value| {
+        value.as_deref() != Some(format!("value:{index}").as_bytes())
+    });
+    assert!(
+        wrong.is_empty(),
+        "every key must hold its value in db 3; wrong: {wrong:?}\n{outcome}"
+    );
 }
 
 #[test]

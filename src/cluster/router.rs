@@ -152,6 +152,11 @@ impl Router<'_> {
                 _ => Route::Refused(Rejection::SelectInCluster),
             };
         }
+        // Every primary's connection must be set up as the input sets up
+        // its one connection.
+        if matches!(command.kind, CommandKind::Auth | CommandKind::Hello) {
+            return Route::EveryPrimary;
+        }
         if name.eq_ignore_ascii_case(b"FLUSHALL") || name.eq_ignore_ascii_case(b"FLUSHDB") {
             return Route::EveryPrimary;
         }
