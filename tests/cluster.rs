@@ -642,6 +642,71 @@ fn set_lines(count: usize, value: &str) -> (Vec<u8>, Vec<String>) {
     (input, keys)
 }
 
+/// `SET key:i value` lines for i in 0..sets, fed in `pieces` pieces
+/// `pause` apart; the test strikes once `strike_at` pieces are written.
+struct SetFeed<'a> {
+    sets: usize,
+    value: &'a str,
+    pieces: usize,
+    pause: Duration,
+    strike_at: usize,
+}
+
+/// A load that is still going a good while after the strike.
+const STEADY_FEED: SetFeed<'static> = SetFeed {
+    sets: 200_000,
+    value: "v",
+    pieces: 60,
+    pause: Duration::from_millis(15),
+    strike_at: 20,
+};
+
+/// Runs `pipeload` on `feed`, calls `strike` at its strike point, and
+/// returns how the run ended and the keys, in input order.
+fn load_sets_and_strike(
+    pipeload: Pipeload,
+    feed: SetFeed,
+    strike: impl FnOnce(),
+) -> (Outcome, Vec<String>) {
+    let (input, keys) = set_lines(feed.sets, feed.value);
+    let mut running = pipeload.guard(NODE_LOSS_GUARD).spawn();
+    let (strike_now, struck) = mpsc::channel();
+    let feeder = feed_in_chunks(
+        running.take_stdin(),
+        input,
+        feed.pieces,
+        feed.pause,
+        feed.strike_at,
+        strike_now,
+    );
+    struck
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the feeder never reached the strike point");
+    strike();
+    let outcome = running.finish();
+    let _ = feeder.join();
+    (outcome, keys)
+}
+
+/// Every one of `keys` holds `value` on the primary that owns it.
+#[track_caller]
+fn assert_every_key_holds(cluster: &TestCluster, keys: &[String], value: &str, outcome: &Outcome) {
+    let expected: BTreeMap<Vec<u8>, Expected> = keys
+        .iter()
+        .map(|key| {
+            (
+                key.clone().into_bytes(),
+                Expected::Str(value.as_bytes().to_vec()),
+            )
+        })
+        .collect();
+    let missing = mismatches(cluster, &expected);
+    outcome.check(
+        missing.is_empty(),
+        format!("keys not as loaded (first 10):\n{}", missing.join("\n")),
+    );
+}
+
 /// The summary of a load that lost node `killed`: stopped with exit 1, a
 /// `connection lost` line naming the node, at least one error, and an
 /// acknowledged count K such that the first K commands were answered:
@@ -677,24 +742,12 @@ fn assert_node_loss(
             summary.replies >= acknowledged,
             "every acknowledged command was answered",
         );
-    let acknowledged_on_survivors: BTreeMap<Vec<u8>, Expected> = keys[..acknowledged as usize]
+    let acknowledged_on_survivors: Vec<String> = keys[..acknowledged as usize]
         .iter()
         .filter(|key| cluster.owner_of_key(key) != killed)
-        .map(|key| {
-            (
-                key.clone().into_bytes(),
-                Expected::Str(value.as_bytes().to_vec()),
-            )
-        })
+        .cloned()
         .collect();
-    let missing = mismatches(cluster, &acknowledged_on_survivors);
-    outcome.check(
-        missing.is_empty(),
-        format!(
-            "acknowledged keys missing on surviving nodes (first 10):\n{}",
-            missing.join("\n")
-        ),
-    );
+    assert_every_key_holds(cluster, &acknowledged_on_survivors, value, outcome);
 }
 
 #[test]
@@ -702,24 +755,10 @@ fn a_node_killed_mid_load_gives_the_true_summary() {
     let cluster = TestCluster::start();
     let killed = 1;
     allow_reads_when_down(&cluster, killed);
-    let (input, keys) = set_lines(200_000, "v");
 
-    let mut running = load_into(&cluster).guard(NODE_LOSS_GUARD).spawn();
-    let (strike, struck) = mpsc::channel();
-    let feeder = feed_in_chunks(
-        running.take_stdin(),
-        input,
-        60,
-        Duration::from_millis(15),
-        20,
-        strike,
-    );
-    struck
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the feeder never reached the kill point");
-    cluster.kill_node(killed);
-    let outcome = running.finish();
-    let _ = feeder.join();
+    let (outcome, keys) = load_sets_and_strike(load_into(&cluster), STEADY_FEED, || {
+        cluster.kill_node(killed)
+    });
 
     assert_node_loss(&cluster, killed, &outcome, &keys, "v");
 }
@@ -746,44 +785,37 @@ fn a_node_killed_while_the_load_waits_on_it_gives_the_true_summary() {
     let killed = 1;
     allow_reads_when_down(&cluster, killed);
     let value = "x".repeat(500);
-    let (input, keys) = set_lines(60_000, &value);
+    let feed = SetFeed {
+        sets: 60_000,
+        value: &value,
+        pieces: 100,
+        pause: Duration::from_millis(5),
+        strike_at: 10,
+    };
 
-    let mut running = load_into(&cluster).guard(NODE_LOSS_GUARD).spawn();
-    let (strike, struck) = mpsc::channel();
-    let feeder = feed_in_chunks(
-        running.take_stdin(),
-        input,
-        100,
-        Duration::from_millis(5),
-        10,
-        strike,
-    );
-    struck
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the feeder never reached the pause point");
-    cluster
-        .client(killed)
-        .ok(&["CLIENT", "PAUSE", "60000", "WRITE"]);
-    // Wait until pipeload sends the paused node nothing more: its window
-    // for the node is full and the load waits on it.
-    let mut received = bytes_received(&cluster, killed);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        thread::sleep(Duration::from_millis(300));
-        let now = bytes_received(&cluster, killed);
-        // Our own INFO commands count too: a few hundred bytes.
-        if now - received < 4096 {
-            break;
+    let (outcome, keys) = load_sets_and_strike(load_into(&cluster), feed, || {
+        cluster
+            .client(killed)
+            .ok(&["CLIENT", "PAUSE", "60000", "WRITE"]);
+        // Wait until pipeload sends the paused node nothing more: its
+        // window for the node is full and the load waits on it.
+        let mut received = bytes_received(&cluster, killed);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            thread::sleep(Duration::from_millis(300));
+            let now = bytes_received(&cluster, killed);
+            // Our own INFO commands count too: a few hundred bytes.
+            if now - received < 4096 {
+                break;
+            }
+            received = now;
+            assert!(
+                Instant::now() < deadline,
+                "pipeload kept sending to the paused node"
+            );
         }
-        received = now;
-        assert!(
-            Instant::now() < deadline,
-            "pipeload kept sending to the paused node"
-        );
-    }
-    cluster.kill_node(killed);
-    let outcome = running.finish();
-    let _ = feeder.join();
+        cluster.kill_node(killed);
+    });
 
     assert_node_loss(&cluster, killed, &outcome, &keys, &value);
 }
@@ -866,27 +898,12 @@ fn drop_connections_to(cluster: &TestCluster, node: usize) {
 fn retry_reconnects_a_dropped_node_and_finishes_the_load() {
     let cluster = TestCluster::start();
     let dropped = 1;
-    let (input, keys) = set_lines(200_000, "v");
 
-    let mut running = load_into(&cluster)
-        .args(["--retry", "5"])
-        .guard(NODE_LOSS_GUARD)
-        .spawn();
-    let (strike, struck) = mpsc::channel();
-    let feeder = feed_in_chunks(
-        running.take_stdin(),
-        input,
-        60,
-        Duration::from_millis(15),
-        20,
-        strike,
+    let (outcome, keys) = load_sets_and_strike(
+        load_into(&cluster).args(["--retry", "5"]),
+        STEADY_FEED,
+        || drop_connections_to(&cluster, dropped),
     );
-    struck
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the feeder never reached the drop point");
-    drop_connections_to(&cluster, dropped);
-    let outcome = running.finish();
-    let _ = feeder.join();
 
     // Every command answered once: what was answered before the drop is
     // not sent again, what was not is resent on the new connection.
@@ -905,18 +922,7 @@ fn retry_reconnects_a_dropped_node_and_finishes_the_load() {
                 .any(|line| line.starts_with(&format!("pipeload: {address}: reconnecting in "))),
             format!("expected a `reconnecting` line naming {address}"),
         );
-    let expected: BTreeMap<Vec<u8>, Expected> = keys
-        .iter()
-        .map(|key| (key.clone().into_bytes(), Expected::Str(b"v".to_vec())))
-        .collect();
-    let missing = mismatches(&cluster, &expected);
-    outcome.check(
-        missing.is_empty(),
-        format!(
-            "keys missing after the reconnect (first 10):\n{}",
-            missing.join("\n")
-        ),
-    );
+    assert_every_key_holds(&cluster, &keys, "v", &outcome);
     assert_eq!(cluster.total_keys(), keys.len() as i64, "{outcome}");
 }
 
@@ -925,27 +931,12 @@ fn retry_gives_up_on_a_node_that_stays_down_and_gives_the_true_summary() {
     let cluster = TestCluster::start();
     let killed = 2;
     allow_reads_when_down(&cluster, killed);
-    let (input, keys) = set_lines(200_000, "v");
 
-    let mut running = load_into(&cluster)
-        .args(["--retry", "2"])
-        .guard(NODE_LOSS_GUARD)
-        .spawn();
-    let (strike, struck) = mpsc::channel();
-    let feeder = feed_in_chunks(
-        running.take_stdin(),
-        input,
-        60,
-        Duration::from_millis(15),
-        20,
-        strike,
+    let (outcome, keys) = load_sets_and_strike(
+        load_into(&cluster).args(["--retry", "2"]),
+        STEADY_FEED,
+        || cluster.kill_node(killed),
     );
-    struck
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the feeder never reached the kill point");
-    cluster.kill_node(killed);
-    let outcome = running.finish();
-    let _ = feeder.join();
 
     assert_node_loss(&cluster, killed, &outcome, &keys, "v");
     outcome.assert_stderr_line(&format!(
@@ -980,16 +971,7 @@ fn auth_in_the_input_reaches_every_primary() {
     let outcome = load_into(&cluster).stdin(input).run();
 
     outcome.assert_summary(0, keys.len() as u64 + 1);
-    let expected: BTreeMap<Vec<u8>, Expected> = keys
-        .iter()
-        .map(|key| (key.clone().into_bytes(), Expected::Str(b"v".to_vec())))
-        .collect();
-    let missing = mismatches(&cluster, &expected);
-    assert!(
-        missing.is_empty(),
-        "keys missing (first 10):\n{}\n{outcome}",
-        missing.join("\n")
-    );
+    assert_every_key_holds(&cluster, &keys, "v", &outcome);
     assert!(
         cluster.dbsizes().iter().all(|&size| size > 0),
         "every primary must hold some keys: {:?}",

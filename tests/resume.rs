@@ -108,6 +108,20 @@ fn first_offenders<T: std::fmt::Debug>(
         .collect()
 }
 
+/// Every `key:i` of `set_input(COMMANDS)` holds its `value:i` in
+/// `client`'s database.
+#[track_caller]
+fn assert_set_input_loaded(client: &mut Client, outcome: &Outcome) {
+    let values = values(client, "key:", COMMANDS);
+    let wrong = first_offenders(&values, |index, value| {
+        value.as_deref() != Some(format!("value:{index}").as_bytes())
+    });
+    assert!(
+        wrong.is_empty(),
+        "every key must hold its value; wrong: {wrong:?}\n{outcome}"
+    );
+}
+
 /// Runs pipeload on `input` fed slowly through stdin, calls `strike` once
 /// half of it is written, and returns how the run ended.
 fn load_and_strike(pipeload: Pipeload, input: &[u8], strike: impl FnOnce()) -> (Outcome, Duration) {
@@ -277,14 +291,7 @@ fn retry_reconnects_to_a_restarted_server_and_finishes_the_load() {
         )
         .assert_stderr_contains("reconnecting");
     let mut client = server.client();
-    let values = values(&mut client, "key:", COMMANDS);
-    let wrong = first_offenders(&values, |index, value| {
-        value.as_deref() != Some(format!("value:{index}").as_bytes())
-    });
-    assert!(
-        wrong.is_empty(),
-        "every key must hold its value; wrong: {wrong:?}\n{outcome}"
-    );
+    assert_set_input_loaded(&mut client, &outcome);
     assert_eq!(client.dbsize(), COMMANDS as i64, "{outcome}");
 }
 
@@ -319,14 +326,7 @@ fn retry_sets_the_new_connection_up_as_the_input_did() {
     let mut client = client();
     assert_eq!(client.dbsize(), 0, "nothing may land in db 0\n{outcome}");
     client.select(3);
-    let values = values(&mut client, "key:", COMMANDS);
-    let wrong = first_offenders(&values, |index, value| {
-        value.as_deref() != Some(format!("value:{index}").as_bytes())
-    });
-    assert!(
-        wrong.is_empty(),
-        "every key must hold its value in db 3; wrong: {wrong:?}\n{outcome}"
-    );
+    assert_set_input_loaded(&mut client, &outcome);
 }
 
 #[test]
