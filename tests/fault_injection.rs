@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::run::Sink;
+use common::run::{Running, Sink};
 use common::{FakeServer, Outcome, Pipeload, RedisServer, TempDir, Value, resp_command};
 
 /// `SET key:i value:i` text lines.
@@ -736,7 +736,7 @@ fn an_errors_file_that_cannot_be_created_fails_before_connecting() {
 
 /// Starts a load on `server` with stdin kept open, writes `count` SETs and
 /// waits until the server holds them all.
-fn load_and_leave_stdin_open(server: &RedisServer, count: usize) -> common::run::Running {
+fn load_and_leave_stdin_open(server: &RedisServer, count: usize) -> Running {
     let mut running = Pipeload::new().port(server.port()).spawn();
     running
         .write_stdin(sets(count).as_bytes())
@@ -792,8 +792,10 @@ fn sigterm_with_the_input_still_open_stops_with_the_resume_point() {
     assert_interrupted(&outcome, 143, 1_000, &server);
 }
 
-/// A fake that reads every command and never answers; counts them.
-fn silent_fake() -> (FakeServer, Arc<AtomicUsize>) {
+/// pipeload with `--pipe-timeout seconds`, started on 10 SETs against a
+/// fake that reads every command and never answers, once the fake has them
+/// all: its replies are in flight for good.
+fn waiting_on_a_silent_fake(pipe_timeout: &str) -> (Running, FakeServer) {
     let received = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&received);
     let fake = FakeServer::start(move |mut conn| {
@@ -801,15 +803,9 @@ fn silent_fake() -> (FakeServer, Arc<AtomicUsize>) {
             counter.fetch_add(1, Ordering::SeqCst);
         }
     });
-    (fake, received)
-}
-
-#[test]
-fn a_second_sigint_exits_at_once() {
-    let (fake, received) = silent_fake();
     let mut running = Pipeload::new()
         .port(fake.port())
-        .args(["--pipe-timeout", "0"])
+        .args(["--pipe-timeout", pipe_timeout])
         .spawn();
     running
         .write_stdin(sets(10).as_bytes())
@@ -817,6 +813,12 @@ fn a_second_sigint_exits_at_once() {
     wait_until(Duration::from_secs(30), "the fake has the commands", || {
         received.load(Ordering::SeqCst) == 10
     });
+    (running, fake)
+}
+
+#[test]
+fn a_second_sigint_exits_at_once() {
+    let (mut running, fake) = waiting_on_a_silent_fake("0");
 
     running.signal("INT");
     // The first one waits for the replies in flight, which never come.
@@ -837,17 +839,7 @@ fn a_second_sigint_exits_at_once() {
 
 #[test]
 fn sigint_waits_for_replies_only_up_to_the_pipe_timeout() {
-    let (fake, received) = silent_fake();
-    let mut running = Pipeload::new()
-        .port(fake.port())
-        .args(["--pipe-timeout", "1"])
-        .spawn();
-    running
-        .write_stdin(sets(10).as_bytes())
-        .expect("write to pipeload's stdin");
-    wait_until(Duration::from_secs(30), "the fake has the commands", || {
-        received.load(Ordering::SeqCst) == 10
-    });
+    let (mut running, fake) = waiting_on_a_silent_fake("1");
 
     running.signal("INT");
     let exited = running.wait_for_exit(Duration::from_secs(15));
