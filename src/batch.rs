@@ -110,6 +110,9 @@ pub struct Batch {
     /// When not empty (batches split by the cluster router), the ordinal in
     /// the source of each command, which are then not consecutive.
     pub command_nos: Vec<u64>,
+    /// When not empty (batches split by the cluster router), the hash slot
+    /// each command was routed by, if any.
+    pub slots: Vec<Option<u16>>,
     /// Encoded commands, back to back.
     pub bytes: Vec<u8>,
     pub commands: Vec<Command>,
@@ -150,7 +153,14 @@ impl Batch {
     /// Appends command `index` of `from`, keeping its input position (the
     /// cluster router splits batches, redirects resend single commands);
     /// `expect` overrides what the reply reader is to expect.
-    pub fn push_copy(&mut self, from: &Batch, index: usize, expect: Option<Expect>) {
+    /// `slot`: the hash slot it is routed by (cluster mode).
+    pub fn push_copy(
+        &mut self,
+        from: &Batch,
+        index: usize,
+        expect: Option<Expect>,
+        slot: Option<u16>,
+    ) {
         let command = from.commands[index];
         let expect = expect.unwrap_or(command.expect);
         if !matches!(expect, Expect::Rejected(_)) {
@@ -159,6 +169,7 @@ impl Batch {
         }
         self.push_command(command.line_no, command.is_resp, expect, command.kind);
         self.command_nos.push(from.command_no(index));
+        self.slots.push(slot);
         if let Some(original) = from.original(index) {
             self.push_original(original);
         }
@@ -175,6 +186,11 @@ impl Batch {
     pub fn keep_original_from(&mut self, start: usize) {
         self.originals.extend_from_slice(&self.bytes[start..]);
         self.original_ends.push(self.originals.len());
+    }
+
+    /// The hash slot command `index` was routed by, in cluster mode.
+    pub fn slot(&self, index: usize) -> Option<u16> {
+        self.slots.get(index).copied().flatten()
     }
 
     /// The input bytes of command `index`, when they were kept.

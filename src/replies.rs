@@ -180,9 +180,9 @@ impl<'a> Replies<'a> {
 
     /// Counts a command of this connection as settled (cluster mode keeps a
     /// total over all nodes).
-    fn settled(&self) {
+    fn settled(&self, batch: &Batch, index: usize) {
         if let Some((links, _)) = self.cluster {
-            links.settled(1);
+            links.command_settled(batch, index);
         }
         if let Some(progress) = self.progress {
             Counters::add(&progress.answered, 1);
@@ -226,6 +226,15 @@ impl<'a> Replies<'a> {
         }
         self.flush_errors_file();
         self.tally.acknowledged += session.acknowledged;
+        // A transaction the connection loss cut is resent from its MULTI:
+        // what of it was counted settled here will be settled again.
+        if let (Some((links, _)), Some(multi)) = (self.cluster, session.open_transaction)
+            && let Some(head) = session.batches.front()
+        {
+            for index in multi..session.next {
+                links.command_unsettled(&head.batch, index);
+            }
+        }
         SessionEnd {
             failure,
             unacknowledged: session.into_unacknowledged(),
@@ -294,10 +303,10 @@ impl<'a> Replies<'a> {
             let position = batch.position(index, self.source_names, None);
             self.logged_errors = self.error_log.error(&position, &format!("not sent: {why}"));
             self.write_failed(batch.original(index));
+            self.settled(batch, index);
             session.next += 1;
             session.rejected_due -= 1;
             session.acknowledge();
-            self.settled();
             self.check_max_errors();
         }
     }
@@ -320,9 +329,9 @@ impl<'a> Replies<'a> {
             match head.batch.commands[session.next].expect {
                 Expect::Reply | Expect::Marker => break,
                 Expect::NoReply => {
+                    self.settled(&head.batch, session.next);
                     session.next += 1;
                     session.acknowledge();
-                    self.settled();
                 }
                 Expect::Rejected(_) => self.settle_rejected(session, window),
             }
@@ -362,7 +371,7 @@ impl<'a> Replies<'a> {
         }
         session.next += 1;
         session.replies_due -= 1;
-        self.settled();
+        self.settled(batch, index);
         let succeeded = kind != ReplyKind::Error;
         match command.kind {
             CommandKind::Multi if succeeded => session.open_transaction = Some(index),

@@ -2,8 +2,10 @@
 //! (tests/common/cluster.rs) and checks that every command lands on the
 //! primary owning its key's slot, with the summary of one server: bulk
 //! loads, FLUSHALL on every primary, MULTI blocks, user errors with their
-//! line, a slot migrated mid-load, a node killed mid-load (also while the
-//! whole load waits on it), and the failures before anything is sent.
+//! line, a slot migrated mid-load (writes to one key keeping their order
+//! through it), a node killed mid-load (also while the whole load waits on
+//! it), --retry reconnecting a dropped node, AUTH in the input, and the
+//! failures before anything is sent.
 
 mod common;
 
@@ -621,6 +623,60 @@ fn a_slot_migrated_during_the_load_ends_with_every_key_on_its_new_owner() {
 /// A hang guard for loads that lose a node: a correct run ends within
 /// seconds of the loss.
 const NODE_LOSS_GUARD: Duration = Duration::from_secs(30);
+
+#[test]
+fn writes_to_one_key_keep_their_order_through_a_slot_migration() {
+    // Every command goes to one list in a slot that moves mid-load. Those
+    // in flight to the old owner come back MOVED and are resent; the later
+    // ones must not overtake them on the new owner.
+    const PUSHES: usize = 400_000;
+    let cluster = TestCluster::start();
+    let tag = tag_on_node("order", 1);
+    let slot = slot_of(tag.as_bytes());
+    let list = format!("{{{tag}}}:list");
+    let input: Vec<u8> = (0..PUSHES)
+        .flat_map(|i| format!("RPUSH {list} {i}\n").into_bytes())
+        .collect();
+
+    let mut running = load_into(&cluster).spawn();
+    let (strike, struck) = mpsc::channel();
+    let feeder = feed_in_chunks(
+        running.take_stdin(),
+        input,
+        40,
+        Duration::from_millis(5),
+        8,
+        strike,
+    );
+    struck
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the feeder never reached the migration point");
+    let moved = cluster.migrate_slot(slot, 1, 2);
+    let outcome = running.finish();
+    let _ = feeder.join();
+
+    outcome.assert_summary(0, PUSHES as u64);
+    outcome.check(moved == 1, "the list must have moved mid-load");
+    let pushed: Vec<String> = cluster
+        .client(2)
+        .ok(&["LRANGE", &list, "0", "-1"])
+        .into_array()
+        .into_iter()
+        .map(|item| String::from_utf8_lossy(&item.into_bulk().unwrap_or_default()).into_owned())
+        .collect();
+    let expected: Vec<String> = (0..PUSHES).map(|i| i.to_string()).collect();
+    let first_difference = pushed
+        .iter()
+        .zip(&expected)
+        .position(|(got, want)| got != want);
+    outcome.check(
+        pushed.len() == PUSHES && first_difference.is_none(),
+        format!(
+            "the list must hold 0..{PUSHES} in order: {} items, first out of place at {first_difference:?}",
+            pushed.len()
+        ),
+    );
+}
 
 /// Lets the nodes other than `killed` answer reads once they see the
 /// cluster down (a lost primary without replica fails the cluster).

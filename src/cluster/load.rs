@@ -20,6 +20,7 @@ use crossbeam_channel::{bounded, unbounded};
 use super::ClusterLinks;
 use super::keys::KeyPositions;
 use super::router::Router;
+use super::slot::{SLOT_COUNT, SlotOrder};
 use super::topology::Topology;
 use crate::batch::Batch;
 use crate::cli::{Config, Endpoint};
@@ -82,13 +83,16 @@ pub fn load_cluster(
         (0..node_count).map(|_| unbounded::<Batch>()).unzip();
     let outstanding = AtomicUsize::new(0);
 
-    let links = ClusterLinks::new(&topology, &redirect_senders, &outstanding);
+    let order = SlotOrder::default();
+    let links = ClusterLinks::new(&topology, &redirect_senders, &outstanding, &order);
     let router = Router {
         keys,
         topology: &topology,
         control: seed,
         nodes: node_senders,
         outstanding: &outstanding,
+        order: &order,
+        routed_to: vec![None; SLOT_COUNT],
     };
     let (last_routed, runs) =
         thread::scope(|scope| -> Result<(u64, Vec<(Tally, ConnectionRun)>)> {

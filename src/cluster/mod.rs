@@ -25,6 +25,7 @@ use crossbeam_channel::Sender;
 
 use crate::batch::{Batch, CommandKind, Expect};
 use crate::encode::command_bytes;
+use slot::SlotOrder;
 use topology::Topology;
 
 /// Resends of `TRYAGAIN`/`CLUSTERDOWN` answers allowed in one load, so a
@@ -40,6 +41,8 @@ pub struct ClusterLinks<'a> {
     /// Commands routed and not yet settled, over all nodes: a writer stops
     /// only once its input is over and this is 0 (no redirect can come).
     pub outstanding: &'a AtomicUsize,
+    /// The same, per slot, for the router's order keeping.
+    pub order: &'a SlotOrder,
     transient_resends: AtomicU32,
 }
 
@@ -57,17 +60,35 @@ impl<'a> ClusterLinks<'a> {
         topology: &'a Topology,
         redirects: &'a [Sender<Batch>],
         outstanding: &'a AtomicUsize,
+        order: &'a SlotOrder,
     ) -> Self {
         ClusterLinks {
             topology,
             redirects,
             outstanding,
+            order,
             transient_resends: AtomicU32::new(0),
         }
     }
 
     pub fn settled(&self, commands: usize) {
         self.outstanding.fetch_sub(commands, Ordering::SeqCst);
+    }
+
+    /// Command `index` of `batch` was answered where it finally ran.
+    pub fn command_settled(&self, batch: &Batch, index: usize) {
+        self.settled(1);
+        if let Some(slot) = batch.slot(index) {
+            self.order.settled(slot);
+        }
+    }
+
+    /// Undoes `command_settled` for a command that is to be sent again.
+    pub fn command_unsettled(&self, batch: &Batch, index: usize) {
+        self.outstanding.fetch_add(1, Ordering::SeqCst);
+        if let Some(slot) = batch.slot(index) {
+            self.order.routed(slot);
+        }
     }
 
     /// Handles `MOVED`, `ASK`, `TRYAGAIN` and `CLUSTERDOWN` for command
@@ -113,11 +134,13 @@ impl<'a> ClusterLinks<'a> {
             resent.bytes = command_bytes(&[b"ASKING"]);
             resent.push_command(0, true, Expect::Marker, CommandKind::Plain);
             resent.command_nos.push(batch.command_no(index));
+            resent.slots.push(None);
             if batch.original(index).is_some() {
                 resent.push_original(b"");
             }
         }
-        resent.push_copy(batch, index, None);
+        // Still unsettled: its slot's count goes with it.
+        resent.push_copy(batch, index, None, batch.slot(index));
         let count = resent.commands.len();
         self.outstanding.fetch_add(count, Ordering::SeqCst);
         match self.redirects[target].send(resent) {

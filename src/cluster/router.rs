@@ -9,11 +9,12 @@
 //! of a database other than 0 is refused, as a cluster has only db 0.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, select};
 
 use super::keys::{KeyLookup, KeyPositions};
-use super::slot::key_slot;
+use super::slot::{SlotOrder, key_slot};
 use super::topology::Topology;
 use crate::batch::{Batch, CommandKind, Expect, Rejection};
 use crate::conn::Stream;
@@ -21,10 +22,16 @@ use crate::control::{Value, query};
 use crate::resp::command_args;
 use crate::stop::Stop;
 
+/// How long the router sleeps between looks at a slot it waits on.
+const DRAIN_POLL: Duration = Duration::from_micros(500);
+
 /// Where one command goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Route {
-    Node(usize),
+    /// To the owner of this hash slot.
+    Slot(u16),
+    /// A keyless command: to the first primary.
+    FirstPrimary,
     EveryPrimary,
     Refused(Rejection),
 }
@@ -36,6 +43,9 @@ pub struct Router<'a> {
     pub control: Stream,
     pub nodes: Vec<Sender<Batch>>,
     pub outstanding: &'a AtomicUsize,
+    pub order: &'a SlotOrder,
+    /// Per slot, the node its last command was routed to.
+    pub routed_to: Vec<Option<usize>>,
 }
 
 impl Router<'_> {
@@ -77,7 +87,7 @@ impl Router<'_> {
                 if command.kind == CommandKind::EndMulti {
                     let block = std::mem::take(block);
                     transaction = None;
-                    self.route_transaction(batch, &block, &mut split);
+                    self.route_transaction(batch, &block, &mut split, stop)?;
                 }
                 continue;
             }
@@ -86,9 +96,13 @@ impl Router<'_> {
                 continue;
             }
             match self.route(batch, index) {
-                Route::Node(node) => split[node].push_copy(batch, index, None),
+                Route::Slot(slot) => {
+                    let node = self.node_for(slot, &mut split, stop)?;
+                    self.push_routed(&mut split[node], batch, index, Some(slot));
+                }
+                Route::FirstPrimary => split[0].push_copy(batch, index, None, None),
                 Route::Refused(why) => {
-                    split[0].push_copy(batch, index, Some(Expect::Rejected(why)))
+                    split[0].push_copy(batch, index, Some(Expect::Rejected(why)), None)
                 }
                 Route::EveryPrimary => {
                     for (node, target) in split.iter_mut().enumerate() {
@@ -97,18 +111,26 @@ impl Router<'_> {
                             0 => None,
                             _ => Some(Expect::Marker),
                         };
-                        target.push_copy(batch, index, expect);
+                        target.push_copy(batch, index, expect, None);
                     }
                 }
             }
         }
         if let Some(block) = transaction {
-            self.route_transaction(batch, &block, &mut split);
+            self.route_transaction(batch, &block, &mut split, stop)?;
         }
-        for (node, routed) in split.into_iter().enumerate() {
+        self.send_split(&mut split, stop)
+    }
+
+    /// Hands every non-empty per-node batch of `split` to its node, leaving
+    /// empty ones in their place.
+    fn send_split(&self, split: &mut [Batch], stop: &Stop) -> Result<(), ()> {
+        for (node, routed) in split.iter_mut().enumerate() {
             if routed.is_empty() {
                 continue;
             }
+            let fresh = Batch::new(routed.source, routed.seq_offset, 0, 0);
+            let routed = std::mem::replace(routed, fresh);
             self.outstanding
                 .fetch_add(routed.commands.len(), Ordering::SeqCst);
             select! {
@@ -119,18 +141,56 @@ impl Router<'_> {
         Ok(())
     }
 
+    /// The node a command of `slot` goes to: its owner, but only once no
+    /// earlier command of the slot is unsettled on the node it went to
+    /// before (see `SlotOrder`). Waiting, it first sends what it has split,
+    /// which may hold such commands.
+    fn node_for(&mut self, slot: u16, split: &mut [Batch], stop: &Stop) -> Result<usize, ()> {
+        let owner = self.topology.slots.owner(slot);
+        let last = &mut self.routed_to[usize::from(slot)];
+        if last.is_some_and(|last| last != owner) && !self.order.is_drained(slot) {
+            self.send_split(split, stop)?;
+            while !self.order.is_drained(slot) {
+                if stop.woken().recv_timeout(DRAIN_POLL).is_ok() || stop.is_requested() {
+                    return Err(());
+                }
+            }
+        }
+        self.routed_to[usize::from(slot)] = Some(owner);
+        Ok(owner)
+    }
+
+    /// Adds command `index` of `batch` to `target`, counted as unsettled in
+    /// its slot.
+    fn push_routed(&self, target: &mut Batch, batch: &Batch, index: usize, slot: Option<u16>) {
+        if let Some(slot) = slot {
+            self.order.routed(slot);
+        }
+        target.push_copy(batch, index, None, slot);
+    }
+
     /// A transaction goes whole to the node of its first keyed command.
-    fn route_transaction(&mut self, batch: &Batch, block: &[usize], split: &mut [Batch]) {
-        let node = block
+    fn route_transaction(
+        &mut self,
+        batch: &Batch,
+        block: &[usize],
+        split: &mut [Batch],
+        stop: &Stop,
+    ) -> Result<(), ()> {
+        let slot = block
             .iter()
             .find_map(|&index| match self.route(batch, index) {
-                Route::Node(node) if self.has_key(batch, index) => Some(node),
+                Route::Slot(slot) if self.has_key(batch, index) => Some(slot),
                 _ => None,
-            })
-            .unwrap_or(0);
+            });
+        let node = match slot {
+            Some(slot) => self.node_for(slot, split, stop)?,
+            None => 0,
+        };
         for &index in block {
-            split[node].push_copy(batch, index, None);
+            self.push_routed(&mut split[node], batch, index, slot);
         }
+        Ok(())
     }
 
     fn has_key(&mut self, batch: &Batch, index: usize) -> bool {
@@ -148,7 +208,7 @@ impl Router<'_> {
         let name = args.first().copied().unwrap_or_default();
         if command.kind == CommandKind::Select {
             return match args.get(1).copied() {
-                Some(b"0") => Route::Node(0),
+                Some(b"0") => Route::FirstPrimary,
                 _ => Route::Refused(Rejection::SelectInCluster),
             };
         }
@@ -166,8 +226,8 @@ impl Router<'_> {
             KeyLookup::AskServer => self.keys_from_server(&args),
         };
         match key {
-            Some(key) => Route::Node(self.topology.slots.owner(key_slot(&key))),
-            None => Route::Node(0),
+            Some(key) => Route::Slot(key_slot(&key)),
+            None => Route::FirstPrimary,
         }
     }
 
