@@ -93,6 +93,7 @@ pub fn load_cluster(
         outstanding: &outstanding,
         order: &order,
         routed_to: vec![None; SLOT_COUNT],
+        routed: vec![0; SLOT_COUNT],
     };
     let (last_routed, runs) =
         thread::scope(|scope| -> Result<(u64, Vec<(Tally, ConnectionRun)>)> {

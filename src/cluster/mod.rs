@@ -87,7 +87,7 @@ impl<'a> ClusterLinks<'a> {
     pub fn command_unsettled(&self, batch: &Batch, index: usize) {
         self.outstanding.fetch_add(1, Ordering::SeqCst);
         if let Some(slot) = batch.slot(index) {
-            self.order.routed(slot);
+            self.order.unsettled(slot);
         }
     }
 

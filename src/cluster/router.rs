@@ -44,8 +44,10 @@ pub struct Router<'a> {
     pub nodes: Vec<Sender<Batch>>,
     pub outstanding: &'a AtomicUsize,
     pub order: &'a SlotOrder,
-    /// Per slot, the node its last command was routed to.
+    /// Per slot: the node its last command was routed to, and how many
+    /// commands were routed by it.
     pub routed_to: Vec<Option<usize>>,
+    pub routed: Vec<u64>,
 }
 
 impl Router<'_> {
@@ -147,24 +149,25 @@ impl Router<'_> {
     /// which may hold such commands.
     fn node_for(&mut self, slot: u16, split: &mut [Batch], stop: &Stop) -> Result<usize, ()> {
         let owner = self.topology.slots.owner(slot);
-        let last = &mut self.routed_to[usize::from(slot)];
-        if last.is_some_and(|last| last != owner) && !self.order.is_drained(slot) {
+        let at = usize::from(slot);
+        let drained = |router: &Self| router.order.settled_count(slot) >= router.routed[at];
+        if self.routed_to[at].is_some_and(|last| last != owner) && !drained(self) {
             self.send_split(split, stop)?;
-            while !self.order.is_drained(slot) {
+            while !drained(self) {
                 if stop.woken().recv_timeout(DRAIN_POLL).is_ok() || stop.is_requested() {
                     return Err(());
                 }
             }
         }
-        self.routed_to[usize::from(slot)] = Some(owner);
+        self.routed_to[at] = Some(owner);
         Ok(owner)
     }
 
     /// Adds command `index` of `batch` to `target`, counted as unsettled in
     /// its slot.
-    fn push_routed(&self, target: &mut Batch, batch: &Batch, index: usize, slot: Option<u16>) {
+    fn push_routed(&mut self, target: &mut Batch, batch: &Batch, index: usize, slot: Option<u16>) {
         if let Some(slot) = slot {
-            self.order.routed(slot);
+            self.routed[usize::from(slot)] += 1;
         }
         target.push_copy(batch, index, None, slot);
     }

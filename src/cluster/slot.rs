@@ -5,50 +5,48 @@
 //! first key to pick the primary that owns it, and keeps each slot's
 //! commands in order through a change of owner with `SlotOrder`.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Number of hash slots in a Redis Cluster.
 pub const SLOT_COUNT: usize = 16384;
 
 /// Keeps the commands of each slot in input order when the slot changes
-/// owner. The router counts each command it routes by its slot; the reply
-/// readers count it off once it is settled, answered where it finally ran.
-/// While a slot whose owner changed still has commands unsettled, they are
-/// on their way to the new owner (answered `MOVED` by the old one, then
-/// resent), and a later command sent straight there could overtake them:
-/// the router waits for the count to reach 0 before it switches.
+/// owner. The router counts, on its own, the commands it routes by each
+/// slot; the reply readers count here those settled, answered where they
+/// finally ran. While a slot whose owner changed still has commands
+/// unsettled, they are on their way to the new owner (answered `MOVED` by
+/// the old one, then resent), and a later command sent straight there could
+/// overtake them: the router waits for the two counts to meet before it
+/// switches. Each primary's reader mostly counts the slots it owns, so the
+/// readers seldom touch the same counters.
 pub struct SlotOrder {
-    unsettled: Vec<AtomicU32>,
+    settled: Vec<AtomicU64>,
 }
 
 impl Default for SlotOrder {
     fn default() -> Self {
         SlotOrder {
-            unsettled: (0..SLOT_COUNT).map(|_| AtomicU32::new(0)).collect(),
+            settled: (0..SLOT_COUNT).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 }
 
 impl SlotOrder {
-    // Relaxed is enough: only the count itself matters, and a reader counts
-    // a command off after its reply arrived, so a 0 the router reads means
-    // the node has run every earlier command of the slot.
-    pub fn routed(&self, slot: u16) {
-        self.unsettled[usize::from(slot)].fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Never below 0: a count that drifted low would at worst let the
-    /// router switch early, one that wrapped would stop it for good.
+    // Relaxed is enough: only the counts matter, and a reader counts a
+    // command after its reply arrived, so a count the router reads means
+    // the node has run that many commands of the slot.
     pub fn settled(&self, slot: u16) {
-        let count = &self.unsettled[usize::from(slot)];
-        if count.fetch_sub(1, Ordering::Relaxed) == 0 {
-            count.fetch_add(1, Ordering::Relaxed);
-        }
+        self.settled[usize::from(slot)].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Whether every command routed for `slot` so far is settled.
-    pub fn is_drained(&self, slot: u16) -> bool {
-        self.unsettled[usize::from(slot)].load(Ordering::Relaxed) == 0
+    /// Undoes `settled` for a command that is to be sent again.
+    pub fn unsettled(&self, slot: u16) {
+        self.settled[usize::from(slot)].fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Commands of `slot` settled so far.
+    pub fn settled_count(&self, slot: u16) -> u64 {
+        self.settled[usize::from(slot)].load(Ordering::Relaxed)
     }
 }
 
