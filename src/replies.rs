@@ -382,6 +382,16 @@ impl<'a> Replies<'a> {
             _ => {}
         }
         if command.expect == Expect::Marker {
+            // Its reply counts for nothing: pipeload's own `ASKING` or
+            // `CLIENT REPLY ON`, or a copy of `FLUSHALL`, `AUTH`… whose
+            // reply the first primary counts. A copy that failed left its
+            // primary unflushed or not set up, though: an error.
+            if !succeeded && self.cluster.is_some() {
+                self.tally.error_replies += 1;
+                self.write_failed(batch.original(index));
+                self.log_errors(batch, index);
+                self.check_max_errors();
+            }
             return Ok(());
         }
         self.tally.replies += 1;
@@ -391,11 +401,7 @@ impl<'a> Replies<'a> {
             self.tally.error_replies += 1;
             self.write_failed(batch.original(index));
         }
-        for span in &self.errors {
-            let message = String::from_utf8_lossy(&self.buffer.unread()[span.message.clone()]);
-            let position = batch.position(index, self.source_names, span.element);
-            self.logged_errors = self.error_log.error(&position, &message);
-        }
+        self.log_errors(batch, index);
         if !self.errors.is_empty() {
             if succeeded {
                 self.write_nested_failures(batch, index, command.kind, session.open_transaction);
@@ -407,6 +413,16 @@ impl<'a> Replies<'a> {
             session.close_transaction();
         }
         Ok(())
+    }
+
+    /// Reports every error of the reply to command `index` of `batch` with
+    /// its input position.
+    fn log_errors(&mut self, batch: &Batch, index: usize) {
+        for span in &self.errors {
+            let message = String::from_utf8_lossy(&self.buffer.unread()[span.message.clone()]);
+            let position = batch.position(index, self.source_names, span.element);
+            self.logged_errors = self.error_log.error(&position, &message);
+        }
     }
 
     /// Writes to `--errors-file` what a reply that holds errors failed: for

@@ -499,6 +499,24 @@ fn a_multi_exec_block_runs_as_one_transaction_on_the_owner_of_its_keys() {
 }
 
 #[test]
+fn a_flushall_that_fails_on_one_primary_is_reported() {
+    // FLUSHALL goes to every primary, and its reply is counted once; a copy
+    // refused by another primary must still show as an error.
+    let cluster = TestCluster::start();
+    let refusing = 2;
+    cluster
+        .client(refusing)
+        .ok(&["ACL", "SETUSER", "default", "-flushall"]);
+
+    let outcome = load_into(&cluster).stdin("FLUSHALL\nSET after 1\n").run();
+
+    outcome
+        .assert_summary(1, 2)
+        .assert_stderr_line_starts("line 1: NOPERM ");
+    assert_eq!(cluster.get("after"), Some(b"1".to_vec()), "{outcome}");
+}
+
+#[test]
 fn crossslot_is_reported_with_its_line_and_the_rest_loads() {
     let cluster = TestCluster::start();
     assert_ne!(slot_of(b"a"), slot_of(b"b"));

@@ -4,9 +4,11 @@
 //! Place in the data flow: between input and the per-primary writers.
 //! Commands keep their input positions (`Batch::command_nos`), so errors
 //! still name their line. A `MULTI … EXEC` block goes whole to the node of
-//! its first key; `FLUSHALL`/`FLUSHDB` go to every primary (their reply is
-//! counted once); other keyless commands go to the first primary; `SELECT`
-//! of a database other than 0 is refused, as a cluster has only db 0.
+//! its first key; `FLUSHALL`, `FLUSHDB`, `AUTH` and `HELLO` go to every
+//! primary (their reply is counted once, a failed copy as an error); other
+//! keyless commands go to the first primary; `SELECT` of a database other
+//! than 0 is refused, as a cluster has only db 0. A slot that changes owner
+//! keeps its commands in input order (`SlotOrder`).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
