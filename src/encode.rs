@@ -18,24 +18,30 @@ fn decimal_len(mut value: usize) -> usize {
     digits
 }
 
-/// Appends a header line, `*3\r\n` or `$5\r\n`: the type byte, `value` in
-/// decimal, CRLF, written on the stack and appended at once (no `fmt`).
-fn append_header(out: &mut Vec<u8>, type_byte: u8, value: usize) {
-    let mut line = [0u8; 23];
-    let mut start = line.len() - 2;
-    line[start..].copy_from_slice(b"\r\n");
-    let mut rest = value;
-    loop {
-        start -= 1;
-        line[start] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
+/// Writes a header line, `*3\r\n` or `$5\r\n`, at the start of `buf`
+/// (no `fmt`); returns the rest of `buf`.
+fn put_header(buf: &mut [u8], type_byte: u8, value: usize) -> &mut [u8] {
+    // `*3`, `$3` and the like: most headers of short commands.
+    if value < 10 {
+        return put(buf, &[type_byte, b'0' + value as u8, b'\r', b'\n']);
     }
-    start -= 1;
-    line[start] = type_byte;
-    out.extend_from_slice(&line[start..]);
+    let digits = decimal_len(value);
+    let (line, rest) = buf.split_at_mut(1 + digits + 2);
+    line[0] = type_byte;
+    let mut remaining = value;
+    for digit in line[1..=digits].iter_mut().rev() {
+        *digit = b'0' + (remaining % 10) as u8;
+        remaining /= 10;
+    }
+    line[1 + digits..].copy_from_slice(b"\r\n");
+    rest
+}
+
+/// Writes `bytes` at the start of `buf`; returns the rest of `buf`.
+fn put<'a>(buf: &'a mut [u8], bytes: &[u8]) -> &'a mut [u8] {
+    let (head, rest) = buf.split_at_mut(bytes.len());
+    head.copy_from_slice(bytes);
+    rest
 }
 
 /// Length of the RESP encoding of `args`.
@@ -48,15 +54,19 @@ pub fn encoded_len(args: &Args) -> usize {
     header + bodies
 }
 
-/// Appends the RESP array of bulk strings that carries `args`.
+/// Appends the RESP array of bulk strings that carries `args`. The exact
+/// length is added to `out` once and every piece written in place, which
+/// spares a capacity check and a length update per piece.
 pub fn append_command(out: &mut Vec<u8>, args: &Args) {
-    out.reserve(encoded_len(args));
-    append_header(out, b'*', args.len());
+    let start = out.len();
+    out.resize(start + encoded_len(args), 0);
+    let mut rest = put_header(&mut out[start..], b'*', args.len());
     for arg in args.iter() {
-        append_header(out, b'$', arg.len());
-        out.extend_from_slice(arg);
-        out.extend_from_slice(b"\r\n");
+        rest = put_header(rest, b'$', arg.len());
+        rest = put(rest, arg);
+        rest = put(rest, b"\r\n");
     }
+    debug_assert!(rest.is_empty(), "encoded_len and the writes disagree");
 }
 
 /// Encodes a command given as plain argument slices (handshake commands and
@@ -99,10 +109,10 @@ mod tests {
     #[test]
     fn decimal_helpers_agree_with_fmt() {
         for value in [0, 1, 9, 10, 99, 100, 12345, usize::MAX] {
-            let mut out = Vec::new();
-            append_header(&mut out, b'$', value);
-            assert_eq!(out, format!("${value}\r\n").as_bytes());
-            assert_eq!(decimal_len(value), out.len() - 3);
+            let mut line = [0u8; 24];
+            let written = line.len() - put_header(&mut line, b'$', value).len();
+            assert_eq!(&line[..written], format!("${value}\r\n").as_bytes());
+            assert_eq!(decimal_len(value), written - 3);
         }
     }
 
@@ -114,10 +124,17 @@ mod tests {
             for arg in &slices {
                 packed.push(arg);
             }
-            let mut out = Vec::new();
+            // After bytes already in the batch, as in the input thread.
+            let mut out = b"before".to_vec();
             append_command(&mut out, &packed);
-            prop_assert_eq!(out.len(), encoded_len(&packed));
-            prop_assert_eq!(out, command_bytes(&slices));
+            let mut expected = format!("before*{}\r\n", args.len()).into_bytes();
+            for arg in &args {
+                expected.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+                expected.extend_from_slice(arg);
+                expected.extend_from_slice(b"\r\n");
+            }
+            prop_assert_eq!(out.len() - 6, encoded_len(&packed));
+            prop_assert_eq!(out, expected);
         }
     }
 }
