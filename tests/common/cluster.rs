@@ -23,7 +23,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::client::{Client, Value};
-use super::server::start_with_retries;
+use super::server::{start_with_retries, wait_until_answering};
 use super::temp::TempDir;
 use super::tls::{TlsClient, TlsFiles};
 
@@ -40,8 +40,7 @@ const BUS_OFFSET: u16 = 10000;
 /// the ephemeral ports of client sockets or of other tests' servers.
 const PORT_RANGE: (u16, u16) = (12000, 22000);
 
-/// How long the nodes may take to answer, and the cluster to form.
-const STARTUP_GUARD: Duration = Duration::from_secs(30);
+/// How long the cluster may take to form.
 const FORMATION_GUARD: Duration = Duration::from_secs(20);
 
 /// The hash slot of `key`, as the cluster specification defines it:
@@ -510,32 +509,22 @@ fn spawn_node(port: u16, dir: &Path, tls: Option<&TlsFiles>) -> Result<Child, St
 /// Waits until this process (not another on its port) answers; returns its
 /// node id.
 fn wait_until_ready(child: &mut Child, port: u16, dir: &Path, tls: bool) -> Result<String, String> {
-    let log = || fs::read_to_string(dir.join("redis.log")).unwrap_or_default();
-    let deadline = Instant::now() + STARTUP_GUARD;
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Err(format!(
-                "cluster node on port {port} exited ({status}):\n{}",
-                log()
-            ));
-        }
-        if let Ok(mut client) = NodeClient::try_connect(port, tls) {
-            return match client.server_pid() {
-                Ok(pid) if pid == child.id() => match client.cmd(&["CLUSTER", "MYID"]) {
-                    Value::Bulk(Some(id)) => Ok(String::from_utf8_lossy(&id).into_owned()),
-                    other => Err(format!("CLUSTER MYID on port {port} replied {other:?}")),
-                },
-                Ok(pid) => Err(format!("port {port} is held by another server (pid {pid})")),
-                Err(err) => Err(format!("node on port {port}: INFO failed: {err}")),
-            };
-        }
-        if Instant::now() > deadline {
-            return Err(format!(
-                "cluster node on port {port} did not answer within {STARTUP_GUARD:?}:\n{}",
-                log()
-            ));
-        }
-        thread::sleep(Duration::from_millis(10));
+    wait_until_answering(
+        child,
+        &format!("port {port}"),
+        &dir.join("redis.log"),
+        || {
+            NodeClient::try_connect(port, tls)
+                .ok()
+                .map(|mut client| client.server_pid())
+        },
+    )?;
+    match NodeClient::try_connect(port, tls)
+        .map_err(|err| format!("node on port {port}: {err}"))?
+        .cmd(&["CLUSTER", "MYID"])
+    {
+        Value::Bulk(Some(id)) => Ok(String::from_utf8_lossy(&id).into_owned()),
+        other => Err(format!("CLUSTER MYID on port {port} replied {other:?}")),
     }
 }
 

@@ -131,29 +131,12 @@ impl RedisServer {
     /// Waits until this server (not another on its port) answers.
     fn wait_until_ready(&mut self) -> Result<(), String> {
         let port = self.port;
-        let deadline = Instant::now() + STARTUP_GUARD;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(format!(
-                    "redis-server on port {port} exited ({status}):\n{}",
-                    self.log()
-                ));
-            }
-            if let Ok(mut client) = Client::try_connect(port) {
-                return match client.server_pid() {
-                    Ok(pid) if pid == self.child.id() => Ok(()),
-                    Ok(pid) => Err(format!("port {port} is held by another server (pid {pid})")),
-                    Err(err) => Err(format!("redis-server on port {port}: INFO failed: {err}")),
-                };
-            }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "redis-server on port {port} did not answer within {STARTUP_GUARD:?}:\n{}",
-                    self.log()
-                ));
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
+        let log = self.dir.path().join("redis.log");
+        wait_until_answering(&mut self.child, &format!("port {port}"), &log, || {
+            Client::try_connect(port)
+                .ok()
+                .map(|mut client| client.server_pid())
+        })
     }
 
     /// Waits until the server has finished loading its data set (`INFO
@@ -250,6 +233,43 @@ fn spawn_server(
 }
 
 /// A loopback port that was free a moment ago.
+/// Waits until the redis-server `child` answers on `listening` (as in
+/// "port 6380"), and checks that `child` is the one answering, not another
+/// server on the same port. `server_pid` connects and asks the server for
+/// its process id (`None` while nothing accepts the connection); `log` is
+/// the server's log file, quoted when it fails.
+pub fn wait_until_answering<E: std::fmt::Display>(
+    child: &mut Child,
+    listening: &str,
+    log: &Path,
+    mut server_pid: impl FnMut() -> Option<Result<u32, E>>,
+) -> Result<(), String> {
+    let log_text = || fs::read_to_string(log).unwrap_or_default();
+    let deadline = Instant::now() + STARTUP_GUARD;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!(
+                "redis-server on {listening} exited ({status}):\n{}",
+                log_text()
+            ));
+        }
+        if let Some(pid) = server_pid() {
+            return match pid {
+                Ok(pid) if pid == child.id() => Ok(()),
+                Ok(pid) => Err(format!("{listening} is held by another server (pid {pid})")),
+                Err(err) => Err(format!("redis-server on {listening}: INFO failed: {err}")),
+            };
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "redis-server on {listening} did not answer within {STARTUP_GUARD:?}:\n{}",
+                log_text()
+            ));
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
 pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     listener

@@ -22,7 +22,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -34,11 +34,9 @@ use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, Server
 use rustls::{StreamOwned, crypto::CryptoProvider};
 
 use super::client::{Value, read_value, resp_command};
-use super::server::{free_port, start_with_retries};
+use super::server::{free_port, start_with_retries, wait_until_answering};
 use super::temp::TempDir;
 
-/// How long a server may take to answer its first command.
-const STARTUP_GUARD: Duration = Duration::from_secs(30);
 /// Hang guard for every read of the test client and the silent server.
 const READ_GUARD: Duration = Duration::from_secs(60);
 
@@ -255,42 +253,20 @@ impl TlsRedis {
 
     /// Waits until this server (not another on its port) answers over TLS.
     fn wait_until_ready(&mut self) -> Result<(), String> {
-        let port = self.port;
-        let deadline = Instant::now() + STARTUP_GUARD;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(format!(
-                    "redis-server on TLS port {port} exited ({status}):\n{}",
-                    self.log()
-                ));
-            }
-            if let Ok(mut client) = TlsClient::try_connect(port, self.auth_clients) {
-                let pid = client.try_cmd(&["INFO", "server"]).map(|info| match info {
-                    Value::Bulk(Some(info)) => {
-                        String::from_utf8_lossy(&info).lines().find_map(|line| {
-                            line.trim().strip_prefix("process_id:")?.parse::<u32>().ok()
-                        })
-                    }
+        let (port, auth_clients) = (self.port, self.auth_clients);
+        let log = self.dir.path().join("redis.log");
+        wait_until_answering(&mut self.child, &format!("TLS port {port}"), &log, || {
+            let mut client = TlsClient::try_connect(port, auth_clients).ok()?;
+            Some(client.try_cmd(&["INFO", "server"]).and_then(|info| {
+                let pid = match info {
+                    Value::Bulk(Some(info)) => String::from_utf8_lossy(&info)
+                        .lines()
+                        .find_map(|line| line.trim().strip_prefix("process_id:")?.parse().ok()),
                     _ => None,
-                });
-                return match pid {
-                    Ok(Some(pid)) if pid == self.child.id() => Ok(()),
-                    Ok(pid) => Err(format!(
-                        "TLS port {port} is held by another server ({pid:?})"
-                    )),
-                    Err(err) => Err(format!(
-                        "redis-server on TLS port {port}: INFO failed: {err}"
-                    )),
                 };
-            }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "redis-server on TLS port {port} did not answer within {STARTUP_GUARD:?}:\n{}",
-                    self.log()
-                ));
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
+                pid.ok_or_else(|| io::Error::other("INFO server has no process_id"))
+            }))
+        })
     }
 
     pub fn port(&self) -> u16 {
