@@ -20,7 +20,7 @@ use crossbeam_channel::{bounded, unbounded};
 use super::ClusterLinks;
 use super::keys::KeyPositions;
 use super::router::Router;
-use super::slot::{SLOT_COUNT, SlotOrder};
+use super::slot::SlotOrder;
 use super::topology::Topology;
 use crate::batch::Batch;
 use crate::cli::{Config, Endpoint};
@@ -85,16 +85,7 @@ pub fn load_cluster(
 
     let order = SlotOrder::default();
     let links = ClusterLinks::new(&topology, &redirect_senders, &outstanding, &order);
-    let router = Router {
-        keys,
-        topology: &topology,
-        control: seed,
-        nodes: node_senders,
-        outstanding: &outstanding,
-        order: &order,
-        routed_to: vec![None; SLOT_COUNT],
-        routed: vec![0; SLOT_COUNT],
-    };
+    let router = Router::new(keys, &topology, seed, node_senders, &outstanding, &order);
     let (last_routed, runs) =
         thread::scope(|scope| -> Result<(u64, Vec<(Tally, ConnectionRun)>)> {
             let router = scope.spawn(|| router.run(&input_receiver, &stop));

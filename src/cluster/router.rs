@@ -16,7 +16,7 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender, select};
 
 use super::keys::{KeyLookup, KeyPositions};
-use super::slot::{SlotOrder, key_slot};
+use super::slot::{SLOT_COUNT, SlotOrder, key_slot};
 use super::topology::Topology;
 use crate::batch::{Batch, CommandKind, Expect, Rejection};
 use crate::conn::Stream;
@@ -39,20 +39,40 @@ enum Route {
 }
 
 pub struct Router<'a> {
-    pub keys: KeyPositions,
-    pub topology: &'a Topology,
+    keys: KeyPositions,
+    topology: &'a Topology,
     /// For `COMMAND GETKEYS`, when the metadata cannot find the keys.
-    pub control: Stream,
-    pub nodes: Vec<Sender<Batch>>,
-    pub outstanding: &'a AtomicUsize,
-    pub order: &'a SlotOrder,
+    control: Stream,
+    nodes: Vec<Sender<Batch>>,
+    outstanding: &'a AtomicUsize,
+    order: &'a SlotOrder,
     /// Per slot: the node its last command was routed to, and how many
     /// commands were routed by it.
-    pub routed_to: Vec<Option<usize>>,
-    pub routed: Vec<u64>,
+    routed_to: Vec<Option<usize>>,
+    routed: Vec<u64>,
 }
 
-impl Router<'_> {
+impl<'a> Router<'a> {
+    pub fn new(
+        keys: KeyPositions,
+        topology: &'a Topology,
+        control: Stream,
+        nodes: Vec<Sender<Batch>>,
+        outstanding: &'a AtomicUsize,
+        order: &'a SlotOrder,
+    ) -> Self {
+        Router {
+            keys,
+            topology,
+            control,
+            nodes,
+            outstanding,
+            order,
+            routed_to: vec![None; SLOT_COUNT],
+            routed: vec![0; SLOT_COUNT],
+        }
+    }
+
     /// Routes every batch until the input ends or a stop is requested.
     /// Returns the highest command number (`Batch::seq`) up to which every
     /// command was handed to a node.
