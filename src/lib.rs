@@ -90,6 +90,10 @@ pub fn run(config: Config) -> Result<ExitCode> {
     if config.warn_about_password {
         report(PASSWORD_WARNING);
     }
+    // Watched from the start, so that a signal that comes while connecting
+    // is not lost either.
+    let stop = Arc::new(Stop::default());
+    stop::watch_signals(Arc::clone(&stop)).context("cannot watch for signals")?;
     let mut stream = conn::connect(&config, None)?;
     if config.cluster {
         let seed_host = match &config.endpoint {
@@ -99,10 +103,17 @@ pub fn run(config: Config) -> Result<ExitCode> {
         if let Some(topology) =
             cluster::topology::discover(&mut stream, &seed_host, config.tls.is_some())?
         {
-            return cluster::load::load_cluster(stream, topology, sources, errors_file, &config);
+            return cluster::load::load_cluster(
+                stream,
+                topology,
+                sources,
+                errors_file,
+                stop,
+                &config,
+            );
         }
     }
-    load(stream, sources, errors_file, &config)
+    load(stream, sources, errors_file, stop, &config)
 }
 
 /// The input thread, joined once it is known to have ended.
@@ -195,6 +206,7 @@ fn load(
     stream: Stream,
     sources: Vec<OpenSource>,
     errors_file: Option<ErrorsFile>,
+    stop: Arc<Stop>,
     config: &Config,
 ) -> Result<ExitCode> {
     let LoadStart {
@@ -205,7 +217,7 @@ fn load(
         counters,
         batches: batch_receiver,
         mut input,
-    } = start_load(sources, errors_file.is_some(), true, config)?;
+    } = start_load(sources, errors_file.is_some(), true, stop, config)?;
 
     let mut replies = Replies::new(ReplyContext {
         source_names: &source_names,
@@ -281,17 +293,16 @@ pub(crate) struct LoadStart {
     pub input: InputWatch,
 }
 
-/// Watches for signals, starts the progress display and the input thread.
+/// Starts the progress display and the input thread.
 /// `confirm_unanswered_tail`: see `InputOptions` (one server only).
 pub(crate) fn start_load(
     sources: Vec<OpenSource>,
     keep_originals: bool,
     confirm_unanswered_tail: bool,
+    stop: Arc<Stop>,
     config: &Config,
 ) -> Result<LoadStart> {
     let started = Instant::now();
-    let stop = Arc::new(Stop::default());
-    stop::watch_signals(Arc::clone(&stop)).context("cannot watch for signals")?;
     let source_names = input::source_names(&sources);
     let error_log = Arc::new(ErrorLog::new(config.error_lines));
     let (counters, display) = start_progress(config, &error_log);

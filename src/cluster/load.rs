@@ -11,6 +11,7 @@
 //! command before it was answered.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::thread;
 
@@ -27,7 +28,7 @@ use crate::cli::{Config, Endpoint};
 use crate::conn::{self, Stream};
 use crate::input::OpenSource;
 use crate::replies::{ErrorsFile, Replies, ReplyContext};
-use crate::stop::StopReason;
+use crate::stop::{Stop, StopReason};
 use crate::summary::{NodeCounts, Outcome, Tally, report};
 use crate::writer::WriterEnd;
 use crate::{
@@ -42,6 +43,7 @@ pub fn load_cluster(
     topology: Topology,
     sources: Vec<OpenSource>,
     errors_file: Option<ErrorsFile>,
+    stop: Arc<Stop>,
     config: &Config,
 ) -> Result<ExitCode> {
     let keys = KeyPositions::fetch(&mut seed).context("cannot read the server's command table")?;
@@ -74,7 +76,7 @@ pub fn load_cluster(
         counters,
         batches: input_receiver,
         mut input,
-    } = start_load(sources, errors_file.is_some(), false, config)?;
+    } = start_load(sources, errors_file.is_some(), false, stop, config)?;
 
     let (node_senders, node_receivers): (Vec<_>, Vec<_>) = (0..node_count)
         .map(|_| bounded::<Batch>(BATCH_CHANNEL_CAPACITY))
