@@ -14,6 +14,7 @@ use anyhow::{Context, Result, bail};
 use clap::{ArgAction, CommandFactory, Parser, ValueEnum};
 use clap_complete::Shell;
 
+use crate::summary::Outcome;
 use crate::tls::{TlsConfig, TlsOptions};
 use crate::window::WindowLimits;
 
@@ -267,13 +268,26 @@ struct Flags {
 }
 
 /// Parses the command line. Usage errors (and --help, --version) are handled
-/// by clap itself, which prints them and exits with 2 (0 for help).
+/// by clap itself, which prints them and exits with 2 (0 for help); with
+/// `--json` among the arguments a usage error prints its JSON summary first.
 pub fn parse_args<I, T>(args: I) -> Result<Config>
 where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    let flags = Flags::parse_from(args);
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let flags = match Flags::try_parse_from(&args) {
+        Ok(flags) => flags,
+        Err(error) => {
+            // A script that asked for JSON gets its object even now.
+            if error.use_stderr() && args.iter().any(|arg| arg == "--json") {
+                let rendered = error.render().to_string();
+                let message = rendered.lines().next().unwrap_or("bad usage");
+                Outcome::failed_early(None, message.to_owned()).print(true);
+            }
+            error.exit()
+        }
+    };
     if let Some(shell) = flags.completions {
         clap_complete::generate(shell, &mut Flags::command(), "pipeload", &mut io::stdout());
         std::process::exit(0);

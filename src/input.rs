@@ -108,6 +108,15 @@ pub enum InputError {
         source_name: Option<String>,
         error: io::Error,
     },
+    /// The input ended inside `MULTI`: the server discards the queued
+    /// commands when the connection closes, so none of them is applied.
+    UnfinishedTransaction {
+        source_name: Option<String>,
+        /// Line of the `MULTI`.
+        line_no: u64,
+        /// The `MULTI`'s ordinal in the whole input, `--skip` included.
+        seq: u64,
+    },
     /// The batch channel was closed: the pipeline stopped downstream.
     Stopped,
     /// The input thread panicked (a bug: reported, never hidden).
@@ -132,6 +141,15 @@ impl fmt::Display for InputError {
                 "cannot read {}: {}",
                 source_name.as_deref().unwrap_or("stdin"),
                 describe_io_error(error)
+            ),
+            InputError::UnfinishedTransaction {
+                source_name,
+                line_no,
+                ..
+            } => write!(
+                f,
+                "{}: the input ended inside this MULTI (no EXEC or DISCARD): its commands were discarded, not applied",
+                describe_line(source_name.as_deref(), *line_no)
             ),
             InputError::Stopped => write!(f, "input stopped: the pipeline ended early"),
             InputError::Panicked => write!(f, "internal error: the input thread panicked"),
@@ -289,6 +307,8 @@ struct InputState {
     /// Commands in the sources read so far.
     commands_before_source: u64,
     keep_originals: bool,
+    /// Where the open transaction's `MULTI` was, while one is open.
+    open_transaction: Option<InputError>,
 }
 
 impl InputState {
@@ -300,6 +320,29 @@ impl InputState {
             return None;
         }
         Some(self.tracker.expect(role))
+    }
+
+    /// Keeps where a transaction opened by an admitted command starts, until
+    /// it is closed.
+    fn note_transaction(
+        &mut self,
+        kind: CommandKind,
+        expect: Expect,
+        source_name: &Option<String>,
+        line_no: u64,
+        seq: u64,
+    ) {
+        match kind {
+            CommandKind::Multi if !matches!(expect, Expect::Rejected(_)) => {
+                self.open_transaction = Some(InputError::UnfinishedTransaction {
+                    source_name: source_name.clone(),
+                    line_no,
+                    seq,
+                });
+            }
+            CommandKind::EndMulti => self.open_transaction = None,
+            _ => {}
+        }
     }
 }
 
@@ -315,6 +358,7 @@ pub fn read_input(
         progress: options.progress.clone(),
         commands_before_source: 0,
         keep_originals: options.keep_originals,
+        open_transaction: None,
     };
     let mut last_source = 0;
     for (index, source) in sources.into_iter().enumerate() {
@@ -328,6 +372,9 @@ pub fn read_input(
         reader.read_all(&mut state)?;
         state.commands_before_source += reader.command_no;
         last_source = index;
+    }
+    if let Some(unfinished) = state.open_transaction {
+        return Err(unfinished);
     }
     if options.confirm_unanswered_tail && state.tracker.unanswered_tail {
         let mut batch = Batch::new(last_source, state.commands_before_source, 0, 0);
@@ -592,6 +639,8 @@ impl<'a> SourceReader<'a> {
                     self.batch.bytes.truncate(start);
                 }
                 self.batch.push_command(line_no, true, expect, kind);
+                let seq = self.seq_offset + self.command_no;
+                state.note_transaction(kind, expect, &self.name, line_no, seq);
             }
         }
     }
@@ -630,6 +679,8 @@ impl<'a> SourceReader<'a> {
                         append_command(&mut self.batch.bytes, &self.args);
                     }
                     self.batch.push_command(self.line_no, false, expect, kind);
+                    let seq = self.seq_offset + self.command_no;
+                    state.note_transaction(kind, expect, &self.name, self.line_no, seq);
                     if state.keep_originals {
                         self.batch
                             .push_original(line.strip_suffix(b"\r").unwrap_or(line));

@@ -42,7 +42,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use crossbeam_channel::{Receiver, bounded, unbounded};
+use crossbeam_channel::{Receiver, TryRecvError, bounded, unbounded};
 
 use crate::batch::{Batch, Expect, InFlight};
 use crate::cli::Config;
@@ -51,7 +51,9 @@ use crate::input::{InputError, InputOptions, OpenSource, open_sources, read_inpu
 use crate::progress::Counters;
 use crate::replies::{ErrorsFile, Replies, ReplyContext, ReplyFailure, SessionEnd};
 use crate::stop::{Stop, StopReason};
-use crate::summary::{ALL_DATA_TRANSFERRED, ErrorLog, Outcome, Tally, print_line, report};
+use crate::summary::{
+    ALL_DATA_TRANSFERRED, ErrorLog, NodeCounts, Outcome, Tally, print_line, report,
+};
 use crate::window::Window;
 use crate::writer::{Writer, WriterEnd, WriterOutcome};
 
@@ -69,11 +71,43 @@ const PASSWORD_WARNING: &str = "Warning: Using a password with '-a' or '-u' opti
 /// Runs one load as configured. Returns the exit status for a load that ran
 /// (0 when no error at all); fails, before anything is sent, when an input
 /// or the errors file cannot be opened or the server cannot be reached.
+/// With `--json` a failure prints its JSON summary too, however early.
 pub fn run(config: Config) -> Result<ExitCode> {
-    let sources = open_sources(&config.sources)?;
     if config.emit_resp {
-        return emit_resp(sources, &config);
+        return emit_resp(open_sources(&config.sources)?, &config);
     }
+    let stop = Arc::new(Stop::default());
+    let result = load_as_configured(&config, &stop);
+    if let Err(error) = &result
+        && config.json
+    {
+        let failure = format!("{error:#}");
+        // Once loading began, only a panicked thread fails the run: where to
+        // resume is unknown then.
+        let resume_at = (!stop.has_begun_loading()).then_some(config.skip);
+        Outcome::failed_early(resume_at, failure).print(true);
+    }
+    result
+}
+
+/// Opens what the load needs, connects, and runs the single-server or the
+/// cluster load.
+fn load_as_configured(config: &Config, stop: &Arc<Stop>) -> Result<ExitCode> {
+    // Watched from the start, so that a signal that comes while connecting
+    // is not lost either: nothing was sent yet, so the summary is known.
+    let (json, skip) = (config.json, config.skip);
+    stop::watch_signals(Arc::clone(stop), move |signal| {
+        report(&format!(
+            "pipeload: interrupted by signal {signal} before loading: nothing was sent"
+        ));
+        Outcome {
+            resume_at: Some(skip),
+            ..Outcome::default()
+        }
+        .print(json);
+    })
+    .context("cannot watch for signals")?;
+    let sources = open_sources(&config.sources)?;
     let errors_file = match &config.errors_file {
         Some(path) => {
             let file = File::create(path).map_err(|error| {
@@ -90,11 +124,8 @@ pub fn run(config: Config) -> Result<ExitCode> {
     if config.warn_about_password {
         report(PASSWORD_WARNING);
     }
-    // Watched from the start, so that a signal that comes while connecting
-    // is not lost either.
-    let stop = Arc::new(Stop::default());
-    stop::watch_signals(Arc::clone(&stop)).context("cannot watch for signals")?;
-    let mut stream = conn::connect(&config, None)?;
+    let stop = Arc::clone(stop);
+    let mut stream = conn::connect(config, None)?;
     if config.cluster {
         let seed_host = match &config.endpoint {
             cli::Endpoint::Tcp { host, .. } => host.clone(),
@@ -109,11 +140,11 @@ pub fn run(config: Config) -> Result<ExitCode> {
                 sources,
                 errors_file,
                 stop,
-                &config,
+                config,
             );
         }
     }
-    load(stream, sources, errors_file, stop, &config)
+    load(stream, sources, errors_file, stop, config)
 }
 
 /// The input thread, joined once it is known to have ended.
@@ -131,9 +162,6 @@ pub(crate) struct InputWatch {
 }
 
 impl InputWatch {
-    /// Called when a writer ends: if it saw the end of the input (the input
-    /// thread dropped its sender, so it is exiting), collect the input's
-    /// result and, when all of it was read, say so as redis-cli does.
     pub(crate) fn new(
         handle: JoinHandle<Result<(), InputError>>,
         quiet: bool,
@@ -173,15 +201,33 @@ impl InputWatch {
         }
     }
 
+    /// Called when a writer ends: if it saw the end of the input (the input
+    /// thread dropped its sender, so it is exiting), collect the input's
+    /// result and, when all of it was read, say so as redis-cli does.
     pub(crate) fn writer_finished(&mut self, end: &WriterEnd) {
         if !matches!(end, WriterEnd::InputEnded) {
             return;
         }
         self.join();
+        self.announce_transferred();
+    }
+
+    /// Prints redis-cli's "All data transferred" line, once, if the whole
+    /// input was read.
+    fn announce_transferred(&mut self) {
         if self.is_complete() && !self.quiet && !self.announced {
             self.announced = true;
             self.finish_display();
             print_line(ALL_DATA_TRANSFERRED);
+        }
+    }
+
+    /// The input command (from the start, `--skip` included) that opened a
+    /// transaction the input never closed, if it ended so.
+    fn unfinished_transaction(&self) -> Option<u64> {
+        match &self.result {
+            Some(Err(InputError::UnfinishedTransaction { seq, .. })) => Some(*seq),
+            _ => None,
         }
     }
 
@@ -209,76 +255,47 @@ fn load(
     stop: Arc<Stop>,
     config: &Config,
 ) -> Result<ExitCode> {
-    let LoadStart {
-        started,
-        stop,
-        source_names,
-        error_log,
-        counters,
-        batches: batch_receiver,
-        mut input,
-    } = start_load(sources, errors_file.is_some(), true, stop, config)?;
-
+    let mut load = start_load(sources, errors_file.is_some(), true, stop, config)?;
     let mut replies = Replies::new(ReplyContext {
-        source_names: &source_names,
-        stop: &stop,
-        error_log: &error_log,
-        progress: counters.as_deref(),
+        source_names: &load.source_names,
+        stop: &load.stop,
+        error_log: &load.error_log,
+        progress: load.counters.as_deref(),
         max_errors: config.max_errors,
         resend_transient: config.retry > 0,
         errors_file,
     });
     let shared = SessionShared {
-        batches: &batch_receiver,
+        batches: &load.batches,
         redirects: None,
-        stop: &stop,
+        stop: &load.stop,
         config,
-        progress: counters.as_deref(),
+        progress: load.counters.as_deref(),
         node: None,
     };
-    let ConnectionRun {
-        bytes_sent,
-        commands_sent,
-        reconnects,
-        failure,
-        ..
-    } = run_connection(stream, &shared, &mut replies, Some(&mut input))?;
+    let run = run_connection(stream, &shared, &mut replies, Some(&mut load.input))?;
 
-    input.finish_display();
-    let mut tally = replies.tally;
     let mut failures = Vec::new();
-    if let Some(message) = &failure {
-        failures.push(message.clone());
-        tally.fatal += 1;
+    if let Some(message) = run.failure {
         // Worded as redis-cli words it, without a prefix.
         match message.starts_with("No replies") {
-            true => report(message),
+            true => report(&message),
             false => report(&format!("pipeload: {message}")),
         }
-    }
-    input.collect_if_finished();
-    let input_complete = input.is_complete();
-    if let Some(message) = input.report_failure() {
-        tally.fatal += 1;
         failures.push(message);
     }
-    error_log.report_hidden();
-    let stopped = stop.reason();
-    let stopped_early = failure.is_some() || stopped.is_some() || !input_complete;
-    let outcome = Outcome {
-        tally,
-        last_reply_received: failure.is_none(),
-        reconnects: (config.retry > 0).then_some(reconnects),
-        resume_at: stopped_early.then_some(config.skip + tally.acknowledged),
-        commands_sent,
-        bytes_sent,
-        elapsed_seconds: started.elapsed().as_secs_f64(),
-        first_errors: error_log.first(),
+    let end = ConnectionsEnd {
+        tally: replies.tally,
         failures,
+        reconnects: run.reconnects,
+        commands_sent: run.commands_sent,
+        bytes_sent: run.bytes_sent,
+        in_flight: run.in_flight,
+        acknowledged: config.skip + replies.tally.acknowledged,
+        nothing_left: run.unsettled.is_empty(),
         nodes: Vec::new(),
     };
-    outcome.print(config.json);
-    Ok(exit_status(stopped, &tally, stopped_early))
+    Ok(load.finish(end, config))
 }
 
 /// What a load, single-server or cluster, starts with.
@@ -293,7 +310,27 @@ pub(crate) struct LoadStart {
     pub input: InputWatch,
 }
 
-/// Starts the progress display and the input thread.
+/// What the connections of a load hand back when they have all ended.
+pub(crate) struct ConnectionsEnd {
+    pub tally: Tally,
+    /// Why connections gave up before the end (already reported).
+    pub failures: Vec<String>,
+    pub reconnects: u64,
+    pub commands_sent: u64,
+    pub bytes_sent: u64,
+    /// Commands sent and never answered: they may have run.
+    pub in_flight: u64,
+    /// Input commands, from the very start (`--skip` included), every one
+    /// of which is settled.
+    pub acknowledged: u64,
+    /// No command taken from the input is left unsettled or unsent.
+    pub nothing_left: bool,
+    /// Cluster mode: per primary.
+    pub nodes: Vec<NodeCounts>,
+}
+
+/// Starts the progress display and the input thread. Never returns when a
+/// signal came while connecting (the signal ends the run itself).
 /// `confirm_unanswered_tail`: see `InputOptions` (one server only).
 pub(crate) fn start_load(
     sources: Vec<OpenSource>,
@@ -302,6 +339,9 @@ pub(crate) fn start_load(
     stop: Arc<Stop>,
     config: &Config,
 ) -> Result<LoadStart> {
+    if !stop.begin_loading() {
+        wait_for_exit();
+    }
     let started = Instant::now();
     let source_names = input::source_names(&sources);
     let error_log = Arc::new(ErrorLog::new(config.error_lines));
@@ -331,6 +371,72 @@ pub(crate) fn start_load(
     })
 }
 
+impl LoadStart {
+    /// Prints the summary of a load whose connections have all ended and
+    /// returns its exit status. The load is complete when the whole input
+    /// was read and every command of it settled, with no signal received;
+    /// otherwise the summary says where to resume.
+    pub(crate) fn finish(mut self, end: ConnectionsEnd, config: &Config) -> ExitCode {
+        self.input.finish_display();
+        let Some(stopped) = self.stop.conclude() else {
+            wait_for_exit();
+        };
+        let mut tally = end.tally;
+        let mut failures = end.failures;
+        tally.fatal += failures.len() as u64;
+        // A closed, empty channel: the input thread has returned, so joining
+        // it cannot block; whatever it read was taken.
+        let input_taken = matches!(self.batches.try_recv(), Err(TryRecvError::Disconnected));
+        match input_taken {
+            true => self.input.join(),
+            false => self.input.collect_if_finished(),
+        }
+        if let Some(message) = self.input.report_failure() {
+            tally.fatal += 1;
+            failures.push(message);
+        }
+        self.error_log.report_hidden();
+        let signalled = matches!(stopped, Some(StopReason::Signal(_)));
+        let complete = input_taken
+            && self.input.is_complete()
+            && end.nothing_left
+            && failures.is_empty()
+            && !signalled;
+        if complete {
+            self.input.announce_transferred();
+        }
+        // The commands of a transaction the input never closed were queued,
+        // then discarded with the connection: not applied.
+        let acknowledged = match self.input.unfinished_transaction() {
+            Some(multi) => end.acknowledged.min(multi - 1),
+            None => end.acknowledged,
+        };
+        let outcome = Outcome {
+            tally,
+            last_reply_received: failures.is_empty() && end.in_flight == 0,
+            reconnects: (config.retry > 0).then_some(end.reconnects),
+            resume_at: (!complete).then_some(acknowledged),
+            in_flight: end.in_flight,
+            errors_file: config.errors_file.clone(),
+            commands_sent: end.commands_sent,
+            bytes_sent: end.bytes_sent,
+            elapsed_seconds: self.started.elapsed().as_secs_f64(),
+            first_errors: self.error_log.first(),
+            failures,
+            nodes: end.nodes,
+        };
+        outcome.print(config.json);
+        exit_status(stopped, &tally, !complete)
+    }
+}
+
+/// Parks the calling thread for good: another thread is ending the run.
+fn wait_for_exit() -> ! {
+    loop {
+        thread::park();
+    }
+}
+
 /// Starts the progress display when it is wanted.
 fn start_progress(
     config: &Config,
@@ -350,11 +456,7 @@ fn start_progress(
 
 /// The exit status of a load: 128 + the signal that stopped it, else 0 for
 /// a complete load without errors, else 1.
-pub(crate) fn exit_status(
-    stopped: Option<StopReason>,
-    tally: &Tally,
-    stopped_early: bool,
-) -> ExitCode {
+fn exit_status(stopped: Option<StopReason>, tally: &Tally, stopped_early: bool) -> ExitCode {
     match stopped {
         Some(StopReason::Signal(signal)) => ExitCode::from((128 + signal) as u8),
         _ if tally.errors() == 0 && !stopped_early => ExitCode::SUCCESS,
@@ -396,6 +498,8 @@ pub(crate) struct ConnectionRun {
     pub all_written: bool,
     /// What it still held when it ended, never acknowledged, in order.
     pub unsettled: Vec<InFlight>,
+    /// Input commands of `unsettled` that were sent: they may have run.
+    pub in_flight: u64,
 }
 
 /// Runs sessions on one connection until the load ends, reconnecting and
@@ -415,6 +519,7 @@ pub(crate) fn run_connection(
         failure: None,
         all_written: false,
         unsettled: Vec::new(),
+        in_flight: 0,
     };
     let mut stream = stream;
     let mut resend = Vec::new();
@@ -427,6 +532,8 @@ pub(crate) fn run_connection(
         run.commands_sent += written.commands_sent;
         run.all_written = matches!(written.end, WriterEnd::InputEnded);
         let failure = match written.end {
+            // A quit cut the connection: no failure of its own.
+            _ if shared.stop.is_quit() => None,
             WriterEnd::Failed(error) => {
                 Some(ReplyFailure::ConnectionLost(describe_io_error(&error)))
             }
@@ -434,15 +541,18 @@ pub(crate) fn run_connection(
                 .failure
                 .filter(|failure| !matches!(failure, ReplyFailure::Stopped)),
         };
+        let in_flight = sent_commands(&session.unacknowledged);
         resend = session.unacknowledged;
         resend.extend(written.unsent);
         let Some(failure) = failure else {
             run.unsettled = resend;
+            run.in_flight = in_flight;
             return Ok(run);
         };
         if !failure.is_retryable() || config.retry == 0 || shared.stop.is_requested() {
             run.failure = Some(failure.to_string());
             run.unsettled = resend;
+            run.in_flight = in_flight;
             return Ok(run);
         }
         shared.report(&failure.to_string());
@@ -457,10 +567,21 @@ pub(crate) fn run_connection(
             Err(gave_up) => {
                 run.failure = Some(gave_up);
                 run.unsettled = resend;
+                run.in_flight = in_flight;
                 return Ok(run);
             }
         }
     }
+}
+
+/// Input commands of `batches` that went to the server (refused lines and
+/// pipeload's own markers did not).
+fn sent_commands(batches: &[InFlight]) -> u64 {
+    batches
+        .iter()
+        .flat_map(|in_flight| &in_flight.batch.commands[in_flight.first..])
+        .filter(|command| matches!(command.expect, Expect::Reply | Expect::NoReply))
+        .count() as u64
 }
 
 /// Runs one connection: a writer and a reply reader around a fresh window.
@@ -481,6 +602,8 @@ fn run_session(
         ..
     } = *shared;
     let writer_stream = stream.try_clone().context("cannot set up the connection")?;
+    // A quit cuts the connection through this handle.
+    let _registration = stop.register(stream.try_clone().context("cannot set up the connection")?);
     let window = Window::new(config.window);
     let (in_flight_sender, in_flight_receiver) = unbounded::<InFlight>();
     let (written, session) = thread::scope(|scope| {

@@ -5,6 +5,7 @@
 //! summary on stdout, which scripts parse: `errors: N, replies: M`.
 
 use std::io::{self, Write};
+use std::path::PathBuf;
 use std::sync::{Mutex, PoisonError};
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -39,7 +40,13 @@ impl Tally {
 
     /// The `errors` figure of the summary.
     pub fn errors(&self) -> u64 {
-        self.error_replies + self.nested_errors + self.rejected + self.fatal
+        self.failed_commands() + self.fatal
+    }
+
+    /// Input commands that failed: error replies, commands queued in a
+    /// transaction whose `EXEC` element is an error, refused lines.
+    pub fn failed_commands(&self) -> u64 {
+        self.error_replies + self.nested_errors + self.rejected
     }
 }
 
@@ -61,13 +68,6 @@ pub fn print_counts(tally: &Tally) {
         tally.errors(),
         tally.replies
     ));
-}
-
-/// After a load that stopped early: how much of the input is known to be
-/// applied, and the flag that resumes after it.
-pub fn print_resume_hint(acknowledged: u64) {
-    print_line(&format!("acknowledged: {acknowledged}"));
-    print_line(&format!("resume with: --skip {acknowledged}"));
 }
 
 /// Prints one problem on stderr, ignoring a closed stderr.
@@ -94,6 +94,11 @@ pub struct Outcome {
     pub reconnects: Option<u64>,
     /// `Some(K)` when the load stopped early: `--skip K` resumes it.
     pub resume_at: Option<u64>,
+    /// Commands sent and never answered (the load gave up on them or quit):
+    /// they may have run, and a resume sends them again.
+    pub in_flight: u64,
+    /// `--errors-file`, where the failed commands are to be loaded again.
+    pub errors_file: Option<PathBuf>,
     /// Commands written to the server(s), resends included.
     pub commands_sent: u64,
     pub bytes_sent: u64,
@@ -107,6 +112,21 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// The outcome of a run that failed before loading or could not say
+    /// where it got to: `resume_at` is `Some(skip)` when nothing was sent
+    /// (every command from `--skip` on is still to be loaded).
+    pub fn failed_early(resume_at: Option<u64>, failure: String) -> Self {
+        Outcome {
+            tally: Tally {
+                fatal: 1,
+                ..Tally::default()
+            },
+            resume_at,
+            failures: vec![failure],
+            ..Outcome::default()
+        }
+    }
+
     /// Prints the summary: redis-cli's lines (plus `reconnects`, and the
     /// resume hint after an early stop), or with `json` one JSON object.
     pub fn print(&self, json: bool) {
@@ -122,7 +142,35 @@ impl Outcome {
             print_line(&format!("reconnects: {reconnects}"));
         }
         if let Some(acknowledged) = self.resume_at {
-            print_resume_hint(acknowledged);
+            self.print_resume_advice(acknowledged);
+        }
+    }
+
+    /// After a load that stopped early: how much of the input is known to be
+    /// applied, the flag that resumes after it, and what `--skip` leaves
+    /// out: the commands in flight (sent again) and those that failed (not
+    /// sent again).
+    fn print_resume_advice(&self, acknowledged: u64) {
+        print_line(&format!("acknowledged: {acknowledged}"));
+        print_line(&format!("resume with: --skip {acknowledged}"));
+        if self.in_flight > 0 {
+            print_line(&format!(
+                "in flight: {} (sent, never answered: they may have run, and the resume sends them again)",
+                self.in_flight
+            ));
+        }
+        let failed = self.tally.failed_commands();
+        if failed == 0 {
+            return;
+        }
+        match &self.errors_file {
+            Some(path) => print_line(&format!(
+                "failed: {failed} commands, not sent again by --skip: they are in {}, to load once the cause is fixed",
+                path.display()
+            )),
+            None => print_line(&format!(
+                "failed: {failed} commands, not sent again by --skip (the error lines say which; --errors-file FILE keeps them to load again)"
+            )),
         }
     }
 
@@ -165,7 +213,7 @@ impl Outcome {
             |value: Option<u64>| value.map_or("null".to_owned(), |value| value.to_string());
         format!(
             "{{\"completed\":{},\"commands\":{},\"replies\":{},\"errors\":{},\"error_replies\":{},\
-             \"rejected_lines\":{},\"acknowledged\":{},\"resume_skip\":{},\"reconnects\":{},\
+             \"rejected_lines\":{},\"acknowledged\":{},\"resume_skip\":{},\"in_flight\":{},\"reconnects\":{},\
              \"bytes_sent\":{},\"elapsed_seconds\":{:.3},\"commands_per_second\":{:.0},\
              \"first_errors\":[{}],\"failures\":[{}],\"nodes\":[{}]}}",
             self.resume_at.is_none() && self.last_reply_received,
@@ -176,6 +224,7 @@ impl Outcome {
             tally.rejected,
             self.resume_at.unwrap_or(tally.acknowledged),
             optional(self.resume_at),
+            self.in_flight,
             self.reconnects.unwrap_or(0),
             self.bytes_sent,
             self.elapsed_seconds,

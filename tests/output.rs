@@ -20,7 +20,7 @@ const GUARD: Duration = Duration::from_secs(120);
 const NOT_AN_INTEGER: &str = "ERR value is not an integer or out of range";
 
 /// The fields of the `--json` summary, as the README documents them.
-const JSON_FIELDS: [&str; 15] = [
+const JSON_FIELDS: [&str; 16] = [
     "completed",
     "commands",
     "replies",
@@ -29,6 +29,7 @@ const JSON_FIELDS: [&str; 15] = [
     "rejected_lines",
     "acknowledged",
     "resume_skip",
+    "in_flight",
     "reconnects",
     "bytes_sent",
     "elapsed_seconds",
@@ -203,6 +204,73 @@ fn json_summary_after_an_early_stop_gives_the_resume_skip() {
         )
         .check(field("nodes") == &Json::Array(Vec::new()), "nodes: []");
     fake.finish();
+}
+
+/// A run that fails before it loads anything still prints its JSON
+/// object, with the failure, the resume point (the `--skip` given: nothing
+/// was sent), and `completed: false`.
+#[test]
+fn json_summary_of_a_load_that_fails_before_it_starts() {
+    let refusing_port = RedisServer::start().stop();
+    let dir = TempDir::new("json-early");
+    let missing = dir.path().join("missing.txt");
+    let cases: [(Vec<String>, &str); 2] = [
+        (
+            vec!["-p".into(), refusing_port.to_string()],
+            "Could not connect to Redis",
+        ),
+        (
+            vec![
+                "-p".into(),
+                refusing_port.to_string(),
+                missing.display().to_string(),
+            ],
+            "missing.txt",
+        ),
+    ];
+    for (args, failure) in cases {
+        let outcome = Pipeload::new()
+            .args(&args)
+            .args(["--json", "--skip", "5"])
+            .stdin("SET a 1\n")
+            .run();
+
+        outcome.assert_code(1);
+        let summary = json_summary(&outcome);
+        let field = |name: &str| summary.field(name, &outcome);
+        outcome
+            .check(field("completed") == &Json::Bool(false), "completed: false")
+            .check(
+                field("resume_skip").as_u64() == Some(5),
+                "resume_skip: 5, the --skip given",
+            )
+            .check(
+                field("errors").as_u64() == Some(1),
+                "errors: 1, the failure",
+            )
+            .check(
+                field("failures").as_array().is_some_and(|failures| {
+                    failures.len() == 1
+                        && failures[0]
+                            .as_str()
+                            .is_some_and(|text| text.contains(failure))
+                }),
+                format!("failures: one, naming {failure:?}"),
+            );
+    }
+}
+
+#[test]
+fn json_summary_of_a_usage_error() {
+    let outcome = Pipeload::new().args(["--json", "--no-such-flag"]).run();
+
+    outcome.assert_code(2);
+    let summary = json_summary(&outcome);
+    let field = |name: &str| summary.field(name, &outcome);
+    outcome
+        .check(field("completed") == &Json::Bool(false), "completed: false")
+        .check(field("resume_skip") == &Json::Null, "resume_skip: null")
+        .assert_stderr_contains("--no-such-flag");
 }
 
 #[test]

@@ -20,7 +20,7 @@ use crossbeam_channel::{bounded, unbounded};
 
 use super::ClusterLinks;
 use super::keys::KeyPositions;
-use super::router::Router;
+use super::router::{Routed, Router};
 use super::slot::SlotOrder;
 use super::topology::Topology;
 use crate::batch::Batch;
@@ -29,11 +29,11 @@ use crate::conn::{self, Stream};
 use crate::input::OpenSource;
 use crate::replies::{ErrorsFile, Replies, ReplyContext};
 use crate::stop::{Stop, StopReason};
-use crate::summary::{NodeCounts, Outcome, Tally, report};
+use crate::summary::{NodeCounts, Tally, report};
 use crate::writer::WriterEnd;
 use crate::{
-    BATCH_CHANNEL_CAPACITY, ConnectionRun, LoadStart, SessionShared, exit_status, run_connection,
-    start_load,
+    BATCH_CHANNEL_CAPACITY, ConnectionRun, ConnectionsEnd, LoadStart, SessionShared,
+    run_connection, start_load,
 };
 
 /// Loads the input into every primary of `topology`; `seed` is the
@@ -68,15 +68,15 @@ pub fn load_cluster(
     for node_config in &node_configs {
         streams.push(conn::connect(node_config, None)?);
     }
+    let mut load = start_load(sources, errors_file.is_some(), false, stop, config)?;
     let LoadStart {
-        started,
         stop,
         source_names: names,
         error_log,
         counters,
         batches: input_receiver,
-        mut input,
-    } = start_load(sources, errors_file.is_some(), false, stop, config)?;
+        ..
+    } = &load;
 
     let (node_senders, node_receivers): (Vec<_>, Vec<_>) = (0..node_count)
         .map(|_| bounded::<Batch>(BATCH_CHANNEL_CAPACITY))
@@ -88,56 +88,53 @@ pub fn load_cluster(
     let order = SlotOrder::default();
     let links = ClusterLinks::new(&topology, &redirect_senders, &outstanding, &order);
     let router = Router::new(keys, &topology, seed, node_senders, &outstanding, &order);
-    let (last_routed, runs) =
-        thread::scope(|scope| -> Result<(u64, Vec<(Tally, ConnectionRun)>)> {
-            let router = scope.spawn(|| router.run(&input_receiver, &stop));
-            let mut nodes = Vec::with_capacity(node_count);
-            for (node, stream) in streams.into_iter().enumerate() {
-                let shared = SessionShared {
-                    batches: &node_receivers[node],
-                    redirects: Some((&redirect_receivers[node], &outstanding)),
-                    stop: &stop,
-                    config: &node_configs[node],
-                    progress: counters.as_deref(),
-                    node: Some(&addresses[node]),
-                };
-                let mut replies = Replies::new(ReplyContext {
-                    source_names: &names,
-                    stop: &stop,
-                    error_log: &error_log,
-                    progress: counters.as_deref(),
-                    max_errors: config.max_errors,
-                    resend_transient: config.retry > 0,
-                    errors_file: errors_file.clone(),
-                })
-                .in_cluster(&links, node);
-                let stop = &stop;
-                nodes.push(scope.spawn(move || {
-                    let run = run_connection(stream, &shared, &mut replies, None);
-                    if run.as_ref().map_or(true, |run| run.failure.is_some()) {
-                        // One node given up: the others finish what is in flight.
-                        stop.request(StopReason::NodeLost);
-                    }
-                    run.map(|run| (replies.tally, run))
-                }));
-            }
-            let last_routed = router.join().unwrap_or(0);
-            let mut runs = Vec::with_capacity(node_count);
-            for node in nodes {
-                let Ok(run) = node.join() else {
-                    anyhow::bail!("internal error: a connection thread panicked");
-                };
-                runs.push(run?);
-            }
-            Ok((last_routed, runs))
-        })?;
+    let (routed, runs) = thread::scope(|scope| -> Result<(Routed, Vec<(Tally, ConnectionRun)>)> {
+        let router = scope.spawn(|| router.run(input_receiver, stop));
+        let mut nodes = Vec::with_capacity(node_count);
+        for (node, stream) in streams.into_iter().enumerate() {
+            let shared = SessionShared {
+                batches: &node_receivers[node],
+                redirects: Some((&redirect_receivers[node], &outstanding)),
+                stop,
+                config: &node_configs[node],
+                progress: counters.as_deref(),
+                node: Some(&addresses[node]),
+            };
+            let mut replies = Replies::new(ReplyContext {
+                source_names: names,
+                stop,
+                error_log,
+                progress: counters.as_deref(),
+                max_errors: config.max_errors,
+                resend_transient: config.retry > 0,
+                errors_file: errors_file.clone(),
+            })
+            .in_cluster(&links, node);
+            let stop = &stop;
+            nodes.push(scope.spawn(move || {
+                let run = run_connection(stream, &shared, &mut replies, None);
+                if run.as_ref().map_or(true, |run| run.failure.is_some()) {
+                    // One node given up: the others finish what is in flight.
+                    stop.request(StopReason::NodeLost);
+                }
+                run.map(|run| (replies.tally, run))
+            }));
+        }
+        let routed = router.join().unwrap_or_default();
+        let mut runs = Vec::with_capacity(node_count);
+        for node in nodes {
+            let Ok(run) = node.join() else {
+                anyhow::bail!("internal error: a connection thread panicked");
+            };
+            runs.push(run?);
+        }
+        Ok((routed, runs))
+    })?;
 
     let mut tally = Tally::default();
     let mut nodes = Vec::with_capacity(node_count);
-    let (mut bytes_sent, mut commands_sent, mut reconnects) = (0, 0, 0);
+    let (mut bytes_sent, mut commands_sent, mut reconnects, mut in_flight) = (0, 0, 0, 0);
     let mut all_written = true;
-    input.finish_display();
-    let mut failed = false;
     let mut failures = Vec::new();
     // The first input command not known to be applied, over every node.
     let mut first_unsettled = u64::MAX;
@@ -151,6 +148,7 @@ pub fn load_cluster(
         bytes_sent += run.bytes_sent;
         commands_sent += run.commands_sent;
         reconnects += run.reconnects;
+        in_flight += run.in_flight;
         let address = &addresses[node];
         nodes.push(NodeCounts {
             address: address.clone(),
@@ -158,8 +156,6 @@ pub fn load_cluster(
             errors: node_tally.errors(),
         });
         if let Some(failure) = run.failure {
-            failed = true;
-            tally.fatal += 1;
             let failure = format!("{address}: {failure}");
             report(&format!("pipeload: {failure}"));
             failures.push(failure);
@@ -176,32 +172,21 @@ pub fn load_cluster(
         }
     }
     if all_written {
-        input.writer_finished(&WriterEnd::InputEnded);
+        load.input.writer_finished(&WriterEnd::InputEnded);
     }
-    input.collect_if_finished();
-    if let Some(message) = input.report_failure() {
-        tally.fatal += 1;
-        failures.push(message);
-    }
-    error_log.report_hidden();
-    let stopped = stop.reason();
-    let stopped_early = failed || stopped.is_some() || !input.is_complete();
-    let acknowledged = first_unsettled
-        .saturating_sub(1)
-        .min(last_routed)
-        .max(config.skip);
-    let outcome = Outcome {
+    let end = ConnectionsEnd {
         tally,
-        last_reply_received: !failed,
-        reconnects: (config.retry > 0).then_some(reconnects),
-        resume_at: stopped_early.then_some(acknowledged),
+        failures,
+        reconnects,
         commands_sent,
         bytes_sent,
-        elapsed_seconds: started.elapsed().as_secs_f64(),
-        first_errors: error_log.first(),
-        failures,
+        in_flight,
+        acknowledged: first_unsettled
+            .saturating_sub(1)
+            .min(routed.delivered_up_to)
+            .max(config.skip),
+        nothing_left: routed.input_ended && first_unsettled == u64::MAX,
         nodes,
     };
-    outcome.print(config.json);
-    Ok(exit_status(stopped, &tally, stopped_early))
+    Ok(load.finish(end, config))
 }

@@ -27,6 +27,16 @@ use crate::stop::Stop;
 /// How long the router sleeps between looks at a slot it waits on.
 const DRAIN_POLL: Duration = Duration::from_micros(500);
 
+/// How far the router got.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Routed {
+    /// The highest command number (`Batch::seq`) up to which every command
+    /// was handed to a node.
+    pub delivered_up_to: u64,
+    /// Every batch of the input was routed.
+    pub input_ended: bool,
+}
+
 /// Where one command goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Route {
@@ -74,24 +84,26 @@ impl<'a> Router<'a> {
     }
 
     /// Routes every batch until the input ends or a stop is requested.
-    /// Returns the highest command number (`Batch::seq`) up to which every
-    /// command was handed to a node.
-    pub fn run(mut self, input: &Receiver<Batch>, stop: &Stop) -> u64 {
+    pub fn run(mut self, input: &Receiver<Batch>, stop: &Stop) -> Routed {
         let mut delivered = 0;
+        let stopped = |delivered_up_to| Routed {
+            delivered_up_to,
+            input_ended: false,
+        };
         loop {
             let batch = select! {
                 recv(input) -> batch => match batch {
                     Ok(batch) => batch,
-                    Err(_) => return delivered,
+                    Err(_) => return Routed { delivered_up_to: delivered, input_ended: true },
                 },
-                recv(stop.woken()) -> _ => return delivered,
+                recv(stop.woken()) -> _ => return stopped(delivered),
             };
             let Some(last) = batch.commands.len().checked_sub(1) else {
                 continue;
             };
             if self.route_batch(&batch, stop).is_err() {
                 // Part of this batch may have gone out; none of it counts.
-                return delivered.min(batch.seq(0).saturating_sub(1));
+                return stopped(delivered.min(batch.seq(0).saturating_sub(1)));
             }
             delivered = delivered.max(batch.seq(last));
         }

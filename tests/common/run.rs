@@ -435,7 +435,8 @@ impl Outcome {
 
     /// A load that stopped early: stdout ends with the `errors: N,
     /// replies: M` line, `reconnects: R` when `--retry` was given, then
-    /// `acknowledged: K` and `resume with: --skip K`; the exit code is
+    /// `acknowledged: K` and `resume with: --skip K` (then what `--skip` leaves
+    /// out: `in flight: …`, `failed: …`); the exit code is
     /// `code`. Returns K.
     #[track_caller]
     pub fn assert_stopped(&self, code: i32) -> u64 {
@@ -447,8 +448,13 @@ impl Outcome {
         {
             after.remove(0);
         }
-        let acknowledged = match after.as_slice() {
-            [acknowledged, hint] => acknowledged
+        // What `--skip` leaves out may follow: `in flight: …`, `failed: …`.
+        let advice_notes = after.len().saturating_sub(2);
+        let notes_known = after[after.len() - advice_notes..]
+            .iter()
+            .all(|line| line.starts_with("in flight: ") || line.starts_with("failed: "));
+        let acknowledged = match &after[..after.len() - advice_notes] {
+            [acknowledged, hint] if notes_known => acknowledged
                 .strip_prefix("acknowledged: ")
                 .and_then(|count| count.parse::<u64>().ok())
                 .filter(|count| *hint == format!("resume with: --skip {count}")),
@@ -457,7 +463,7 @@ impl Outcome {
         acknowledged.unwrap_or_else(|| {
             self.fail(
                 "expected stdout to end with `errors: N, replies: M`, [`reconnects: R`,] \
-                 `acknowledged: K` and `resume with: --skip K`",
+                 `acknowledged: K` and `resume with: --skip K` [, `in flight: …`] [, `failed: …`]",
             )
         })
     }

@@ -209,6 +209,8 @@ fn spawn_server(
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args(["--save", "", "--daemonize", "no"])
         .args(["--databases", "16", "--loglevel", "notice"])
+        // DEBUG SLEEP and DEBUG DIGEST, from loopback only.
+        .args(["--enable-debug-command", "local"])
         .arg("--dir")
         .arg(dir)
         .arg("--logfile")
