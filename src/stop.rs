@@ -9,21 +9,23 @@
 //! can cut it, which ends every thread of the load at once.
 //!
 //! Invariant: a signal received before the summary is concluded is never
-//! lost. The signal handler itself records the signal (not a thread that may
-//! not have run yet), and `conclude` also looks at signals the kernel holds
-//! pending for the process, so the summary and the exit status show the
-//! stop even when the input ended in the same instant (`producer | pipeload`
-//! where Ctrl-C ends the producer too).
+//! lost, even one that lands in the instant the input ends (`producer |
+//! pipeload` where Ctrl-C ends the producer too). SIGINT and SIGTERM are
+//! blocked in every thread, so the kernel holds them pending until the
+//! signals thread takes one from a signalfd, and it takes and records it
+//! under the same lock that `conclude` holds while it looks at what was
+//! recorded and at what is still pending: no signal is ever in between.
 
-use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, bounded};
-use signal_hook::consts::{SIGINT, SIGTERM};
-use signal_hook::iterator::Signals;
+use libc::{SIGINT, SIGTERM};
 
 use crate::conn::Stream;
 use crate::summary::report;
@@ -55,9 +57,10 @@ pub struct Stop {
     /// Dropped on the first request, which wakes every `woken()` waiter.
     wake: Mutex<Option<Sender<()>>>,
     woken: Receiver<()>,
-    /// The last SIGINT or SIGTERM, stored by the signal handler itself; 0
-    /// for none.
-    signal_received: Arc<AtomicUsize>,
+    /// The first SIGINT or SIGTERM taken or seen pending, if any. Its lock
+    /// is held while a signal is taken from the kernel and recorded, and
+    /// while the summary is concluded.
+    signal_received: Mutex<Option<i32>>,
     phase: AtomicU8,
     /// A second signal: connections are cut, nothing more is waited for.
     quit: AtomicBool,
@@ -73,7 +76,7 @@ impl Default for Stop {
             reason: Mutex::new(None),
             wake: Mutex::new(Some(wake)),
             woken,
-            signal_received: Arc::new(AtomicUsize::new(0)),
+            signal_received: Mutex::new(None),
             phase: AtomicU8::new(CONNECTING),
             quit: AtomicBool::new(false),
             connections: Mutex::new(Vec::new()),
@@ -108,10 +111,16 @@ impl Stop {
     /// Why the load is stopping: a signal received outranks any other cause,
     /// since the exit status must show it.
     pub fn reason(&self) -> Option<StopReason> {
-        match self.signal_received.load(Ordering::SeqCst) {
-            0 => *self.reason.lock().unwrap_or_else(PoisonError::into_inner),
-            signal => Some(StopReason::Signal(signal as i32)),
-        }
+        let signal = *self.lock_signal_received();
+        signal
+            .map(StopReason::Signal)
+            .or_else(|| *self.reason.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    fn lock_signal_received(&self) -> std::sync::MutexGuard<'_, Option<i32>> {
+        self.signal_received
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Ready (disconnected) once a stop was requested.
@@ -144,14 +153,14 @@ impl Stop {
     /// the run is already being ended by a signal (the caller prints
     /// nothing then and waits for the exit).
     pub fn conclude(&self) -> Option<Option<StopReason>> {
+        let mut signal_received = self.lock_signal_received();
         if self.phase.swap(CONCLUDED, Ordering::SeqCst) == CONCLUDED {
             return None;
         }
-        if let Some(signal) = pending_termination_signal() {
-            self.signal_received
-                .compare_exchange(0, signal as usize, Ordering::SeqCst, Ordering::SeqCst)
-                .ok();
+        if signal_received.is_none() {
+            *signal_received = pending_termination_signal();
         }
+        drop(signal_received);
         Some(self.reason())
     }
 
@@ -200,7 +209,20 @@ impl Drop for Registration<'_> {
     }
 }
 
-/// SIGINT or SIGTERM sent to the process and not yet handled by any thread.
+/// SIGINT and SIGTERM, as a signal set.
+fn termination_signals() -> libc::sigset_t {
+    // SAFETY: `sigemptyset` initialises the set; `sigaddset` only adds
+    // valid signal numbers to it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, SIGINT);
+        libc::sigaddset(&mut set, SIGTERM);
+        set
+    }
+}
+
+/// SIGINT or SIGTERM sent to the process and not yet taken by any thread.
 fn pending_termination_signal() -> Option<i32> {
     // SAFETY: `sigset_t` is plain data that `sigemptyset` initialises; the
     // calls only read and write that set.
@@ -216,27 +238,84 @@ fn pending_termination_signal() -> Option<i32> {
     }
 }
 
-/// Watches SIGINT and SIGTERM. While connecting, a signal ends the run at
-/// once: `interrupted_before_loading` prints its summary (nothing was sent)
-/// and the process exits. While loading, the first signal asks the load to
-/// stop and the second cuts the connections so that the summary comes at
-/// once. Every exit is 128 + the signal (130, 143), as shells report them.
+/// A signalfd for SIGINT and SIGTERM, which blocks them in the calling
+/// thread and so in every thread it starts afterwards.
+fn block_into_signalfd() -> io::Result<File> {
+    let signals = termination_signals();
+    // SAFETY: `signals` is an initialised set; a new descriptor returned by
+    // signalfd is owned by the `File` alone.
+    unsafe {
+        if libc::pthread_sigmask(libc::SIG_BLOCK, &signals, std::ptr::null_mut()) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let fd = libc::signalfd(-1, &signals, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(File::from_raw_fd(fd))
+    }
+}
+
+/// Waits until a signal is pending on `signals`, without taking it.
+fn wait_readable(signals: &File) -> io::Result<()> {
+    let mut poll = libc::pollfd {
+        fd: signals.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: one valid pollfd, for a descriptor `signals` keeps open.
+        match unsafe { libc::poll(&mut poll, 1, -1) } {
+            1 => return Ok(()),
+            _ => {
+                let error = io::Error::last_os_error();
+                if error.kind() != io::ErrorKind::Interrupted {
+                    return Err(error);
+                }
+            }
+        }
+    }
+}
+
+/// Takes one pending signal from `signals`, if there is one.
+fn take_signal(mut signals: &File) -> Option<i32> {
+    let mut info = [0u8; std::mem::size_of::<libc::signalfd_siginfo>()];
+    match signals.read(&mut info) {
+        // `ssi_signo` is the first field, a u32.
+        Ok(read) if read == info.len() => {
+            let number = u32::from_ne_bytes([info[0], info[1], info[2], info[3]]);
+            i32::try_from(number).ok()
+        }
+        _ => None,
+    }
+}
+
+/// Watches SIGINT and SIGTERM. Must be called on the main thread before it
+/// starts any other: the signals are blocked in every thread from here on.
+/// While connecting, a signal ends the run at once:
+/// `interrupted_before_loading` prints its summary (nothing was sent) and
+/// the process exits. While loading, the first signal asks the load to stop
+/// and the second cuts the connections so that the summary comes at once.
+/// Every exit is 128 + the signal (130, 143), as shells report them.
 pub fn watch_signals(
     stop: Arc<Stop>,
     interrupted_before_loading: impl Fn(i32) + Send + 'static,
 ) -> io::Result<()> {
-    for signal in [SIGINT, SIGTERM] {
-        signal_hook::flag::register_usize(
-            signal,
-            Arc::clone(&stop.signal_received),
-            signal as usize,
-        )?;
-    }
-    let mut signals = Signals::new([SIGINT, SIGTERM])?;
+    let signals = block_into_signalfd()?;
     thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            for (count, signal) in signals.forever().enumerate() {
+            let mut taken = 0usize;
+            while wait_readable(&signals).is_ok() {
+                let signal = {
+                    let mut signal_received = stop.lock_signal_received();
+                    let Some(signal) = take_signal(&signals) else {
+                        continue;
+                    };
+                    signal_received.get_or_insert(signal);
+                    signal
+                };
+                taken += 1;
                 stop.request(StopReason::Signal(signal));
                 let phase = stop.phase.compare_exchange(
                     CONNECTING,
@@ -249,9 +328,12 @@ pub fn watch_signals(
                         interrupted_before_loading(signal);
                         std::process::exit(128 + signal);
                     }
-                    // The summary is being printed: it shows this signal.
-                    Err(CONCLUDED) => {}
-                    Err(_) if count == 0 => report(
+                    // The summary is being printed: it shows the first
+                    // signal. Another one means the user wants out even if
+                    // printing is stuck (a stdout nobody reads).
+                    Err(CONCLUDED) if taken == 1 => {}
+                    Err(CONCLUDED) => std::process::exit(128 + signal),
+                    Err(_) if taken == 1 => report(
                         "pipeload: interrupted: finishing the commands in flight \
                          (interrupt again to quit at once)",
                     ),
@@ -289,13 +371,12 @@ mod tests {
     fn a_received_signal_outranks_another_reason() {
         let stop = Stop::default();
         stop.request(StopReason::MaxErrors(3));
-        stop.signal_received
-            .store(SIGTERM as usize, Ordering::SeqCst);
+        *stop.lock_signal_received() = Some(SIGTERM);
         assert_eq!(stop.reason(), Some(StopReason::Signal(SIGTERM)));
     }
 
     #[test]
-    fn a_signal_the_handler_has_not_run_for_yet_is_seen() {
+    fn a_signal_still_pending_is_seen_when_concluding() {
         let stop = Stop::default();
         assert!(stop.begin_loading());
         // SAFETY: the set is initialised before use; SIGTERM is blocked in

@@ -58,8 +58,12 @@ fn a_signal_that_lands_as_the_input_ends_is_not_lost() {
             client.get("r") == Some(attempt.to_string().into_bytes())
         });
 
+        // Held still while the signal is sent and the input ends, so that
+        // both are there at once when it goes on.
+        running.signal("STOP");
         running.signal("INT");
         running.close_stdin();
+        running.signal("CONT");
         let outcome = running.finish();
 
         let acknowledged = outcome.assert_stopped(130);
