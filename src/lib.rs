@@ -11,7 +11,8 @@
 //! ```
 //!
 //! `cli` turns flags into a `Config`; `input` (with `text`, `resp` and
-//! `encode`) fills `batch::Batch`es; `conn` connects; `writer` and `replies`
+//! `encode`) fills `batch::Batch`es; `conn` connects (and `retry` waits for
+//! a server that cannot be reached, under `--retry`); `writer` and `replies`
 //! run the two halves of the connection around the `window`; `summary` prints
 //! what `redis-cli --pipe` prints.
 
@@ -26,6 +27,7 @@ pub mod progress;
 pub mod readbuf;
 pub mod replies;
 pub mod resp;
+pub mod retry;
 pub mod stop;
 pub mod summary;
 pub mod text;
@@ -39,7 +41,7 @@ use std::process::ExitCode;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, Result};
 use crossbeam_channel::{Receiver, bounded, unbounded};
@@ -50,6 +52,7 @@ use crate::conn::{ConnectError, SessionReplay, Stream, describe_io_error};
 use crate::input::{InputError, InputOptions, OpenSource, open_sources, read_input};
 use crate::progress::Counters;
 use crate::replies::{ErrorsFile, Replies, ReplyContext, ReplyFailure, SessionEnd};
+use crate::retry::Attempts;
 use crate::stop::{Stop, StopReason};
 use crate::summary::{ALL_DATA_TRANSFERRED, ErrorLog, Outcome, Tally, print_line, report};
 use crate::window::Window;
@@ -58,10 +61,6 @@ use crate::writer::{Writer, WriterEnd, WriterOutcome};
 /// Batches waiting between input and writer: enough to keep the writer busy
 /// while input frames the next one, few enough to keep memory flat.
 pub(crate) const BATCH_CHANNEL_CAPACITY: usize = 4;
-
-/// First pause before a reconnect; it doubles per attempt up to the cap.
-const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// The password warning redis-cli prints, word for word.
 const PASSWORD_WARNING: &str = "Warning: Using a password with '-a' or '-u' option on the command line interface may not be safe.";
@@ -94,7 +93,7 @@ pub fn run(config: Config) -> Result<ExitCode> {
     // is not lost either.
     let stop = Arc::new(Stop::default());
     stop::watch_signals(Arc::clone(&stop)).context("cannot watch for signals")?;
-    let mut stream = conn::connect(&config, None)?;
+    let mut stream = retry::connect_first(&config, &stop)?;
     if config.cluster {
         let seed_host = match &config.endpoint {
             cli::Endpoint::Tcp { host, .. } => host.clone(),
@@ -418,7 +417,7 @@ pub(crate) fn run_connection(
     };
     let mut stream = stream;
     let mut resend = Vec::new();
-    let mut failed_attempts = 0u32;
+    let mut attempts = Attempts::new(config.retry);
     loop {
         let acknowledged_before = replies.tally.acknowledged;
         let (written, session) =
@@ -447,9 +446,9 @@ pub(crate) fn run_connection(
         }
         shared.report(&failure.to_string());
         if replies.tally.acknowledged > acknowledged_before {
-            failed_attempts = 0;
+            attempts = Attempts::new(config.retry);
         }
-        match reconnect(shared, &replies.replay, &mut failed_attempts) {
+        match reconnect(shared, &replies.replay, &mut attempts) {
             Ok(reconnected) => {
                 run.reconnects += 1;
                 stream = reconnected;
@@ -520,27 +519,21 @@ fn run_session(
 fn reconnect(
     shared: &SessionShared,
     replay: &SessionReplay,
-    failed_attempts: &mut u32,
+    attempts: &mut Attempts,
 ) -> Result<Stream, String> {
     let SessionShared { config, stop, .. } = *shared;
     loop {
-        if *failed_attempts >= config.retry {
+        let Some(pause) = attempts.next_pause() else {
             return Err(format!(
                 "gave up after {} reconnect attempts (--retry {})",
                 config.retry, config.retry
             ));
-        }
-        *failed_attempts += 1;
-        let pause = FIRST_BACKOFF
-            .saturating_mul(1 << (*failed_attempts - 1).min(16))
-            .min(MAX_BACKOFF);
+        };
         shared.report(&format!(
-            "reconnecting in {:.1} s (attempt {} of {})",
-            pause.as_secs_f64(),
-            failed_attempts,
-            config.retry
+            "reconnecting in {:.1} s ({attempts})",
+            pause.as_secs_f64()
         ));
-        if stop.woken().recv_timeout(pause).is_ok() || stop.is_requested() {
+        if retry::pause_unless_stopped(stop, pause) {
             return Err("stopped while reconnecting".into());
         }
         match conn::connect(config, Some(replay)) {

@@ -25,9 +25,10 @@ use super::slot::SlotOrder;
 use super::topology::Topology;
 use crate::batch::Batch;
 use crate::cli::{Config, Endpoint};
-use crate::conn::{self, Stream};
+use crate::conn::Stream;
 use crate::input::OpenSource;
 use crate::replies::{ErrorsFile, Replies, ReplyContext};
+use crate::retry;
 use crate::stop::{Stop, StopReason};
 use crate::summary::{NodeCounts, Outcome, Tally, report};
 use crate::writer::WriterEnd;
@@ -64,9 +65,11 @@ pub fn load_cluster(
         .iter()
         .map(|node| node.to_text())
         .collect();
+    // With `--retry`, a primary still starting is waited for, as the seed
+    // node was.
     let mut streams = Vec::with_capacity(node_count);
     for node_config in &node_configs {
-        streams.push(conn::connect(node_config, None)?);
+        streams.push(retry::connect_first(node_config, &stop)?);
     }
     let LoadStart {
         started,
