@@ -52,7 +52,7 @@ use crate::conn::{ConnectError, SessionReplay, Stream, describe_io_error};
 use crate::input::{InputError, InputOptions, OpenSource, open_sources, read_input};
 use crate::progress::Counters;
 use crate::replies::{ErrorsFile, Replies, ReplyContext, ReplyFailure, SessionEnd};
-use crate::retry::Attempts;
+use crate::retry::{Attempts, Outage};
 use crate::stop::{Stop, StopReason};
 use crate::summary::{ALL_DATA_TRANSFERRED, ErrorLog, Outcome, Tally, print_line, report};
 use crate::window::Window;
@@ -418,8 +418,8 @@ pub(crate) fn run_connection(
     let mut stream = stream;
     let mut resend = Vec::new();
     let mut attempts = Attempts::new(config.retry);
+    let mut outage: Option<Outage> = None;
     loop {
-        let acknowledged_before = replies.tally.acknowledged;
         let (written, session) =
             run_session(stream, resend, shared, replies, input.as_deref_mut())?;
         run.bytes_sent += written.bytes_sent;
@@ -445,7 +445,14 @@ pub(crate) fn run_connection(
             return Ok(run);
         }
         shared.report(&failure.to_string());
-        if replies.tally.acknowledged > acknowledged_before {
+        // A session that got no further than where the outage began is
+        // the same outage: its attempts go on counting.
+        let acknowledged = replies.tally.acknowledged;
+        if outage
+            .as_ref()
+            .is_none_or(|outage| outage.is_over(acknowledged, &resend))
+        {
+            outage = Some(Outage::begin(acknowledged, &resend));
             attempts = Attempts::new(config.retry);
         }
         match reconnect(shared, &replies.replay, &mut attempts) {

@@ -7,10 +7,14 @@
 //!   and ends at once on a stop request.
 //! - Only a server that cannot be reached is waited for: one that refuses
 //!   the handshake (a wrong password) fails at once.
+//! - An outage, from a drop until a session gets further than where that
+//!   drop cut the connection, gets N attempts in all, so a server that
+//!   keeps hanging up gives up after N tries, not never.
 
 use std::fmt;
 use std::time::Duration;
 
+use crate::batch::InFlight;
 use crate::cli::Config;
 use crate::conn::{self, ConnectError, Stream};
 use crate::stop::Stop;
@@ -86,9 +90,79 @@ pub fn connect_first(config: &Config, stop: &Stop) -> Result<Stream, ConnectErro
     }
 }
 
+/// One outage of a connection: it begins with a drop and lasts until a
+/// session has settled every command the connection held at that drop.
+/// A drop before that is the same outage going on, not a new one.
+#[derive(Debug)]
+pub struct Outage {
+    /// Commands acknowledged on the connection when the outage began.
+    acknowledged: u64,
+    /// The input position (`Batch::seq`) of the last command the connection
+    /// held then, if it held any.
+    last_held: Option<u64>,
+}
+
+impl Outage {
+    /// An outage that begins with a drop that left `held` unacknowledged.
+    pub fn begin(acknowledged: u64, held: &[InFlight]) -> Self {
+        Outage {
+            acknowledged,
+            last_held: held.iter().map(last_seq).max(),
+        }
+    }
+
+    /// Whether a later drop, leaving `held`, ends a session that got
+    /// further than where this outage began: it acknowledged something, and
+    /// nothing up to the last command held at the first drop is still held.
+    pub fn is_over(&self, acknowledged: u64, held: &[InFlight]) -> bool {
+        acknowledged > self.acknowledged
+            && self.last_held.is_none_or(|last_held| {
+                held.iter()
+                    .all(|in_flight| in_flight.batch.seq(in_flight.first) > last_held)
+            })
+    }
+}
+
+/// The input position of the last command of `in_flight`.
+fn last_seq(in_flight: &InFlight) -> u64 {
+    let batch = &in_flight.batch;
+    batch.seq(batch.commands.len().saturating_sub(1))
+}
+
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+    use crate::batch::{Batch, CommandKind, Expect};
+
+    /// Commands `first_seq ..` (`count` of them), held from `first`.
+    fn held(first_seq: u64, count: usize, first: usize) -> InFlight {
+        let mut batch = Batch::new(0, 0, first_seq, 0);
+        for line_no in 0..count as u64 {
+            batch.push_command(line_no + 1, false, Expect::Reply, CommandKind::Plain);
+        }
+        InFlight {
+            batch: Arc::new(batch),
+            first,
+        }
+    }
+
+    #[test]
+    fn an_outage_lasts_until_a_session_gets_past_where_it_began() {
+        // Dropped holding commands 11 to 30, 10 acknowledged.
+        let outage = Outage::begin(10, &[held(11, 10, 0), held(21, 10, 0)]);
+        // Two more answered, then dropped again: the same outage.
+        assert!(!outage.is_over(12, &[held(11, 10, 2), held(21, 10, 0)]));
+        assert!(!outage.is_over(29, &[held(21, 10, 9), held(31, 10, 0)]));
+        // Commands up to 30 all answered: a new session got further.
+        assert!(outage.is_over(30, &[held(31, 10, 0)]));
+        assert!(outage.is_over(30, &[]));
+        // Dropped holding nothing: over once anything more is answered.
+        let idle = Outage::begin(30, &[]);
+        assert!(!idle.is_over(30, &[held(31, 10, 0)]));
+        assert!(idle.is_over(31, &[held(31, 10, 1)]));
+    }
 
     #[test]
     fn pauses_double_up_to_the_cap_and_stop_at_the_limit() {

@@ -473,6 +473,63 @@ fn retry_resends_exactly_what_was_not_acknowledged_after_redoing_the_handshake()
 const NOT_AN_INTEGER: &str = "ERR value is not an integer or out of range";
 
 #[test]
+fn retry_gives_up_on_a_server_that_keeps_hanging_up_without_getting_further() {
+    const COMMANDS: usize = 10_000;
+    const ANSWERED_PER_CONNECTION: usize = 2;
+    // Every connection answers two commands, then hangs up: each new one
+    // gets a little further than the last, never past where the first
+    // drop cut the load.
+    let answered = Arc::new(AtomicUsize::new(0));
+    let fake = FakeServer::serve({
+        let answered = Arc::clone(&answered);
+        move |mut conn, _| {
+            for _ in 0..ANSWERED_PER_CONNECTION {
+                if conn.next_load_command().is_none() {
+                    return;
+                }
+                conn.send(b"+OK\r\n");
+                answered.fetch_add(1, Ordering::SeqCst);
+            }
+            conn.hang_up();
+        }
+    });
+
+    // A loop without end would resend the input thousands of times: the
+    // guard kills it.
+    let outcome = Pipeload::new()
+        .port(fake.port())
+        .args(["--retry", "3"])
+        .guard(Duration::from_secs(30))
+        .stdin(sets(COMMANDS))
+        .run();
+    fake.finish();
+
+    let answered = answered.load(Ordering::SeqCst) as u64;
+    let acknowledged = outcome.assert_stopped(1);
+    outcome
+        .check(
+            outcome.reconnects() == 3,
+            "one outage: three reconnects, then it gives up",
+        )
+        .check(
+            answered == 4 * ANSWERED_PER_CONNECTION as u64,
+            format!("the first connection and three more answered; {answered} answers"),
+        )
+        .check(
+            acknowledged == answered,
+            format!("acknowledged must be the {answered} commands answered"),
+        )
+        .check(
+            outcome.summary()
+                == common::Summary {
+                    errors: 1,
+                    replies: answered,
+                },
+            format!("expected `errors: 1, replies: {answered}`"),
+        )
+        .assert_stderr_line("pipeload: gave up after 3 reconnect attempts (--retry 3)");
+}
+#[test]
 fn max_errors_stops_after_the_limit_and_finishes_what_is_in_flight() {
     let server = RedisServer::start();
     let mut input = String::from("SET s notanumber\n");
