@@ -48,7 +48,7 @@ use crossbeam_channel::{Receiver, bounded, unbounded};
 
 use crate::batch::{Batch, Expect, InFlight};
 use crate::cli::Config;
-use crate::conn::{ConnectError, SessionReplay, Stream, describe_io_error};
+use crate::conn::{ConnectError, Connection, SessionReplay, Stream, describe_io_error};
 use crate::input::{InputError, InputOptions, OpenSource, open_sources, read_input};
 use crate::progress::Counters;
 use crate::replies::{ErrorsFile, Replies, ReplyContext, ReplyFailure, SessionEnd};
@@ -93,17 +93,17 @@ pub fn run(config: Config) -> Result<ExitCode> {
     // is not lost either.
     let stop = Arc::new(Stop::default());
     stop::watch_signals(Arc::clone(&stop)).context("cannot watch for signals")?;
-    let mut stream = retry::connect_first(&config, &stop)?;
+    let mut connection = retry::connect_first(&config, &stop)?;
     if config.cluster {
         let seed_host = match &config.endpoint {
             cli::Endpoint::Tcp { host, .. } => host.clone(),
             cli::Endpoint::Unix(_) => "127.0.0.1".to_owned(),
         };
         if let Some(topology) =
-            cluster::topology::discover(&mut stream, &seed_host, config.tls.is_some())?
+            cluster::topology::discover(&mut connection.stream, &seed_host, config.tls.is_some())?
         {
             return cluster::load::load_cluster(
-                stream,
+                connection.stream,
                 topology,
                 sources,
                 errors_file,
@@ -112,7 +112,7 @@ pub fn run(config: Config) -> Result<ExitCode> {
             );
         }
     }
-    load(stream, sources, errors_file, stop, &config)
+    load(connection, sources, errors_file, stop, &config)
 }
 
 /// The input thread, joined once it is known to have ended.
@@ -202,7 +202,7 @@ impl InputWatch {
 /// Streams the input to the server, reconnecting as `--retry` allows, and
 /// prints the summary.
 fn load(
-    stream: Stream,
+    connection: Connection,
     sources: Vec<OpenSource>,
     errors_file: Option<ErrorsFile>,
     stop: Arc<Stop>,
@@ -240,8 +240,9 @@ fn load(
         commands_sent,
         reconnects,
         failure,
+        server_restarted,
         ..
-    } = run_connection(stream, &shared, &mut replies, Some(&mut input))?;
+    } = run_connection(connection, &shared, &mut replies, Some(&mut input))?;
 
     input.finish_display();
     let mut tally = replies.tally;
@@ -275,9 +276,15 @@ fn load(
         first_errors: error_log.first(),
         failures,
         nodes: Vec::new(),
+        server_restarted,
     };
     outcome.print(config.json);
-    Ok(exit_status(stopped, &tally, stopped_early))
+    Ok(exit_status(
+        stopped,
+        &tally,
+        stopped_early,
+        server_restarted,
+    ))
 }
 
 /// What a load, single-server or cluster, starts with.
@@ -348,15 +355,17 @@ fn start_progress(
 }
 
 /// The exit status of a load: 128 + the signal that stopped it, else 0 for
-/// a complete load without errors, else 1.
+/// a complete load without errors into one server instance, else 1: after
+/// a restart, what the old instance acknowledged may be gone.
 pub(crate) fn exit_status(
     stopped: Option<StopReason>,
     tally: &Tally,
     stopped_early: bool,
+    server_restarted: bool,
 ) -> ExitCode {
     match stopped {
         Some(StopReason::Signal(signal)) => ExitCode::from((128 + signal) as u8),
-        _ if tally.errors() == 0 && !stopped_early => ExitCode::SUCCESS,
+        _ if tally.errors() == 0 && !stopped_early && !server_restarted => ExitCode::SUCCESS,
         _ => ExitCode::FAILURE,
     }
 }
@@ -395,13 +404,15 @@ pub(crate) struct ConnectionRun {
     pub all_written: bool,
     /// What it still held when it ended, never acknowledged, in order.
     pub unsettled: Vec<InFlight>,
+    /// A reconnect found a new server instance (its `run_id` changed).
+    pub server_restarted: bool,
 }
 
 /// Runs sessions on one connection until the load ends, reconnecting and
 /// resending what was not acknowledged as `--retry` allows. `input`, when
 /// given, is told as soon as a writer has written the whole input.
 pub(crate) fn run_connection(
-    stream: Stream,
+    connection: Connection,
     shared: &SessionShared,
     replies: &mut Replies,
     mut input: Option<&mut InputWatch>,
@@ -414,8 +425,12 @@ pub(crate) fn run_connection(
         failure: None,
         all_written: false,
         unsettled: Vec::new(),
+        server_restarted: false,
     };
-    let mut stream = stream;
+    let Connection {
+        mut stream,
+        mut run_id,
+    } = connection;
     let mut resend = Vec::new();
     let mut attempts = Attempts::new(config.retry);
     let mut outage: Option<Outage> = None;
@@ -458,7 +473,18 @@ pub(crate) fn run_connection(
         match reconnect(shared, &replies.replay, &mut attempts) {
             Ok(reconnected) => {
                 run.reconnects += 1;
-                stream = reconnected;
+                if let (Some(known), Some(now)) = (&run_id, &reconnected.run_id)
+                    && known != now
+                {
+                    run.server_restarted = true;
+                    shared.report(&format!(
+                        "the server restarted (it answers with a new run_id): the {} \
+                         commands acknowledged before are lost unless it persisted them",
+                        replies.tally.acknowledged
+                    ));
+                }
+                run_id = reconnected.run_id.or(run_id);
+                stream = reconnected.stream;
             }
             Err(gave_up) => {
                 run.failure = Some(gave_up);
@@ -527,7 +553,7 @@ fn reconnect(
     shared: &SessionShared,
     replay: &SessionReplay,
     attempts: &mut Attempts,
-) -> Result<Stream, String> {
+) -> Result<Connection, String> {
     let SessionShared { config, stop, .. } = *shared;
     loop {
         let Some(pause) = attempts.next_pause() else {
@@ -544,7 +570,7 @@ fn reconnect(
             return Err("stopped while reconnecting".into());
         }
         match conn::connect(config, Some(replay)) {
-            Ok(stream) => return Ok(stream),
+            Ok(connection) => return Ok(connection),
             Err(error @ ConnectError::Unreachable { .. }) => report(&error.to_string()),
             Err(error) => return Err(error.to_string()),
         }

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use crate::batch::InFlight;
 use crate::cli::Config;
-use crate::conn::{self, ConnectError, Stream};
+use crate::conn::{self, ConnectError, Connection};
 use crate::stop::Stop;
 use crate::summary::report;
 
@@ -69,11 +69,11 @@ pub fn pause_unless_stopped(stop: &Stop, pause: Duration) -> bool {
 /// reached yet (still starting) is tried again up to N times, each wait
 /// said on stderr. Fails with the last error when it is not that the server
 /// is unreachable, when the attempts are used up, or on a stop request.
-pub fn connect_first(config: &Config, stop: &Stop) -> Result<Stream, ConnectError> {
+pub fn connect_first(config: &Config, stop: &Stop) -> Result<Connection, ConnectError> {
     let mut attempts = Attempts::new(config.retry);
     loop {
         let unreachable = match conn::connect(config, None) {
-            Ok(stream) => return Ok(stream),
+            Ok(connection) => return Ok(connection),
             Err(error @ ConnectError::Unreachable { .. }) => error,
             Err(refused) => return Err(refused),
         };

@@ -20,7 +20,7 @@ const GUARD: Duration = Duration::from_secs(120);
 const NOT_AN_INTEGER: &str = "ERR value is not an integer or out of range";
 
 /// The fields of the `--json` summary, as the README documents them.
-const JSON_FIELDS: [&str; 15] = [
+const JSON_FIELDS: [&str; 16] = [
     "completed",
     "commands",
     "replies",
@@ -30,6 +30,7 @@ const JSON_FIELDS: [&str; 15] = [
     "acknowledged",
     "resume_skip",
     "reconnects",
+    "server_restarted",
     "bytes_sent",
     "elapsed_seconds",
     "commands_per_second",
@@ -98,6 +99,10 @@ fn json_summary_has_every_documented_field_and_nothing_else_on_stdout() {
         )
         .check(field("resume_skip") == &Json::Null, "resume_skip: null")
         .check(field("reconnects").as_u64() == Some(0), "reconnects: 0")
+        .check(
+            field("server_restarted") == &Json::Bool(false),
+            "server_restarted: false",
+        )
         // No AUTH, SELECT or HELLO is needed: what was written is the
         // commands sent, as RESP.
         .check(

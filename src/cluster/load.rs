@@ -67,9 +67,9 @@ pub fn load_cluster(
         .collect();
     // With `--retry`, a primary still starting is waited for, as the seed
     // node was.
-    let mut streams = Vec::with_capacity(node_count);
+    let mut connections = Vec::with_capacity(node_count);
     for node_config in &node_configs {
-        streams.push(retry::connect_first(node_config, &stop)?);
+        connections.push(retry::connect_first(node_config, &stop)?);
     }
     let LoadStart {
         started,
@@ -95,7 +95,7 @@ pub fn load_cluster(
         thread::scope(|scope| -> Result<(u64, Vec<(Tally, ConnectionRun)>)> {
             let router = scope.spawn(|| router.run(&input_receiver, &stop));
             let mut nodes = Vec::with_capacity(node_count);
-            for (node, stream) in streams.into_iter().enumerate() {
+            for (node, connection) in connections.into_iter().enumerate() {
                 let shared = SessionShared {
                     batches: &node_receivers[node],
                     redirects: Some((&redirect_receivers[node], &outstanding)),
@@ -116,7 +116,7 @@ pub fn load_cluster(
                 .in_cluster(&links, node);
                 let stop = &stop;
                 nodes.push(scope.spawn(move || {
-                    let run = run_connection(stream, &shared, &mut replies, None);
+                    let run = run_connection(connection, &shared, &mut replies, None);
                     if run.as_ref().map_or(true, |run| run.failure.is_some()) {
                         // One node given up: the others finish what is in flight.
                         stop.request(StopReason::NodeLost);
@@ -141,6 +141,7 @@ pub fn load_cluster(
     let mut all_written = true;
     input.finish_display();
     let mut failed = false;
+    let mut server_restarted = false;
     let mut failures = Vec::new();
     // The first input command not known to be applied, over every node.
     let mut first_unsettled = u64::MAX;
@@ -154,6 +155,7 @@ pub fn load_cluster(
         bytes_sent += run.bytes_sent;
         commands_sent += run.commands_sent;
         reconnects += run.reconnects;
+        server_restarted |= run.server_restarted;
         let address = &addresses[node];
         nodes.push(NodeCounts {
             address: address.clone(),
@@ -204,7 +206,13 @@ pub fn load_cluster(
         first_errors: error_log.first(),
         failures,
         nodes,
+        server_restarted,
     };
     outcome.print(config.json);
-    Ok(exit_status(stopped, &tally, stopped_early))
+    Ok(exit_status(
+        stopped,
+        &tally,
+        stopped_early,
+        server_restarted,
+    ))
 }
