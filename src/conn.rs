@@ -1,5 +1,7 @@
 //! Connecting: TCP (with TLS when configured) or unix socket, then AUTH,
-//! HELLO 3 and SELECT, one command at a time, before any input is sent.
+//! HELLO 3 and SELECT, one command at a time, before any input is sent;
+//! under `--retry` also `INFO server`, for the server's `run_id`, so that a
+//! reconnect can tell the same server from a restarted one.
 //!
 //! Place in the data flow: `run` connects once; the stream is then split into
 //! the writer's half and the reply reader's half (`try_clone`). A failure
@@ -85,6 +87,16 @@ impl Write for Stream {
     }
 }
 
+/// A connection set up and ready for the input.
+#[derive(Debug)]
+pub struct Connection {
+    pub stream: Stream,
+    /// The `run_id` of the server instance that answered (`INFO server`),
+    /// asked only under `--retry`; `None` as well when the server would not
+    /// say (an ACL user without `INFO`, a proxy).
+    pub run_id: Option<String>,
+}
+
 /// The connection could not be set up; `Display` is the one line to print.
 #[derive(Debug)]
 pub enum ConnectError {
@@ -164,7 +176,10 @@ impl SessionReplay {
 
 /// Connects to the configured server and runs the handshake, then sends
 /// `replay` (what the input set up, after a reconnect) the same way.
-pub fn connect(config: &Config, replay: Option<&SessionReplay>) -> Result<Stream, ConnectError> {
+pub fn connect(
+    config: &Config,
+    replay: Option<&SessionReplay>,
+) -> Result<Connection, ConnectError> {
     let unreachable = |reason: String| ConnectError::Unreachable {
         address: endpoint_address(&config.endpoint),
         reason,
@@ -185,8 +200,8 @@ pub fn connect(config: &Config, replay: Option<&SessionReplay>) -> Result<Stream
             UnixStream::connect(path).map_err(|error| unreachable(describe_io_error(&error)))?,
         ),
     };
-    handshake(&mut stream, config, replay)?;
-    Ok(stream)
+    let run_id = handshake(&mut stream, config, replay)?;
+    Ok(Connection { stream, run_id })
 }
 
 /// Sets TLS up on a connected socket: the handshake, then one round trip.
@@ -226,11 +241,12 @@ fn connect_tcp(host: &str, port: u16, timeout: Option<Duration>) -> Result<TcpSt
     Err(last_error)
 }
 
+/// Sets the connection up; returns the server's `run_id` under `--retry`.
 fn handshake(
     stream: &mut Stream,
     config: &Config,
     replay: Option<&SessionReplay>,
-) -> Result<(), ConnectError> {
+) -> Result<Option<String>, ConnectError> {
     // A server that accepts but never answers must not hang the handshake.
     let answer_timeout = config.pipe_timeout.or(config.connect_timeout);
     let _ = stream.set_read_timeout(answer_timeout);
@@ -252,8 +268,34 @@ fn handshake(
     for (label, encoded) in replay.into_iter().flat_map(SessionReplay::commands) {
         send_request(stream, label, encoded)?;
     }
+    // Last, once authenticated as the input is: only a reconnect compares
+    // it, so a load without `--retry` pays no extra round trip.
+    let run_id = match config.retry > 0 {
+        true => server_run_id(stream)?,
+        false => None,
+    };
     let _ = stream.set_read_timeout(None);
-    Ok(())
+    Ok(run_id)
+}
+
+/// The `run_id` in the server's `INFO server`; `None` when it gives none
+/// or refuses (`-NOPERM`): the load need not stop for want of it.
+fn server_run_id(stream: &mut Stream) -> Result<Option<String>, ConnectError> {
+    let info = query_encoded(stream, &command_bytes(&[b"INFO", b"server"])).map_err(|reason| {
+        ConnectError::Handshake {
+            command: "INFO server".to_owned(),
+            reason,
+        }
+    })?;
+    Ok(info.as_bytes().and_then(run_id_in_info))
+}
+
+/// The value of the `run_id:` line of an `INFO` text.
+fn run_id_in_info(info: &[u8]) -> Option<String> {
+    info.split(|&byte| byte == b'\n')
+        .find_map(|line| line.strip_prefix(b"run_id:"))
+        .map(|run_id| String::from_utf8_lossy(run_id.trim_ascii()).into_owned())
+        .filter(|run_id| !run_id.is_empty())
 }
 
 /// Sends one command and waits for its reply; an error reply fails with the
@@ -281,5 +323,18 @@ fn exchange(stream: &mut Stream, encoded: &[u8]) -> Result<Option<String>, Strin
     match query_encoded(stream, encoded)? {
         Value::Error(message) => Ok(Some(message)),
         _ => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_id_is_read_from_the_info_text() {
+        let info = b"# Server\r\nredis_version:7.0.15\r\nrun_id:5f3c0a9e\r\ntcp_port:6390\r\n";
+        assert_eq!(run_id_in_info(info).as_deref(), Some("5f3c0a9e"));
+        assert_eq!(run_id_in_info(b"# Server\r\nrun_id:\r\n"), None);
+        assert_eq!(run_id_in_info(b"OK"), None);
     }
 }

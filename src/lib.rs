@@ -11,7 +11,8 @@
 //! ```
 //!
 //! `cli` turns flags into a `Config`; `input` (with `text`, `resp` and
-//! `encode`) fills `batch::Batch`es; `conn` connects; `writer` and `replies`
+//! `encode`) fills `batch::Batch`es; `conn` connects (and `retry` waits for
+//! a server that cannot be reached, under `--retry`); `writer` and `replies`
 //! run the two halves of the connection around the `window`; `summary` prints
 //! what `redis-cli --pipe` prints.
 
@@ -26,6 +27,7 @@ pub mod progress;
 pub mod readbuf;
 pub mod replies;
 pub mod resp;
+pub mod retry;
 pub mod stop;
 pub mod summary;
 pub mod text;
@@ -39,17 +41,18 @@ use std::process::ExitCode;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, Result};
 use crossbeam_channel::{Receiver, TryRecvError, bounded, unbounded};
 
 use crate::batch::{Batch, Expect, InFlight};
 use crate::cli::Config;
-use crate::conn::{ConnectError, SessionReplay, Stream, describe_io_error};
+use crate::conn::{ConnectError, Connection, SessionReplay, Stream, describe_io_error};
 use crate::input::{InputError, InputOptions, OpenSource, open_sources, read_input};
 use crate::progress::Counters;
 use crate::replies::{ErrorsFile, Replies, ReplyContext, ReplyFailure, SessionEnd};
+use crate::retry::{Attempts, Outage};
 use crate::stop::{Stop, StopReason};
 use crate::summary::{
     ALL_DATA_TRANSFERRED, ErrorLog, NodeCounts, Outcome, Tally, print_line, report,
@@ -60,10 +63,6 @@ use crate::writer::{Writer, WriterEnd, WriterOutcome};
 /// Batches waiting between input and writer: enough to keep the writer busy
 /// while input frames the next one, few enough to keep memory flat.
 pub(crate) const BATCH_CHANNEL_CAPACITY: usize = 4;
-
-/// First pause before a reconnect; it doubles per attempt up to the cap.
-const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// The password warning redis-cli prints, word for word.
 const PASSWORD_WARNING: &str = "Warning: Using a password with '-a' or '-u' option on the command line interface may not be safe.";
@@ -125,17 +124,17 @@ fn load_as_configured(config: &Config, stop: &Arc<Stop>) -> Result<ExitCode> {
         report(PASSWORD_WARNING);
     }
     let stop = Arc::clone(stop);
-    let mut stream = conn::connect(config, None)?;
+    let mut connection = retry::connect_first(config, &stop)?;
     if config.cluster {
         let seed_host = match &config.endpoint {
             cli::Endpoint::Tcp { host, .. } => host.clone(),
             cli::Endpoint::Unix(_) => "127.0.0.1".to_owned(),
         };
         if let Some(topology) =
-            cluster::topology::discover(&mut stream, &seed_host, config.tls.is_some())?
+            cluster::topology::discover(&mut connection.stream, &seed_host, config.tls.is_some())?
         {
             return cluster::load::load_cluster(
-                stream,
+                connection.stream,
                 topology,
                 sources,
                 errors_file,
@@ -144,7 +143,7 @@ fn load_as_configured(config: &Config, stop: &Arc<Stop>) -> Result<ExitCode> {
             );
         }
     }
-    load(stream, sources, errors_file, stop, config)
+    load(connection, sources, errors_file, stop, config)
 }
 
 /// The input thread, joined once it is known to have ended.
@@ -249,7 +248,7 @@ impl InputWatch {
 /// Streams the input to the server, reconnecting as `--retry` allows, and
 /// prints the summary.
 fn load(
-    stream: Stream,
+    connection: Connection,
     sources: Vec<OpenSource>,
     errors_file: Option<ErrorsFile>,
     stop: Arc<Stop>,
@@ -273,7 +272,7 @@ fn load(
         progress: load.counters.as_deref(),
         node: None,
     };
-    let run = run_connection(stream, &shared, &mut replies, Some(&mut load.input))?;
+    let run = run_connection(connection, &shared, &mut replies, Some(&mut load.input))?;
 
     let mut failures = Vec::new();
     if let Some(message) = run.failure {
@@ -294,6 +293,7 @@ fn load(
         acknowledged: config.skip + replies.tally.acknowledged,
         nothing_left: run.unsettled.is_empty(),
         nodes: Vec::new(),
+        server_restarted: run.server_restarted,
     };
     Ok(load.finish(end, config))
 }
@@ -327,6 +327,8 @@ pub(crate) struct ConnectionsEnd {
     pub nothing_left: bool,
     /// Cluster mode: per primary.
     pub nodes: Vec<NodeCounts>,
+    /// A reconnect found a new server instance (`run_id` changed).
+    pub server_restarted: bool,
 }
 
 /// Starts the progress display and the input thread. Never returns when a
@@ -424,9 +426,10 @@ impl LoadStart {
             first_errors: self.error_log.first(),
             failures,
             nodes: end.nodes,
+            server_restarted: end.server_restarted,
         };
         outcome.print(config.json);
-        exit_status(stopped, &tally, !complete)
+        exit_status(stopped, &tally, !complete, end.server_restarted)
     }
 }
 
@@ -455,11 +458,17 @@ fn start_progress(
 }
 
 /// The exit status of a load: 128 + the signal that stopped it, else 0 for
-/// a complete load without errors, else 1.
-fn exit_status(stopped: Option<StopReason>, tally: &Tally, stopped_early: bool) -> ExitCode {
+/// a complete load without errors into one server instance, else 1: after
+/// a restart, what the old instance acknowledged may be gone.
+fn exit_status(
+    stopped: Option<StopReason>,
+    tally: &Tally,
+    stopped_early: bool,
+    server_restarted: bool,
+) -> ExitCode {
     match stopped {
         Some(StopReason::Signal(signal)) => ExitCode::from((128 + signal) as u8),
-        _ if tally.errors() == 0 && !stopped_early => ExitCode::SUCCESS,
+        _ if tally.errors() == 0 && !stopped_early && !server_restarted => ExitCode::SUCCESS,
         _ => ExitCode::FAILURE,
     }
 }
@@ -500,13 +509,15 @@ pub(crate) struct ConnectionRun {
     pub unsettled: Vec<InFlight>,
     /// Input commands of `unsettled` that were sent: they may have run.
     pub in_flight: u64,
+    /// A reconnect found a new server instance (its `run_id` changed).
+    pub server_restarted: bool,
 }
 
 /// Runs sessions on one connection until the load ends, reconnecting and
 /// resending what was not acknowledged as `--retry` allows. `input`, when
 /// given, is told as soon as a writer has written the whole input.
 pub(crate) fn run_connection(
-    stream: Stream,
+    connection: Connection,
     shared: &SessionShared,
     replies: &mut Replies,
     mut input: Option<&mut InputWatch>,
@@ -520,12 +531,16 @@ pub(crate) fn run_connection(
         all_written: false,
         unsettled: Vec::new(),
         in_flight: 0,
+        server_restarted: false,
     };
-    let mut stream = stream;
+    let Connection {
+        mut stream,
+        mut run_id,
+    } = connection;
     let mut resend = Vec::new();
-    let mut failed_attempts = 0u32;
+    let mut attempts = Attempts::new(config.retry);
+    let mut outage: Option<Outage> = None;
     loop {
-        let acknowledged_before = replies.tally.acknowledged;
         let (written, session) =
             run_session(stream, resend, shared, replies, input.as_deref_mut())?;
         run.bytes_sent += written.bytes_sent;
@@ -556,13 +571,31 @@ pub(crate) fn run_connection(
             return Ok(run);
         }
         shared.report(&failure.to_string());
-        if replies.tally.acknowledged > acknowledged_before {
-            failed_attempts = 0;
+        // A session that got no further than where the outage began is
+        // the same outage: its attempts go on counting.
+        let acknowledged = replies.tally.acknowledged;
+        if outage
+            .as_ref()
+            .is_none_or(|outage| outage.is_over(acknowledged, &resend))
+        {
+            outage = Some(Outage::begin(acknowledged, &resend));
+            attempts = Attempts::new(config.retry);
         }
-        match reconnect(shared, &replies.replay, &mut failed_attempts) {
+        match reconnect(shared, &replies.replay, &mut attempts) {
             Ok(reconnected) => {
                 run.reconnects += 1;
-                stream = reconnected;
+                if let (Some(known), Some(now)) = (&run_id, &reconnected.run_id)
+                    && known != now
+                {
+                    run.server_restarted = true;
+                    shared.report(&format!(
+                        "the server restarted (it answers with a new run_id): the {} \
+                         commands acknowledged before are lost unless it persisted them",
+                        replies.tally.acknowledged
+                    ));
+                }
+                run_id = reconnected.run_id.or(run_id);
+                stream = reconnected.stream;
             }
             Err(gave_up) => {
                 run.failure = Some(gave_up);
@@ -643,31 +676,25 @@ fn run_session(
 fn reconnect(
     shared: &SessionShared,
     replay: &SessionReplay,
-    failed_attempts: &mut u32,
-) -> Result<Stream, String> {
+    attempts: &mut Attempts,
+) -> Result<Connection, String> {
     let SessionShared { config, stop, .. } = *shared;
     loop {
-        if *failed_attempts >= config.retry {
+        let Some(pause) = attempts.next_pause() else {
             return Err(format!(
                 "gave up after {} reconnect attempts (--retry {})",
                 config.retry, config.retry
             ));
-        }
-        *failed_attempts += 1;
-        let pause = FIRST_BACKOFF
-            .saturating_mul(1 << (*failed_attempts - 1).min(16))
-            .min(MAX_BACKOFF);
+        };
         shared.report(&format!(
-            "reconnecting in {:.1} s (attempt {} of {})",
-            pause.as_secs_f64(),
-            failed_attempts,
-            config.retry
+            "reconnecting in {:.1} s ({attempts})",
+            pause.as_secs_f64()
         ));
-        if stop.woken().recv_timeout(pause).is_ok() || stop.is_requested() {
+        if retry::pause_unless_stopped(stop, pause) {
             return Err("stopped while reconnecting".into());
         }
         match conn::connect(config, Some(replay)) {
-            Ok(stream) => return Ok(stream),
+            Ok(connection) => return Ok(connection),
             Err(error @ ConnectError::Unreachable { .. }) => report(&error.to_string()),
             Err(error) => return Err(error.to_string()),
         }

@@ -109,6 +109,9 @@ pub struct Outcome {
     pub failures: Vec<String>,
     /// Cluster mode: per primary.
     pub nodes: Vec<NodeCounts>,
+    /// Under `--retry`: a reconnect found a new server instance, so what
+    /// the old one acknowledged may be gone.
+    pub server_restarted: bool,
 }
 
 impl Outcome {
@@ -214,8 +217,8 @@ impl Outcome {
         format!(
             "{{\"completed\":{},\"commands\":{},\"replies\":{},\"errors\":{},\"error_replies\":{},\
              \"rejected_lines\":{},\"acknowledged\":{},\"resume_skip\":{},\"in_flight\":{},\"reconnects\":{},\
-             \"bytes_sent\":{},\"elapsed_seconds\":{:.3},\"commands_per_second\":{:.0},\
-             \"first_errors\":[{}],\"failures\":[{}],\"nodes\":[{}]}}",
+             \"server_restarted\":{},\"bytes_sent\":{},\"elapsed_seconds\":{:.3},\
+             \"commands_per_second\":{:.0},\"first_errors\":[{}],\"failures\":[{}],\"nodes\":[{}]}}",
             self.resume_at.is_none() && self.last_reply_received,
             self.commands_sent,
             tally.replies,
@@ -226,6 +229,7 @@ impl Outcome {
             optional(self.resume_at),
             self.in_flight,
             self.reconnects.unwrap_or(0),
+            self.server_restarted,
             self.bytes_sent,
             self.elapsed_seconds,
             rate,

@@ -1,7 +1,12 @@
 //! Connecting: host/port/URI/unix socket, AUTH (password, ACL user, URI,
-//! `REDISCLI_AUTH`), database selection, and the failures of each.
+//! `REDISCLI_AUTH`), database selection, and the failures of each; with
+//! `--retry`, waiting for a server that is not up yet.
 
 mod common;
+
+use std::io::Write;
+use std::thread;
+use std::time::Duration;
 
 use common::{Client, Outcome, Pipeload, RedisServer, TempDir};
 
@@ -458,4 +463,108 @@ fn missing_unix_socket_fails_cleanly() {
             !outcome.stdout_text().contains("errors:"),
             "stdout must have no summary lines",
         );
+}
+
+// --- --retry: a server that is not up yet -------------------------------
+
+/// The line pipeload prints while it waits for the server on `port`, up to
+/// the pause.
+fn waiting_line(port: u16) -> String {
+    format!(
+        "pipeload: Could not connect to Redis at 127.0.0.1:{port}: Connection refused; retrying in "
+    )
+}
+
+/// `SET key:i value:i` for `count` keys.
+fn set_lines(count: usize) -> String {
+    (0..count)
+        .map(|i| format!("SET key:{i} value:{i}\n"))
+        .collect()
+}
+
+#[test]
+fn retry_waits_for_a_server_that_is_not_up_yet() {
+    const KEYS: usize = 2_000;
+    let port = RedisServer::start().stop();
+
+    // Without --retry: at once, in redis-cli's words.
+    let refused = Pipeload::new().port(port).stdin(set_lines(KEYS)).run();
+    refused
+        .assert_code(1)
+        .assert_fatal_line(&format!(
+            "Could not connect to Redis at 127.0.0.1:{port}: Connection refused"
+        ))
+        .assert_stderr_lacks("retrying");
+
+    // With --retry: it waits, saying so, until the server is there.
+    let mut running = Pipeload::new().port(port).args(["--retry", "20"]).spawn();
+    let mut stdin = running.take_stdin();
+    let feeder = thread::spawn(move || {
+        let _ = stdin.write_all(set_lines(KEYS).as_bytes());
+    });
+    running.wait_for_stderr(&waiting_line(port), Duration::from_secs(30));
+    let server = RedisServer::start_on_port(port);
+    let outcome = running.finish();
+    let _ = feeder.join();
+
+    let (summary, reconnects) = outcome.assert_retried_without_errors();
+    outcome
+        .check(
+            summary.replies == KEYS as u64,
+            format!("every one of the {KEYS} commands must be answered"),
+        )
+        .check(
+            reconnects == 0,
+            "waiting for the first connection is no reconnect",
+        )
+        .assert_stderr_contains("(attempt 1 of 20)");
+    let mut client = server.client();
+    assert_eq!(client.dbsize(), KEYS as i64, "{outcome}");
+    for i in [0, KEYS / 2, KEYS - 1] {
+        assert_eq!(
+            client.get(format!("key:{i}")),
+            Some(format!("value:{i}").into_bytes()),
+            "{outcome}"
+        );
+    }
+}
+
+#[test]
+fn retry_stops_waiting_for_the_server_at_a_signal() {
+    let port = RedisServer::start().stop();
+    // Twenty attempts would wait more than a minute.
+    let mut running = Pipeload::new()
+        .port(port)
+        .args(["--retry", "20"])
+        .guard(Duration::from_secs(30))
+        .spawn();
+    running.wait_for_stderr(&waiting_line(port), Duration::from_secs(30));
+
+    running.signal("INT");
+    let outcome = running.finish();
+
+    outcome
+        .assert_no_panic()
+        .check(!outcome.status.success(), "nothing was loaded: not exit 0")
+        .assert_fatal_line(&format!(
+            "Could not connect to Redis at 127.0.0.1:{port}: Connection refused"
+        ));
+}
+
+#[test]
+fn retry_does_not_wait_out_a_refused_password() {
+    let server = server_with_password("right");
+
+    let outcome = Pipeload::new()
+        .port(server.port())
+        .args(["--retry", "20", "-a", "Wr0ngPassw0rd", "--no-auth-warning"])
+        .stdin(INPUT)
+        .run();
+
+    assert_auth_failed(
+        &outcome,
+        &mut Client::connect_auth(server.port(), None, "right"),
+        "Wr0ngPassw0rd",
+    );
+    outcome.assert_stderr_lacks("retrying");
 }

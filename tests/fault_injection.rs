@@ -436,12 +436,16 @@ fn retry_resends_exactly_what_was_not_acknowledged_after_redoing_the_handshake()
             .collect::<Vec<_>>()
             .join(" ")
     };
-    let handshake: Vec<String> = second.iter().take(3).map(words).collect();
+    // Under --retry the set-up ends with `INFO server`, for the run_id.
+    let handshake: Vec<String> = second.iter().take(4).map(words).collect();
     outcome.check(
-        handshake == ["AUTH secret", "HELLO 3", "SELECT 4"],
-        format!("the new connection must redo AUTH, HELLO 3 and SELECT 4 first, got {handshake:?}"),
+        handshake == ["AUTH secret", "HELLO 3", "SELECT 4", "INFO server"],
+        format!(
+            "the new connection must redo AUTH, HELLO 3 and SELECT 4 (then INFO server) \
+             first, got {handshake:?}"
+        ),
     );
-    let resent: Vec<String> = second.iter().skip(3).map(words).collect();
+    let resent: Vec<String> = second.iter().skip(4).map(words).collect();
     let expected: Vec<String> = (ANSWERED..COMMANDS)
         .map(|i| format!("SET key:{i} value:{i}"))
         .collect();
@@ -466,6 +470,64 @@ fn retry_resends_exactly_what_was_not_acknowledged_after_redoing_the_handshake()
             format!("expected `replies: {COMMANDS}`"),
         )
         .assert_stderr_contains("reconnecting");
+}
+
+#[test]
+fn retry_gives_up_on_a_server_that_keeps_hanging_up_without_getting_further() {
+    const COMMANDS: usize = 10_000;
+    const ANSWERED_PER_CONNECTION: usize = 2;
+    // Every connection answers two commands, then hangs up: each new one
+    // gets a little further than the last, never past where the first
+    // drop cut the load.
+    let answered = Arc::new(AtomicUsize::new(0));
+    let fake = FakeServer::serve({
+        let answered = Arc::clone(&answered);
+        move |mut conn, _| {
+            for _ in 0..ANSWERED_PER_CONNECTION {
+                if conn.next_load_command().is_none() {
+                    return;
+                }
+                conn.send(b"+OK\r\n");
+                answered.fetch_add(1, Ordering::SeqCst);
+            }
+            conn.hang_up();
+        }
+    });
+
+    // A loop without end would resend the input thousands of times: the
+    // guard kills it.
+    let outcome = Pipeload::new()
+        .port(fake.port())
+        .args(["--retry", "3"])
+        .guard(Duration::from_secs(30))
+        .stdin(sets(COMMANDS))
+        .run();
+    fake.finish();
+
+    let answered = answered.load(Ordering::SeqCst) as u64;
+    let acknowledged = outcome.assert_stopped(1);
+    outcome
+        .check(
+            outcome.reconnects() == 3,
+            "one outage: three reconnects, then it gives up",
+        )
+        .check(
+            answered == 4 * ANSWERED_PER_CONNECTION as u64,
+            format!("the first connection and three more answered; {answered} answers"),
+        )
+        .check(
+            acknowledged == answered,
+            format!("acknowledged must be the {answered} commands answered"),
+        )
+        .check(
+            outcome.summary()
+                == common::Summary {
+                    errors: 1,
+                    replies: answered,
+                },
+            format!("expected `errors: 1, replies: {answered}`"),
+        )
+        .assert_stderr_line("pipeload: gave up after 3 reconnect attempts (--retry 3)");
 }
 
 // --- --max-errors and --errors-file on a real server ---------------------

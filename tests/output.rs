@@ -20,7 +20,7 @@ const GUARD: Duration = Duration::from_secs(120);
 const NOT_AN_INTEGER: &str = "ERR value is not an integer or out of range";
 
 /// The fields of the `--json` summary, as the README documents them.
-const JSON_FIELDS: [&str; 16] = [
+const JSON_FIELDS: [&str; 17] = [
     "completed",
     "commands",
     "replies",
@@ -31,6 +31,7 @@ const JSON_FIELDS: [&str; 16] = [
     "resume_skip",
     "in_flight",
     "reconnects",
+    "server_restarted",
     "bytes_sent",
     "elapsed_seconds",
     "commands_per_second",
@@ -99,6 +100,10 @@ fn json_summary_has_every_documented_field_and_nothing_else_on_stdout() {
         )
         .check(field("resume_skip") == &Json::Null, "resume_skip: null")
         .check(field("reconnects").as_u64() == Some(0), "reconnects: 0")
+        .check(
+            field("server_restarted") == &Json::Bool(false),
+            "server_restarted: false",
+        )
         // No AUTH, SELECT or HELLO is needed: what was written is the
         // commands sent, as RESP.
         .check(

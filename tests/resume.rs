@@ -3,12 +3,14 @@
 //! input with that `--skip` applies nothing twice and misses nothing.
 //! `--retry` reconnects to a restarted server (or after a dropped
 //! connection, setting it up again as the input did) and finishes the load
-//! by itself. `--skip` counts commands from the very start of the input, across
+//! by itself; a restarted server is a new instance, and pipeload says so
+//! (what it had acknowledged may be gone). `--skip` counts commands from the very start of the input, across
 //! sources, rejected lines included, blank lines and empty arrays excluded.
 //!
-//! The servers here persist every write (append-only file, fsync before
+//! Most servers here persist every write (append-only file, fsync before
 //! each reply), so what a killed server acknowledged is still there after a
-//! restart on the same port and directory.
+//! restart on the same port and directory; one does not, to show what a
+//! restart then loses.
 
 mod common;
 
@@ -17,11 +19,15 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::run::LAST_REPLY;
 use common::{Client, Outcome, Pipeload, RedisServer, TempDir, Value, resp_command};
 
 /// Big enough that the server dies mid-stream, small enough for a debug
 /// build.
 const COMMANDS: usize = 300_000;
+
+/// How pipeload says a reconnect reached a new server instance.
+const RESTARTED: &str = "pipeload: the server restarted (it answers with a new run_id)";
 
 fn incr_input(count: usize) -> Vec<u8> {
     (0..count)
@@ -279,8 +285,15 @@ fn retry_reconnects_to_a_restarted_server_and_finishes_the_load() {
         || server.restart(),
     );
 
-    let (summary, reconnects) = outcome.assert_retried_without_errors();
+    // Every command answered, no error: yet the load went into a new server
+    // instance, and pipeload cannot know that it kept what the old one
+    // acknowledged (this one did: it fsyncs every write). So it says so,
+    // and the exit status is not the 0 of a clean load.
+    let summary = outcome.summary();
+    let reconnects = outcome.reconnects();
     outcome
+        .assert_code(1)
+        .check(summary.errors == 0, "no error: `errors: 0`")
         .check(
             reconnects >= 1,
             "the server was restarted: expected `reconnects: R` with R ≥ 1",
@@ -289,7 +302,86 @@ fn retry_reconnects_to_a_restarted_server_and_finishes_the_load() {
             summary.replies >= COMMANDS as u64,
             "every command must have been answered",
         )
-        .assert_stderr_contains("reconnecting");
+        .check(
+            outcome.stdout_lines().iter().any(|line| line == LAST_REPLY)
+                && !outcome.stdout_text().contains("resume with"),
+            "the load ran to its end: no resume hint",
+        )
+        .assert_stderr_contains("reconnecting")
+        .assert_stderr_line_starts(RESTARTED);
+    let mut client = server.client();
+    assert_set_input_loaded(&mut client, &outcome);
+    assert_eq!(client.dbsize(), COMMANDS as i64, "{outcome}");
+}
+
+#[test]
+fn retry_says_when_the_server_restarted_and_lost_what_it_acknowledged() {
+    // No persistence: a kill -9 and a restart on the same port give an
+    // empty server, and every command acknowledged before is gone.
+    let mut server = RedisServer::start();
+    let input = set_input(COMMANDS);
+
+    let (outcome, _) = load_and_strike(
+        Pipeload::new()
+            .port(server.port())
+            .args(["--retry", "20", "--json"]),
+        &input,
+        || server.restart(),
+    );
+
+    let json = outcome.stdout_text();
+    outcome
+        .assert_code(1)
+        .assert_stderr_line_starts(RESTARTED)
+        .check(
+            json.contains("\"server_restarted\":true"),
+            "the JSON summary must say `\"server_restarted\":true`",
+        )
+        .check(
+            json.contains("\"completed\":true") && json.contains("\"errors\":0,"),
+            "the load itself ran to its end without an error",
+        );
+    let mut client = server.client();
+    let last = COMMANDS - 1;
+    assert_eq!(
+        client.get(format!("key:{last}")),
+        Some(format!("value:{last}").into_bytes()),
+        "the rest of the load went to the new instance\n{outcome}"
+    );
+    let kept = client.dbsize();
+    assert!(
+        kept < COMMANDS as i64,
+        "what the killed instance acknowledged is gone ({kept} keys of {COMMANDS}): \
+         that is why pipeload must say so\n{outcome}"
+    );
+}
+
+#[test]
+fn retry_after_a_dropped_connection_to_the_same_server_reports_no_restart() {
+    let server = RedisServer::start();
+    let input = set_input(COMMANDS);
+
+    let (outcome, _) = load_and_strike(
+        Pipeload::new()
+            .port(server.port())
+            .args(["--retry", "5", "--json"]),
+        &input,
+        || {
+            server
+                .client()
+                .ok(&["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"]);
+        },
+    );
+
+    let json = outcome.stdout_text();
+    outcome
+        .assert_code(0)
+        .assert_stderr_contains("reconnecting")
+        .assert_stderr_lacks("restarted")
+        .check(
+            json.contains("\"server_restarted\":false") && json.contains("\"reconnects\":1,"),
+            "one reconnect to the same instance: `\"server_restarted\":false`",
+        );
     let mut client = server.client();
     assert_set_input_loaded(&mut client, &outcome);
     assert_eq!(client.dbsize(), COMMANDS as i64, "{outcome}");

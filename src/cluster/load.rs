@@ -25,9 +25,10 @@ use super::slot::SlotOrder;
 use super::topology::Topology;
 use crate::batch::Batch;
 use crate::cli::{Config, Endpoint};
-use crate::conn::{self, Stream};
+use crate::conn::Stream;
 use crate::input::OpenSource;
 use crate::replies::{ErrorsFile, Replies, ReplyContext};
+use crate::retry;
 use crate::stop::{Stop, StopReason};
 use crate::summary::{NodeCounts, Tally, report};
 use crate::writer::WriterEnd;
@@ -64,9 +65,11 @@ pub fn load_cluster(
         .iter()
         .map(|node| node.to_text())
         .collect();
-    let mut streams = Vec::with_capacity(node_count);
+    // With `--retry`, a primary still starting is waited for, as the seed
+    // node was.
+    let mut connections = Vec::with_capacity(node_count);
     for node_config in &node_configs {
-        streams.push(conn::connect(node_config, None)?);
+        connections.push(retry::connect_first(node_config, &stop)?);
     }
     let mut load = start_load(sources, errors_file.is_some(), false, stop, config)?;
     let LoadStart {
@@ -91,7 +94,7 @@ pub fn load_cluster(
     let (routed, runs) = thread::scope(|scope| -> Result<(Routed, Vec<(Tally, ConnectionRun)>)> {
         let router = scope.spawn(|| router.run(input_receiver, stop));
         let mut nodes = Vec::with_capacity(node_count);
-        for (node, stream) in streams.into_iter().enumerate() {
+        for (node, connection) in connections.into_iter().enumerate() {
             let shared = SessionShared {
                 batches: &node_receivers[node],
                 redirects: Some((&redirect_receivers[node], &outstanding)),
@@ -112,7 +115,7 @@ pub fn load_cluster(
             .in_cluster(&links, node);
             let stop = &stop;
             nodes.push(scope.spawn(move || {
-                let run = run_connection(stream, &shared, &mut replies, None);
+                let run = run_connection(connection, &shared, &mut replies, None);
                 if run.as_ref().map_or(true, |run| run.failure.is_some()) {
                     // One node given up: the others finish what is in flight.
                     stop.request(StopReason::NodeLost);
@@ -135,6 +138,7 @@ pub fn load_cluster(
     let mut nodes = Vec::with_capacity(node_count);
     let (mut bytes_sent, mut commands_sent, mut reconnects, mut in_flight) = (0, 0, 0, 0);
     let mut all_written = true;
+    let mut server_restarted = false;
     let mut failures = Vec::new();
     // The first input command not known to be applied, over every node.
     let mut first_unsettled = u64::MAX;
@@ -149,6 +153,7 @@ pub fn load_cluster(
         commands_sent += run.commands_sent;
         reconnects += run.reconnects;
         in_flight += run.in_flight;
+        server_restarted |= run.server_restarted;
         let address = &addresses[node];
         nodes.push(NodeCounts {
             address: address.clone(),
@@ -187,6 +192,7 @@ pub fn load_cluster(
             .max(config.skip),
         nothing_left: routed.input_ended && first_unsettled == u64::MAX,
         nodes,
+        server_restarted,
     };
     Ok(load.finish(end, config))
 }

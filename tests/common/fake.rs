@@ -12,6 +12,10 @@ use std::time::{Duration, Instant};
 
 use super::client::{Value, read_value};
 
+/// The fake's answer to `INFO`: one server instance, whatever the
+/// connection (pipeload asks for the `run_id` under `--retry`).
+pub const FAKE_INFO: &[u8] = b"$39\r\n# Server\r\nrun_id:fake-server-instance\r\n\r\n";
+
 /// Hang guard for waiting on pipeload (to connect, to send).
 const GUARD: Duration = Duration::from_secs(60);
 
@@ -171,7 +175,8 @@ impl FakeConn {
 
     /// [`next_command`](FakeConn::next_command), answering the connection
     /// set-up commands pipeload may send first (`HELLO` with an empty map,
-    /// `AUTH` and `SELECT` with `+OK`) instead of returning them.
+    /// `AUTH` and `SELECT` with `+OK`, `INFO` with [`FAKE_INFO`]) instead of
+    /// returning them.
     pub fn next_load_command(&mut self) -> Option<Vec<Vec<u8>>> {
         loop {
             let args = self.next_command()?;
@@ -179,6 +184,7 @@ impl FakeConn {
             let reply: &[u8] = match name.as_deref() {
                 Some(b"HELLO") => b"%0\r\n",
                 Some(b"AUTH") | Some(b"SELECT") => b"+OK\r\n",
+                Some(b"INFO") => FAKE_INFO,
                 _ => return Some(args),
             };
             self.commands -= 1;

@@ -8,8 +8,11 @@
 //! - [`Pipeload`]: runs the built binary with stdin fed from a thread and a
 //!   hang guard; its [`Outcome`] prints the whole invocation, stdout and
 //!   stderr whenever an assertion on it fails. [`Pipeload::spawn`] gives a
-//!   [`run::Running`] child: stdin left open, signals by name; stdout and
-//!   stderr can be closed under it ([`run::Sink`]).
+//!   [`run::Running`] child: stdin left open, stderr watched while it runs,
+//!   signals by name; stdout and stderr can be closed under it
+//!   ([`run::Sink`]).
+//! - [`RedisServer::start_on_port`]: a server on a port picked earlier, for
+//!   a client already waiting on it.
 //! - [`RedisServer::start_persistent`]: a server that fsyncs every write, to
 //!   [`kill`](RedisServer::kill) mid-load and
 //!   [`restart`](RedisServer::restart) on the same port with its data.

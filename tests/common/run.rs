@@ -4,14 +4,16 @@
 //! stdout and stderr when it fails.
 //!
 //! [`Pipeload::spawn`] starts the child and hands back a [`Running`] whose
-//! stdin stays open for the test to write at its own pace, and which can be
-//! sent signals (`kill -INT`) before it is [`finish`](Running::finish)ed.
+//! stdin stays open for the test to write at its own pace, whose stderr can
+//! be waited on while it runs ([`Running::wait_for_stderr`]), and which can
+//! be sent signals (`kill -INT`) before it is [`finish`](Running::finish)ed.
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -235,8 +237,8 @@ pub struct Running {
     invocation: String,
     child: Child,
     stdin: Option<ChildStdin>,
-    stdout: Option<thread::JoinHandle<Vec<u8>>>,
-    stderr: Option<thread::JoinHandle<Vec<u8>>>,
+    stdout: Option<Collector>,
+    stderr: Option<Collector>,
     guard: Duration,
 }
 
@@ -290,6 +292,36 @@ impl Running {
         }
     }
 
+    /// Waits until the child's stderr contains `text`; panics with what it
+    /// printed so far if it exits first or `limit` passes.
+    pub fn wait_for_stderr(&mut self, text: &str, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let stderr = self
+                .stderr
+                .as_ref()
+                .map(Collector::so_far)
+                .unwrap_or_default();
+            let stderr = String::from_utf8_lossy(&stderr);
+            if stderr.contains(text) {
+                return;
+            }
+            let exited = matches!(self.child.try_wait(), Ok(Some(_)));
+            if exited || Instant::now() >= deadline {
+                panic!(
+                    "waited for stderr to contain {text:?}, but pipeload {}\n\
+                     --- command:\n{}\n--- stderr so far:\n{stderr}",
+                    match exited {
+                        true => "exited",
+                        false => "still runs without it",
+                    },
+                    self.invocation
+                );
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// Waits for the child (killing it at the hang guard, counted from now)
     /// and collects what it printed. The test's end of stdin is closed.
     pub fn finish(mut self) -> Outcome {
@@ -300,10 +332,7 @@ impl Running {
             let _ = self.child.kill();
             self.child.wait().expect("wait for killed pipeload")
         });
-        let output = |pipe: Option<thread::JoinHandle<Vec<u8>>>| {
-            pipe.map(|reader| reader.join().expect("output reader"))
-                .unwrap_or_default()
-        };
+        let output = |pipe: Option<Collector>| pipe.map(Collector::finish).unwrap_or_default();
         let outcome = Outcome {
             invocation: self.invocation.clone(),
             status,
@@ -329,12 +358,47 @@ impl Drop for Running {
     }
 }
 
-fn collect(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<Vec<u8>> {
-    thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = pipe.read_to_end(&mut bytes);
-        bytes
-    })
+/// One output pipe of the child, read by a thread into a buffer the test
+/// can look at while the child runs.
+struct Collector {
+    bytes: Arc<Mutex<Vec<u8>>>,
+    reader: thread::JoinHandle<()>,
+}
+
+impl Collector {
+    /// What was read so far.
+    fn so_far(&self) -> Vec<u8> {
+        self.bytes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Everything, once the pipe is closed.
+    fn finish(self) -> Vec<u8> {
+        self.reader.join().expect("output reader");
+        std::mem::take(&mut *self.bytes.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+fn collect(mut pipe: impl Read + Send + 'static) -> Collector {
+    let bytes = Arc::new(Mutex::new(Vec::new()));
+    let shared = Arc::clone(&bytes);
+    let reader = thread::spawn(move || {
+        let mut chunk = [0u8; 64 * 1024];
+        loop {
+            match pipe.read(&mut chunk) {
+                Ok(0) => return,
+                Ok(read) => shared
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .extend_from_slice(&chunk[..read]),
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
+        }
+    });
+    Collector { bytes, reader }
 }
 
 /// The counters of the `errors: N, replies: M` line.

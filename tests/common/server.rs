@@ -62,6 +62,13 @@ impl RedisServer {
         RedisServer::start_configured(false, true)
     }
 
+    /// A server on `port`, which a test picked earlier (a client is
+    /// already waiting on it): no other port will do, so no retries.
+    pub fn start_on_port(port: u16) -> RedisServer {
+        RedisServer::try_start(port, false, false)
+            .unwrap_or_else(|failure| panic!("start redis-server on port {port}: {failure}"))
+    }
+
     fn start_configured(unix_socket: bool, persistent: bool) -> RedisServer {
         start_with_retries("redis-server", || {
             RedisServer::try_start(free_port(), unix_socket, persistent)
