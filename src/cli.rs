@@ -1,12 +1,14 @@
-//! Command-line flags → one validated `Config`. Flags and their spelling
-//! follow `redis-cli` wherever the two overlap; no clap type leaves this
-//! module.
+//! The command line, with clap: flags → one validated `Config`, or text to
+//! print (help, version, completions, the man page), or a usage error.
+//! Flags and their spelling follow `redis-cli` wherever the two overlap; no
+//! clap type leaves this module, and it neither prints nor exits: `main`
+//! does both.
 //!
-//! Place in the data flow: first step of `run`; everything downstream reads
-//! the `Config`.
+//! Place in the data flow: before `run`; everything downstream reads the
+//! `Config`.
 
 use std::ffi::OsString;
-use std::io;
+use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -14,13 +16,44 @@ use anyhow::{Context, Result, bail};
 use clap::{ArgAction, CommandFactory, Parser, ValueEnum};
 use clap_complete::Shell;
 
-use crate::summary::Outcome;
-use crate::tls::{TlsConfig, TlsOptions};
+use crate::config::{Config, Credentials, Endpoint, Format, Source, TlsOptions};
 use crate::window::WindowLimits;
 
-/// How input commands are recognised.
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Invocation {
+    Load(Box<Config>),
+    /// Text for stdout, then exit 0: help, version, a completion script,
+    /// the man page.
+    Print(Vec<u8>),
+}
+
+/// A command line that cannot run; `Display` is the whole message for
+/// stderr (clap's error, usage and hint, or pipeload's own line); the exit
+/// status is 2.
+#[derive(Debug)]
+pub struct UsageError(String);
+
+impl UsageError {
+    /// The message's first line, without its `error: ` or `pipeload: `.
+    pub fn headline(&self) -> &str {
+        let first = self.0.lines().next().unwrap_or_default();
+        ["error: ", "pipeload: "]
+            .iter()
+            .find_map(|prefix| first.strip_prefix(prefix))
+            .unwrap_or(first)
+    }
+}
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.trim_end())
+    }
+}
+
+/// How input commands are recognised (`--format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Format {
+enum FormatArg {
     /// Per command, as the server does: a first byte `*` starts a RESP
     /// array, anything else is a text line.
     Auto,
@@ -30,61 +63,14 @@ pub enum Format {
     Resp,
 }
 
-/// Where the server is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Endpoint {
-    Tcp { host: String, port: u16 },
-    Unix(PathBuf),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Credentials {
-    pub user: Option<String>,
-    pub password: String,
-}
-
-/// One input source, read in the order given.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
-    Stdin,
-    File(PathBuf),
-}
-
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub endpoint: Endpoint,
-    pub credentials: Option<Credentials>,
-    /// Print the warning redis-cli prints for a password on the command line.
-    pub warn_about_password: bool,
-    /// Database to SELECT after connecting; 0 needs no SELECT.
-    pub db: u32,
-    pub resp3: bool,
-    pub connect_timeout: Option<Duration>,
-    /// Give up when no reply has come for this long; `None` waits forever.
-    pub pipe_timeout: Option<Duration>,
-    /// TLS on every TCP connection (`--tls`, `rediss://`).
-    pub tls: Option<TlsConfig>,
-    pub format: Format,
-    pub emit_resp: bool,
-    pub sources: Vec<Source>,
-    pub window: WindowLimits,
-    /// Commands at the start of the input not to send (`--skip`).
-    pub skip: u64,
-    /// Reconnect attempts per outage (`--retry`); 0 stops at the first loss.
-    pub retry: u32,
-    /// Stop sending once this many errors were counted.
-    pub max_errors: Option<u64>,
-    /// Where failed commands' input bytes go.
-    pub errors_file: Option<PathBuf>,
-    /// Cluster mode (`-c`): route each command to the primary of its slot.
-    pub cluster: bool,
-    /// Print the summary as one JSON object instead of redis-cli's lines.
-    pub json: bool,
-    /// Error lines printed before the rest are only counted; `None`: all.
-    pub error_lines: Option<u64>,
-    /// `Some(true)` forces the progress display, `Some(false)` turns it
-    /// off, `None` shows it when stderr is a terminal.
-    pub progress: Option<bool>,
+impl From<FormatArg> for Format {
+    fn from(format: FormatArg) -> Format {
+        match format {
+            FormatArg::Auto => Format::Auto,
+            FormatArg::Text => Format::Text,
+            FormatArg::Resp => Format::Resp,
+        }
+    }
 }
 
 const EXAMPLES: &str = "\
@@ -205,8 +191,8 @@ struct Flags {
     pipe_timeout: u64,
 
     /// How commands are written in the input
-    #[arg(long, value_enum, default_value_t = Format::Auto, help_heading = "Loading")]
-    format: Format,
+    #[arg(long, value_enum, default_value_t = FormatArg::Auto, help_heading = "Loading")]
+    format: FormatArg,
 
     /// Write the input's commands as RESP to stdout instead of sending them
     #[arg(long, help_heading = "Loading")]
@@ -267,36 +253,35 @@ struct Flags {
     version: Option<bool>,
 }
 
-/// Parses the command line. Usage errors (and --help, --version) are handled
-/// by clap itself, which prints them and exits with 2 (0 for help); with
-/// `--json` among the arguments a usage error prints its JSON summary first.
-pub fn parse_args<I, T>(args: I) -> Result<Config>
+/// Parses the command line.
+pub fn parse_args<I, T>(args: I) -> Result<Invocation, UsageError>
 where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
-    let flags = match Flags::try_parse_from(&args) {
+    let flags = match Flags::try_parse_from(args) {
         Ok(flags) => flags,
-        Err(error) => {
-            // A script that asked for JSON gets its object even now.
-            if error.use_stderr() && args.iter().any(|arg| arg == "--json") {
-                let rendered = error.render().to_string();
-                let message = rendered.lines().next().unwrap_or("bad usage");
-                Outcome::failed_early(None, message.to_owned()).print(true);
-            }
-            error.exit()
+        // --help and --version come this way too, for stdout.
+        Err(error) if !error.use_stderr() => {
+            return Ok(Invocation::Print(error.render().to_string().into_bytes()));
         }
+        Err(error) => return Err(UsageError(error.render().to_string())),
     };
     if let Some(shell) = flags.completions {
-        clap_complete::generate(shell, &mut Flags::command(), "pipeload", &mut io::stdout());
-        std::process::exit(0);
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut Flags::command(), "pipeload", &mut script);
+        return Ok(Invocation::Print(script));
     }
     if flags.man {
-        let written = clap_mangen::Man::new(Flags::command()).render(&mut io::stdout());
-        std::process::exit(i32::from(written.is_err()));
+        let mut page = Vec::new();
+        clap_mangen::Man::new(Flags::command())
+            .render(&mut page)
+            .map_err(|error| UsageError(format!("error: cannot render the man page: {error}")))?;
+        return Ok(Invocation::Print(page));
     }
     config_from_flags(flags, std::env::var("REDISCLI_AUTH").ok())
+        .map(|config| Invocation::Load(Box::new(config)))
+        .map_err(|error| UsageError(format!("pipeload: {error:#}")))
 }
 
 fn config_from_flags(flags: Flags, env_password: Option<String>) -> Result<Config> {
@@ -321,7 +306,7 @@ fn config_from_flags(flags: Flags, env_password: Option<String>) -> Result<Confi
         },
     };
 
-    let tls = tls_config(&flags, uri.as_ref(), &endpoint)?;
+    let tls = tls_options(&flags, uri.as_ref(), &endpoint)?;
 
     let password = flags
         .password
@@ -377,7 +362,7 @@ fn config_from_flags(flags: Flags, env_password: Option<String>) -> Result<Confi
         connect_timeout,
         pipe_timeout: (flags.pipe_timeout > 0).then(|| Duration::from_secs(flags.pipe_timeout)),
         tls,
-        format: flags.format,
+        format: flags.format.into(),
         emit_resp: flags.emit_resp,
         sources,
         window: WindowLimits::default(),
@@ -396,11 +381,14 @@ fn config_from_flags(flags: Flags, env_password: Option<String>) -> Result<Confi
     })
 }
 
-/// The TLS settings, loaded (`--tls` or a `rediss://` URI), or `None`. A TLS
-/// flag without TLS is refused rather than ignored: the connection would
-/// silently be plain text. A file that cannot be used fails with a
-/// `TlsSetupError`, which is not a usage error.
-fn tls_config(flags: &Flags, uri: Option<&Uri>, endpoint: &Endpoint) -> Result<Option<TlsConfig>> {
+/// The TLS settings (`--tls` or a `rediss://` URI), or `None`. A TLS flag
+/// without TLS is refused rather than ignored: the connection would
+/// silently be plain text.
+fn tls_options(
+    flags: &Flags,
+    uri: Option<&Uri>,
+    endpoint: &Endpoint,
+) -> Result<Option<TlsOptions>> {
     let options = TlsOptions {
         sni: flags.sni.clone(),
         ca_file: flags.cacert.clone(),
@@ -424,7 +412,7 @@ fn tls_config(flags: &Flags, uri: Option<&Uri>, endpoint: &Endpoint) -> Result<O
     if let Endpoint::Unix(_) = endpoint {
         bail!("TLS runs over TCP: --tls and rediss:// cannot be used with -s");
     }
-    Ok(Some(TlsConfig::load(&options)?))
+    Ok(Some(options))
 }
 
 /// The parts of a `redis://` URI.
@@ -610,9 +598,14 @@ mod tests {
         // clap refuses a certificate without its key, and the reverse.
         assert!(config(&["--tls", "--cert", "client.pem"]).is_err());
         assert!(config(&["--tls", "--key", "client.key"]).is_err());
-        let error = config(&["--tls", "--cacert", "/nonexistent/ca.pem"]).unwrap_err();
-        assert!(error.downcast_ref::<crate::tls::TlsSetupError>().is_some());
-        assert!(error.to_string().contains("/nonexistent/ca.pem"));
+        // The files are read when the run starts, not here.
+        let tls = config(&["--tls", "--cacert", "/nonexistent/ca.pem"])
+            .unwrap()
+            .tls;
+        assert_eq!(
+            tls.and_then(|options| options.ca_file),
+            Some(PathBuf::from("/nonexistent/ca.pem"))
+        );
     }
 
     #[test]

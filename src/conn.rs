@@ -11,81 +11,17 @@
 //! connection error too.
 
 use std::fmt;
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::net::{TcpStream, ToSocketAddrs};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use crate::batch::CommandKind;
-use crate::cli::{Config, Credentials, Endpoint};
+use crate::config::{Config, Credentials, Endpoint};
 use crate::control::{Value, query_encoded};
 use crate::encode::command_bytes;
-use crate::tls::{self, TlsStream};
-
-/// A connected socket, any kind, used through `Read` and `Write`.
-#[derive(Debug)]
-pub enum Stream {
-    Tcp(TcpStream),
-    Unix(UnixStream),
-    /// Its handles share one TLS session: one may read while another writes.
-    Tls(TlsStream),
-}
-
-impl Stream {
-    pub fn try_clone(&self) -> io::Result<Stream> {
-        Ok(match self {
-            Stream::Tcp(stream) => Stream::Tcp(stream.try_clone()?),
-            Stream::Unix(stream) => Stream::Unix(stream.try_clone()?),
-            Stream::Tls(stream) => Stream::Tls(stream.try_clone()?),
-        })
-    }
-
-    /// A read that times out fails with WouldBlock or TimedOut.
-    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        match self {
-            Stream::Tcp(stream) => stream.set_read_timeout(timeout),
-            Stream::Unix(stream) => stream.set_read_timeout(timeout),
-            Stream::Tls(stream) => stream.set_read_timeout(timeout),
-        }
-    }
-
-    /// Wakes whoever is blocked on either half; errors are moot (the peer
-    /// may be gone already).
-    pub fn shutdown(&self) {
-        let _ = match self {
-            Stream::Tcp(stream) => stream.shutdown(Shutdown::Both),
-            Stream::Unix(stream) => stream.shutdown(Shutdown::Both),
-            Stream::Tls(stream) => {
-                stream.shutdown();
-                Ok(())
-            }
-        };
-    }
-}
-
-impl Read for Stream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(stream) => stream.read(buf),
-            Stream::Unix(stream) => stream.read(buf),
-            Stream::Tls(stream) => stream.read(buf),
-        }
-    }
-}
-
-impl Write for Stream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(stream) => stream.write(buf),
-            Stream::Unix(stream) => stream.write(buf),
-            Stream::Tls(stream) => stream.write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
+use crate::io_error::describe_io_error;
+use crate::stream::Stream;
+use crate::tls::{self, TlsConfig};
 
 /// A connection set up and ready for the input.
 #[derive(Debug)]
@@ -118,24 +54,6 @@ impl fmt::Display for ConnectError {
 }
 
 impl std::error::Error for ConnectError {}
-
-/// An I/O error as the C library words it ("Connection refused"), without
-/// Rust's " (os error 111)" suffix.
-pub fn describe_io_error(error: &io::Error) -> String {
-    let text = error.to_string();
-    match text.find(" (os error ") {
-        Some(at) => text[..at].to_owned(),
-        None => text,
-    }
-}
-
-pub fn endpoint_address(endpoint: &Endpoint) -> String {
-    match endpoint {
-        Endpoint::Tcp { host, port } if host.contains(':') => format!("[{host}]:{port}"),
-        Endpoint::Tcp { host, port } => format!("{host}:{port}"),
-        Endpoint::Unix(path) => path.display().to_string(),
-    }
-}
 
 /// What the input set up on its connection, which a new connection must
 /// set up again: the last `AUTH`, `HELLO` and `SELECT` of the input that
@@ -178,10 +96,11 @@ impl SessionReplay {
 /// `replay` (what the input set up, after a reconnect) the same way.
 pub fn connect(
     config: &Config,
+    tls: Option<&TlsConfig>,
     replay: Option<&SessionReplay>,
 ) -> Result<Connection, ConnectError> {
     let unreachable = |reason: String| ConnectError::Unreachable {
-        address: endpoint_address(&config.endpoint),
+        address: config.endpoint.to_string(),
         reason,
     };
     let mut stream = match &config.endpoint {
@@ -190,7 +109,7 @@ pub fn connect(
             // Commands go out in large writes; the last small one of a load
             // must not wait for Nagle.
             let _ = stream.set_nodelay(true);
-            match &config.tls {
+            match tls {
                 None => Stream::Tcp(stream),
                 Some(tls) => connect_tls(stream, tls, host, config)
                     .map_err(|reason| unreachable(format!("TLS handshake failed: {reason}")))?,
@@ -212,7 +131,7 @@ pub fn connect(
 /// Waits are bounded by `-t`, else `--pipe-timeout`: it is all connecting.
 fn connect_tls(
     socket: TcpStream,
-    tls: &tls::TlsConfig,
+    tls: &TlsConfig,
     host: &str,
     config: &Config,
 ) -> Result<Stream, String> {

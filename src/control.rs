@@ -11,10 +11,11 @@ use std::io::{self, Write};
 
 use anyhow::{Result, anyhow, bail};
 
-use crate::conn::{Stream, describe_io_error};
 use crate::encode::command_bytes;
+use crate::io_error::describe_io_error;
 use crate::readbuf::ReadBuffer;
 use crate::resp::{ReplyKind, ReplyScan, scan_reply};
+use crate::stream::Stream;
 
 /// Nesting deeper than any control reply has: a guard against a hostile
 /// server, since parsing recurses.

@@ -24,9 +24,9 @@ use std::sync::Arc;
 use crossbeam_channel::Sender;
 
 use crate::batch::{Batch, CommandKind, Expect, Rejection, describe_line};
-use crate::cli::{Format, Source};
-use crate::conn::describe_io_error;
+use crate::config::{Format, Source};
 use crate::encode::{append_command, command_bytes};
+use crate::io_error::describe_io_error;
 use crate::progress::Counters;
 use crate::readbuf::ReadBuffer;
 use crate::resp::{CommandFrame, CommandScan, scan_command};

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::cli::Source;
+use crate::config::Source;
 use crate::summary::{ErrorLog, report};
 
 const REDRAW_EVERY: Duration = Duration::from_millis(200);

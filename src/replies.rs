@@ -27,11 +27,13 @@ use crossbeam_channel::Receiver;
 
 use crate::batch::{Batch, CommandKind, Expect, InFlight};
 use crate::cluster::{ClusterLinks, Redirect};
-use crate::conn::{SessionReplay, Stream, describe_io_error};
+use crate::conn::SessionReplay;
+use crate::io_error::describe_io_error;
 use crate::progress::Counters;
 use crate::readbuf::ReadBuffer;
 use crate::resp::{ErrorSpan, ReplyKind, ReplyScan, scan_reply};
 use crate::stop::{Stop, StopReason};
+use crate::stream::Stream;
 use crate::summary::{ErrorLog, Tally, report};
 use crate::window::Window;
 

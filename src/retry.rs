@@ -15,10 +15,11 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::batch::InFlight;
-use crate::cli::Config;
+use crate::config::Config;
 use crate::conn::{self, ConnectError, Connection};
 use crate::stop::Stop;
 use crate::summary::report;
+use crate::tls::TlsConfig;
 
 /// First pause before another attempt; it doubles per attempt up to the cap.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -69,10 +70,14 @@ pub fn pause_unless_stopped(stop: &Stop, pause: Duration) -> bool {
 /// reached yet (still starting) is tried again up to N times, each wait
 /// said on stderr. Fails with the last error when it is not that the server
 /// is unreachable, when the attempts are used up, or on a stop request.
-pub fn connect_first(config: &Config, stop: &Stop) -> Result<Connection, ConnectError> {
+pub fn connect_first(
+    config: &Config,
+    tls: Option<&TlsConfig>,
+    stop: &Stop,
+) -> Result<Connection, ConnectError> {
     let mut attempts = Attempts::new(config.retry);
     loop {
-        let unreachable = match conn::connect(config, None) {
+        let unreachable = match conn::connect(config, tls, None) {
             Ok(connection) => return Ok(connection),
             Err(error @ ConnectError::Unreachable { .. }) => error,
             Err(refused) => return Err(refused),

@@ -27,7 +27,7 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender, bounded};
 use libc::{SIGINT, SIGTERM};
 
-use crate::conn::Stream;
+use crate::stream::Stream;
 use crate::summary::report;
 
 /// How long a quit waits for the load to put its summary together (its

@@ -42,6 +42,9 @@ use rustls::{
     SignatureScheme,
 };
 
+use crate::config::TlsOptions;
+use crate::io_error::describe_io_error;
+
 /// Plaintext encrypted per lock: 4 full TLS records. Small enough that the
 /// reader never waits long for the state lock, large enough for big socket
 /// writes.
@@ -52,20 +55,6 @@ const READ_PIECE: usize = 64 * 1024;
 
 /// Least ciphertext asked of the socket at once, however small the read.
 const MIN_READ: usize = 4096;
-
-/// The TLS flags, as given.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TlsOptions {
-    /// Server name to send and to verify the certificate against, instead
-    /// of the host.
-    pub sni: Option<String>,
-    pub ca_file: Option<PathBuf>,
-    pub ca_dir: Option<PathBuf>,
-    /// Client certificate chain and its private key (both or neither).
-    pub client_auth: Option<(PathBuf, PathBuf)>,
-    /// Skip certificate verification.
-    pub insecure: bool,
-}
 
 /// What every TLS connection of a run uses: trust roots, client certificate
 /// and protocol settings, loaded once.
@@ -230,7 +219,7 @@ fn read_certificate_dir(dir: &Path) -> Result<Vec<CertificateDer<'static>>, TlsS
         TlsSetupError(format!(
             "cannot read CA certificate directory {}: {}",
             dir.display(),
-            crate::conn::describe_io_error(&error)
+            describe_io_error(&error)
         ))
     })?;
     let mut paths: Vec<PathBuf> = entries
@@ -251,7 +240,7 @@ fn read_certificate_dir(dir: &Path) -> Result<Vec<CertificateDer<'static>>, TlsS
 
 fn describe_pem_error(error: &pem::Error) -> String {
     match error {
-        pem::Error::Io(error) => crate::conn::describe_io_error(error),
+        pem::Error::Io(error) => describe_io_error(error),
         other => other.to_string(),
     }
 }
@@ -325,13 +314,13 @@ pub fn handshake(
         .map_err(|error| error.to_string())?;
     socket
         .set_read_timeout(timeout)
-        .map_err(|error| crate::conn::describe_io_error(&error))?;
+        .map_err(|error| describe_io_error(&error))?;
     let mut answered = false;
     loop {
         while connection.wants_write() {
             connection
                 .write_tls(&mut &socket)
-                .map_err(|error| crate::conn::describe_io_error(&error))?;
+                .map_err(|error| describe_io_error(&error))?;
         }
         if !connection.is_handshaking() {
             break;
@@ -345,7 +334,7 @@ pub fn handshake(
             Ok(_) => {}
             Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
             Err(error) if is_timeout(&error) => return Err("no answer from the server".into()),
-            Err(error) => return Err(crate::conn::describe_io_error(&error)),
+            Err(error) => return Err(describe_io_error(&error)),
         }
         if let Err(error) = connection.process_new_packets() {
             // The alert tells the server why; the error is what counts.
@@ -379,7 +368,7 @@ fn check_first_byte(socket: &TcpStream) -> Result<(), String> {
             Err(error) if is_timeout(&error) => {
                 Err("no answer from the server (does it speak TLS on this port?)".into())
             }
-            Err(error) => Err(crate::conn::describe_io_error(&error)),
+            Err(error) => Err(describe_io_error(&error)),
         };
     }
 }
@@ -644,6 +633,16 @@ mod tests {
     use super::*;
 
     const GUARD: Duration = Duration::from_secs(30);
+
+    #[test]
+    fn an_unreadable_ca_file_is_named() {
+        let options = TlsOptions {
+            ca_file: Some(PathBuf::from("/nonexistent/ca.pem")),
+            ..TlsOptions::default()
+        };
+        let error = TlsConfig::load(&options).unwrap_err();
+        assert!(error.to_string().contains("/nonexistent/ca.pem"));
+    }
 
     /// A client configuration and a server configuration whose certificate
     /// (for `localhost`, from a CA) it trusts.

@@ -19,9 +19,9 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender, select};
 
 use crate::batch::{Batch, InFlight};
-use crate::conn::Stream;
 use crate::progress::Counters;
 use crate::stop::Stop;
+use crate::stream::Stream;
 use crate::window::Window;
 
 /// How often a cluster writer whose input has ended looks whether every

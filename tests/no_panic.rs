@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use crossbeam_channel::bounded;
 use pipeload::batch::{Batch, Expect};
-use pipeload::cli::Format;
+use pipeload::config::Format;
 use pipeload::input::{InputOptions, OpenSource, read_input};
 use pipeload::resp::{CommandScan, ReplyScan, scan_command, scan_reply};
 use pipeload::text::{Args, split_line};

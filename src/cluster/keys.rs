@@ -12,8 +12,8 @@ use std::collections::HashMap;
 
 use anyhow::{Result, anyhow};
 
-use crate::conn::Stream;
 use crate::control::{Value, query};
+use crate::stream::Stream;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum BeginSearch {

@@ -24,18 +24,17 @@ use super::router::{Routed, Router};
 use super::slot::SlotOrder;
 use super::topology::Topology;
 use crate::batch::Batch;
-use crate::cli::{Config, Endpoint};
-use crate::conn::Stream;
+use crate::config::{Config, Endpoint};
+use crate::connection::{ConnectionRun, SessionShared, run_connection};
+use crate::engine::{BATCH_CHANNEL_CAPACITY, ConnectionsEnd, LoadStart, start_load};
 use crate::input::OpenSource;
 use crate::replies::{ErrorsFile, Replies, ReplyContext};
 use crate::retry;
 use crate::stop::{Stop, StopReason};
+use crate::stream::Stream;
 use crate::summary::{NodeCounts, Tally, report};
+use crate::tls::TlsConfig;
 use crate::writer::WriterEnd;
-use crate::{
-    BATCH_CHANNEL_CAPACITY, ConnectionRun, ConnectionsEnd, LoadStart, SessionShared,
-    run_connection, start_load,
-};
 
 /// Loads the input into every primary of `topology`; `seed` is the
 /// connection the topology was read through.
@@ -45,6 +44,7 @@ pub fn load_cluster(
     sources: Vec<OpenSource>,
     errors_file: Option<ErrorsFile>,
     stop: Arc<Stop>,
+    tls: Option<&TlsConfig>,
     config: &Config,
 ) -> Result<ExitCode> {
     let keys = KeyPositions::fetch(&mut seed).context("cannot read the server's command table")?;
@@ -69,7 +69,7 @@ pub fn load_cluster(
     // node was.
     let mut connections = Vec::with_capacity(node_count);
     for node_config in &node_configs {
-        connections.push(retry::connect_first(node_config, &stop)?);
+        connections.push(retry::connect_first(node_config, tls, &stop)?);
     }
     let mut load = start_load(sources, errors_file.is_some(), false, stop, config)?;
     let LoadStart {
@@ -100,6 +100,7 @@ pub fn load_cluster(
                 redirects: Some((&redirect_receivers[node], &outstanding)),
                 stop,
                 config: &node_configs[node],
+                tls,
                 progress: counters.as_deref(),
                 node: Some(&addresses[node]),
             };

@@ -19,10 +19,10 @@ use super::keys::{KeyLookup, KeyPositions};
 use super::slot::{SLOT_COUNT, SlotOrder, key_slot};
 use super::topology::Topology;
 use crate::batch::{Batch, CommandKind, Expect, Rejection};
-use crate::conn::Stream;
 use crate::control::{Value, query};
 use crate::resp::command_args;
 use crate::stop::Stop;
+use crate::stream::Stream;
 
 /// How long the router sleeps between looks at a slot it waits on.
 const DRAIN_POLL: Duration = Duration::from_micros(500);

@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use anyhow::{Result, anyhow, bail};
 
 use super::slot::SLOT_COUNT;
-use crate::conn::Stream;
 use crate::control::{Value, query};
+use crate::stream::Stream;
 
 /// A primary's address as the cluster announces it.
 #[derive(Debug, Clone, PartialEq, Eq)]

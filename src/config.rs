@@ -1,0 +1,107 @@
+//! The validated configuration of a run: what the flags asked for, checked
+//! and resolved (URI parts, defaults, `REDISCLI_AUTH`), as plain data.
+//!
+//! Place in the data flow: made once by `cli`, read by every step after it.
+//! It holds no clap type and no rustls type, and opens no file: `run` opens
+//! the inputs and loads the TLS files it names.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::window::WindowLimits;
+
+/// How input commands are recognised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Per command, as the server does: a first byte `*` starts a RESP
+    /// array, anything else is a text line.
+    Auto,
+    /// Every line is a text line, even one starting with `*`.
+    Text,
+    /// Every command must be a RESP array.
+    Resp,
+}
+
+/// Where the server is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    Tcp { host: String, port: u16 },
+    Unix(PathBuf),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub user: Option<String>,
+    pub password: String,
+}
+
+/// One input source, read in the order given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Stdin,
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub endpoint: Endpoint,
+    pub credentials: Option<Credentials>,
+    /// Print the warning redis-cli prints for a password on the command line.
+    pub warn_about_password: bool,
+    /// Database to SELECT after connecting; 0 needs no SELECT.
+    pub db: u32,
+    pub resp3: bool,
+    pub connect_timeout: Option<Duration>,
+    /// Give up when no reply has come for this long; `None` waits forever.
+    pub pipe_timeout: Option<Duration>,
+    /// TLS on every TCP connection (`--tls`, `rediss://`): the flags as
+    /// given; `run` loads the files they name.
+    pub tls: Option<TlsOptions>,
+    pub format: Format,
+    pub emit_resp: bool,
+    pub sources: Vec<Source>,
+    pub window: WindowLimits,
+    /// Commands at the start of the input not to send (`--skip`).
+    pub skip: u64,
+    /// Reconnect attempts per outage (`--retry`); 0 stops at the first loss.
+    pub retry: u32,
+    /// Stop sending once this many errors were counted.
+    pub max_errors: Option<u64>,
+    /// Where failed commands' input bytes go.
+    pub errors_file: Option<PathBuf>,
+    /// Cluster mode (`-c`): route each command to the primary of its slot.
+    pub cluster: bool,
+    /// Print the summary as one JSON object instead of redis-cli's lines.
+    pub json: bool,
+    /// Error lines printed before the rest are only counted; `None`: all.
+    pub error_lines: Option<u64>,
+    /// `Some(true)` forces the progress display, `Some(false)` turns it
+    /// off, `None` shows it when stderr is a terminal.
+    pub progress: Option<bool>,
+}
+
+impl fmt::Display for Endpoint {
+    /// `host:port` (`[v6]:port`), or the socket path, as messages show it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Tcp { host, port } if host.contains(':') => write!(f, "[{host}]:{port}"),
+            Endpoint::Tcp { host, port } => write!(f, "{host}:{port}"),
+            Endpoint::Unix(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+/// The TLS flags, as given.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsOptions {
+    /// Server name to send and to verify the certificate against, instead
+    /// of the host.
+    pub sni: Option<String>,
+    pub ca_file: Option<PathBuf>,
+    pub ca_dir: Option<PathBuf>,
+    /// Client certificate chain and its private key (both or neither).
+    pub client_auth: Option<(PathBuf, PathBuf)>,
+    /// Skip certificate verification.
+    pub insecure: bool,
+}
