@@ -19,7 +19,7 @@ use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
 
-use crate::text::SplitError;
+use crate::input::quoting::SplitError;
 
 /// Why an input command was refused before sending.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,7 +6,7 @@
 //! `append_command` appends `*N\r\n` and N × `$len\r\n<arg>\r\n` to the batch
 //! being filled. The exact length is computed first and reserved once.
 
-use crate::text::Args;
+use crate::input::quoting::Args;
 
 /// Bytes needed to write `value` in decimal.
 fn decimal_len(mut value: usize) -> usize {
@@ -84,7 +84,7 @@ pub fn command_bytes(args: &[&[u8]]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::text::split_line;
+    use crate::input::quoting::split_line;
     use proptest::prelude::*;
 
     #[test]

@@ -43,7 +43,6 @@ pub mod retry;
 pub mod stop;
 pub mod stream;
 pub mod summary;
-pub mod text;
 pub mod tls;
 pub mod window;
 pub mod writer;

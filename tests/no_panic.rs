@@ -16,9 +16,9 @@ use std::time::Duration;
 use crossbeam_channel::bounded;
 use pipeload::batch::{Batch, Expect};
 use pipeload::config::Format;
+use pipeload::input::quoting::{Args, split_line};
 use pipeload::input::{InputOptions, OpenSource, read_input};
 use pipeload::resp::{CommandScan, ReplyScan, scan_command, scan_reply};
-use pipeload::text::{Args, split_line};
 use proptest::prelude::*;
 
 /// Hang guard for one case.

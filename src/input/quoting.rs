@@ -1,10 +1,11 @@
-//! Text input: one command line → its arguments, split with the server's own
-//! inline rules (redis `sds.c` `sdssplitargs`), so a line means to pipeload
-//! exactly what it means to `redis-cli --pipe`.
+//! The server's quoting rules for a text line: one command line → its
+//! arguments, split with the server's own inline rules (redis `sds.c`
+//! `sdssplitargs`), so a line means to pipeload exactly what it means to
+//! `redis-cli --pipe`.
 //!
-//! Place in the data flow: input finds a line, `split_line` turns it into
-//! `Args`, encode turns `Args` into RESP. `Args` is reused from line to line so
-//! the hot path allocates nothing once it has warmed up.
+//! Place in the data flow: the text framer finds a line, `split_line` turns
+//! it into `Args`, encode turns `Args` into RESP. `Args` is reused from line
+//! to line so the hot path allocates nothing once it has warmed up.
 //!
 //! Invariants and the one deliberate difference from the server:
 //! - Splitting works on bytes: bytes ≥ 0x80 and invalid UTF-8 are ordinary

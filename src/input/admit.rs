@@ -1,0 +1,187 @@
+//! The step every framer shares: for each command framed, whether it is
+//! skipped (`--skip`), what the server will send back for it (following
+//! `CLIENT REPLY OFF|SKIP|ON` and `MULTI`), whether it is refused before
+//! sending (`SUBSCRIBE`, `MONITOR`, a line that cannot be split), and where
+//! an open transaction started.
+//!
+//! Place in the data flow: inside the input thread, between a framer (which
+//! finds a command and its first arguments) and the batch it goes into.
+
+use std::sync::Arc;
+
+use super::InputError;
+use crate::batch::{CommandKind, Expect, Rejection};
+use crate::progress::Counters;
+
+/// Whether the server answers, as set by `CLIENT REPLY`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ReplyMode {
+    On,
+    Off,
+    /// `CLIENT REPLY SKIP` was sent: the next command gets no reply.
+    SkipNext,
+}
+
+/// What a command means for the connection, from its first arguments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum CommandRole {
+    Other(CommandKind),
+    ClientReply(ReplyMode),
+    /// Refused before sending: a line that cannot be split, or a command
+    /// that would stop replies from being one per command.
+    Refused(Rejection),
+}
+
+pub(super) fn command_role(arg_count: usize, head: [&[u8]; 3]) -> CommandRole {
+    let name = head[0];
+    let is = |word: &str| name.eq_ignore_ascii_case(word.as_bytes());
+    if is("CLIENT") && arg_count == 3 && head[1].eq_ignore_ascii_case(b"REPLY") {
+        let mode = head[2];
+        if mode.eq_ignore_ascii_case(b"ON") {
+            return CommandRole::ClientReply(ReplyMode::On);
+        }
+        if mode.eq_ignore_ascii_case(b"OFF") {
+            return CommandRole::ClientReply(ReplyMode::Off);
+        }
+        if mode.eq_ignore_ascii_case(b"SKIP") {
+            return CommandRole::ClientReply(ReplyMode::SkipNext);
+        }
+        return CommandRole::Other(CommandKind::Plain);
+    }
+    if is("MULTI") {
+        return CommandRole::Other(CommandKind::Multi);
+    }
+    if is("EXEC") || is("DISCARD") {
+        return CommandRole::Other(CommandKind::EndMulti);
+    }
+    if is("SELECT") && arg_count == 2 {
+        return CommandRole::Other(CommandKind::Select);
+    }
+    if is("AUTH") {
+        return CommandRole::Other(CommandKind::Auth);
+    }
+    if is("HELLO") {
+        return CommandRole::Other(CommandKind::Hello);
+    }
+    if is("SUBSCRIBE") || is("PSUBSCRIBE") || is("SSUBSCRIBE") {
+        return CommandRole::Refused(Rejection::SubscriberMode);
+    }
+    if is("MONITOR") {
+        return CommandRole::Refused(Rejection::Monitor);
+    }
+    CommandRole::Other(CommandKind::Plain)
+}
+
+/// Tracks `CLIENT REPLY` and `MULTI` along the input to decide what each
+/// command will get back.
+#[derive(Debug)]
+pub(super) struct ReplyTracker {
+    mode: ReplyMode,
+    pub(super) in_multi: bool,
+    /// Some command sent after the last answered one gets no reply.
+    pub(super) unanswered_tail: bool,
+}
+
+impl ReplyTracker {
+    pub(super) fn new() -> Self {
+        ReplyTracker {
+            mode: ReplyMode::On,
+            in_multi: false,
+            unanswered_tail: false,
+        }
+    }
+
+    fn expect(&mut self, role: CommandRole) -> (Expect, CommandKind) {
+        let plain = CommandKind::Plain;
+        let expect = match role {
+            CommandRole::Refused(why) => return (Expect::Rejected(why), plain),
+            CommandRole::ClientReply(_) if self.in_multi => {
+                return (Expect::Rejected(Rejection::ClientReplyInMulti), plain);
+            }
+            // ON clears OFF and SKIP before the server writes its +OK.
+            CommandRole::ClientReply(ReplyMode::On) => {
+                self.mode = ReplyMode::On;
+                Expect::Reply
+            }
+            CommandRole::ClientReply(ReplyMode::Off) => {
+                self.mode = ReplyMode::Off;
+                Expect::NoReply
+            }
+            // SKIP is ignored while replies are off.
+            CommandRole::ClientReply(ReplyMode::SkipNext) => {
+                if self.mode != ReplyMode::Off {
+                    self.mode = ReplyMode::SkipNext;
+                }
+                Expect::NoReply
+            }
+            CommandRole::Other(kind) => {
+                match kind {
+                    CommandKind::Multi => self.in_multi = true,
+                    CommandKind::EndMulti => self.in_multi = false,
+                    _ => {}
+                }
+                let expect = match self.mode {
+                    ReplyMode::On => Expect::Reply,
+                    ReplyMode::Off => Expect::NoReply,
+                    ReplyMode::SkipNext => {
+                        self.mode = ReplyMode::On;
+                        Expect::NoReply
+                    }
+                };
+                self.unanswered_tail = expect == Expect::NoReply;
+                return (expect, kind);
+            }
+        };
+        self.unanswered_tail = expect == Expect::NoReply;
+        (expect, plain)
+    }
+}
+
+/// What carries over from one source to the next.
+#[derive(Debug)]
+pub(super) struct InputState {
+    pub(super) tracker: ReplyTracker,
+    /// Commands still to skip (`--skip`).
+    pub(super) to_skip: u64,
+    pub(super) progress: Option<Arc<Counters>>,
+    /// Commands in the sources read so far.
+    pub(super) commands_before_source: u64,
+    pub(super) keep_originals: bool,
+    /// Where the open transaction's `MULTI` was, while one is open.
+    pub(super) open_transaction: Option<InputError>,
+}
+
+impl InputState {
+    /// Decides what becomes of the next command: `None` when it is skipped
+    /// (not sent, so it changes nothing on the connection either).
+    pub(super) fn admit(&mut self, role: CommandRole) -> Option<(Expect, CommandKind)> {
+        if self.to_skip > 0 {
+            self.to_skip -= 1;
+            return None;
+        }
+        Some(self.tracker.expect(role))
+    }
+
+    /// Keeps where a transaction opened by an admitted command starts, until
+    /// it is closed.
+    pub(super) fn note_transaction(
+        &mut self,
+        kind: CommandKind,
+        expect: Expect,
+        source_name: &Option<String>,
+        line_no: u64,
+        seq: u64,
+    ) {
+        match kind {
+            CommandKind::Multi if !matches!(expect, Expect::Rejected(_)) => {
+                self.open_transaction = Some(InputError::UnfinishedTransaction {
+                    source_name: source_name.clone(),
+                    line_no,
+                    seq,
+                });
+            }
+            CommandKind::EndMulti => self.open_transaction = None,
+            _ => {}
+        }
+    }
+}
