@@ -2,13 +2,11 @@
 //! `REDISCLI_AUTH`), database selection, and the failures of each; with
 //! `--retry`, waiting for a server that is not up yet.
 
-mod common;
-
 use std::io::Write;
 use std::thread;
 use std::time::Duration;
 
-use common::{Client, Outcome, Pipeload, RedisServer, TempDir};
+use crate::common::{Client, Outcome, Pipeload, RedisServer, TempDir};
 
 const PASSWORD_WARNING: &str = "Warning: Using a password with '-a' or '-u' option on the command line interface may not be safe.";
 

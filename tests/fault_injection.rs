@@ -6,8 +6,6 @@
 //! with: --skip K`, and K is exactly the prefix of the input that was
 //! answered.
 
-mod common;
-
 use std::collections::HashMap;
 use std::io::{BufReader, Cursor};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,8 +13,11 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::run::{Running, Sink};
-use common::{FakeServer, Outcome, Pipeload, RedisServer, TempDir, Value, resp_command};
+use crate::common::client::read_value;
+use crate::common::run::{Running, Sink};
+use crate::common::{
+    FakeServer, Outcome, Pipeload, RedisServer, Summary, TempDir, Value, resp_command,
+};
 
 /// `SET key:i value:i` text lines.
 fn sets(count: usize) -> String {
@@ -32,7 +33,7 @@ type Command = Vec<Vec<u8>>;
 fn complete_commands(bytes: &[u8]) -> usize {
     let mut reader = BufReader::new(Cursor::new(bytes));
     let mut count = 0;
-    while let Ok(Value::Array(Some(_))) = common::client::read_value(&mut reader) {
+    while let Ok(Value::Array(Some(_))) = read_value(&mut reader) {
         count += 1;
     }
     count
@@ -521,7 +522,7 @@ fn retry_gives_up_on_a_server_that_keeps_hanging_up_without_getting_further() {
         )
         .check(
             outcome.summary()
-                == common::Summary {
+                == Summary {
                     errors: 1,
                     replies: answered,
                 },

@@ -4,12 +4,10 @@
 //! guard fails the test otherwise), say what happened, and on a failure
 //! still print its summary and exit 1.
 
-mod common;
-
 use std::thread;
 use std::time::Duration;
 
-use common::{FakeServer, Outcome, Pipeload, Summary};
+use crate::common::{FakeServer, Outcome, Pipeload, Summary};
 
 /// Many small commands, so a hang-up lands mid-stream.
 fn many_sets(count: usize) -> String {

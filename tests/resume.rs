@@ -12,15 +12,13 @@
 //! restart on the same port and directory; one does not, to show what a
 //! restart then loses.
 
-mod common;
-
 use std::process::ChildStdin;
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::run::LAST_REPLY;
-use common::{Client, Outcome, Pipeload, RedisServer, TempDir, Value, resp_command};
+use crate::common::run::LAST_REPLY;
+use crate::common::{Client, Outcome, Pipeload, RedisServer, TempDir, Value, resp_command};
 
 /// Big enough that the server dies mid-stream, small enough for a debug
 /// build.

@@ -7,14 +7,12 @@
 //! leaves every command applied, and nothing twice but what the summary
 //! names as in flight.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{FakeServer, Outcome, Pipeload, RedisServer, TempDir};
+use crate::common::{FakeServer, Outcome, Pipeload, RedisServer, TempDir};
 
 /// `SET key:i value:i` text lines.
 fn sets(count: usize) -> String {

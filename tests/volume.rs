@@ -2,12 +2,10 @@
 //! server's 64 KiB inline limit) and a million commands, every value read
 //! back.
 
-mod common;
-
 use std::io::Write;
 use std::time::Duration;
 
-use common::{Client, Pipeload, RedisServer, TempDir, resp_command};
+use crate::common::{Client, Pipeload, RedisServer, TempDir, resp_command};
 
 const BIG_VALUES: usize = 100;
 const BIG_VALUE_LEN: usize = 512 * 1024;
