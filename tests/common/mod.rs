@@ -20,9 +20,6 @@
 //!   cue (never answer, hang up mid-stream, answer garbage);
 //!   [`FakeServer::serve`] scripts every connection of a reconnecting client.
 
-// Each test binary uses a different part of the harness.
-#![allow(dead_code, unused_imports)]
-
 pub mod client;
 pub mod fake;
 pub mod run;
@@ -31,7 +28,7 @@ pub mod temp;
 pub mod tls;
 
 pub use client::{Client, Value, resp_command, send_inline};
-pub use fake::{FakeConn, FakeServer};
+pub use fake::FakeServer;
 pub use run::{Outcome, Pipeload, Summary};
 pub use server::RedisServer;
 pub use temp::TempDir;

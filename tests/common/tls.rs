@@ -14,10 +14,9 @@
 //! - [`SilentTlsServer`]: completes the handshake, answers the first
 //!   command with `+PONG`, then reads and never answers.
 
-use std::fs;
 use std::io::{self, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -126,7 +125,8 @@ impl Pki {
 
 /// The test PKI as PEM files, in a directory removed on drop.
 pub struct TlsFiles {
-    dir: TempDir,
+    /// Held for its drop, which removes the files.
+    _dir: TempDir,
     pub ca: PathBuf,
     /// A CA that signed none of these certificates.
     pub other_ca: PathBuf,
@@ -147,12 +147,8 @@ impl TlsFiles {
             server_key: dir.write("server.key", &pki.server_key),
             client_cert: dir.write("client.pem", &pki.client_cert),
             client_key: dir.write("client.key", &pki.client_key),
-            dir,
+            _dir: dir,
         }
-    }
-
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
     }
 }
 
@@ -283,11 +279,6 @@ impl TlsRedis {
     pub fn client(&self) -> TlsClient {
         TlsClient::try_connect(self.port, self.auth_clients)
             .unwrap_or_else(|err| panic!("connect over TLS to port {}: {err}", self.port))
-    }
-
-    /// The server's log so far, for failure messages.
-    pub fn log(&self) -> String {
-        fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
     }
 }
 
