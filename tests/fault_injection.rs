@@ -16,15 +16,9 @@ use std::time::{Duration, Instant};
 use crate::common::client::read_value;
 use crate::common::run::{Running, Sink};
 use crate::common::{
-    FakeServer, Outcome, Pipeload, RedisServer, Summary, TempDir, Value, resp_command,
+    FakeServer, Outcome, Pipeload, RedisServer, Summary, TempDir, Value, resp_command, sets,
+    wait_until,
 };
-
-/// `SET key:i value:i` text lines.
-fn sets(count: usize) -> String {
-    (0..count)
-        .map(|i| format!("SET key:{i} value:{i}\n"))
-        .collect()
-}
 
 /// One command as the fake received it: its arguments.
 type Command = Vec<Vec<u8>>;
@@ -41,15 +35,6 @@ fn complete_commands(bytes: &[u8]) -> usize {
 
 fn arg_text(arg: &[u8]) -> String {
     String::from_utf8_lossy(arg).into_owned()
-}
-
-/// Waits until `condition` holds, polling; fails after `limit`.
-fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        thread::sleep(Duration::from_millis(10));
-    }
 }
 
 // --- Servers that misbehave -------------------------------------------

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::cluster::tag_on_node;
 use crate::common::{
-    FakeServer, Outcome, Pipeload, RedisServer, TempDir, TestCluster, resp_command,
+    FakeServer, Outcome, Pipeload, RedisServer, TempDir, TestCluster, resp_command, sets,
 };
 
 /// Debug builds, big inputs and clusters on two cores: a wide hang guard.
@@ -155,9 +155,7 @@ fn json_summary_after_an_early_stop_gives_the_resume_skip() {
         conn.send(b"+OK\r\n+OK\r\n+OK\r\n");
         conn.hang_up();
     });
-    let input: String = (0..100_000)
-        .map(|i| format!("SET key:{i} value:{i}\n"))
-        .collect();
+    let input = sets(100_000);
 
     let outcome = Pipeload::new()
         .port(fake.port())
@@ -684,9 +682,7 @@ fn cluster_load_over_tls_puts_every_key_on_its_owner() {
     const KEYS: usize = 10_000;
     let cluster = TestCluster::start_tls();
     let files = cluster.tls_files().expect("a TLS cluster");
-    let input: String = (0..KEYS)
-        .map(|i| format!("SET key:{i} value:{i}\n"))
-        .collect();
+    let input = sets(KEYS);
 
     let outcome = Pipeload::new()
         .arg("-c")

@@ -5,14 +5,7 @@
 use std::time::{Duration, Instant};
 
 use crate::common::tls::{SilentTlsServer, TlsFiles, TlsRedis};
-use crate::common::{Outcome, Pipeload, RedisServer, TempDir};
-
-/// `SET key:i value:i` for i in 0..count, as text lines.
-fn sets(count: usize) -> String {
-    (0..count)
-        .map(|i| format!("SET key:{i} value:{i}\n"))
-        .collect()
-}
+use crate::common::{Outcome, Pipeload, RedisServer, TempDir, sets};
 
 /// Pipeload against the TLS server, trusting the test CA.
 fn over_tls(server: &TlsRedis) -> Pipeload {
