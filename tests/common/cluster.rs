@@ -584,18 +584,10 @@ impl NodeClient {
     }
 
     /// The pid of the server process (`INFO server`).
-    fn server_pid(&mut self) -> Result<u32, String> {
-        let info = match self {
-            NodeClient::Plain(client) => return client.server_pid().map_err(|err| err.to_string()),
-            NodeClient::Tls(client) => client.try_cmd(&["INFO", "server"]),
-        };
-        match info {
-            Ok(Value::Bulk(Some(info))) => String::from_utf8_lossy(&info)
-                .lines()
-                .find_map(|line| line.trim().strip_prefix("process_id:")?.parse().ok())
-                .ok_or_else(|| "INFO server has no process_id".to_string()),
-            Ok(other) => Err(format!("INFO server replied {other:?}")),
-            Err(err) => Err(err.to_string()),
+    fn server_pid(&mut self) -> std::io::Result<u32> {
+        match self {
+            NodeClient::Plain(client) => client.server_pid(),
+            NodeClient::Tls(client) => client.server_pid(),
         }
     }
 }

@@ -32,7 +32,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection};
 use rustls::{StreamOwned, crypto::CryptoProvider};
 
-use super::client::{Value, read_value, resp_command};
+use super::client::{Value, process_id, read_value, resp_command};
 use super::server::{free_port, start_with_retries, wait_until_answering};
 use super::temp::TempDir;
 
@@ -253,15 +253,7 @@ impl TlsRedis {
         let log = self.dir.path().join("redis.log");
         wait_until_answering(&mut self.child, &format!("TLS port {port}"), &log, || {
             let mut client = TlsClient::try_connect(port, auth_clients).ok()?;
-            Some(client.try_cmd(&["INFO", "server"]).and_then(|info| {
-                let pid = match info {
-                    Value::Bulk(Some(info)) => String::from_utf8_lossy(&info)
-                        .lines()
-                        .find_map(|line| line.trim().strip_prefix("process_id:")?.parse().ok()),
-                    _ => None,
-                };
-                pid.ok_or_else(|| io::Error::other("INFO server has no process_id"))
-            }))
+            Some(client.server_pid())
         })
     }
 
@@ -317,6 +309,11 @@ impl TlsClient {
         stream.write_all(&resp_command(args))?;
         stream.flush()?;
         read_value(&mut self.reader)
+    }
+
+    /// The pid of the server process (`INFO server`).
+    pub fn server_pid(&mut self) -> io::Result<u32> {
+        process_id(self.try_cmd(&["INFO", "server"])?)
     }
 
     pub fn cmd<A: AsRef<[u8]>>(&mut self, args: &[A]) -> Value {
