@@ -6,12 +6,10 @@
 //! loaded, and the resume point is printed); a FILE that cannot be opened
 //! stops the run before anything is sent.
 
-mod common;
-
 use std::borrow::Cow;
 use std::time::Duration;
 
-use common::{Client, Outcome, Pipeload, RedisServer, TempDir, resp_command};
+use crate::common::{Client, Outcome, Pipeload, RedisServer, TempDir, resp_command};
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 const UNBALANCED: &str = "not sent: unbalanced quotes";

@@ -1,9 +1,7 @@
 //! Command-line handling: FILE arguments that cannot be read stop the run
 //! before anything is sent; bad usage exits 2.
 
-mod common;
-
-use common::{Pipeload, RedisServer, TempDir};
+use crate::common::{Pipeload, RedisServer, TempDir};
 
 #[test]
 fn a_missing_file_stops_the_run_before_anything_is_sent() {

@@ -7,8 +7,6 @@
 //! it), --retry reconnecting a dropped node, AUTH in the input, and the
 //! failures before anything is sent.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::process::ChildStdin;
@@ -16,8 +14,8 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::cluster::{crc16_xmodem, tag_on_node};
-use common::{Outcome, Pipeload, RedisServer, TempDir, TestCluster, Value, slot_of};
+use crate::common::cluster::{crc16_xmodem, tag_on_node};
+use crate::common::{Outcome, Pipeload, RedisServer, TempDir, TestCluster, Value, slot_of};
 
 /// Debug builds and three servers on two cores: a wide hang guard (a run
 /// here takes seconds).

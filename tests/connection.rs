@@ -2,13 +2,11 @@
 //! `REDISCLI_AUTH`), database selection, and the failures of each; with
 //! `--retry`, waiting for a server that is not up yet.
 
-mod common;
-
 use std::io::Write;
 use std::thread;
 use std::time::Duration;
 
-use common::{Client, Outcome, Pipeload, RedisServer, TempDir};
+use crate::common::{Client, Outcome, Pipeload, RedisServer, TempDir, sets};
 
 const PASSWORD_WARNING: &str = "Warning: Using a password with '-a' or '-u' option on the command line interface may not be safe.";
 
@@ -475,20 +473,13 @@ fn waiting_line(port: u16) -> String {
     )
 }
 
-/// `SET key:i value:i` for `count` keys.
-fn set_lines(count: usize) -> String {
-    (0..count)
-        .map(|i| format!("SET key:{i} value:{i}\n"))
-        .collect()
-}
-
 #[test]
 fn retry_waits_for_a_server_that_is_not_up_yet() {
     const KEYS: usize = 2_000;
     let port = RedisServer::start().stop();
 
     // Without --retry: at once, in redis-cli's words.
-    let refused = Pipeload::new().port(port).stdin(set_lines(KEYS)).run();
+    let refused = Pipeload::new().port(port).stdin(sets(KEYS)).run();
     refused
         .assert_code(1)
         .assert_fatal_line(&format!(
@@ -500,7 +491,7 @@ fn retry_waits_for_a_server_that_is_not_up_yet() {
     let mut running = Pipeload::new().port(port).args(["--retry", "20"]).spawn();
     let mut stdin = running.take_stdin();
     let feeder = thread::spawn(move || {
-        let _ = stdin.write_all(set_lines(KEYS).as_bytes());
+        let _ = stdin.write_all(sets(KEYS).as_bytes());
     });
     running.wait_for_stderr(&waiting_line(port), Duration::from_secs(30));
     let server = RedisServer::start_on_port(port);

@@ -2,9 +2,7 @@
 //! stdin, `FILE:N` in a file, ` (command K)` after a RESP command, and
 //! ` (EXEC element I)` for an error inside a transaction's reply.
 
-mod common;
-
-use common::{Client, Outcome, Pipeload, RedisServer, TempDir, Value, resp_command};
+use crate::common::{Client, Outcome, Pipeload, RedisServer, TempDir, Value, resp_command};
 
 const WRONGTYPE: &str = "WRONGTYPE Operation against a key holding the wrong kind of value";
 const NOT_AN_INTEGER: &str = "ERR value is not an integer or out of range";

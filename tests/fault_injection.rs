@@ -6,8 +6,6 @@
 //! with: --skip K`, and K is exactly the prefix of the input that was
 //! answered.
 
-mod common;
-
 use std::collections::HashMap;
 use std::io::{BufReader, Cursor};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,15 +13,12 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::run::{Running, Sink};
-use common::{FakeServer, Outcome, Pipeload, RedisServer, TempDir, Value, resp_command};
-
-/// `SET key:i value:i` text lines.
-fn sets(count: usize) -> String {
-    (0..count)
-        .map(|i| format!("SET key:{i} value:{i}\n"))
-        .collect()
-}
+use crate::common::client::read_value;
+use crate::common::run::{Running, Sink};
+use crate::common::{
+    FakeServer, Outcome, Pipeload, RedisServer, Summary, TempDir, Value, resp_command, sets,
+    wait_until,
+};
 
 /// One command as the fake received it: its arguments.
 type Command = Vec<Vec<u8>>;
@@ -32,7 +27,7 @@ type Command = Vec<Vec<u8>>;
 fn complete_commands(bytes: &[u8]) -> usize {
     let mut reader = BufReader::new(Cursor::new(bytes));
     let mut count = 0;
-    while let Ok(Value::Array(Some(_))) = common::client::read_value(&mut reader) {
+    while let Ok(Value::Array(Some(_))) = read_value(&mut reader) {
         count += 1;
     }
     count
@@ -40,15 +35,6 @@ fn complete_commands(bytes: &[u8]) -> usize {
 
 fn arg_text(arg: &[u8]) -> String {
     String::from_utf8_lossy(arg).into_owned()
-}
-
-/// Waits until `condition` holds, polling; fails after `limit`.
-fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        thread::sleep(Duration::from_millis(10));
-    }
 }
 
 // --- Servers that misbehave -------------------------------------------
@@ -521,7 +507,7 @@ fn retry_gives_up_on_a_server_that_keeps_hanging_up_without_getting_further() {
         )
         .check(
             outcome.summary()
-                == common::Summary {
+                == Summary {
                     errors: 1,
                     replies: answered,
                 },

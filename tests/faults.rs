@@ -4,19 +4,10 @@
 //! guard fails the test otherwise), say what happened, and on a failure
 //! still print its summary and exit 1.
 
-mod common;
-
 use std::thread;
 use std::time::Duration;
 
-use common::{FakeServer, Outcome, Pipeload, Summary};
-
-/// Many small commands, so a hang-up lands mid-stream.
-fn many_sets(count: usize) -> String {
-    (0..count)
-        .map(|i| format!("SET key:{i} value:{i}\n"))
-        .collect()
-}
+use crate::common::{FakeServer, Outcome, Pipeload, Summary, sets};
 
 /// The summary line is there, with at least one error, and exit 1.
 fn assert_failed_with_summary(outcome: &Outcome) -> Summary {
@@ -80,7 +71,7 @@ fn a_slow_but_steady_server_does_not_time_out() {
     let outcome = Pipeload::new()
         .port(fake.port())
         .args(["--pipe-timeout", "2"])
-        .stdin(many_sets(COMMANDS))
+        .stdin(sets(COMMANDS))
         .run();
 
     outcome.assert_summary(0, COMMANDS as u64);
@@ -97,10 +88,7 @@ fn server_hangs_up_cleanly_mid_stream() {
         conn.hang_up();
     });
 
-    let outcome = Pipeload::new()
-        .port(fake.port())
-        .stdin(many_sets(100_000))
-        .run();
+    let outcome = Pipeload::new().port(fake.port()).stdin(sets(100_000)).run();
 
     let summary = assert_failed_with_summary(&outcome);
     outcome.assert_stderr_contains("connection lost").check(
@@ -124,10 +112,7 @@ fn server_connection_reset_mid_stream() {
         conn.hang_up_abruptly();
     });
 
-    let outcome = Pipeload::new()
-        .port(fake.port())
-        .stdin(many_sets(100_000))
-        .run();
+    let outcome = Pipeload::new().port(fake.port()).stdin(sets(100_000)).run();
 
     let summary = assert_failed_with_summary(&outcome);
     outcome
@@ -197,7 +182,7 @@ fn replies_are_read_while_commands_are_still_being_sent() {
 
     let outcome = Pipeload::new()
         .port(fake.port())
-        .stdin(many_sets(COMMANDS))
+        .stdin(sets(COMMANDS))
         .run();
 
     outcome.assert_summary(0, COMMANDS as u64);

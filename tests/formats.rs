@@ -2,11 +2,9 @@
 //! line ending, both mixed in one input, malformed RESP stopping the load at
 //! its offset, and `--emit-resp` writing the encoding instead of sending it.
 
-mod common;
-
 use std::ops::RangeInclusive;
 
-use common::{Pipeload, RedisServer, resp_command};
+use crate::common::{Outcome, Pipeload, RedisServer, resp_command};
 
 /// Every byte value, with CRLFs and lone CRs/LFs among them.
 fn binary_value() -> Vec<u8> {
@@ -182,7 +180,7 @@ fn format_resp_loads_resp() {
 /// offset" without saying whether of the frame or of the bad byte inside
 /// it, so any offset from the frame's first byte to the offending byte is
 /// right.
-fn assert_malformed_at(outcome: &common::Outcome, offsets: RangeInclusive<usize>) {
+fn assert_malformed_at(outcome: &Outcome, offsets: RangeInclusive<usize>) {
     let reported = outcome.stderr_lines().iter().any(|line| {
         line.contains("malformed RESP")
             && numbers_after(line, "byte ").any(|offset| offsets.contains(&offset))

@@ -21,6 +21,8 @@ use pipeload::input::{InputOptions, OpenSource, read_input};
 use pipeload::resp::{CommandScan, ReplyScan, scan_command, scan_reply};
 use proptest::prelude::*;
 
+use crate::common::resp_command;
+
 /// Hang guard for one case.
 const CASE_LIMIT: Duration = Duration::from_secs(10);
 
@@ -44,17 +46,6 @@ fn within_limit<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) ->
             panic!("the case did not finish within {CASE_LIMIT:?}")
         }
     }
-}
-
-/// A RESP array of bulk strings.
-fn encode(args: &[Vec<u8>]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
-    for arg in args {
-        out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
-        out.extend_from_slice(arg);
-        out.extend_from_slice(b"\r\n");
-    }
-    out
 }
 
 /// Bytes the protocol gives meaning to, plus a few ordinary ones, so random
@@ -118,12 +109,12 @@ fn valid_piece() -> impl Strategy<Value = Piece> {
             bytes.extend_from_slice(ending.as_bytes());
             Piece {
                 bytes,
-                sent: Some(encode(&args)),
+                sent: Some(resp_command(&args)),
             }
         });
     let resp_frame = command_args().prop_map(|args| Piece {
-        bytes: encode(&args),
-        sent: Some(encode(&args)),
+        bytes: resp_command(&args),
+        sent: Some(resp_command(&args)),
     });
     let not_a_command = proptest::sample::select(vec![
         &b"\n"[..],
@@ -160,8 +151,8 @@ fn big_frame_piece() -> impl Strategy<Value = Piece> {
                 .collect();
             args.insert(1 + at.index(args.len()), big);
             Piece {
-                bytes: encode(&args),
-                sent: Some(encode(&args)),
+                bytes: resp_command(&args),
+                sent: Some(resp_command(&args)),
             }
         })
 }
@@ -169,7 +160,7 @@ fn big_frame_piece() -> impl Strategy<Value = Piece> {
 fn any_piece() -> impl Strategy<Value = Piece> {
     let garbage = any_input(40).prop_map(|bytes| Piece { bytes, sent: None });
     let cut_frame = (command_args(), any::<prop::sample::Index>()).prop_map(|(args, cut)| {
-        let frame = encode(&args);
+        let frame = resp_command(&args);
         Piece {
             bytes: frame[..cut.index(frame.len())].to_vec(),
             sent: None,
@@ -467,7 +458,7 @@ proptest! {
         after in any_input(20),
         cut in any::<prop::sample::Index>(),
     ) {
-        let frame = encode(&args);
+        let frame = resp_command(&args);
         let mut buf = frame.clone();
         buf.extend_from_slice(&after);
         match scan_command(&buf) {

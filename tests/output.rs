@@ -4,15 +4,16 @@
 //! and off), `--completions`, `--man` and `--help`; and a cluster load over
 //! TLS. Each test starts its own server or cluster.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::io::Read;
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{FakeServer, Outcome, Pipeload, RedisServer, TempDir, TestCluster, resp_command};
+use crate::common::cluster::tag_on_node;
+use crate::common::{
+    FakeServer, Outcome, Pipeload, RedisServer, TempDir, TestCluster, resp_command, sets,
+};
 
 /// Debug builds, big inputs and clusters on two cores: a wide hang guard.
 const GUARD: Duration = Duration::from_secs(120);
@@ -154,9 +155,7 @@ fn json_summary_after_an_early_stop_gives_the_resume_skip() {
         conn.send(b"+OK\r\n+OK\r\n+OK\r\n");
         conn.hang_up();
     });
-    let input: String = (0..100_000)
-        .map(|i| format!("SET key:{i} value:{i}\n"))
-        .collect();
+    let input = sets(100_000);
 
     let outcome = Pipeload::new()
         .port(fake.port())
@@ -284,7 +283,7 @@ fn json_summary_of_a_cluster_load_counts_per_primary() {
     let cluster = TestCluster::start();
     let mut input: String = (0..KEYS).map(|i| format!("SET key:{i} {i}\n")).collect();
     // One error reply, on node 1.
-    let tag = common::cluster::tag_on_node("json", 1);
+    let tag = tag_on_node("json", 1);
     input.push_str(&format!("SET {{{tag}}}str x\nINCR {{{tag}}}str\n"));
     let mut expected_replies = [0u64; 3];
     for i in 0..KEYS {
@@ -683,9 +682,7 @@ fn cluster_load_over_tls_puts_every_key_on_its_owner() {
     const KEYS: usize = 10_000;
     let cluster = TestCluster::start_tls();
     let files = cluster.tls_files().expect("a TLS cluster");
-    let input: String = (0..KEYS)
-        .map(|i| format!("SET key:{i} value:{i}\n"))
-        .collect();
+    let input = sets(KEYS);
 
     let outcome = Pipeload::new()
         .arg("-c")

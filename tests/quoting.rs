@@ -5,9 +5,7 @@
 //! must be refused by pipeload too, with their line number, while every other
 //! line still loads.
 
-mod common;
-
-use common::{Client, Pipeload, RedisServer, Value, send_inline};
+use crate::common::{Client, Pipeload, RedisServer, Value, send_inline};
 
 /// One argument tail, and whether the server refuses the line it ends
 /// (a sanity check of the corpus itself: the server is the judge).

@@ -2,9 +2,7 @@
 //! `CLIENT REPLY OFF|SKIP|ON`, transactions' nested replies, RESP3 (`-3`,
 //! `HELLO 3` mid-stream) and RESP3 push frames, which are not replies.
 
-mod common;
-
-use common::{Pipeload, RedisServer, resp_command};
+use crate::common::{Pipeload, RedisServer, resp_command};
 
 #[test]
 fn client_reply_off_skip_on_counts_only_what_the_server_sends() {

@@ -12,15 +12,13 @@
 //! restart on the same port and directory; one does not, to show what a
 //! restart then loses.
 
-mod common;
-
 use std::process::ChildStdin;
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::run::LAST_REPLY;
-use common::{Client, Outcome, Pipeload, RedisServer, TempDir, Value, resp_command};
+use crate::common::run::LAST_REPLY;
+use crate::common::{Client, Outcome, Pipeload, RedisServer, TempDir, Value, resp_command, sets};
 
 /// Big enough that the server dies mid-stream, small enough for a debug
 /// build.
@@ -32,12 +30,6 @@ const RESTARTED: &str = "pipeload: the server restarted (it answers with a new r
 fn incr_input(count: usize) -> Vec<u8> {
     (0..count)
         .flat_map(|i| format!("INCR counter:{i}\n").into_bytes())
-        .collect()
-}
-
-fn set_input(count: usize) -> Vec<u8> {
-    (0..count)
-        .flat_map(|i| format!("SET key:{i} value:{i}\n").into_bytes())
         .collect()
 }
 
@@ -114,10 +106,10 @@ fn first_offenders<T: std::fmt::Debug>(
         .collect()
 }
 
-/// Every `key:i` of `set_input(COMMANDS)` holds its `value:i` in
+/// Every `key:i` of `sets(COMMANDS)` holds its `value:i` in
 /// `client`'s database.
 #[track_caller]
-fn assert_set_input_loaded(client: &mut Client, outcome: &Outcome) {
+fn assert_sets_loaded(client: &mut Client, outcome: &Outcome) {
     let values = values(client, "key:", COMMANDS);
     let wrong = first_offenders(&values, |index, value| {
         value.as_deref() != Some(format!("value:{index}").as_bytes())
@@ -277,7 +269,7 @@ fn a_server_killed_at_any_moment_loses_nothing_on_resume() {
 #[test]
 fn retry_reconnects_to_a_restarted_server_and_finishes_the_load() {
     let mut server = RedisServer::start_persistent();
-    let input = set_input(COMMANDS);
+    let input = sets(COMMANDS).into_bytes();
 
     let (outcome, _) = load_and_strike(
         Pipeload::new().port(server.port()).args(["--retry", "10"]),
@@ -310,7 +302,7 @@ fn retry_reconnects_to_a_restarted_server_and_finishes_the_load() {
         .assert_stderr_contains("reconnecting")
         .assert_stderr_line_starts(RESTARTED);
     let mut client = server.client();
-    assert_set_input_loaded(&mut client, &outcome);
+    assert_sets_loaded(&mut client, &outcome);
     assert_eq!(client.dbsize(), COMMANDS as i64, "{outcome}");
 }
 
@@ -319,7 +311,7 @@ fn retry_says_when_the_server_restarted_and_lost_what_it_acknowledged() {
     // No persistence: a kill -9 and a restart on the same port give an
     // empty server, and every command acknowledged before is gone.
     let mut server = RedisServer::start();
-    let input = set_input(COMMANDS);
+    let input = sets(COMMANDS).into_bytes();
 
     let (outcome, _) = load_and_strike(
         Pipeload::new()
@@ -359,7 +351,7 @@ fn retry_says_when_the_server_restarted_and_lost_what_it_acknowledged() {
 #[test]
 fn retry_after_a_dropped_connection_to_the_same_server_reports_no_restart() {
     let server = RedisServer::start();
-    let input = set_input(COMMANDS);
+    let input = sets(COMMANDS).into_bytes();
 
     let (outcome, _) = load_and_strike(
         Pipeload::new()
@@ -383,7 +375,7 @@ fn retry_after_a_dropped_connection_to_the_same_server_reports_no_restart() {
             "one reconnect to the same instance: `\"server_restarted\":false`",
         );
     let mut client = server.client();
-    assert_set_input_loaded(&mut client, &outcome);
+    assert_sets_loaded(&mut client, &outcome);
     assert_eq!(client.dbsize(), COMMANDS as i64, "{outcome}");
 }
 
@@ -397,7 +389,7 @@ fn retry_sets_the_new_connection_up_as_the_input_did() {
         .client()
         .ok(&["CONFIG", "SET", "requirepass", "input-secret"]);
     let mut input = b"AUTH input-secret\nSELECT 3\n".to_vec();
-    input.extend_from_slice(&set_input(COMMANDS));
+    input.extend_from_slice(sets(COMMANDS).as_bytes());
     let client = || Client::connect_auth(server.port(), None, "input-secret");
 
     let (outcome, _) = load_and_strike(
@@ -418,13 +410,13 @@ fn retry_sets_the_new_connection_up_as_the_input_did() {
     let mut client = client();
     assert_eq!(client.dbsize(), 0, "nothing may land in db 0\n{outcome}");
     client.select(3);
-    assert_set_input_loaded(&mut client, &outcome);
+    assert_sets_loaded(&mut client, &outcome);
 }
 
 #[test]
 fn retry_gives_up_when_the_server_stays_down() {
     let mut server = RedisServer::start_persistent();
-    let input = set_input(COMMANDS);
+    let input = sets(COMMANDS).into_bytes();
 
     let (outcome, after_kill) = load_and_strike(
         Pipeload::new().port(server.port()).args(["--retry", "2"]),

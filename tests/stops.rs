@@ -7,30 +7,11 @@
 //! leaves every command applied, and nothing twice but what the summary
 //! names as in flight.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{FakeServer, Outcome, Pipeload, RedisServer, TempDir};
-
-/// `SET key:i value:i` text lines.
-fn sets(count: usize) -> String {
-    (0..count)
-        .map(|i| format!("SET key:{i} value:{i}\n"))
-        .collect()
-}
-
-/// Waits until `condition` holds, polling; fails after `limit`.
-fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        thread::sleep(Duration::from_millis(10));
-    }
-}
+use crate::common::{FakeServer, Outcome, Pipeload, RedisServer, TempDir, sets, wait_until};
 
 /// The value of the stdout line `name: value`, if there is one.
 fn summary_line(outcome: &Outcome, name: &str) -> Option<String> {

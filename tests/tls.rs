@@ -2,19 +2,10 @@
 //! TLS port, client certificates, certificate verification and its
 //! failures, large records both ways, and `--pipe-timeout` over TLS.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::tls::{SilentTlsServer, TlsFiles, TlsRedis};
-use common::{Outcome, Pipeload, RedisServer, TempDir};
-
-/// `SET key:i value:i` for i in 0..count, as text lines.
-fn sets(count: usize) -> String {
-    (0..count)
-        .map(|i| format!("SET key:{i} value:{i}\n"))
-        .collect()
-}
+use crate::common::tls::{SilentTlsServer, TlsFiles, TlsRedis};
+use crate::common::{Outcome, Pipeload, RedisServer, TempDir, sets};
 
 /// Pipeload against the TLS server, trusting the test CA.
 fn over_tls(server: &TlsRedis) -> Pipeload {

@@ -2,12 +2,10 @@
 //! server's 64 KiB inline limit) and a million commands, every value read
 //! back.
 
-mod common;
-
 use std::io::Write;
 use std::time::Duration;
 
-use common::{Client, Pipeload, RedisServer, TempDir, resp_command};
+use crate::common::{Client, Pipeload, RedisServer, TempDir, resp_command, sets};
 
 const BIG_VALUES: usize = 100;
 const BIG_VALUE_LEN: usize = 512 * 1024;
@@ -142,10 +140,7 @@ fn one_million_sets_from_stdin() {
     const KEYS_PER_MGET: usize = 1_000;
     const MGETS_PER_ROUND_TRIP: usize = 10;
     let server = RedisServer::start();
-    let mut input = Vec::with_capacity(COMMANDS * 32);
-    for i in 0..COMMANDS {
-        writeln!(input, "SET key:{i} value:{i}").expect("write to a Vec");
-    }
+    let input = sets(COMMANDS);
 
     let outcome = Pipeload::new()
         .port(server.port())

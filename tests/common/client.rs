@@ -296,16 +296,21 @@ impl Client {
     /// The pid of the server process, to tell our server from another one
     /// that grabbed the same port first.
     pub fn server_pid(&mut self) -> io::Result<u32> {
-        let info = match self.try_cmd(&["INFO", "server"])? {
-            Value::Bulk(Some(info)) | Value::Verbatim(info) => info,
-            other => return Err(invalid(&format!("INFO server replied {other:?}"))),
-        };
-        String::from_utf8_lossy(&info)
-            .lines()
-            .find_map(|line| line.strip_prefix("process_id:"))
-            .and_then(|pid| pid.trim().parse().ok())
-            .ok_or_else(|| invalid("INFO server has no process_id"))
+        process_id(self.try_cmd(&["INFO", "server"])?)
     }
+}
+
+/// The `process_id` field of a reply to `INFO server`.
+pub fn process_id(info: Value) -> io::Result<u32> {
+    let info = match info {
+        Value::Bulk(Some(info)) | Value::Verbatim(info) => info,
+        other => return Err(invalid(&format!("INFO server replied {other:?}"))),
+    };
+    String::from_utf8_lossy(&info)
+        .lines()
+        .find_map(|line| line.strip_prefix("process_id:"))
+        .and_then(|pid| pid.trim().parse().ok())
+        .ok_or_else(|| invalid("INFO server has no process_id"))
 }
 
 fn describe<A: AsRef<[u8]>>(args: &[A]) -> String {

@@ -118,8 +118,8 @@ impl TestCluster {
     /// replication run over TLS too (`--tls-cluster yes --tls-replication
     /// yes`), with the test CA and server certificate; nodes present the
     /// test client certificate to each other on the bus. Clients need no
-    /// certificate of their own. [`ports`](TestCluster::ports) are the TLS
-    /// ports; [`tls_files`](TestCluster::tls_files) has the CA to trust.
+    /// certificate of their own. [`port`](TestCluster::port) is a node's TLS
+    /// port; [`tls_files`](TestCluster::tls_files) has the CA to trust.
     pub fn start_tls() -> TestCluster {
         TestCluster::start_assigning(&[true, true, true], Some(TlsFiles::new()))
     }
@@ -241,26 +241,14 @@ impl TestCluster {
         self.nodes.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty()
-    }
-
     /// The client port of node `index`.
     pub fn port(&self, index: usize) -> u16 {
         self.nodes[index].port
     }
 
-    pub fn ports(&self) -> Vec<u16> {
-        self.nodes.iter().map(|node| node.port).collect()
-    }
-
     /// The node id (`CLUSTER MYID`) of node `index`.
     pub fn node_id(&self, index: usize) -> &str {
         &self.nodes[index].id
-    }
-
-    pub fn node_ids(&self) -> Vec<String> {
-        self.nodes.iter().map(|node| node.id.clone()).collect()
     }
 
     /// `127.0.0.1:PORT` of node `index`, as pipeload names a node.
@@ -298,11 +286,6 @@ impl TestCluster {
     /// The node owning the slot of `key`.
     pub fn owner_of_key(&self, key: impl AsRef<[u8]>) -> usize {
         self.owner_of(slot_of(key.as_ref()))
-    }
-
-    /// A connection to the node owning `key`.
-    pub fn client_for(&self, key: impl AsRef<[u8]>) -> Client {
-        self.client(self.owner_of_key(key))
     }
 
     /// `GET key`, asked of the node that owns it.
@@ -601,18 +584,10 @@ impl NodeClient {
     }
 
     /// The pid of the server process (`INFO server`).
-    fn server_pid(&mut self) -> Result<u32, String> {
-        let info = match self {
-            NodeClient::Plain(client) => return client.server_pid().map_err(|err| err.to_string()),
-            NodeClient::Tls(client) => client.try_cmd(&["INFO", "server"]),
-        };
-        match info {
-            Ok(Value::Bulk(Some(info))) => String::from_utf8_lossy(&info)
-                .lines()
-                .find_map(|line| line.trim().strip_prefix("process_id:")?.parse().ok())
-                .ok_or_else(|| "INFO server has no process_id".to_string()),
-            Ok(other) => Err(format!("INFO server replied {other:?}")),
-            Err(err) => Err(err.to_string()),
+    fn server_pid(&mut self) -> std::io::Result<u32> {
+        match self {
+            NodeClient::Plain(client) => client.server_pid(),
+            NodeClient::Tls(client) => client.server_pid(),
         }
     }
 }

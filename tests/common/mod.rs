@@ -19,9 +19,8 @@
 //! - [`FakeServer`]: a scripted TCP server for what a real one cannot do on
 //!   cue (never answer, hang up mid-stream, answer garbage);
 //!   [`FakeServer::serve`] scripts every connection of a reconnecting client.
-
-// Each test binary uses a different part of the harness.
-#![allow(dead_code, unused_imports)]
+//! - [`sets`]: the `SET key:i value:i` lines many topics load;
+//!   [`wait_until`]: polls a condition under a time limit.
 
 pub mod client;
 pub mod fake;
@@ -31,10 +30,31 @@ pub mod temp;
 pub mod tls;
 
 pub use client::{Client, Value, resp_command, send_inline};
-pub use fake::{FakeConn, FakeServer};
+pub use fake::FakeServer;
 pub use run::{Outcome, Pipeload, Summary};
 pub use server::RedisServer;
 pub use temp::TempDir;
 
 pub mod cluster;
 pub use cluster::{TestCluster, slot_of};
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// `SET key:i value:i` text lines for i in 0..count: the load many topics
+/// feed, easy to check key by key afterwards.
+pub fn sets(count: usize) -> String {
+    (0..count)
+        .map(|i| format!("SET key:{i} value:{i}\n"))
+        .collect()
+}
+
+/// Waits until `condition` holds, polling; fails after `limit`, naming
+/// `what` it waited for.
+pub fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        thread::sleep(Duration::from_millis(10));
+    }
+}

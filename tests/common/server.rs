@@ -186,11 +186,6 @@ impl RedisServer {
         Client::connect(self.port)
     }
 
-    /// The server's log so far, for failure messages.
-    pub fn log(&self) -> String {
-        fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
-    }
-
     /// Stops the server; returns the port it listened on, now refusing.
     pub fn stop(self) -> u16 {
         self.port

@@ -14,10 +14,9 @@
 //! - [`SilentTlsServer`]: completes the handshake, answers the first
 //!   command with `+PONG`, then reads and never answers.
 
-use std::fs;
 use std::io::{self, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -33,7 +32,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection};
 use rustls::{StreamOwned, crypto::CryptoProvider};
 
-use super::client::{Value, read_value, resp_command};
+use super::client::{Value, process_id, read_value, resp_command};
 use super::server::{free_port, start_with_retries, wait_until_answering};
 use super::temp::TempDir;
 
@@ -126,7 +125,8 @@ impl Pki {
 
 /// The test PKI as PEM files, in a directory removed on drop.
 pub struct TlsFiles {
-    dir: TempDir,
+    /// Held for its drop, which removes the files.
+    _dir: TempDir,
     pub ca: PathBuf,
     /// A CA that signed none of these certificates.
     pub other_ca: PathBuf,
@@ -147,12 +147,8 @@ impl TlsFiles {
             server_key: dir.write("server.key", &pki.server_key),
             client_cert: dir.write("client.pem", &pki.client_cert),
             client_key: dir.write("client.key", &pki.client_key),
-            dir,
+            _dir: dir,
         }
-    }
-
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
     }
 }
 
@@ -257,15 +253,7 @@ impl TlsRedis {
         let log = self.dir.path().join("redis.log");
         wait_until_answering(&mut self.child, &format!("TLS port {port}"), &log, || {
             let mut client = TlsClient::try_connect(port, auth_clients).ok()?;
-            Some(client.try_cmd(&["INFO", "server"]).and_then(|info| {
-                let pid = match info {
-                    Value::Bulk(Some(info)) => String::from_utf8_lossy(&info)
-                        .lines()
-                        .find_map(|line| line.trim().strip_prefix("process_id:")?.parse().ok()),
-                    _ => None,
-                };
-                pid.ok_or_else(|| io::Error::other("INFO server has no process_id"))
-            }))
+            Some(client.server_pid())
         })
     }
 
@@ -283,11 +271,6 @@ impl TlsRedis {
     pub fn client(&self) -> TlsClient {
         TlsClient::try_connect(self.port, self.auth_clients)
             .unwrap_or_else(|err| panic!("connect over TLS to port {}: {err}", self.port))
-    }
-
-    /// The server's log so far, for failure messages.
-    pub fn log(&self) -> String {
-        fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
     }
 }
 
@@ -326,6 +309,11 @@ impl TlsClient {
         stream.write_all(&resp_command(args))?;
         stream.flush()?;
         read_value(&mut self.reader)
+    }
+
+    /// The pid of the server process (`INFO server`).
+    pub fn server_pid(&mut self) -> io::Result<u32> {
+        process_id(self.try_cmd(&["INFO", "server"])?)
     }
 
     pub fn cmd<A: AsRef<[u8]>>(&mut self, args: &[A]) -> Value {
