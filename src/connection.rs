@@ -16,7 +16,6 @@ use crossbeam_channel::{Receiver, unbounded};
 use crate::batch::{Batch, Expect, InFlight};
 use crate::config::Config;
 use crate::conn::{self, ConnectError, Connection, SessionReplay};
-use crate::input_watch::InputWatch;
 use crate::io_error::describe_io_error;
 use crate::progress::Counters;
 use crate::replies::{Replies, ReplyFailure, SessionEnd};
@@ -71,13 +70,14 @@ pub(crate) struct ConnectionRun {
 }
 
 /// Runs sessions on one connection until the load ends, reconnecting and
-/// resending what was not acknowledged as `--retry` allows. `input`, when
-/// given, is told as soon as a writer has written the whole input.
+/// resending what was not acknowledged as `--retry` allows.
+/// `on_all_written` is called as soon as a writer has written everything this
+/// connection will be given.
 pub(crate) fn run_connection(
     connection: Connection,
     shared: &SessionShared,
     replies: &mut Replies,
-    mut input: Option<&mut InputWatch>,
+    on_all_written: &dyn Fn(),
 ) -> Result<ConnectionRun> {
     let config = shared.config;
     let mut run = ConnectionRun {
@@ -98,8 +98,7 @@ pub(crate) fn run_connection(
     let mut attempts = Attempts::new(config.retry);
     let mut outage: Option<Outage> = None;
     loop {
-        let (written, session) =
-            run_session(stream, resend, shared, replies, input.as_deref_mut())?;
+        let (written, session) = run_session(stream, resend, shared, replies, on_all_written)?;
         run.bytes_sent += written.bytes_sent;
         run.commands_sent += written.commands_sent;
         run.all_written = matches!(written.end, WriterEnd::InputEnded);
@@ -181,7 +180,7 @@ fn run_session(
     resend: Vec<InFlight>,
     shared: &SessionShared,
     replies: &mut Replies,
-    input: Option<&mut InputWatch>,
+    on_all_written: &dyn Fn(),
 ) -> Result<(WriterOutcome, SessionEnd)> {
     let SessionShared {
         batches,
@@ -214,8 +213,12 @@ fn run_session(
         let reader =
             scope.spawn(move || replies.run_session(stream, receiver, window, config.pipe_timeout));
         let written = writer.join();
-        if let (Ok(outcome), Some(input)) = (&written, input) {
-            input.writer_finished(&outcome.end);
+        if let Ok(WriterOutcome {
+            end: WriterEnd::InputEnded,
+            ..
+        }) = &written
+        {
+            on_all_written();
         }
         (written, reader.join())
     });

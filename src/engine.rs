@@ -1,23 +1,24 @@
-//! One load, from start to summary: the input thread, the connections, and
-//! the summary concluded once for all of them. The single-server load is
-//! here; `cluster::load` runs the same pieces with one connection per
-//! primary.
+//! One load, from start to summary, whatever the server: the input thread,
+//! the route, one lane (connection) per server connection, and the summary
+//! concluded once for all of them. One server is the engine with one lane
+//! and a route that passes the input's batches through; `cluster::load`
+//! gives it one lane per primary and the slot router.
 //!
 //! Place in the data flow: `run` hands it the connected server(s); it
-//! starts the input (with the progress display), runs each connection
-//! (`connection`), then `LoadStart::finish` prints the one summary: the
-//! tally of every connection, the resume point (the first command not
-//! settled on any connection), the exit status.
+//! starts the input (with the progress display), runs the lanes
+//! (`run_lanes`, each a `connection`), then `LoadStart::finish` prints the
+//! one summary: the tally of every lane, the resume point (the first
+//! command not settled on any lane), the exit status.
 
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::thread::{self};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use crossbeam_channel::{Receiver, TryRecvError, bounded};
 
-use crate::batch::Batch;
+use crate::batch::{Batch, Expect};
 use crate::config::Config;
 use crate::conn::Connection;
 use crate::connection::{SessionShared, run_connection};
@@ -25,16 +26,18 @@ use crate::input::{self, InputOptions, OpenSource, read_input};
 use crate::input_watch::InputWatch;
 use crate::progress::{self, Counters};
 use crate::replies::{ErrorsFile, Replies, ReplyContext};
+use crate::route::Route;
 use crate::stop::{Stop, StopReason};
 use crate::summary::{ErrorLog, NodeCounts, Outcome, Tally, report};
 use crate::tls::TlsConfig;
+use crate::writer::WriterEnd;
 
 /// Batches waiting between input and writer: enough to keep the writer busy
 /// while input frames the next one, few enough to keep memory flat.
 pub(crate) const BATCH_CHANNEL_CAPACITY: usize = 4;
 
-/// Streams the input to the server, reconnecting as `--retry` allows, and
-/// prints the summary.
+/// Loads the input into one server: the engine with one connection, which
+/// takes the input's batches as they come.
 pub(crate) fn load(
     connection: Connection,
     sources: Vec<OpenSource>,
@@ -44,48 +47,164 @@ pub(crate) fn load(
     config: &Config,
 ) -> Result<ExitCode> {
     let mut load = start_load(sources, errors_file.is_some(), true, stop, config)?;
-    let mut replies = Replies::new(ReplyContext {
-        source_names: &load.source_names,
-        stop: &load.stop,
-        error_log: &load.error_log,
-        progress: load.counters.as_deref(),
-        max_errors: config.max_errors,
-        resend_transient: config.retry > 0,
-        errors_file,
-    });
-    let shared = SessionShared {
-        batches: &load.batches,
-        redirects: None,
-        stop: &load.stop,
-        config,
-        tls,
-        progress: load.counters.as_deref(),
-        node: None,
+    let lane = Lane {
+        connection,
+        shared: SessionShared {
+            batches: &load.batches,
+            redirects: None,
+            stop: &load.stop,
+            config,
+            tls,
+            progress: load.counters.as_deref(),
+            node: None,
+        },
+        replies: Replies::new(ReplyContext {
+            source_names: &load.source_names,
+            stop: &load.stop,
+            error_log: &load.error_log,
+            progress: load.counters.as_deref(),
+            max_errors: config.max_errors,
+            resend_transient: config.retry > 0,
+            errors_file,
+        }),
     };
-    let run = run_connection(connection, &shared, &mut replies, Some(&mut load.input))?;
-
-    let mut failures = Vec::new();
-    if let Some(message) = run.failure {
-        // Worded as redis-cli words it, without a prefix.
-        match message.starts_with("No replies") {
-            true => report(&message),
-            false => report(&format!("pipeload: {message}")),
-        }
-        failures.push(message);
-    }
-    let end = ConnectionsEnd {
-        tally: replies.tally,
-        failures,
-        reconnects: run.reconnects,
-        commands_sent: run.commands_sent,
-        bytes_sent: run.bytes_sent,
-        in_flight: run.in_flight,
-        acknowledged: config.skip + replies.tally.acknowledged,
-        nothing_left: run.unsettled.is_empty(),
-        nodes: Vec::new(),
-        server_restarted: run.server_restarted,
-    };
+    let end = run_lanes(vec![lane], Route::PassThrough, &mut load.input, config)?;
     Ok(load.finish(end, config))
+}
+
+/// One connection of a load, with what it reads and what its reply reader
+/// shares with the others.
+pub(crate) struct Lane<'a> {
+    pub connection: Connection,
+    pub shared: SessionShared<'a>,
+    pub replies: Replies<'a>,
+}
+
+/// Runs every lane on its own thread, and the router when there is one,
+/// until the load ends; adds up what they hand back. When one lane gives
+/// up, the others finish what is in flight.
+pub(crate) fn run_lanes(
+    lanes: Vec<Lane>,
+    route: Route,
+    input: &mut InputWatch,
+    config: &Config,
+) -> Result<ConnectionsEnd> {
+    let lane_count = lanes.len();
+    let written = Mutex::new((input, vec![false; lane_count]));
+    let lane_wrote_all = |lane: usize| {
+        let mut written = written.lock().unwrap_or_else(PoisonError::into_inner);
+        let (input, lanes_done) = &mut *written;
+        lanes_done[lane] = true;
+        if lanes_done.iter().all(|done| *done) {
+            input.writer_finished(&WriterEnd::InputEnded);
+        }
+    };
+    let (routed, ends) = thread::scope(|scope| -> Result<_> {
+        let router = match route {
+            Route::PassThrough => None,
+            Route::Router(router) => Some(scope.spawn(router)),
+        };
+        let mut running = Vec::with_capacity(lane_count);
+        for (index, lane) in lanes.into_iter().enumerate() {
+            let lane_wrote_all = &lane_wrote_all;
+            running.push(scope.spawn(move || {
+                let Lane {
+                    connection,
+                    shared,
+                    mut replies,
+                } = lane;
+                let run =
+                    run_connection(connection, &shared, &mut replies, &|| lane_wrote_all(index));
+                if run.as_ref().map_or(true, |run| run.failure.is_some()) {
+                    // One lane given up: the others finish what is in flight.
+                    shared.stop.request(StopReason::NodeLost);
+                }
+                // Batches still waiting for this lane were never sent.
+                let mut waiting: Vec<Batch> = shared.batches.try_iter().collect();
+                if let Some((redirects, _)) = shared.redirects {
+                    waiting.extend(redirects.try_iter());
+                }
+                run.map(|run| (replies.tally, run, waiting, shared.node.map(str::to_owned)))
+            }));
+        }
+        let routed = router.map(|router| router.join().unwrap_or_default());
+        let mut ends = Vec::with_capacity(lane_count);
+        for lane in running {
+            let Ok(end) = lane.join() else {
+                anyhow::bail!("internal error: a connection thread panicked");
+            };
+            ends.push(end?);
+        }
+        Ok((routed, ends))
+    })?;
+
+    let mut end = ConnectionsEnd {
+        tally: Tally::default(),
+        failures: Vec::new(),
+        reconnects: 0,
+        commands_sent: 0,
+        bytes_sent: 0,
+        in_flight: 0,
+        acknowledged: 0,
+        nothing_left: false,
+        nodes: Vec::new(),
+        server_restarted: false,
+    };
+    // The first input command not known to be applied, over every lane.
+    let mut first_unsettled = u64::MAX;
+    let mut note_unsettled = |batch: &Batch, first: usize| {
+        for index in first..batch.commands.len() {
+            if batch.commands[index].expect != Expect::Marker {
+                first_unsettled = first_unsettled.min(batch.seq(index));
+            }
+        }
+    };
+    for (tally, run, waiting, address) in ends {
+        end.tally.add(&tally);
+        end.reconnects += run.reconnects;
+        end.commands_sent += run.commands_sent;
+        end.bytes_sent += run.bytes_sent;
+        end.in_flight += run.in_flight;
+        end.server_restarted |= run.server_restarted;
+        if let Some(failure) = run.failure {
+            match &address {
+                Some(address) => report(&format!("pipeload: {address}: {failure}")),
+                // Worded as redis-cli words it, without a prefix.
+                None if failure.starts_with("No replies") => report(&failure),
+                None => report(&format!("pipeload: {failure}")),
+            }
+            end.failures.push(match &address {
+                Some(address) => format!("{address}: {failure}"),
+                None => failure,
+            });
+        }
+        for unsettled in &run.unsettled {
+            note_unsettled(&unsettled.batch, unsettled.first);
+        }
+        for batch in &waiting {
+            note_unsettled(batch, 0);
+        }
+        if let Some(address) = address {
+            end.nodes.push(NodeCounts {
+                address,
+                replies: tally.replies,
+                errors: tally.errors(),
+            });
+        }
+    }
+    let nothing_unsettled = first_unsettled == u64::MAX;
+    (end.acknowledged, end.nothing_left) = match routed {
+        // One lane counts its own settled prefix exactly.
+        None => (config.skip + end.tally.acknowledged, nothing_unsettled),
+        Some(routed) => (
+            first_unsettled
+                .saturating_sub(1)
+                .min(routed.delivered_up_to)
+                .max(config.skip),
+            routed.input_ended && nothing_unsettled,
+        ),
+    };
+    Ok(end)
 }
 
 /// What a load, single-server or cluster, starts with.

@@ -40,6 +40,7 @@ pub mod readbuf;
 pub mod replies;
 pub mod resp;
 pub mod retry;
+pub mod route;
 pub mod stop;
 pub mod stream;
 pub mod summary;

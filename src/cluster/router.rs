@@ -21,21 +21,12 @@ use super::topology::Topology;
 use crate::batch::{Batch, CommandKind, Expect, Rejection};
 use crate::control::{Value, query};
 use crate::resp::command_args;
+use crate::route::Routed;
 use crate::stop::Stop;
 use crate::stream::Stream;
 
 /// How long the router sleeps between looks at a slot it waits on.
 const DRAIN_POLL: Duration = Duration::from_micros(500);
-
-/// How far the router got.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Routed {
-    /// The highest command number (`Batch::seq`) up to which every command
-    /// was handed to a node.
-    pub delivered_up_to: u64,
-    /// Every batch of the input was routed.
-    pub input_ended: bool,
-}
 
 /// Where one command goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
