@@ -7,6 +7,7 @@
 //! whether it is the one connection of a single-server load or one of a
 //! cluster's primaries.
 
+use std::fmt;
 use std::sync::atomic::AtomicUsize;
 use std::thread;
 
@@ -58,7 +59,7 @@ pub(crate) struct ConnectionRun {
     pub commands_sent: u64,
     pub reconnects: u64,
     /// Why the connection gave up before the end of the load.
-    pub failure: Option<String>,
+    pub failure: Option<ConnectionFailure>,
     /// Whether its last writer wrote everything the input gave it.
     pub all_written: bool,
     /// What it still held when it ended, never acknowledged, in order.
@@ -67,6 +68,42 @@ pub(crate) struct ConnectionRun {
     pub in_flight: u64,
     /// A reconnect found a new server instance (its `run_id` changed).
     pub server_restarted: bool,
+}
+
+/// Why a connection gave up before the end of the load.
+#[derive(Debug)]
+pub enum ConnectionFailure {
+    /// Its session failed, and no reconnect was to be tried.
+    Session(ReplyFailure),
+    /// The `--retry` attempts of one outage were used up.
+    GaveUp { retry: u32 },
+    /// A stop came while it waited to reconnect.
+    StoppedReconnecting,
+    /// The server took a reconnect but refused its set-up (AUTH…).
+    Refused(ConnectError),
+}
+
+impl ConnectionFailure {
+    /// Whether redis-cli has its own words for it, printed without a prefix.
+    pub fn is_worded_as_redis_cli(&self) -> bool {
+        matches!(self, ConnectionFailure::Session(ReplyFailure::NoReplies(_)))
+    }
+}
+
+impl fmt::Display for ConnectionFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnectionFailure::Session(failure) => failure.fmt(f),
+            ConnectionFailure::GaveUp { retry } => {
+                write!(
+                    f,
+                    "gave up after {retry} reconnect attempts (--retry {retry})"
+                )
+            }
+            ConnectionFailure::StoppedReconnecting => f.write_str("stopped while reconnecting"),
+            ConnectionFailure::Refused(error) => error.fmt(f),
+        }
+    }
 }
 
 /// Runs sessions on one connection until the load ends, reconnecting and
@@ -121,7 +158,7 @@ pub(crate) fn run_connection(
             return Ok(run);
         };
         if !failure.is_retryable() || config.retry == 0 || shared.stop.is_requested() {
-            run.failure = Some(failure.to_string());
+            run.failure = Some(ConnectionFailure::Session(failure));
             run.unsettled = resend;
             run.in_flight = in_flight;
             return Ok(run);
@@ -237,28 +274,27 @@ fn reconnect(
     shared: &SessionShared,
     replay: &SessionReplay,
     attempts: &mut Attempts,
-) -> Result<Connection, String> {
+) -> Result<Connection, ConnectionFailure> {
     let SessionShared {
         config, tls, stop, ..
     } = *shared;
     loop {
         let Some(pause) = attempts.next_pause() else {
-            return Err(format!(
-                "gave up after {} reconnect attempts (--retry {})",
-                config.retry, config.retry
-            ));
+            return Err(ConnectionFailure::GaveUp {
+                retry: config.retry,
+            });
         };
         shared.report(&format!(
             "reconnecting in {:.1} s ({attempts})",
             pause.as_secs_f64()
         ));
         if retry::pause_unless_stopped(stop, pause) {
-            return Err("stopped while reconnecting".into());
+            return Err(ConnectionFailure::StoppedReconnecting);
         }
         match conn::connect(config, tls, Some(replay)) {
             Ok(connection) => return Ok(connection),
             Err(error @ ConnectError::Unreachable { .. }) => report(&error.to_string()),
-            Err(error) => return Err(error.to_string()),
+            Err(refused) => return Err(ConnectionFailure::Refused(refused)),
         }
     }
 }

@@ -167,16 +167,15 @@ pub(crate) fn run_lanes(
         end.in_flight += run.in_flight;
         end.server_restarted |= run.server_restarted;
         if let Some(failure) = run.failure {
-            match &address {
-                Some(address) => report(&format!("pipeload: {address}: {failure}")),
-                // Worded as redis-cli words it, without a prefix.
-                None if failure.starts_with("No replies") => report(&failure),
-                None => report(&format!("pipeload: {failure}")),
-            }
-            end.failures.push(match &address {
+            let message = match &address {
                 Some(address) => format!("{address}: {failure}"),
-                None => failure,
-            });
+                None => failure.to_string(),
+            };
+            match address.is_none() && failure.is_worded_as_redis_cli() {
+                true => report(&message),
+                false => report(&format!("pipeload: {message}")),
+            }
+            end.failures.push(message);
         }
         for unsettled in &run.unsettled {
             note_unsettled(&unsettled.batch, unsettled.first);
