@@ -11,7 +11,6 @@
 //! keeps its commands in input order (`SlotOrder`).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, select};
 
@@ -24,9 +23,6 @@ use crate::resp::command_args;
 use crate::route::Routed;
 use crate::stop::Stop;
 use crate::stream::Stream;
-
-/// How long the router sleeps between looks at a slot it waits on.
-const DRAIN_POLL: Duration = Duration::from_micros(500);
 
 /// Where one command goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,13 +171,13 @@ impl<'a> Router<'a> {
     fn node_for(&mut self, slot: u16, split: &mut [Batch], stop: &Stop) -> Result<usize, ()> {
         let owner = self.topology.slots.owner(slot);
         let at = usize::from(slot);
-        let drained = |router: &Self| router.order.settled_count(slot) >= router.routed[at];
-        if self.routed_to[at].is_some_and(|last| last != owner) && !drained(self) {
+        let routed = self.routed[at];
+        if self.routed_to[at].is_some_and(|last| last != owner)
+            && self.order.settled_count(slot) < routed
+        {
             self.send_split(split, stop)?;
-            while !drained(self) {
-                if stop.woken().recv_timeout(DRAIN_POLL).is_ok() || stop.is_requested() {
-                    return Err(());
-                }
+            if !self.order.wait_settled(slot, routed, stop.woken()) {
+                return Err(());
             }
         }
         self.routed_to[at] = Some(owner);

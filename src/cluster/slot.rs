@@ -5,7 +5,9 @@
 //! first key to pick the primary that owns it, and keeps each slot's
 //! commands in order through a change of owner with `SlotOrder`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use crossbeam_channel::{Receiver, Sender, bounded};
 
 /// Number of hash slots in a Redis Cluster.
 pub const SLOT_COUNT: usize = 16384;
@@ -17,26 +19,41 @@ pub const SLOT_COUNT: usize = 16384;
 /// unsettled, they are on their way to the new owner (answered `MOVED` by
 /// the old one, then resent), and a later command sent straight there could
 /// overtake them: the router waits for the two counts to meet before it
-/// switches. Each primary's reader mostly counts the slots it owns, so the
+/// switches; a reader that counts a command of the slot it waits on wakes
+/// it. Each primary's reader mostly counts the slots it owns, so the
 /// readers seldom touch the same counters.
 pub struct SlotOrder {
     settled: Vec<AtomicU64>,
+    /// The slot the router waits on, plus one; 0 while it waits on none.
+    watched: AtomicU32,
+    /// Holds at most one wake-up; extra ones are dropped.
+    wake: Sender<()>,
+    woken: Receiver<()>,
 }
 
 impl Default for SlotOrder {
     fn default() -> Self {
+        let (wake, woken) = bounded(1);
         SlotOrder {
             settled: (0..SLOT_COUNT).map(|_| AtomicU64::new(0)).collect(),
+            watched: AtomicU32::new(0),
+            wake,
+            woken,
         }
     }
 }
 
 impl SlotOrder {
-    // Relaxed is enough: only the counts matter, and a reader counts a
-    // command after its reply arrived, so a count the router reads means
-    // the node has run that many commands of the slot.
+    // A reader counts a command after its reply arrived, so a count the
+    // router reads means the node has run that many commands of the slot.
+    // SeqCst on the count and on `watched`: either the router sees the new
+    // count once it watches the slot, or the reader sees it watching and
+    // wakes it.
     pub fn settled(&self, slot: u16) {
-        self.settled[usize::from(slot)].fetch_add(1, Ordering::Relaxed);
+        self.settled[usize::from(slot)].fetch_add(1, Ordering::SeqCst);
+        if self.watched.load(Ordering::SeqCst) == u32::from(slot) + 1 {
+            let _ = self.wake.try_send(());
+        }
     }
 
     /// Undoes `settled` for a command that is to be sent again.
@@ -46,7 +63,24 @@ impl SlotOrder {
 
     /// Commands of `slot` settled so far.
     pub fn settled_count(&self, slot: u16) -> u64 {
-        self.settled[usize::from(slot)].load(Ordering::Relaxed)
+        self.settled[usize::from(slot)].load(Ordering::SeqCst)
+    }
+
+    /// Waits until `slot` has `count` commands settled, or `stopped` is
+    /// ready (then returns false).
+    pub fn wait_settled(&self, slot: u16, count: u64, stopped: &Receiver<()>) -> bool {
+        self.watched.store(u32::from(slot) + 1, Ordering::SeqCst);
+        let drained = loop {
+            if self.settled_count(slot) >= count {
+                break true;
+            }
+            crossbeam_channel::select! {
+                recv(self.woken) -> _ => {}
+                recv(stopped) -> _ => break false,
+            }
+        };
+        self.watched.store(0, Ordering::SeqCst);
+        drained
     }
 }
 
