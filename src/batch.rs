@@ -14,6 +14,10 @@
 //! equals `bytes.len()`; a command's bytes are `bytes[previous end..end]`; a
 //! rejected input line has an empty byte range. A `Command` is kept small
 //! (24 bytes): a full window holds a hundred thousand of them.
+//!
+//! Each command also carries its `ReplyClass`, the key under which the
+//! window estimates how big its reply is (see `window`): a hash of its name,
+//! computed once here, where its bytes were just appended.
 
 use std::fmt;
 use std::ops::Range;
@@ -96,6 +100,148 @@ pub struct Command {
     pub kind: CommandKind,
     /// Whether the command was a RESP array in the input.
     pub is_resp: bool,
+    /// Which reply-size estimate the window counts it by.
+    pub reply_class: ReplyClass,
+}
+
+/// The key of a reply-size estimate: commands with one name (`GET`,
+/// `HGETALL`…) usually get replies of one size, whatever their keys.
+/// `ReplyClass::NONE` is for a command with no reply due (not sent, or sent
+/// while replies are off), which owes no reply bytes.
+///
+/// The name is hashed into 4096 classes rather than kept: two names in one
+/// class share a (conservative) estimate; among the commands of
+/// `tests::common_commands_have_classes_of_their_own` none do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct ReplyClass(u16);
+
+impl ReplyClass {
+    /// How many classes there are; `index()` is below it.
+    pub const COUNT: usize = 4096;
+    pub const NONE: ReplyClass = ReplyClass(0);
+
+    /// The class of an encoded command (`*N\r\n$L\r\nNAME\r\n…`): a hash of
+    /// its name with ASCII letters folded to one case. Bytes that are not
+    /// such a command get a class too, never a panic.
+    #[inline]
+    pub fn of_command(encoded: &[u8]) -> ReplyClass {
+        let hash = match short_name(encoded) {
+            Some((word, len)) => mix_name_word(len as u64, word, len),
+            None => hash_name_found(encoded),
+        };
+        ReplyClass::from_hash(hash)
+    }
+
+    /// The class of the commands named `name`, in any case.
+    pub fn of_name(name: &[u8]) -> ReplyClass {
+        ReplyClass::from_hash(hash_name(name))
+    }
+
+    #[inline]
+    fn from_hash(hash: u64) -> ReplyClass {
+        // The top 12 bits, the best mixed: below COUNT. 0 is NONE's.
+        ReplyClass(((hash >> 52) as u16).max(1))
+    }
+
+    /// Its position in a table of `COUNT` entries.
+    #[inline]
+    pub fn index(self) -> usize {
+        usize::from(self.0) % Self::COUNT
+    }
+}
+
+/// Multiplier of the name hash: splitmix64's second. With it, no two of the
+/// commands in `tests::common_commands_have_classes_of_their_own` share a
+/// class (with some other constants, two of them do).
+const NAME_HASH_MULTIPLIER: u64 = 0x94d0_49bb_1331_11eb;
+
+/// `*?\r\n$?\r\n` as a little-endian word, and the mask of its fixed bytes.
+const SHORT_HEADER: u64 = u64::from_le_bytes(*b"*\0\r\n$\0\r\n");
+const SHORT_HEADER_MASK: u64 = u64::from_le_bytes([0xff, 0, 0xff, 0xff, 0xff, 0, 0xff, 0xff]);
+
+/// Most commands: `*N\r\n$L\r\n` with N in 1..=9 and L in 1..=8, then at
+/// least 8 bytes. Their name's first 8 bytes (little endian, with what
+/// follows the name) and its length, read without a search.
+#[inline]
+fn short_name(encoded: &[u8]) -> Option<(u64, usize)> {
+    let &[
+        h0,
+        h1,
+        h2,
+        h3,
+        h4,
+        h5,
+        h6,
+        h7,
+        n0,
+        n1,
+        n2,
+        n3,
+        n4,
+        n5,
+        n6,
+        n7,
+    ] = encoded.first_chunk::<16>()?;
+    let header = u64::from_le_bytes([h0, h1, h2, h3, h4, h5, h6, h7]);
+    let name_len = h5.wrapping_sub(b'0');
+    let short = header & SHORT_HEADER_MASK == SHORT_HEADER
+        && h1.wrapping_sub(b'1') < 9
+        && name_len.wrapping_sub(1) < 8;
+    let word = u64::from_le_bytes([n0, n1, n2, n3, n4, n5, n6, n7]);
+    short.then_some((word, usize::from(name_len)))
+}
+
+/// The name hash of a command `short_name` does not read.
+#[cold]
+#[inline(never)]
+fn hash_name_found(encoded: &[u8]) -> u64 {
+    hash_name(command_name(encoded))
+}
+
+/// The name hash: its length, then each 8 bytes of it in turn.
+fn hash_name(name: &[u8]) -> u64 {
+    name.chunks(8).fold(name.len() as u64, |hash, chunk| {
+        let mut bytes = [0; 8];
+        bytes[..chunk.len()].copy_from_slice(chunk);
+        mix_name_word(hash, u64::from_le_bytes(bytes), chunk.len())
+    })
+}
+
+/// One step of the name hash: the first `len` bytes of `word` (little
+/// endian), case folded; the bytes after them do not count.
+#[inline]
+fn mix_name_word(hash: u64, word: u64, len: usize) -> u64 {
+    let ignored_bits = 64u32.saturating_sub(8 * len.min(8) as u32);
+    let kept = u64::MAX.checked_shr(ignored_bits).unwrap_or(0);
+    (hash ^ ((word | 0x2020_2020_2020_2020) & kept)).wrapping_mul(NAME_HASH_MULTIPLIER)
+}
+
+/// The name of an encoded command: the first bulk string of its array, or
+/// nothing when the bytes do not start like one.
+fn command_name(encoded: &[u8]) -> &[u8] {
+    // `*N\r\n`, then `$L\r\n`: find the end of each header line.
+    let Some(count_end) = encoded.iter().position(|&byte| byte == b'\n') else {
+        return &[];
+    };
+    let rest = &encoded[count_end + 1..];
+    let Some(digits) = rest.strip_prefix(b"$") else {
+        return &[];
+    };
+    let mut length = 0usize;
+    let mut digit_count = 0;
+    for &byte in digits.iter().take_while(|byte| byte.is_ascii_digit()) {
+        length = length
+            .saturating_mul(10)
+            .saturating_add(usize::from(byte - b'0'));
+        digit_count += 1;
+    }
+    let name_start = digit_count + 2;
+    match digits.get(digit_count..name_start) {
+        Some(b"\r\n") => digits
+            .get(name_start..name_start.saturating_add(length))
+            .unwrap_or_default(),
+        _ => &[],
+    }
 }
 
 #[derive(Debug, Default)]
@@ -140,13 +286,23 @@ impl Batch {
     }
 
     /// Records the command whose bytes were just appended to `bytes`.
+    // Once per input command: inlined into the framers' loops.
+    #[inline(always)]
     pub fn push_command(&mut self, line_no: u64, is_resp: bool, expect: Expect, kind: CommandKind) {
+        let start = self.commands.last().map_or(0, |previous| previous.end);
+        let reply_class = match expect {
+            Expect::Reply | Expect::Marker => {
+                ReplyClass::of_command(self.bytes.get(start..).unwrap_or_default())
+            }
+            Expect::NoReply | Expect::Rejected(_) => ReplyClass::NONE,
+        };
         self.commands.push(Command {
             end: self.bytes.len(),
             line_no,
             expect,
             kind,
             is_resp,
+            reply_class,
         });
     }
 
@@ -212,6 +368,23 @@ impl Batch {
         start..self.commands[index].end
     }
 
+    /// Byte range in `bytes` of the commands `commands` (empty for none).
+    pub fn byte_range(&self, commands: Range<usize>) -> Range<usize> {
+        let start = match commands.start {
+            0 => 0,
+            first => self
+                .commands
+                .get(first - 1)
+                .map_or(0, |previous| previous.end),
+        };
+        let end = commands
+            .end
+            .checked_sub(1)
+            .and_then(|last| self.commands.get(last))
+            .map_or(start, |last| last.end);
+        start..end.max(start)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.commands.is_empty()
     }
@@ -264,29 +437,37 @@ pub fn describe_line(source_name: Option<&str>, line_no: u64) -> String {
     }
 }
 
-/// A batch in flight, from command `first` on (earlier ones were answered
-/// on a connection that has since been lost, or before a redirect).
+/// Commands `first..end` of a batch, in flight or still to send: a whole
+/// batch, or a part of one (the writer sends a batch in parts that fit the
+/// window; a reconnect resends from the first command not acknowledged).
 #[derive(Debug, Clone)]
 pub struct InFlight {
     pub batch: Arc<Batch>,
     pub first: usize,
+    pub end: usize,
+    /// The reply bytes the window counted for it when it was sent (0 before).
+    pub reply_estimate: usize,
 }
 
 impl InFlight {
     pub fn whole(batch: Arc<Batch>) -> Self {
-        InFlight { batch, first: 0 }
-    }
-
-    /// The bytes still to send: those of commands `first..`.
-    pub fn bytes(&self) -> &[u8] {
-        match self.batch.commands.get(self.first) {
-            Some(_) => &self.batch.bytes[self.batch.command_range(self.first).start..],
-            None => &[],
+        let end = batch.commands.len();
+        InFlight {
+            batch,
+            first: 0,
+            end,
+            reply_estimate: 0,
         }
     }
 
+    /// The bytes of commands `first..end`.
+    pub fn bytes(&self) -> &[u8] {
+        let range = self.batch.byte_range(self.first..self.end);
+        self.batch.bytes.get(range).unwrap_or_default()
+    }
+
     pub fn command_count(&self) -> usize {
-        self.batch.commands.len().saturating_sub(self.first)
+        self.end.saturating_sub(self.first)
     }
 }
 
@@ -317,10 +498,142 @@ mod tests {
         assert_eq!(batch.command_range(1), 14..14);
         assert_eq!(describe_line(None, 3), "line 3");
         let resend = InFlight {
-            batch: Arc::new(batch),
             first: 1,
+            ..InFlight::whole(Arc::new(batch))
         };
         assert_eq!(resend.bytes(), b"");
         assert_eq!(resend.command_count(), 1);
+    }
+
+    fn batch_of(commands: &[&[&str]]) -> Batch {
+        let mut batch = Batch::new(0, 0, 1, 0);
+        for args in commands {
+            batch.bytes.extend_from_slice(&crate::encode::command_bytes(
+                &args.iter().map(|arg| arg.as_bytes()).collect::<Vec<_>>(),
+            ));
+            batch.push_command(1, true, Expect::Reply, CommandKind::Plain);
+        }
+        batch
+    }
+
+    #[test]
+    fn a_part_holds_the_bytes_of_its_commands_only() {
+        let batch = Arc::new(batch_of(&[&["SET", "a", "1"], &["GET", "a"], &["PING"]]));
+        let whole = InFlight::whole(Arc::clone(&batch));
+        assert_eq!(whole.bytes(), &batch.bytes[..]);
+        let middle = InFlight {
+            first: 1,
+            end: 2,
+            ..whole.clone()
+        };
+        assert_eq!(middle.bytes(), b"*2\r\n$3\r\nGET\r\n$1\r\na\r\n");
+        assert_eq!(middle.command_count(), 1);
+        let none = InFlight {
+            first: 2,
+            end: 2,
+            ..whole
+        };
+        assert_eq!(none.bytes(), b"");
+        assert_eq!(none.command_count(), 0);
+    }
+
+    #[test]
+    fn reply_class_is_the_command_name_in_any_case() {
+        let batch = batch_of(&[
+            &["GET", "a"],
+            &["get", "b"],
+            &["Get", "c"],
+            &["SET", "a", "1"],
+        ]);
+        let class = |index: usize| batch.commands[index].reply_class;
+        assert_eq!(class(0), class(1));
+        assert_eq!(class(0), class(2));
+        assert_ne!(class(0), class(3));
+        assert_ne!(class(0), ReplyClass::NONE);
+    }
+
+    #[test]
+    fn reply_class_is_the_same_however_the_name_is_found() {
+        // One load of 8 bytes for a short name among few arguments; a
+        // search otherwise (10 arguments or more, a longer name, a name at
+        // the very end).
+        let of = |args: &[&str]| {
+            let args: Vec<&[u8]> = args.iter().map(|arg| arg.as_bytes()).collect();
+            ReplyClass::of_command(&crate::encode::command_bytes(&args))
+        };
+        let many = ["x"; 11];
+        for name in [
+            "GET",
+            "hgetall",
+            "Smembers",
+            "ZRANGEBYSCORE",
+            "JSON.GET",
+            "A",
+        ] {
+            let mut long = vec![name];
+            long.extend(many);
+            assert_eq!(of(&[name, "key"]), of(&long), "{name}");
+            assert_eq!(of(&[name, "key"]), of(&[name]), "{name}");
+        }
+    }
+
+    #[test]
+    fn commands_without_a_reply_due_have_no_reply_class() {
+        let mut batch = batch_of(&[&["SET", "a", "1"]]);
+        batch
+            .bytes
+            .extend_from_slice(&crate::encode::command_bytes(&[b"SET", b"b", b"2"]));
+        batch.push_command(2, true, Expect::NoReply, CommandKind::Plain);
+        batch.push_command(
+            3,
+            false,
+            Expect::Rejected(Rejection::Monitor),
+            CommandKind::Plain,
+        );
+        assert_ne!(batch.commands[0].reply_class, ReplyClass::NONE);
+        assert_eq!(batch.commands[1].reply_class, ReplyClass::NONE);
+        assert_eq!(batch.commands[2].reply_class, ReplyClass::NONE);
+    }
+
+    #[test]
+    fn common_commands_have_classes_of_their_own() {
+        let names = "SET GET HSET HGET HGETALL HMSET HMGET HDEL LRANGE RPUSH LPUSH LPOP RPOP \
+            SADD SMEMBERS SREM ZADD ZRANGE ZRANGEBYSCORE ZREM INCR INCRBY DECR DEL EXPIRE \
+            PEXPIRE MGET MSET EXEC MULTI DISCARD SETEX SETNX XADD XRANGE CLIENT SELECT PING \
+            ECHO ASKING FLUSHALL FLUSHDB AUTH HELLO EXISTS TTL TYPE KEYS SCAN APPEND GETRANGE \
+            SETRANGE STRLEN LLEN SCARD HLEN ZCARD ZSCORE HINCRBY PUBLISH EVAL EVALSHA UNLINK \
+            RESTORE DUMP JSON.SET JSON.GET GETDEL GETEX COPY RENAME LINDEX LSET LTRIM SINTER \
+            SUNION ZINCRBY ZREVRANGE HKEYS HVALS PFADD SETBIT GETBIT BITCOUNT GEOADD PSETEX \
+            MSETNX DECRBY INCRBYFLOAT EXPIREAT PEXPIREAT PERSIST HSETNX HINCRBYFLOAT LPUSHX \
+            RPUSHX LINSERT LREM RENAMENX SMOVE ZREMRANGEBYSCORE ZREMRANGEBYRANK XTRIM XDEL \
+            HSTRLEN SINTERSTORE SUNIONSTORE ZUNIONSTORE";
+        let mut seen = std::collections::HashMap::new();
+        for name in names.split_whitespace() {
+            let class = ReplyClass::of_command(&crate::encode::command_bytes(&[name.as_bytes()]));
+            assert_eq!(class, ReplyClass::of_name(name.as_bytes()), "{name}");
+            assert_ne!(class, ReplyClass::NONE, "{name}");
+            assert!(class.index() < ReplyClass::COUNT);
+            if let Some(other) = seen.insert(class, name) {
+                panic!("{name} and {other} share a reply class");
+            }
+        }
+    }
+
+    #[test]
+    fn reply_class_of_any_bytes_does_not_panic() {
+        for bytes in [
+            &b""[..],
+            b"*",
+            b"*1\r\n",
+            b"*1\r\n$",
+            b"*1\r\n$3\r",
+            b"*1\r\n$3\r\nGE",
+            b"*1\r\n$99999999999999999999999\r\nGET\r\n",
+            b"*1\r\nGET\r\n",
+            b"PING\n",
+        ] {
+            let class = ReplyClass::of_command(bytes);
+            assert!(class.index() < ReplyClass::COUNT);
+        }
     }
 }

@@ -205,7 +205,7 @@ pub(crate) fn run_connection(
 fn sent_commands(batches: &[InFlight]) -> u64 {
     batches
         .iter()
-        .flat_map(|in_flight| &in_flight.batch.commands[in_flight.first..])
+        .flat_map(|in_flight| &in_flight.batch.commands[in_flight.first..in_flight.end])
         .filter(|command| matches!(command.expect, Expect::Reply | Expect::NoReply))
         .count() as u64
 }

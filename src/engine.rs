@@ -10,6 +10,7 @@
 //! one summary: the tally of every lane, the resume point (the first
 //! command not settled on any lane), the exit status.
 
+use std::ops::Range;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
@@ -152,8 +153,8 @@ pub(crate) fn run_lanes(
     };
     // The first input command not known to be applied, over every lane.
     let mut first_unsettled = u64::MAX;
-    let mut note_unsettled = |batch: &Batch, first: usize| {
-        for index in first..batch.commands.len() {
+    let mut note_unsettled = |batch: &Batch, commands: Range<usize>| {
+        for index in commands {
             if batch.commands[index].expect != Expect::Marker {
                 first_unsettled = first_unsettled.min(batch.seq(index));
             }
@@ -178,10 +179,10 @@ pub(crate) fn run_lanes(
             end.failures.push(message);
         }
         for unsettled in &run.unsettled {
-            note_unsettled(&unsettled.batch, unsettled.first);
+            note_unsettled(&unsettled.batch, unsettled.first..unsettled.end);
         }
         for batch in &waiting {
-            note_unsettled(batch, 0);
+            note_unsettled(batch, 0..batch.commands.len());
         }
         if let Some(address) = address {
             end.nodes.push(NodeCounts {

@@ -2,7 +2,8 @@
 //! matches them one for one with the commands of the oldest in-flight batch.
 //! It counts replies and errors, reports each error with the input position
 //! of its command, writes failed commands to `--errors-file`, and frees
-//! window room as batches complete.
+//! window room as the parts of batches the writer sent complete, telling the
+//! window how big their replies were.
 //!
 //! Place in the data flow: after the server, one session per connection;
 //! `Replies` keeps the counts across reconnects. Invariants:
@@ -35,7 +36,7 @@ use crate::resp::{ErrorSpan, ReplyKind, ReplyScan, scan_reply};
 use crate::stop::{Stop, StopReason};
 use crate::stream::Stream;
 use crate::summary::{ErrorLog, Tally, report};
-use crate::window::Window;
+use crate::window::{ReplySizes, Window};
 
 const READ_CHUNK: usize = 256 * 1024;
 
@@ -133,7 +134,7 @@ pub struct Replies<'a> {
     errors: Vec<ErrorSpan>,
 }
 
-/// The batches of one connection, oldest first.
+/// The batches (or parts of batches) of one connection, oldest first.
 struct Session {
     batches: VecDeque<InFlight>,
     /// Index in the oldest batch of the first unsettled command.
@@ -150,9 +151,11 @@ struct Session {
     /// Lines in `batches`, from the head on, refused by the input: most
     /// loads have none, and then no reply looks for them.
     rejected_due: usize,
-    /// Commands in the head batch (0 with no batch), so that a reply checks
-    /// whether the head is finished without touching the queue.
+    /// End of the head batch's commands (0 with no batch), so that a reply
+    /// checks whether the head is finished without touching the queue.
     head_len: usize,
+    /// Reply sizes measured since the window was last told.
+    reply_sizes: ReplySizes,
 }
 
 impl<'a> Replies<'a> {
@@ -213,6 +216,7 @@ impl<'a> Replies<'a> {
             replies_due: 0,
             rejected_due: 0,
             head_len: 0,
+            reply_sizes: ReplySizes::default(),
         };
         let failure = match stream.set_read_timeout(pipe_timeout) {
             Ok(()) => self
@@ -254,6 +258,7 @@ impl<'a> Replies<'a> {
         loop {
             self.settle_rejected(session, window);
             if session.replies_due == 0 {
+                session.owe_nothing(window);
                 match incoming.recv() {
                     Ok(batch) => {
                         session.push(batch);
@@ -267,7 +272,7 @@ impl<'a> Replies<'a> {
             match scan_reply(self.buffer.unread(), &mut self.errors) {
                 ReplyScan::Complete(reply) => {
                     if reply.kind != ReplyKind::Push {
-                        self.answer(session, window, reply.kind)?;
+                        self.answer(session, window, reply.kind, reply.len)?;
                     }
                     self.errors.clear();
                     self.buffer.consume(reply.len);
@@ -320,6 +325,7 @@ impl<'a> Replies<'a> {
         session: &mut Session,
         window: &Window,
         kind: ReplyKind,
+        reply_len: usize,
     ) -> Result<(), ReplyFailure> {
         loop {
             session.pop_finished(window);
@@ -346,6 +352,11 @@ impl<'a> Replies<'a> {
         let batch = &head.batch;
         let index = session.next;
         let command = batch.commands[index];
+        // What this connection was owed for it, even a redirect; but not a
+        // queued command's `+QUEUED`: its reply comes in `EXEC`'s.
+        if session.open_transaction.is_none() || command.kind == CommandKind::EndMulti {
+            session.reply_sizes.observe(command.reply_class, reply_len);
+        }
         let top_level_error = (kind == ReplyKind::Error)
             .then(|| self.errors.first())
             .flatten()
@@ -541,7 +552,8 @@ fn is_transient(message: &[u8]) -> bool {
 
 impl Session {
     fn push(&mut self, batch: InFlight) {
-        for command in &batch.batch.commands[batch.first..] {
+        let commands = batch.batch.commands.get(batch.first..batch.end);
+        for command in commands.unwrap_or_default() {
             match command.expect {
                 Expect::Reply | Expect::Marker => self.replies_due += 1,
                 Expect::Rejected(_) => self.rejected_due += 1,
@@ -550,7 +562,7 @@ impl Session {
         }
         if self.batches.is_empty() {
             self.next = batch.first;
-            self.head_len = batch.batch.commands.len();
+            self.head_len = batch.end;
         }
         self.batches.push_back(batch);
     }
@@ -568,7 +580,7 @@ impl Session {
     }
 
     /// Drops the head batch while all its commands are settled, freeing its
-    /// room in the window.
+    /// room in the window and telling it the reply sizes measured.
     #[inline]
     fn pop_finished(&mut self, window: &Window) {
         if self.next >= self.head_len {
@@ -583,13 +595,25 @@ impl Session {
             let Some(head) = self.batches.pop_front() else {
                 return;
             };
-            window.release(head.command_count(), head.bytes().len());
+            window.release(&head, &mut self.reply_sizes);
             // A transaction is kept in one batch by the input; one that was
             // cut at the end of a source can only be resent from here on.
             self.close_transaction();
             let next = self.batches.front();
             self.next = next.map_or(0, |next| next.first);
-            self.head_len = next.map_or(0, |next| next.batch.commands.len());
+            self.head_len = next.map_or(0, |next| next.end);
+        }
+    }
+
+    /// Every reply due has come: the parts still queued wait only for a
+    /// later reply to prove that commands sent without one ran, and the
+    /// reply bytes the window counts for them are owed no more.
+    fn owe_nothing(&mut self, window: &Window) {
+        let owed = self.batches.iter_mut().fold(0usize, |owed, part| {
+            owed.saturating_add(std::mem::take(&mut part.reply_estimate))
+        });
+        if owed > 0 {
+            window.release_reply_bytes(owed);
         }
     }
 

@@ -130,8 +130,7 @@ impl Outage {
 
 /// The input position of the last command of `in_flight`.
 fn last_seq(in_flight: &InFlight) -> u64 {
-    let batch = &in_flight.batch;
-    batch.seq(batch.commands.len().saturating_sub(1))
+    in_flight.batch.seq(in_flight.end.saturating_sub(1))
 }
 
 #[cfg(test)]
@@ -150,6 +149,8 @@ mod tests {
         InFlight {
             batch: Arc::new(batch),
             first,
+            end: count,
+            reply_estimate: 0,
         }
     }
 

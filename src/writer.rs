@@ -1,10 +1,12 @@
 //! The writer thread: first resends what a lost connection left
-//! unacknowledged, then takes batches off the bounded batch channel. For
-//! each it makes room in the window, hands it to the reply reader, and
-//! writes its bytes with one `write_all` on the blocking socket.
+//! unacknowledged, then takes batches off the bounded batch channel. It
+//! sends each in parts that fit the window (the whole batch in one part
+//! unless its replies are big, see `window`): for each part it makes room in
+//! the window, hands the part to the reply reader, and writes its bytes with
+//! one `write_all` on the blocking socket.
 //!
 //! Place in the data flow: between input and the socket, one per
-//! connection. A batch is handed to the reply reader before its bytes are
+//! connection. A part is handed to the reply reader before its bytes are
 //! written, so the reader always knows the command a reply answers. When the
 //! batch channel closes (the input ended) or a stop is requested, the writer
 //! drops its side of the in-flight channel, which tells the reader no more
@@ -68,8 +70,7 @@ pub struct Writer<'a> {
 impl Writer<'_> {
     /// Writes `resend` first, then every batch of the channel.
     pub fn run(mut self, resend: Vec<InFlight>) -> WriterOutcome {
-        let mut bytes_sent = 0u64;
-        let mut commands_sent = 0u64;
+        let mut sent = Sent::default();
         let mut pending = resend.into_iter();
         let never = crossbeam_channel::never();
         let redirects = self.redirects.map_or(&never, |(redirects, _)| redirects);
@@ -109,70 +110,91 @@ impl Writer<'_> {
                     }
                 }
             };
-            match self.send(&next) {
-                Ok(written) => {
-                    bytes_sent += written;
-                    commands_sent += next.command_count() as u64;
-                    if let Some(progress) = self.progress {
-                        Counters::add(&progress.sent, next.command_count() as u64);
-                    }
-                }
-                Err(end) => {
-                    let mut unsent = Vec::new();
-                    if matches!(end, SendError::NotHandedOver(_)) {
-                        unsent.push(next);
-                    }
-                    unsent.extend(pending);
-                    return WriterOutcome {
-                        end: end.into_writer_end(),
-                        unsent,
-                        bytes_sent,
-                        commands_sent,
-                    };
-                }
+            if let Err(failure) = self.send(next, &mut sent) {
+                let mut unsent: Vec<InFlight> = failure.unsent.into_iter().collect();
+                unsent.extend(pending);
+                return WriterOutcome {
+                    end: failure.end,
+                    unsent,
+                    bytes_sent: sent.bytes,
+                    commands_sent: sent.commands,
+                };
             }
         };
         WriterOutcome {
             end,
             unsent: pending.collect(),
-            bytes_sent,
-            commands_sent,
+            bytes_sent: sent.bytes,
+            commands_sent: sent.commands,
         }
     }
 
-    fn send(&mut self, batch: &InFlight) -> Result<u64, SendError> {
-        let bytes = batch.bytes();
-        self.window
-            .acquire(batch.command_count(), bytes.len())
-            .map_err(|_| SendError::NotHandedOver(WriterEnd::ReaderStopped))?;
-        if self.in_flight.send(batch.clone()).is_err() {
-            return Err(SendError::NotHandedOver(WriterEnd::ReaderStopped));
-        }
-        if let Err(error) = self.stream.write_all(bytes) {
-            if self.window.is_closed() {
-                return Err(SendError::HandedOver(WriterEnd::ReaderStopped));
+    /// Sends `rest` part by part, each handed to the reader before its
+    /// bytes are written.
+    fn send(&mut self, mut rest: InFlight, sent: &mut Sent) -> Result<(), SendFailure> {
+        while rest.first < rest.end {
+            let Ok(part) = self.window.acquire(&rest.batch, rest.first, rest.end) else {
+                return Err(SendFailure::reader_stopped(Some(rest)));
+            };
+            let part = InFlight {
+                end: part.end,
+                reply_estimate: part.reply_estimate,
+                ..rest.clone()
+            };
+            let range = rest.batch.byte_range(part.first..part.end);
+            let commands = part.command_count() as u64;
+            rest.first = part.end;
+            if let Err(returned) = self.in_flight.send(part) {
+                let unsent = InFlight {
+                    end: rest.end,
+                    ..returned.into_inner()
+                };
+                return Err(SendFailure::reader_stopped(Some(unsent)));
             }
-            // Wake the reader, which may be waiting for replies that will
-            // never come.
-            self.window.close();
-            self.stream.shutdown();
-            return Err(SendError::HandedOver(WriterEnd::Failed(error)));
+            let bytes = rest.batch.bytes.get(range).unwrap_or_default();
+            if let Err(error) = self.stream.write_all(bytes) {
+                let unsent = (rest.first < rest.end).then_some(rest);
+                if self.window.is_closed() {
+                    return Err(SendFailure::reader_stopped(unsent));
+                }
+                // Wake the reader, which may be waiting for replies that will
+                // never come.
+                self.window.close();
+                self.stream.shutdown();
+                return Err(SendFailure {
+                    end: WriterEnd::Failed(error),
+                    unsent,
+                });
+            }
+            sent.bytes += bytes.len() as u64;
+            sent.commands += commands;
+            if let Some(progress) = self.progress {
+                Counters::add(&progress.sent, commands);
+            }
         }
-        Ok(bytes.len() as u64)
+        Ok(())
     }
 }
 
-/// A send that failed, and whether the reader already has the batch (and so
-/// will give it back as unacknowledged).
-enum SendError {
-    NotHandedOver(WriterEnd),
-    HandedOver(WriterEnd),
+/// What the writer has written so far.
+#[derive(Debug, Default)]
+struct Sent {
+    bytes: u64,
+    commands: u64,
 }
 
-impl SendError {
-    fn into_writer_end(self) -> WriterEnd {
-        match self {
-            SendError::NotHandedOver(end) | SendError::HandedOver(end) => end,
+/// A send that failed: why, and what of the batch the reader does not have
+/// (it gives back what it has as unacknowledged).
+struct SendFailure {
+    end: WriterEnd,
+    unsent: Option<InFlight>,
+}
+
+impl SendFailure {
+    fn reader_stopped(unsent: Option<InFlight>) -> Self {
+        SendFailure {
+            end: WriterEnd::ReaderStopped,
+            unsent,
         }
     }
 }

@@ -203,7 +203,9 @@ fn after_a_pipe_timeout_the_commands_in_flight_are_named() {
     let incrs = |range: std::ops::Range<usize>| -> String {
         range.map(|i| format!("INCR counter:{i}\n")).collect()
     };
-    let answered_first = incrs(0..BEFORE);
+    // A DEBUG answered first, so that the window knows its reply is small
+    // and sends what follows the long one along with it.
+    let answered_first = format!("DEBUG SLEEP 0\n{}", incrs(0..BEFORE));
     let caught_in_sleep = format!("DEBUG SLEEP 2\n{}", incrs(BEFORE..BEFORE + AFTER));
     let input = format!("{answered_first}{caught_in_sleep}");
 
@@ -228,7 +230,7 @@ fn after_a_pipe_timeout_the_commands_in_flight_are_named() {
         .and_then(|line| line.split(' ').next()?.parse().ok())
         .unwrap_or_else(|| stopped.fail("the summary must count the commands in flight"));
     stopped.check(
-        acknowledged + in_flight == BEFORE + 1 + AFTER,
+        acknowledged + in_flight == 1 + BEFORE + 1 + AFTER,
         "every command after the resume point was sent, so in flight",
     );
     // The server ran them after pipeload gave up; the resume runs them again.
@@ -239,7 +241,7 @@ fn after_a_pipe_timeout_the_commands_in_flight_are_named() {
         .run();
     resumed.assert_code(0);
     for i in 0..BEFORE + AFTER {
-        let seq = if i < BEFORE { i + 1 } else { i + 2 };
+        let seq = if i < BEFORE { i + 2 } else { i + 3 };
         let named_in_flight = (acknowledged + 1..=acknowledged + in_flight).contains(&seq);
         let runs = client
             .get(format!("counter:{i}"))

@@ -1,11 +1,12 @@
 //! Volume: big values (as RESP from a file, and as text lines far over the
 //! server's 64 KiB inline limit) and a million commands, every value read
-//! back.
+//! back; big replies (bulk `GET`s) loaded under a server's output buffer
+//! limit, which holds only if pipeload bounds the reply bytes it is owed.
 
 use std::io::Write;
 use std::time::Duration;
 
-use crate::common::{Client, Pipeload, RedisServer, TempDir, resp_command, sets};
+use crate::common::{Client, Outcome, Pipeload, RedisServer, TempDir, Value, resp_command, sets};
 
 const BIG_VALUES: usize = 100;
 const BIG_VALUE_LEN: usize = 512 * 1024;
@@ -172,4 +173,150 @@ fn one_million_sets_from_stdin() {
             }
         }
     }
+}
+
+/// Values of 16 KiB: 2048 `GET`s of them (one input batch) owe 32 MiB.
+const REPLY_VALUE_LEN: usize = 16 * 1024;
+const REPLY_VALUES: usize = 1000;
+const GETS: usize = 20_000;
+/// What `redis-server` logs when it drops a client over its output buffer.
+const OUTPUT_BUFFER_DROP: &str = "output buffer limit";
+
+/// A server that drops a normal client whose output buffer passes 16 MiB,
+/// or stays over 8 MiB for 10 seconds.
+fn server_with_output_buffer_limit() -> RedisServer {
+    let server = RedisServer::start();
+    server.client().ok(&[
+        "CONFIG",
+        "SET",
+        "client-output-buffer-limit",
+        "normal 16mb 8mb 10",
+    ]);
+    server
+}
+
+fn reply_values() -> Vec<Vec<u8>> {
+    let base = noise(REPLY_VALUE_LEN, 0x5151_7A7A_0F0F_3C3C);
+    (0..REPLY_VALUES).map(|i| big_value(&base, i)).collect()
+}
+
+/// `GET value:i` for `count` commands, over the values in turn.
+fn gets(count: usize) -> Vec<u8> {
+    let mut input = Vec::with_capacity(count * 16);
+    for i in 0..count {
+        writeln!(input, "GET value:{}", i % REPLY_VALUES).expect("write to a Vec");
+    }
+    input
+}
+
+/// The server kept pipeload's connection to the end: nothing in its log
+/// or, where the server counts them, in its stats.
+fn assert_not_dropped(server: &RedisServer, outcome: &Outcome) {
+    let log = server.log();
+    if log.contains(OUTPUT_BUFFER_DROP) {
+        outcome.fail(format!(
+            "the server dropped a client over its output buffer:\n{log}"
+        ));
+    }
+    let Value::Bulk(Some(stats)) = server.client().ok(&["INFO", "stats"]) else {
+        outcome.fail("INFO stats is not a bulk string");
+    };
+    let stats = String::from_utf8_lossy(&stats).into_owned();
+    let disconnections = stats
+        .lines()
+        .find_map(|line| line.strip_prefix("client_output_buffer_limit_disconnections:"));
+    if let Some(count) = disconnections
+        && count.trim() != "0"
+    {
+        outcome.fail(format!(
+            "client_output_buffer_limit_disconnections: {count}"
+        ));
+    }
+}
+
+#[test]
+fn bulk_gets_of_big_values_stay_under_the_output_buffer_limit() {
+    let server = server_with_output_buffer_limit();
+    let values = reply_values();
+    let sets: Vec<Vec<Vec<u8>>> = values
+        .iter()
+        .enumerate()
+        .map(|(i, value)| {
+            vec![
+                b"SET".to_vec(),
+                format!("value:{i}").into_bytes(),
+                value.clone(),
+            ]
+        })
+        .collect();
+    server.client().pipeline(&sets);
+
+    let outcome = Pipeload::new()
+        .port(server.port())
+        .stdin(gets(GETS))
+        .guard(VOLUME_GUARD)
+        .run();
+
+    outcome.assert_summary(0, GETS as u64);
+    assert_not_dropped(&server, &outcome);
+}
+
+#[test]
+fn big_gets_after_small_replies_in_one_input_stay_under_the_limit() {
+    // A thousand SETs answer `+OK`; the GETs after them must not go out
+    // counted at that size.
+    let server = server_with_output_buffer_limit();
+    let mut input = Vec::new();
+    for (i, value) in reply_values().iter().enumerate() {
+        input.extend_from_slice(&resp_command(&[
+            b"SET".as_slice(),
+            format!("value:{i}").as_bytes(),
+            value,
+        ]));
+    }
+    input.extend_from_slice(&gets(GETS));
+
+    let outcome = Pipeload::new()
+        .port(server.port())
+        .stdin(input)
+        .guard(VOLUME_GUARD)
+        .run();
+
+    outcome.assert_summary(0, (REPLY_VALUES + GETS) as u64);
+    assert_not_dropped(&server, &outcome);
+}
+
+#[test]
+fn replies_larger_than_the_window_still_come_back() {
+    // Two 12 MiB values, over the 8 MiB of replies pipeload lets the server
+    // owe: each GET goes alone, the small commands between them still load,
+    // and so does a SET sent without a reply, which only a later reply (a
+    // GET's) can show to have run.
+    const HUGE_VALUE_LEN: usize = 12 * 1024 * 1024;
+    let server = RedisServer::start();
+    let base = noise(HUGE_VALUE_LEN, 0x0BAD_CAFE_F00D_D00D);
+    let mut client = server.client();
+    for i in 0..2 {
+        client.ok(&[
+            b"SET".as_slice(),
+            format!("huge:{i}").as_bytes(),
+            &big_value(&base, i),
+        ]);
+    }
+    let mut input = String::new();
+    for round in 0..3 {
+        input.push_str(&format!(
+            "GET huge:0\nSET small:{round} x\nCLIENT REPLY SKIP\nSET skipped:{round} x\n\
+             GET huge:1\nGET huge:0\n"
+        ));
+    }
+
+    let outcome = Pipeload::new()
+        .port(server.port())
+        .stdin(input)
+        .guard(VOLUME_GUARD)
+        .run();
+
+    outcome.assert_summary(0, 12);
+    assert_eq!(client.dbsize(), 8);
 }

@@ -3,6 +3,11 @@
 //! Each one knows the `replies: N` a clean load must print and the number of
 //! keys it must leave on an empty server; the report checks both.
 //!
+//! The `GET` sets read values that a preload file (`SET`s) puts on a fresh
+//! server of their own before each run, untimed; the run itself owes
+//! 16 KiB per command, which is what the server's output buffer holds for
+//! a client that sends faster than it reads.
+//!
 //! Text lines never need the server's quoting rules beyond what they show on
 //! purpose (one double-quoted value with a space per `HSET`): random values
 //! are drawn from printable bytes other than space, quotes and backslash,
@@ -19,11 +24,13 @@ use anyhow::{Context, Result};
 use crate::runs::Tool;
 
 /// The names `--only` accepts, in the order the bench runs them.
-pub const DATASET_NAMES: [&str; 8] = [
+pub const DATASET_NAMES: [&str; 10] = [
     SET_1M_RESP,
     SET_1M_TEXT,
     MIXED_300K_TEXT,
     BIG_200_RESP,
+    GET_200K_16K_TEXT,
+    GET_200K_16K_TEXT_OBUF,
     SET_1M_RESP_RTT_20MS,
     SET_1M_RESP_CLUSTER3,
     SET_1M_RESP_PROGRESS,
@@ -34,6 +41,14 @@ pub const SET_1M_RESP: &str = "set-1m.resp";
 const SET_1M_TEXT: &str = "set-1m.txt";
 const MIXED_300K_TEXT: &str = "mixed-300k.txt";
 const BIG_200_RESP: &str = "big-200.resp";
+/// 200k `GET`s of 16 KiB values, the values preloaded.
+pub const GET_200K_16K_TEXT: &str = "get-200k-16k.txt";
+/// Not a file of its own: `get-200k-16k.txt` again, into a server that drops
+/// a normal client whose output buffer passes 16 MiB, or stays over 8 MiB
+/// for 10 seconds.
+pub const GET_200K_16K_TEXT_OBUF: &str = "get-200k-16k.txt@obuf16mb";
+/// The `client-output-buffer-limit` of `GET_200K_16K_TEXT_OBUF`.
+pub const OUTPUT_BUFFER_LIMIT: &str = "normal 16mb 8mb 10";
 /// Not a file of its own: `set-1m.resp` again, through the delay proxy.
 const SET_1M_RESP_RTT_20MS: &str = "set-1m.resp@rtt20ms";
 /// Not a file of its own: `set-1m.resp` again, into a 3-primary cluster.
@@ -45,6 +60,10 @@ pub const SET_10M_RESP: &str = "set-10m.resp";
 
 /// Size of each value in `big-200.resp`.
 const BIG_VALUE_BYTES: usize = 512 * 1024;
+/// Size of each value the `GET` sets read.
+const GET_VALUE_BYTES: usize = 16 * 1024;
+/// Distinct values the `GET` sets read, in turn (160 MiB on the server).
+const GET_VALUES: u64 = 10_000;
 /// Random `SET` values in `mixed-300k.txt` are this long, inclusive.
 const MIXED_VALUE_BYTES: (usize, usize) = (10, 2000);
 /// The lists, counters and sets of `mixed-300k.txt` are shared by many
@@ -60,6 +79,20 @@ pub enum Route {
     DelayProxy,
     /// Into the bench's 3-primary cluster instead of its one server.
     Cluster,
+    /// Into a server started for the run alone, so that its memory figures
+    /// start from the same floor every run.
+    FreshServer,
+}
+
+/// What a data set that reads needs on the server before each run.
+#[derive(Clone, Debug)]
+pub struct Preload {
+    /// `SET`s of the values it reads, loaded untimed with `redis-cli --pipe`.
+    pub path: PathBuf,
+    pub commands: u64,
+    /// The server's `client-output-buffer-limit` during the run, when not
+    /// its default (no limit for normal clients).
+    pub output_buffer_limit: Option<&'static str>,
 }
 
 /// One data set, generated and ready to load.
@@ -70,6 +103,8 @@ pub struct Dataset {
     pub commands: u64,
     pub expected_keys: u64,
     pub route: Route,
+    /// The values it reads, for the `GET` sets.
+    pub preload: Option<Preload>,
     /// The tools that load it, alternating. Only pipeload loads the 10M set
     /// (it exists to show pipeload's memory stays flat as the input grows,
     /// not to race) and the cluster (`redis-cli --pipe` ignores `-c`); the
@@ -103,6 +138,7 @@ pub fn generate(names: &[&'static str], dir: &Path, scale: f64) -> Result<Vec<Da
         let route = match name {
             SET_1M_RESP_RTT_20MS => Route::DelayProxy,
             SET_1M_RESP_CLUSTER3 => Route::Cluster,
+            GET_200K_16K_TEXT | GET_200K_16K_TEXT_OBUF => Route::FreshServer,
             _ => Route::Direct,
         };
         let contenders = match name {
@@ -120,10 +156,16 @@ pub fn generate(names: &[&'static str], dir: &Path, scale: f64) -> Result<Vec<Da
             Some(done) => done.clone(),
             None => generate_one(file, dir, scale)?,
         };
+        let output_buffer_limit = (name == GET_200K_16K_TEXT_OBUF).then_some(OUTPUT_BUFFER_LIMIT);
+        let preload = base.preload.map(|preload| Preload {
+            output_buffer_limit,
+            ..preload
+        });
         let dataset = Dataset {
             name,
             route,
             contenders,
+            preload,
             ..base
         };
         datasets.push(dataset);
@@ -138,7 +180,18 @@ fn generate_one(name: &'static str, dir: &Path, scale: f64) -> Result<Dataset> {
     let file = File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
     let mut out = BufWriter::with_capacity(1 << 20, file);
     let mut rng = SplitMix64(SEED);
+    let mut preload = None;
     let (commands, expected_keys) = match name {
+        GET_200K_16K_TEXT => {
+            let preload_path = dir.join(format!("{name}.preload.resp"));
+            let values = write_get_values(&preload_path, GET_VALUES, &mut rng)?;
+            preload = Some(Preload {
+                path: preload_path,
+                commands: values,
+                output_buffer_limit: None,
+            });
+            write_gets(&mut out, scaled(200_000, scale), values)?
+        }
         SET_1M_RESP => write_sets(&mut out, scaled(1_000_000, scale), Format::Resp)?,
         SET_1M_TEXT => write_sets(&mut out, scaled(1_000_000, scale), Format::Text)?,
         SET_10M_RESP => write_sets(&mut out, scaled(10_000_000, scale), Format::Resp)?,
@@ -161,6 +214,7 @@ fn generate_one(name: &'static str, dir: &Path, scale: f64) -> Result<Dataset> {
         expected_keys,
         // The caller names the data set and says how and by whom it loads.
         route: Route::Direct,
+        preload,
         contenders: RACE,
     })
 }
@@ -197,6 +251,30 @@ fn write_big_sets(out: &mut impl Write, count: u64, rng: &mut SplitMix64) -> Res
         write_resp(out, &[b"SET", format!("big:{i}").as_bytes(), &value])?;
     }
     Ok((count, count))
+}
+
+/// `SET value:i` with a 16 KiB random printable value for `count` values,
+/// into a file of their own; returns the count.
+fn write_get_values(path: &Path, count: u64, rng: &mut SplitMix64) -> Result<u64> {
+    let file = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let mut out = BufWriter::with_capacity(1 << 20, file);
+    let mut value = vec![0u8; GET_VALUE_BYTES];
+    for i in 0..count {
+        value.fill_with(|| rng.unquoted_byte());
+        write_resp(&mut out, &[b"SET", format!("value:{i}").as_bytes(), &value])?;
+    }
+    out.flush()
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(count)
+}
+
+/// `GET value:i` for `count` commands, over `values` values in turn;
+/// returns (commands, keys): the keys are the preloaded values.
+fn write_gets(out: &mut impl Write, count: u64, values: u64) -> Result<(u64, u64)> {
+    for i in 0..count {
+        writeln!(out, "GET value:{}", i % values)?;
+    }
+    Ok((count, values))
 }
 
 /// A fixture-like mix, one command in five of each kind: hashes with a quoted

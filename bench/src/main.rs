@@ -5,10 +5,11 @@
 //!
 //! ```text
 //! flags ─► datasets (generate files) ─► server (own redis-server, proxy for
-//!          the 20 ms case, cluster for the 3-primary case) ─► runs
-//!          (FLUSHALL, measure one load, check it; tools alternating)
+//!          the 20 ms case, cluster for the 3-primary case, a fresh one per
+//!          run for the GET sets) ─► runs (FLUSHALL, preload what a GET set
+//!          reads, measure one load, check it; tools alternating)
 //!          ─► report (medians, ratios, one server against the cluster,
-//!          progress on against off)
+//!          progress on against off, server memory under bulk GETs)
 //! ```
 //!
 //! `measure` runs one tool under a small helper process (this binary in a
@@ -79,6 +80,12 @@ struct Flags {
     /// flat as the input grows.
     #[arg(long)]
     rss_10m: bool,
+
+    /// Kill a tool that has not finished a run after this many seconds (the
+    /// run is reported as timed out).
+    #[arg(long, value_name = "SECONDS", default_value_t = 120,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    timeout: u64,
 }
 
 fn main() -> ExitCode {
@@ -143,7 +150,7 @@ fn run(flags: &Flags) -> Result<AllRunsPassed> {
                 eprintln!("3-primary cluster on ports {}", ports.join(", "));
                 Some(cluster)
             }
-            Route::Direct | Route::DelayProxy => None,
+            Route::Direct | Route::DelayProxy | Route::FreshServer => None,
         };
         let one_server = std::slice::from_ref(&server);
         let target = match (&dataset.route, &proxy, &cluster) {
@@ -166,9 +173,29 @@ fn run(flags: &Flags) -> Result<AllRunsPassed> {
         let contenders = dataset.contenders;
         // Alternating, rather than all runs of one tool then the other, so
         // that a slow spell of the shared machine hits both tools alike.
+        let time_limit = Duration::from_secs(flags.timeout);
         for run in 1..=flags.runs {
             for &tool in contenders {
-                let record = measure_load(&target, &tools, tool, dataset, &output_dir)?;
+                // Stopped (dropped) right after its run.
+                let fresh_server = match dataset.route {
+                    Route::FreshServer => {
+                        Some(RedisServer::start(&scratch.subdirectory("fresh-server")?)?)
+                    }
+                    _ => None,
+                };
+                let fresh_target = fresh_server.as_ref().map(|server| Target {
+                    servers: std::slice::from_ref(server),
+                    port: server.port(),
+                    cluster: false,
+                });
+                let record = measure_load(
+                    fresh_target.as_ref().unwrap_or(&target),
+                    &tools,
+                    tool,
+                    dataset,
+                    &output_dir,
+                    time_limit,
+                )?;
                 print_progress(&record, run, flags.runs);
                 records.push(record);
             }
@@ -207,9 +234,15 @@ fn find_tools(pipeload: &Path) -> Result<Tools> {
 }
 
 fn print_progress(record: &RunRecord, run: u32, runs: u32) {
+    let server_clients = record.server_memory.map_or(String::new(), |memory| {
+        format!(
+            ", server clients peak {:.1} MiB",
+            memory.clients_normal as f64 / (1024.0 * 1024.0)
+        )
+    });
     eprintln!(
         "{:<20} {:<22} run {run}/{runs}: wall {:6.2} s, client CPU {:6.2} s, server CPU {:6.2} s, \
-         peak RSS {:7.1} MiB, keys {}{}",
+         peak RSS {:7.1} MiB, keys {}{server_clients}{}",
         record.dataset,
         record.tool.name(),
         record.wall.as_secs_f64(),

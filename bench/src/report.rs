@@ -2,16 +2,19 @@
 //! the bench was run, one row per data set and tool with the medians of its
 //! runs, then pipeload / redis-cli per data set, then pipeload into one
 //! server against pipeload into the 3-primary cluster, then pipeload
-//! `--progress` against `--no-progress`. Medians, because a
-//! shared two-core machine has outliers; only runs that passed their checks
-//! count, and failed ones are listed at the end.
+//! `--progress` against `--no-progress`, then the server's memory under bulk
+//! `GET`s. Medians, because a shared two-core machine has outliers; only
+//! runs that passed their checks count, and failed ones are listed at the
+//! end (the memory table counts every run: a run the server cut off shows
+//! what it cost the server first).
 
 use std::fmt::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::datasets::{
-    Dataset, SET_1M_RESP, SET_1M_RESP_CLUSTER3, SET_1M_RESP_PROGRESS, SET_10M_RESP,
+    Dataset, OUTPUT_BUFFER_LIMIT, SET_1M_RESP, SET_1M_RESP_CLUSTER3, SET_1M_RESP_PROGRESS,
+    SET_10M_RESP,
 };
 use crate::runs::{RunRecord, Tool};
 
@@ -76,6 +79,7 @@ pub fn render(setup: &Setup, datasets: &[Dataset], records: &[RunRecord]) -> Str
     render_ratios(&mut out, datasets, records);
     render_cluster_comparison(&mut out, setup, records);
     render_progress_comparison(&mut out, records);
+    render_server_memory(&mut out, datasets, records);
     render_flat_rss(&mut out, records);
     render_failures(&mut out, records);
     out
@@ -271,6 +275,65 @@ fn render_progress_comparison(out: &mut String, records: &[RunRecord]) {
         out,
         "\nThe tool's standard error is a file, not a terminal: `--progress` prints \
          `pipeload: progress: …` once a second there (medians of the lines counted above).\n"
+    );
+}
+
+/// The data sets that read (bulk `GET`s): per tool, how many runs completed,
+/// their wall time, and what every run cost the server's memory.
+fn render_server_memory(out: &mut String, datasets: &[Dataset], records: &[RunRecord]) {
+    let reading: Vec<&Dataset> = datasets.iter().filter(|d| d.preload.is_some()).collect();
+    if reading.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "| data set | tool | completed runs | wall s | server `mem_clients_normal` peak MiB, median (max) | server RSS growth MiB, median (max) | cut off by the server | timed out |"
+    );
+    let _ = writeln!(out, "|---|---|--:|--:|--:|--:|--:|--:|");
+    let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+    for dataset in reading {
+        for tool in Tool::ALL {
+            let runs = records_of(records, dataset.name, tool);
+            if runs.is_empty() {
+                continue;
+            }
+            let summary = ToolSummary::of(&runs);
+            let memory: Vec<_> = runs.iter().filter_map(|r| r.server_memory).collect();
+            let clients: Vec<f64> = memory.iter().map(|m| mib(m.clients_normal)).collect();
+            let growth: Vec<f64> = memory
+                .iter()
+                .map(|m| mib(m.used_memory_rss.saturating_sub(m.used_memory_rss_at_start)))
+                .collect();
+            let median_and_max = |values: &[f64]| match (
+                median(values.iter().copied()),
+                values.iter().copied().reduce(f64::max),
+            ) {
+                (Some(median), Some(max)) => format!("{median:.1} ({max:.1})"),
+                _ => "—".to_owned(),
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {}/{} | {} | {} | {} | {} | {} |",
+                dataset.name,
+                tool.name(),
+                summary.passed_runs,
+                summary.all_runs,
+                figure(summary.wall_seconds, 3),
+                median_and_max(&clients),
+                median_and_max(&growth),
+                runs.iter().filter(|r| r.dropped_for_output_buffer).count(),
+                runs.iter().filter(|r| r.timed_out).count(),
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\nEach run on a fresh redis-server, its values preloaded untimed with `redis-cli --pipe`; \
+         `INFO memory` polled every 5 ms from a side connection (whose own buffers count in \
+         `mem_clients_normal` too, a few KiB), so a tool the server cuts off within \
+         milliseconds may show less than it cost; RSS growth is the peak `used_memory_rss` \
+         during the run less its value before. `@obuf16mb`: `client-output-buffer-limit \
+         {OUTPUT_BUFFER_LIMIT}`. Wall time is the median of the completed runs only.\n"
     );
 }
 

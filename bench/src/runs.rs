@@ -8,21 +8,29 @@
 //! The target is one server or the primaries of a cluster: every one is
 //! emptied, and keys and server CPU time are summed over them.
 //!
+//! A data set that reads (the `GET` sets) has its values preloaded, untimed,
+//! with `redis-cli --pipe`, gets the server's output buffer limit it names,
+//! and has the server's memory watched during the run (`INFO memory` from a
+//! side connection); a run the server cut off for its output buffer says so.
+//! Every run is killed after the time limit and marked timed out.
+//!
 //! A tool is a program and its flags: pipeload runs plain, or with
 //! `--progress` against `--no-progress` to price the progress display. Its
 //! standard error is a file, not a terminal, so `--progress` prints its
 //! plain line a second there; the lines are counted.
 
+use std::fs::File;
 use std::iter::Sum;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 
-use crate::datasets::Dataset;
+use crate::datasets::{Dataset, Preload};
 use crate::measure::run_measured;
-use crate::server::RedisServer;
+use crate::server::{MemoryPeaks, MemoryWatch, RedisServer};
 
 /// Lets the server finish freeing memory and settle after FLUSHALL, so that
 /// work is not charged to the next run.
@@ -40,6 +48,9 @@ pub enum Tool {
 
 /// The prefix of pipeload's progress lines in a log.
 const PROGRESS_LINE: &str = "pipeload: progress: ";
+/// What redis-server logs when it drops a client over its output buffer
+/// (`… scheduled to be closed ASAP for overcoming of output buffer limits.`).
+const OUTPUT_BUFFER_DROP: &str = "output buffer limits";
 
 impl Tool {
     /// Every tool, in the order the report lists them.
@@ -125,22 +136,37 @@ pub struct RunRecord {
     pub keys: u64,
     /// `pipeload: progress: ` lines on the tool's standard error.
     pub progress_lines: u64,
+    /// For the data sets that read: the server's memory during the run.
+    pub server_memory: Option<MemoryPeaks>,
+    /// The server dropped the tool's connection over its output buffer.
+    pub dropped_for_output_buffer: bool,
+    pub timed_out: bool,
     /// Why the run does not count, when it does not.
     pub failure: Option<String>,
 }
 
-/// Loads `dataset` with `tool` into an emptied `target`.
+/// Loads `dataset` with `tool` into an emptied `target`, killing the tool
+/// after `time_limit`.
 pub fn measure_load(
     target: &Target,
     tools: &Tools,
     tool: Tool,
     dataset: &Dataset,
     output_dir: &Path,
+    time_limit: Duration,
 ) -> Result<RunRecord> {
     target.flush_all()?;
     thread::sleep(SETTLE_AFTER_FLUSH);
     let leftover = target.key_count()?;
     anyhow::ensure!(leftover == 0, "{leftover} keys left after FLUSHALL");
+    let watched = match (&dataset.preload, target.servers) {
+        (None, _) => None,
+        (Some(preload), [server]) => {
+            prepare_reads(server, target.port, tools, preload, output_dir)?;
+            Some(server)
+        }
+        (Some(_), _) => bail!("{} reads from one server, not a cluster", dataset.name),
+    };
 
     let mut arguments = ["-h", "127.0.0.1", "-p", &target.port.to_string(), "--pipe"]
         .map(String::from)
@@ -150,12 +176,34 @@ pub fn measure_load(
     }
     arguments.extend(tool.flags().iter().map(|flag| flag.to_string()));
     let server_cpu_before = target.cpu_time()?;
-    let measurement = run_measured(tools.program(tool), &arguments, &dataset.path, output_dir)
-        .with_context(|| format!("{} on {}", tool.name(), dataset.name))?;
+    let log_before = watched.map(RedisServer::log_len);
+    let watch = watched.map(MemoryWatch::start).transpose()?;
+    let measurement = run_measured(
+        tools.program(tool),
+        &arguments,
+        &dataset.path,
+        output_dir,
+        time_limit,
+    )
+    .with_context(|| format!("{} on {}", tool.name(), dataset.name))?;
+    let server_memory = watch.map(MemoryWatch::finish).transpose()?;
     let server_cpu = target.cpu_time()?.saturating_sub(server_cpu_before);
     let keys = target.key_count()?;
+    let dropped_for_output_buffer = match (watched, log_before) {
+        (Some(server), Some(offset)) => server.log_since(offset).contains(OUTPUT_BUFFER_DROP),
+        _ => false,
+    };
 
     let mut problems = Vec::new();
+    if measurement.timed_out {
+        problems.push(format!(
+            "timed out: killed after {} s",
+            time_limit.as_secs()
+        ));
+    }
+    if dropped_for_output_buffer {
+        problems.push("the server dropped its connection over the output buffer limit".to_owned());
+    }
     let expected_summary = format!("errors: 0, replies: {}", dataset.commands);
     let summary = measurement.stdout.lines().last().unwrap_or("").trim_end();
     if summary != expected_summary {
@@ -198,8 +246,44 @@ pub fn measure_load(
         peak_rss_kib: measurement.peak_rss_kib,
         keys,
         progress_lines,
+        server_memory,
+        dropped_for_output_buffer,
+        timed_out: measurement.timed_out,
         failure,
     })
+}
+
+/// Puts the values a reading data set reads on `server` (untimed, with
+/// `redis-cli --pipe`), then its output buffer limit.
+fn prepare_reads(
+    server: &RedisServer,
+    port: u16,
+    tools: &Tools,
+    preload: &Preload,
+    output_dir: &Path,
+) -> Result<()> {
+    let input = File::open(&preload.path)
+        .with_context(|| format!("cannot open {}", preload.path.display()))?;
+    let output = Command::new(&tools.redis_cli)
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "--pipe"])
+        .current_dir(output_dir)
+        .stdin(Stdio::from(input))
+        .output()
+        .context("cannot run redis-cli --pipe to preload the values")?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let expected = format!("errors: 0, replies: {}", preload.commands);
+    if !output.status.success() || stdout.lines().last() != Some(expected.as_str()) {
+        bail!(
+            "preloading {} failed ({}): {stdout}{}",
+            preload.path.display(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    if let Some(limit) = preload.output_buffer_limit {
+        server.set_config("client-output-buffer-limit", limit)?;
+    }
+    Ok(())
 }
 
 fn first_lines(text: &str, count: usize) -> String {

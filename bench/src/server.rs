@@ -7,8 +7,10 @@
 //! (+10000) is free too.
 //!
 //! Also here: the few requests the bench sends itself (PING, FLUSHALL, DBSIZE,
-//! INFO, CLUSTER …) over a fresh connection each, and the server's CPU time
-//! from `/proc/PID/stat`, which the report divides by wall time.
+//! INFO, CONFIG SET, CLUSTER …) over a fresh connection each, and the
+//! server's CPU time from `/proc/PID/stat`, which the report divides by wall
+//! time; and `MemoryWatch`, which polls `INFO memory` over a connection of
+//! its own while a tool runs, for the peaks of the server's memory.
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
@@ -16,7 +18,8 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::thread;
+use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
@@ -26,6 +29,8 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// FLUSHALL of ten million keys takes seconds; nothing the bench asks takes
 /// longer.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// How often `MemoryWatch` asks for `INFO memory`.
+const MEMORY_POLL: Duration = Duration::from_millis(5);
 /// How long SIGTERM gets before SIGKILL.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Another process can take the free port between our probe and the
@@ -200,6 +205,24 @@ impl RedisServer {
         log_tail(&self.log_path)
     }
 
+    /// How long the server's log is now, for `log_since`.
+    pub fn log_len(&self) -> u64 {
+        fs::metadata(&self.log_path).map_or(0, |metadata| metadata.len())
+    }
+
+    /// What the server logged after its log was `offset` bytes long (empty
+    /// if it cannot be read).
+    pub fn log_since(&self, offset: u64) -> String {
+        let log = fs::read(&self.log_path).unwrap_or_default();
+        let start = usize::try_from(offset).map_or(log.len(), |offset| offset.min(log.len()));
+        String::from_utf8_lossy(&log[start..]).into_owned()
+    }
+
+    /// `CONFIG SET name value`.
+    pub fn set_config(&self, name: &str, value: &str) -> Result<()> {
+        self.request_ok(&["CONFIG", "SET", name, value])
+    }
+
     /// User plus system CPU time the server has used since it started:
     /// fields 14 and 15 of `/proc/PID/stat`, in clock ticks.
     pub fn cpu_time(&self) -> Result<Duration> {
@@ -297,6 +320,79 @@ fn free_cluster_port() -> Result<u16> {
                 "no port in {CLUSTER_PORTS:?} is free together with its port + {CLUSTER_BUS_OFFSET}"
             )
         })
+}
+
+/// The peaks of a server's memory while `MemoryWatch` watched, in bytes.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MemoryPeaks {
+    /// `mem_clients_normal`: the buffers of normal clients, the loading
+    /// tool's output buffer among them (and the watch's own, a few KiB).
+    pub clients_normal: u64,
+    pub used_memory_rss: u64,
+    /// `used_memory_rss` at the first reading, before the run.
+    pub used_memory_rss_at_start: u64,
+}
+
+/// Polls `INFO memory` every `MEMORY_POLL` over a connection of its own,
+/// until `finish`.
+pub struct MemoryWatch {
+    stop: Sender<()>,
+    thread: JoinHandle<Result<MemoryPeaks>>,
+}
+
+impl MemoryWatch {
+    /// Connects and takes the first reading before it returns, so that a
+    /// run started after it is watched from its start.
+    pub fn start(server: &RedisServer) -> Result<Self> {
+        let stream = TcpStream::connect(server.address())
+            .with_context(|| format!("cannot connect to redis-server on port {}", server.port))?;
+        stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
+        let mut reader = BufReader::new(stream.try_clone()?);
+        let mut writer = stream;
+        let mut peaks = MemoryPeaks::default();
+        let mut read = move |peaks: &mut MemoryPeaks| -> Result<()> {
+            writer.write_all(b"*2\r\n$4\r\nINFO\r\n$6\r\nmemory\r\n")?;
+            let Reply::Bulk(Some(info)) = read_reply(&mut reader)? else {
+                bail!("INFO memory is not a bulk string");
+            };
+            let info = String::from_utf8_lossy(&info);
+            peaks.clients_normal = peaks
+                .clients_normal
+                .max(memory_figure(&info, "mem_clients_normal")?);
+            peaks.used_memory_rss = peaks
+                .used_memory_rss
+                .max(memory_figure(&info, "used_memory_rss")?);
+            Ok(())
+        };
+        read(&mut peaks)?;
+        peaks.used_memory_rss_at_start = peaks.used_memory_rss;
+        let (stop, stopped) = mpsc::channel();
+        let thread = thread::spawn(move || {
+            // Until told to stop (or the sender is gone).
+            while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(MEMORY_POLL) {
+                read(&mut peaks)?;
+            }
+            // One last reading, after the run.
+            read(&mut peaks)?;
+            Ok(peaks)
+        });
+        Ok(MemoryWatch { stop, thread })
+    }
+
+    pub fn finish(self) -> Result<MemoryPeaks> {
+        let _ = self.stop.send(());
+        match self.thread.join() {
+            Ok(peaks) => peaks,
+            Err(_) => bail!("the INFO memory poller panicked"),
+        }
+    }
+}
+
+/// A number of bytes from INFO memory.
+fn memory_figure(info: &str, name: &str) -> Result<u64> {
+    info_field(info, name)
+        .and_then(|value| value.parse().ok())
+        .with_context(|| format!("INFO memory has no {name}"))
 }
 
 /// The value of `name:` in the `name:value` lines of INFO or CLUSTER INFO.

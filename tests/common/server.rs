@@ -181,6 +181,11 @@ impl RedisServer {
             .expect("server started without a unix socket")
     }
 
+    /// The server's log so far, for failure messages and checks.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
+    }
+
     /// A new client connection (db 0, default user).
     pub fn client(&self) -> Client {
         Client::connect(self.port)
