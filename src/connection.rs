@@ -19,7 +19,8 @@ use crate::config::Config;
 use crate::conn::{self, ConnectError, Connection, SessionReplay};
 use crate::io_error::describe_io_error;
 use crate::progress::Counters;
-use crate::replies::{Replies, ReplyFailure, SessionEnd};
+use crate::replies::{Replies, SessionEnd};
+use crate::reply_failure::ReplyFailure;
 use crate::retry::{self, Attempts, Outage};
 use crate::stop::Stop;
 use crate::stream::Stream;
@@ -166,7 +167,7 @@ pub(crate) fn run_connection(
         shared.report(&failure.to_string());
         // A session that got no further than where the outage began is
         // the same outage: its attempts go on counting.
-        let acknowledged = replies.tally.acknowledged;
+        let acknowledged = replies.tally().acknowledged;
         if outage
             .as_ref()
             .is_none_or(|outage| outage.is_over(acknowledged, &resend))
@@ -174,7 +175,7 @@ pub(crate) fn run_connection(
             outage = Some(Outage::begin(acknowledged, &resend));
             attempts = Attempts::new(config.retry);
         }
-        match reconnect(shared, &replies.replay, &mut attempts) {
+        match reconnect(shared, replies.replay(), &mut attempts) {
             Ok(reconnected) => {
                 run.reconnects += 1;
                 if let (Some(known), Some(now)) = (&run_id, &reconnected.run_id)
@@ -184,7 +185,7 @@ pub(crate) fn run_connection(
                     shared.report(&format!(
                         "the server restarted (it answers with a new run_id): the {} \
                          commands acknowledged before are lost unless it persisted them",
-                        replies.tally.acknowledged
+                        replies.tally().acknowledged
                     ));
                 }
                 run_id = reconnected.run_id.or(run_id);

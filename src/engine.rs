@@ -23,10 +23,11 @@ use crate::batch::{Batch, Expect};
 use crate::config::Config;
 use crate::conn::Connection;
 use crate::connection::{SessionShared, run_connection};
+use crate::handlers::errors::ErrorsFile;
 use crate::input::{self, InputOptions, OpenSource, read_input};
 use crate::input_watch::InputWatch;
 use crate::progress::{self, Counters};
-use crate::replies::{ErrorsFile, Replies, ReplyContext};
+use crate::replies::{Replies, ReplyContext};
 use crate::route::Route;
 use crate::stop::{Stop, StopReason};
 use crate::summary::{ErrorLog, NodeCounts, Outcome, Tally, report};
@@ -67,6 +68,7 @@ pub(crate) fn load(
             max_errors: config.max_errors,
             resend_transient: config.retry > 0,
             errors_file,
+            cluster: None,
         }),
     };
     let end = run_lanes(vec![lane], Route::PassThrough, &mut load.input, config)?;
@@ -125,7 +127,14 @@ pub(crate) fn run_lanes(
                 if let Some((redirects, _)) = shared.redirects {
                     waiting.extend(redirects.try_iter());
                 }
-                run.map(|run| (replies.tally, run, waiting, shared.node.map(str::to_owned)))
+                run.map(|run| {
+                    (
+                        replies.tally(),
+                        run,
+                        waiting,
+                        shared.node.map(str::to_owned),
+                    )
+                })
             }));
         }
         let routed = router.map(|router| router.join().unwrap_or_default());

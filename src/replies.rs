@@ -1,12 +1,14 @@
-//! The reply reader: reads the socket, cuts the bytes into replies, and
-//! matches them one for one with the commands of the oldest in-flight batch.
-//! It counts replies and errors, reports each error with the input position
-//! of its command, writes failed commands to `--errors-file`, and frees
-//! window room as the parts of batches the writer sent complete, telling the
-//! window how big their replies were.
+//! The reply reader, as a matcher: reads the socket, cuts the bytes into
+//! replies, and pairs each one with its command, in order, across the
+//! parts of batches the writer sent. What a reply means (counts, error
+//! lines, the errors file, `--max-errors`, a cluster redirect, a resend
+//! under `--retry`, the handshake replay) is the `handlers`' business; the
+//! matcher settles commands, keeps the acknowledged prefix, and frees
+//! window room as parts complete, telling the window how big their replies
+//! were.
 //!
 //! Place in the data flow: after the server, one session per connection;
-//! `Replies` keeps the counts across reconnects. Invariants:
+//! `Replies` keeps the handlers' state across reconnects. Invariants:
 //! - `acknowledged` only grows over a prefix of the input: a rejected line
 //!   is settled when it reaches the head, a command sent without a reply due
 //!   (`CLIENT REPLY OFF|SKIP`) only when a later reply proves it ran, and a
@@ -18,79 +20,30 @@
 //!   order, for the next connection to resend.
 
 use std::collections::VecDeque;
-use std::fmt;
-use std::fs::File;
-use std::io::{self, BufWriter, Write};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::io;
 use std::time::Duration;
 
 use crossbeam_channel::Receiver;
 
 use crate::batch::{Batch, CommandKind, Expect, InFlight};
-use crate::cluster::{ClusterLinks, Redirect};
+use crate::cluster::ClusterLinks;
 use crate::conn::SessionReplay;
+use crate::handlers::errors::{ErrorReport, ErrorsFile};
+use crate::handlers::redirect::Redirects;
+use crate::handlers::replay::Replay;
+use crate::handlers::tally::TallyHandler;
+use crate::handlers::{Flow, Handlers, Reply};
 use crate::io_error::describe_io_error;
 use crate::progress::Counters;
 use crate::readbuf::ReadBuffer;
+use crate::reply_failure::ReplyFailure;
 use crate::resp::{ErrorSpan, ReplyKind, ReplyScan, scan_reply};
-use crate::stop::{Stop, StopReason};
+use crate::stop::Stop;
 use crate::stream::Stream;
-use crate::summary::{ErrorLog, Tally, report};
+use crate::summary::{ErrorLog, Tally};
 use crate::window::{ReplySizes, Window};
 
 const READ_CHUNK: usize = 256 * 1024;
-
-/// Error replies that mean "not now" rather than "never": with `--retry`
-/// the command is sent again after a pause instead of being counted.
-const TRANSIENT_ERRORS: [&[u8]; 4] = [b"LOADING", b"BUSY", b"TRYAGAIN", b"MASTERDOWN"];
-
-/// `--errors-file`, shared by the reply readers of a cluster load (one lock
-/// per failed command: failures are rare next to replies).
-pub type ErrorsFile = Arc<Mutex<BufWriter<File>>>;
-
-/// Why a session ended before every command was answered.
-#[derive(Debug)]
-pub enum ReplyFailure {
-    /// Nothing arrived for `--pipe-timeout`.
-    NoReplies(Duration),
-    /// The connection closed or failed.
-    ConnectionLost(String),
-    /// The server sent bytes that are not RESP.
-    Garbled(String),
-    /// With `--retry`: the server answered "not now" (`LOADING`…).
-    Transient(String),
-    /// The writer stopped (it reports why); nothing more will be answered.
-    Stopped,
-}
-
-impl ReplyFailure {
-    /// Whether a new connection may cure it.
-    pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            ReplyFailure::ConnectionLost(_) | ReplyFailure::Garbled(_) | ReplyFailure::Transient(_)
-        )
-    }
-}
-
-impl fmt::Display for ReplyFailure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ReplyFailure::NoReplies(timeout) => {
-                write!(f, "No replies for {} seconds: exiting.", timeout.as_secs())
-            }
-            ReplyFailure::ConnectionLost(reason) => write!(f, "connection lost: {reason}"),
-            ReplyFailure::Garbled(reason) => {
-                write!(
-                    f,
-                    "connection lost: the server's reply is not RESP ({reason})"
-                )
-            }
-            ReplyFailure::Transient(message) => write!(f, "server busy: {message}"),
-            ReplyFailure::Stopped => write!(f, "stopped"),
-        }
-    }
-}
 
 /// How one session ended.
 #[derive(Debug)]
@@ -110,26 +63,16 @@ pub struct ReplyContext<'a> {
     pub resend_transient: bool,
     pub errors_file: Option<ErrorsFile>,
     pub progress: Option<&'a Counters>,
+    /// Cluster mode: the shared links, and which primary this reader reads.
+    pub cluster: Option<(&'a ClusterLinks<'a>, usize)>,
 }
 
-/// What the reply side keeps across sessions.
+/// What the reply side keeps across sessions: the handlers' state.
 pub struct Replies<'a> {
-    source_names: &'a [Option<String>],
-    stop: &'a Stop,
-    error_log: &'a ErrorLog,
     progress: Option<&'a Counters>,
-    /// Errors logged by every reader of the load, as of this reader's last.
-    logged_errors: u64,
-    max_errors: Option<u64>,
-    /// Treat `LOADING`, `BUSY`… as "resend later" (`--retry`).
-    resend_transient: bool,
-    errors_file: Option<ErrorsFile>,
-    /// Cluster mode: the shared links, and which primary this reader reads.
-    cluster: Option<(&'a ClusterLinks<'a>, usize)>,
-    pub tally: Tally,
-    /// What the input set up on the connection, replayed after a reconnect
-    /// so that what follows runs as the same user, in the same database.
-    pub replay: SessionReplay,
+    /// Cluster mode: where commands settled are counted over all nodes.
+    links: Option<&'a ClusterLinks<'a>>,
+    handlers: Handlers<'a>,
     buffer: ReadBuffer,
     errors: Vec<ErrorSpan>,
 }
@@ -160,33 +103,44 @@ struct Session {
 
 impl<'a> Replies<'a> {
     pub fn new(context: ReplyContext<'a>) -> Self {
+        let in_cluster = context.cluster.is_some();
+        let mut redirect = Redirects::new(context.resend_transient, context.source_names);
+        redirect.cluster = context.cluster;
         Replies {
-            source_names: context.source_names,
-            stop: context.stop,
-            error_log: context.error_log,
             progress: context.progress,
-            logged_errors: 0,
-            max_errors: context.max_errors,
-            resend_transient: context.resend_transient,
-            errors_file: context.errors_file,
-            cluster: None,
-            tally: Tally::default(),
-            replay: SessionReplay::default(),
+            links: context.cluster.map(|(links, _)| links),
+            handlers: Handlers {
+                redirect,
+                tally: TallyHandler::new(in_cluster),
+                errors: ErrorReport::new(
+                    context.source_names,
+                    context.error_log,
+                    context.stop,
+                    context.max_errors,
+                    context.errors_file,
+                    in_cluster,
+                ),
+                replay: Replay::default(),
+            },
             buffer: ReadBuffer::new(READ_CHUNK),
             errors: Vec::new(),
         }
     }
 
-    /// Makes this the reader of primary `node` of a cluster load.
-    pub fn in_cluster(mut self, links: &'a ClusterLinks<'a>, node: usize) -> Self {
-        self.cluster = Some((links, node));
-        self
+    /// The counts of this connection so far.
+    pub fn tally(&self) -> Tally {
+        self.handlers.tally.tally
+    }
+
+    /// What the input set up on the connection, to set up a new one alike.
+    pub fn replay(&self) -> &SessionReplay {
+        &self.handlers.replay.kept
     }
 
     /// Counts a command of this connection as settled (cluster mode keeps a
     /// total over all nodes).
     fn settled(&self, batch: &Batch, index: usize) {
-        if let Some((links, _)) = self.cluster {
+        if let Some(links) = self.links {
             links.command_settled(batch, index);
         }
         if let Some(progress) = self.progress {
@@ -230,11 +184,11 @@ impl<'a> Replies<'a> {
             window.close();
             stream.shutdown();
         }
-        self.flush_errors_file();
-        self.tally.acknowledged += session.acknowledged;
+        self.handlers.session_ended();
+        self.handlers.tally.tally.acknowledged += session.acknowledged;
         // A transaction the connection loss cut is resent from its MULTI:
         // what of it was counted settled here will be settled again.
-        if let (Some((links, _)), Some(multi)) = (self.cluster, session.open_transaction)
+        if let (Some(links), Some(multi)) = (self.links, session.open_transaction)
             && let Some(head) = session.batches.front()
         {
             for index in multi..session.next {
@@ -306,15 +260,11 @@ impl<'a> Replies<'a> {
             let Expect::Rejected(why) = batch.commands[index].expect else {
                 return;
             };
-            self.tally.rejected += 1;
-            let position = batch.position(index, self.source_names, None);
-            self.logged_errors = self.error_log.error(&position, &format!("not sent: {why}"));
-            self.write_failed(batch.original(index));
+            self.handlers.rejected(batch, index, why);
             self.settled(batch, index);
             session.next += 1;
             session.rejected_due -= 1;
             session.acknowledge();
-            self.check_max_errors();
         }
     }
 
@@ -357,167 +307,41 @@ impl<'a> Replies<'a> {
         if session.open_transaction.is_none() || command.kind == CommandKind::EndMulti {
             session.reply_sizes.observe(command.reply_class, reply_len);
         }
-        let top_level_error = (kind == ReplyKind::Error)
-            .then(|| self.errors.first())
-            .flatten()
-            .map(|span| &self.buffer.unread()[span.message.clone()]);
-        if let (Some(message), Some((links, node))) = (top_level_error, self.cluster)
-            && links.redirect(message, batch, index, node) == Redirect::Resent
-        {
-            // Not executed here: it is now in flight on the node that owns
-            // its slot (or on this one again, after a pause), and settles
-            // there.
-            session.next += 1;
-            session.replies_due -= 1;
-            links.settled(1);
-            return Ok(());
-        }
-        if let Some(message) = top_level_error
-            && self.resend_transient
-            && is_transient(message)
-        {
-            return Err(ReplyFailure::Transient(format!(
-                "{}: {}",
-                batch.position(index, self.source_names, None),
-                String::from_utf8_lossy(message)
-            )));
+        let reply = Reply {
+            batch,
+            index,
+            command,
+            kind,
+            buffer: self.buffer.unread(),
+            errors: &self.errors,
+            transaction: session.open_transaction,
+        };
+        match self.handlers.reply(&reply) {
+            Flow::Continue => {}
+            // Not executed here: in flight elsewhere now, and settles there.
+            Flow::Resent => {
+                session.next += 1;
+                session.replies_due -= 1;
+                return Ok(());
+            }
+            Flow::Retry(failure) => return Err(failure),
         }
         session.next += 1;
         session.replies_due -= 1;
         self.settled(batch, index);
-        let succeeded = kind != ReplyKind::Error;
-        match command.kind {
-            CommandKind::Multi if succeeded => session.open_transaction = Some(index),
-            CommandKind::Select | CommandKind::Auth | CommandKind::Hello if succeeded => {
-                let encoded = &batch.bytes[batch.command_range(index)];
-                self.replay.record(command.kind, encoded);
-            }
-            _ => {}
+        if command.kind == CommandKind::Multi && reply.succeeded() {
+            session.open_transaction = Some(index);
         }
+        // pipeload's own commands, and a cluster's copies of one command,
+        // are no part of the input's acknowledged prefix.
         if command.expect == Expect::Marker {
-            // Its reply counts for nothing: pipeload's own `ASKING` or
-            // `CLIENT REPLY ON`, or a copy of `FLUSHALL`, `AUTH`… whose
-            // reply the first primary counts. A copy that failed left its
-            // primary unflushed or not set up, though: an error.
-            if !succeeded && self.cluster.is_some() {
-                self.tally.error_replies += 1;
-                self.write_failed(batch.original(index));
-                self.log_errors(batch, index);
-                self.check_max_errors();
-            }
             return Ok(());
-        }
-        self.tally.replies += 1;
-        if succeeded {
-            self.tally.nested_errors += self.errors.len() as u64;
-        } else {
-            self.tally.error_replies += 1;
-            self.write_failed(batch.original(index));
-        }
-        self.log_errors(batch, index);
-        if !self.errors.is_empty() {
-            if succeeded {
-                self.write_nested_failures(batch, index, command.kind, session.open_transaction);
-            }
-            self.check_max_errors();
         }
         session.acknowledge();
         if command.kind == CommandKind::EndMulti {
             session.close_transaction();
         }
         Ok(())
-    }
-
-    /// Reports every error of the reply to command `index` of `batch` with
-    /// its input position.
-    fn log_errors(&mut self, batch: &Batch, index: usize) {
-        for span in &self.errors {
-            let message = String::from_utf8_lossy(&self.buffer.unread()[span.message.clone()]);
-            let position = batch.position(index, self.source_names, span.element);
-            self.logged_errors = self.error_log.error(&position, &message);
-        }
-    }
-
-    /// Writes to `--errors-file` what a reply that holds errors failed: for
-    /// an `EXEC` whose `MULTI` is in `batch`, each queued command whose
-    /// element is an error; for any other reply, its own command, once.
-    fn write_nested_failures(
-        &mut self,
-        batch: &Batch,
-        index: usize,
-        kind: CommandKind,
-        open_transaction: Option<usize>,
-    ) {
-        if self.errors_file.is_none() {
-            return;
-        }
-        let queued: Vec<usize> = match open_transaction {
-            Some(multi) if kind == CommandKind::EndMulti => (multi + 1..index)
-                .filter(|&queued| !matches!(batch.commands[queued].expect, Expect::Rejected(_)))
-                .collect(),
-            _ => Vec::new(),
-        };
-        let mut own_written = false;
-        for span in 0..self.errors.len() {
-            let failed = match self.errors[span]
-                .element
-                .and_then(|element| queued.get(element))
-            {
-                Some(&queued) => queued,
-                None if own_written => continue,
-                None => {
-                    own_written = true;
-                    index
-                }
-            };
-            self.write_failed(batch.original(failed));
-        }
-    }
-
-    /// `--max-errors` counts the errors of every node of a cluster load.
-    fn check_max_errors(&self) {
-        if let Some(limit) = self.max_errors
-            && self.logged_errors >= limit
-            && self.stop.request(StopReason::MaxErrors(limit))
-        {
-            report(&format!(
-                "pipeload: stopping after {limit} errors (--max-errors): finishing the commands in flight"
-            ));
-        }
-    }
-
-    /// Appends a failed command's input bytes to `--errors-file`: a text
-    /// line gets its line end back, a RESP frame is complete as it is.
-    fn write_failed(&mut self, original: Option<&[u8]>) {
-        let (Some(file), Some(original)) = (self.errors_file.as_ref(), original) else {
-            return;
-        };
-        let mut file = file.lock().unwrap_or_else(PoisonError::into_inner);
-        let written = file
-            .write_all(original)
-            .and_then(|()| match original.first() {
-                Some(b'*') if original.ends_with(b"\r\n") => Ok(()),
-                _ => file.write_all(b"\n"),
-            });
-        if let Err(error) = written {
-            report(&format!(
-                "pipeload: cannot write the errors file: {}",
-                describe_io_error(&error)
-            ));
-            drop(file);
-            self.errors_file = None;
-        }
-    }
-
-    fn flush_errors_file(&mut self) {
-        if let Some(file) = self.errors_file.as_ref()
-            && let Err(error) = file.lock().unwrap_or_else(PoisonError::into_inner).flush()
-        {
-            report(&format!(
-                "pipeload: cannot write the errors file: {}",
-                describe_io_error(&error)
-            ));
-        }
     }
 
     /// Reads more reply bytes, keeping the unscanned tail.
@@ -542,12 +366,6 @@ impl<'a> Replies<'a> {
             }),
         }
     }
-}
-
-fn is_transient(message: &[u8]) -> bool {
-    TRANSIENT_ERRORS.iter().any(|prefix| {
-        message.starts_with(prefix) && matches!(message.get(prefix.len()), None | Some(b' '))
-    })
 }
 
 impl Session {

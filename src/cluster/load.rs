@@ -25,8 +25,9 @@ use crate::batch::Batch;
 use crate::config::{Config, Endpoint};
 use crate::connection::SessionShared;
 use crate::engine::{BATCH_CHANNEL_CAPACITY, Lane, LoadStart, run_lanes, start_load};
+use crate::handlers::errors::ErrorsFile;
 use crate::input::OpenSource;
-use crate::replies::{ErrorsFile, Replies, ReplyContext};
+use crate::replies::{Replies, ReplyContext};
 use crate::retry;
 use crate::route::Route;
 use crate::stop::Stop;
@@ -112,8 +113,8 @@ pub fn load_cluster(
                 max_errors: config.max_errors,
                 resend_transient: config.retry > 0,
                 errors_file: errors_file.clone(),
-            })
-            .in_cluster(&links, node),
+                cluster: Some((&links, node)),
+            }),
         })
         .collect();
     let route = Route::Router(Box::new(|| router.run(input_receiver, stop)));

@@ -1,0 +1,62 @@
+//! The redirect handler: replies that mean "not here" or "not now" rather
+//! than a failure of the command. In a cluster, `MOVED` and `ASK` send the
+//! command to the node named (`TRYAGAIN`, `CLUSTERDOWN`: to the same one
+//! after a pause); with `--retry`, `LOADING`, `BUSY`, `TRYAGAIN` and
+//! `MASTERDOWN` end the session so that the command is sent again.
+//!
+//! Place in the data flow: the first reply handler; a reply it takes over
+//! is neither counted nor reported.
+
+use super::{Flow, Reply, ReplyHandler};
+use crate::cluster::{ClusterLinks, Redirect};
+use crate::reply_failure::ReplyFailure;
+
+/// Error replies that mean "not now" rather than "never": with `--retry`
+/// the command is sent again after a pause instead of being counted.
+const TRANSIENT_ERRORS: [&[u8]; 4] = [b"LOADING", b"BUSY", b"TRYAGAIN", b"MASTERDOWN"];
+
+pub struct Redirects<'a> {
+    /// Cluster mode: the shared links, and which primary this reader reads.
+    pub cluster: Option<(&'a ClusterLinks<'a>, usize)>,
+    /// Treat `LOADING`, `BUSY`… as "resend later" (`--retry`).
+    resend_transient: bool,
+    source_names: &'a [Option<String>],
+}
+
+impl<'a> Redirects<'a> {
+    pub fn new(resend_transient: bool, source_names: &'a [Option<String>]) -> Self {
+        Redirects {
+            cluster: None,
+            resend_transient,
+            source_names,
+        }
+    }
+}
+
+impl ReplyHandler for Redirects<'_> {
+    fn reply(&mut self, reply: &Reply) -> Flow {
+        let Some(message) = reply.error_message() else {
+            return Flow::Continue;
+        };
+        if let Some((links, node)) = self.cluster
+            && links.redirect(message, reply.batch, reply.index, node) == Redirect::Resent
+        {
+            links.settled(1);
+            return Flow::Resent;
+        }
+        if self.resend_transient && is_transient(message) {
+            return Flow::Retry(ReplyFailure::Transient(format!(
+                "{}: {}",
+                reply.batch.position(reply.index, self.source_names, None),
+                String::from_utf8_lossy(message)
+            )));
+        }
+        Flow::Continue
+    }
+}
+
+fn is_transient(message: &[u8]) -> bool {
+    TRANSIENT_ERRORS.iter().any(|prefix| {
+        message.starts_with(prefix) && matches!(message.get(prefix.len()), None | Some(b' '))
+    })
+}
