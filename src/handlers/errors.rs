@@ -130,6 +130,7 @@ impl<'a> ErrorReport<'a> {
 }
 
 impl ReplyHandler for ErrorReport<'_> {
+    #[inline]
     fn reply(&mut self, reply: &Reply) -> Flow {
         if reply.succeeded() && reply.errors.is_empty() {
             return Flow::Continue;

@@ -99,6 +99,7 @@ pub struct Handlers<'a> {
 }
 
 impl Handlers<'_> {
+    #[inline]
     pub fn reply(&mut self, reply: &Reply) -> Flow {
         match self.redirect.reply(reply) {
             Flow::Continue => {}

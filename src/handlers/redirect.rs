@@ -34,6 +34,7 @@ impl<'a> Redirects<'a> {
 }
 
 impl ReplyHandler for Redirects<'_> {
+    #[inline]
     fn reply(&mut self, reply: &Reply) -> Flow {
         let Some(message) = reply.error_message() else {
             return Flow::Continue;

@@ -15,6 +15,7 @@ pub struct Replay {
 }
 
 impl ReplyHandler for Replay {
+    #[inline]
     fn reply(&mut self, reply: &Reply) -> Flow {
         let kind = reply.command.kind;
         if reply.succeeded()

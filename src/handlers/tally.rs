@@ -25,6 +25,7 @@ impl TallyHandler {
 }
 
 impl ReplyHandler for TallyHandler {
+    #[inline]
     fn reply(&mut self, reply: &Reply) -> Flow {
         let tally = &mut self.tally;
         if reply.command.expect == Expect::Marker {
