@@ -129,12 +129,11 @@ impl<'a> ClusterLinks<'a> {
             }
             _ => return Redirect::NotARedirect,
         };
-        let mut resent = Batch::new(batch.source, batch.seq_offset, 0, 0);
+        let mut resent = Batch::routed_from(batch);
         if kind == b"ASK" {
             resent.bytes = command_bytes(&[b"ASKING"]);
             resent.push_command(0, true, Expect::Marker, CommandKind::Plain);
-            resent.command_nos.push(batch.command_no(index));
-            resent.slots.push(None);
+            resent.routed_as(batch, index, None);
             if batch.original(index).is_some() {
                 resent.push_original(b"");
             }

@@ -2,8 +2,8 @@
 //! batch per primary, by the hash slot of each command's first key.
 //!
 //! Place in the data flow: between input and the per-primary writers.
-//! Commands keep their input positions (`Batch::command_nos`), so errors
-//! still name their line. A `MULTI … EXEC` block goes whole to the node of
+//! Commands keep their input positions (`batch::Members::Routed`), so
+//! errors still name their line. A `MULTI … EXEC` block goes whole to the node of
 //! its first key; `FLUSHALL`, `FLUSHDB`, `AUTH` and `HELLO` go to every
 //! primary (their reply is counted once, a failed copy as an error); other
 //! keyless commands go to the first primary; `SELECT` of a database other
@@ -100,7 +100,7 @@ impl<'a> Router<'a> {
     /// more batches, so a send to it must not wait forever.
     fn route_batch(&mut self, batch: &Batch, stop: &Stop) -> Result<(), ()> {
         let mut split: Vec<Batch> = (0..self.nodes.len())
-            .map(|_| Batch::new(batch.source, batch.seq_offset, 0, 0))
+            .map(|_| Batch::routed_from(batch))
             .collect();
         let mut transaction: Option<Vec<usize>> = None;
         for index in 0..batch.commands.len() {
@@ -152,7 +152,7 @@ impl<'a> Router<'a> {
             if routed.is_empty() {
                 continue;
             }
-            let fresh = Batch::new(routed.source, routed.seq_offset, 0, 0);
+            let fresh = Batch::routed_from(routed);
             let routed = std::mem::replace(routed, fresh);
             self.outstanding
                 .fetch_add(routed.commands.len(), Ordering::SeqCst);
