@@ -10,11 +10,10 @@
 //! than 0 is refused, as a cluster has only db 0. A slot that changes owner
 //! keeps its commands in input order (`SlotOrder`).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use crossbeam_channel::{Receiver, Sender, select};
 
 use super::keys::{KeyLookup, KeyPositions};
+use super::outstanding::Outstanding;
 use super::slot::{SLOT_COUNT, SlotOrder, key_slot};
 use super::topology::Topology;
 use crate::batch::{Batch, CommandKind, Expect, Rejection};
@@ -41,12 +40,20 @@ pub struct Router<'a> {
     /// For `COMMAND GETKEYS`, when the metadata cannot find the keys.
     control: Stream,
     nodes: Vec<Sender<Batch>>,
-    outstanding: &'a AtomicUsize,
+    outstanding: &'a Outstanding,
     order: &'a SlotOrder,
     /// Per slot: the node its last command was routed to, and how many
     /// commands were routed by it.
     routed_to: Vec<Option<usize>>,
     routed: Vec<u64>,
+}
+
+/// A router gone (returned, or even unwound) adds no more commands: the
+/// writers may stop once the ones it added are settled.
+impl Drop for Router<'_> {
+    fn drop(&mut self) {
+        self.outstanding.router_finished();
+    }
 }
 
 impl<'a> Router<'a> {
@@ -55,7 +62,7 @@ impl<'a> Router<'a> {
         topology: &'a Topology,
         control: Stream,
         nodes: Vec<Sender<Batch>>,
-        outstanding: &'a AtomicUsize,
+        outstanding: &'a Outstanding,
         order: &'a SlotOrder,
     ) -> Self {
         Router {
@@ -154,8 +161,7 @@ impl<'a> Router<'a> {
             }
             let fresh = Batch::routed_from(routed);
             let routed = std::mem::replace(routed, fresh);
-            self.outstanding
-                .fetch_add(routed.commands.len(), Ordering::SeqCst);
+            self.outstanding.add(routed.commands.len());
             select! {
                 send(self.nodes[node], routed) -> sent => sent.map_err(|_| ())?,
                 recv(stop.woken()) -> _ => return Err(()),
