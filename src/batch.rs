@@ -8,12 +8,16 @@
 //! with the batch until every command is answered, so a command can be sent
 //! again (redirects, retry) without going back to the input.
 //!
-//! Invariants: every command of a batch comes from one source and they are
-//! consecutive there, so command `i` is the source's command
-//! `first_command_no + i`; `commands[i].end` never decreases and the last one
-//! equals `bytes.len()`; a command's bytes are `bytes[previous end..end]`; a
-//! rejected input line has an empty byte range. A `Command` is kept small
-//! (24 bytes): a full window holds a hundred thousand of them.
+//! Invariants: every command of a batch comes from one input batch (of one
+//! source, whose commands are consecutive there): all of them as the input
+//! packed them, command `i` being the source's command
+//! `first_command_no + i`, or those a route picked out of it for one
+//! connection (`Members::Routed`: the cluster router's share of an input
+//! batch for one primary, a redirect's resend), each knowing which it is.
+//! `commands[i].end` never decreases and the last one equals `bytes.len()`;
+//! a command's bytes are `bytes[previous end..end]`; a rejected input line
+//! has an empty byte range. A `Command` is kept small (24 bytes), and so is
+//! a `RoutedCommand` (8): a full window holds a hundred thousand of them.
 //!
 //! Each command also carries its `ReplyClass`, the key under which the
 //! window estimates how big its reply is (see `window`): a hash of its name,
@@ -244,6 +248,28 @@ fn command_name(encoded: &[u8]) -> &[u8] {
     }
 }
 
+/// Which commands of an input batch a batch holds.
+#[derive(Debug, Default)]
+pub enum Members {
+    /// All of them, in order: it is the input batch.
+    #[default]
+    All,
+    /// Those a route picked for one connection, the `i`th entry telling
+    /// which command `i` is: the per-node commands of a cluster load.
+    Routed(Vec<RoutedCommand>),
+}
+
+/// A command a route picked out of an input batch: which one, and the hash
+/// slot it was routed by (`None`: keyless, or not routed by its key).
+#[derive(Debug, Clone, Copy)]
+pub struct RoutedCommand {
+    /// Its index in the input batch. An input batch holds at most a few
+    /// thousand commands, or one transaction: 2^32 commands would need
+    /// 96 GiB of `Command`s.
+    input_index: u32,
+    slot: Option<u16>,
+}
+
 #[derive(Debug, Default)]
 pub struct Batch {
     /// Index of the source (file argument) every command came from.
@@ -251,14 +277,11 @@ pub struct Batch {
     /// Commands in the sources before this one: command number `n` of this
     /// source is command `seq_offset + n` of the whole input.
     pub seq_offset: u64,
-    /// Ordinal in the source of the first command, from 1.
+    /// Ordinal in the source of the first command of the input batch its
+    /// commands come from (this one, unless routed), from 1.
     pub first_command_no: u64,
-    /// When not empty (batches split by the cluster router), the ordinal in
-    /// the source of each command, which are then not consecutive.
-    pub command_nos: Vec<u64>,
-    /// When not empty (batches split by the cluster router), the hash slot
-    /// each command was routed by, if any.
-    pub slots: Vec<Option<u16>>,
+    /// Which commands of that input batch it holds.
+    pub members: Members,
     /// Encoded commands, back to back.
     pub bytes: Vec<u8>,
     pub commands: Vec<Command>,
@@ -285,6 +308,18 @@ impl Batch {
         }
     }
 
+    /// An empty batch for commands a route picks out of `from`, or out of
+    /// the input batch `from` itself was picked from (`push_copy`).
+    pub fn routed_from(from: &Batch) -> Self {
+        Batch {
+            source: from.source,
+            seq_offset: from.seq_offset,
+            first_command_no: from.first_command_no,
+            members: Members::Routed(Vec::new()),
+            ..Batch::default()
+        }
+    }
+
     /// Records the command whose bytes were just appended to `bytes`.
     // Once per input command: inlined into the framers' loops.
     #[inline(always)]
@@ -306,10 +341,10 @@ impl Batch {
         });
     }
 
-    /// Appends command `index` of `from`, keeping its input position (the
-    /// cluster router splits batches, redirects resend single commands);
-    /// `expect` overrides what the reply reader is to expect.
-    /// `slot`: the hash slot it is routed by (cluster mode).
+    /// Appends command `index` of `from` to a batch made by `routed_from`,
+    /// keeping its input position (the cluster router splits batches,
+    /// redirects resend single commands); `expect` overrides what the reply
+    /// reader is to expect. `slot`: the hash slot it is routed by.
     pub fn push_copy(
         &mut self,
         from: &Batch,
@@ -324,10 +359,24 @@ impl Batch {
                 .extend_from_slice(&from.bytes[from.command_range(index)]);
         }
         self.push_command(command.line_no, command.is_resp, expect, command.kind);
-        self.command_nos.push(from.command_no(index));
-        self.slots.push(slot);
+        self.routed_as(from, index, slot);
         if let Some(original) = from.original(index) {
             self.push_original(original);
+        }
+    }
+
+    /// Records that the command just pushed to a batch made by
+    /// `routed_from` stands at the input position of command `index` of
+    /// `from`, routed by `slot`.
+    pub fn routed_as(&mut self, from: &Batch, index: usize, slot: Option<u16>) {
+        debug_assert_eq!(self.first_command_no, from.first_command_no);
+        let input_index = match &from.members {
+            Members::All => u32::try_from(index).unwrap_or(u32::MAX),
+            Members::Routed(routed) => routed.get(index).map_or(0, |routed| routed.input_index),
+        };
+        debug_assert!(matches!(self.members, Members::Routed(_)));
+        if let Members::Routed(routed) = &mut self.members {
+            routed.push(RoutedCommand { input_index, slot });
         }
     }
 
@@ -344,9 +393,12 @@ impl Batch {
         self.original_ends.push(self.originals.len());
     }
 
-    /// The hash slot command `index` was routed by, in cluster mode.
+    /// The hash slot command `index` was routed by, if a route picked it.
     pub fn slot(&self, index: usize) -> Option<u16> {
-        self.slots.get(index).copied().flatten()
+        match &self.members {
+            Members::All => None,
+            Members::Routed(routed) => routed.get(index).and_then(|routed| routed.slot),
+        }
     }
 
     /// The input bytes of command `index`, when they were kept.
@@ -391,10 +443,13 @@ impl Batch {
 
     /// Ordinal of command `index` in its source, from 1.
     pub fn command_no(&self, index: usize) -> u64 {
-        match self.command_nos.get(index) {
-            Some(command_no) => *command_no,
-            None => self.first_command_no + index as u64,
-        }
+        let input_index = match &self.members {
+            Members::All => index as u64,
+            Members::Routed(routed) => routed
+                .get(index)
+                .map_or(0, |routed| u64::from(routed.input_index)),
+        };
+        self.first_command_no + input_index
     }
 
     /// Ordinal of command `index` in the whole input, from 1, counting
@@ -503,6 +558,43 @@ mod tests {
         };
         assert_eq!(resend.bytes(), b"");
         assert_eq!(resend.command_count(), 1);
+    }
+
+    #[test]
+    fn routed_commands_keep_their_input_positions_and_slots() {
+        let mut input = batch_of(&[&["SET", "a", "1"], &["GET", "b"], &["PING"]]);
+        input.source = 1;
+        input.seq_offset = 100;
+        input.first_command_no = 41;
+        let mut node = Batch::routed_from(&input);
+        node.push_copy(&input, 2, None, None);
+        node.push_copy(&input, 1, Some(Expect::Marker), Some(3300));
+        assert_eq!(
+            node.bytes,
+            b"*1\r\n$4\r\nPING\r\n*2\r\n$3\r\nGET\r\n$1\r\nb\r\n"
+        );
+        assert_eq!((node.command_no(0), node.slot(0)), (43, None));
+        assert_eq!((node.command_no(1), node.slot(1)), (42, Some(3300)));
+        assert_eq!(node.commands[1].expect, Expect::Marker);
+        assert_eq!(node.seq(1), 142);
+        assert_eq!(input.slot(1), None);
+
+        // A resend of the node's second command, after an `ASKING` that
+        // stands at its position.
+        let mut resent = Batch::routed_from(&node);
+        resent.bytes = crate::encode::command_bytes(&[b"ASKING"]);
+        resent.push_command(0, true, Expect::Marker, CommandKind::Plain);
+        resent.routed_as(&node, 1, None);
+        resent.push_copy(&node, 1, None, node.slot(1));
+        assert_eq!((resent.command_no(0), resent.slot(0)), (42, None));
+        assert_eq!((resent.command_no(1), resent.slot(1)), (42, Some(3300)));
+        let names = [None, Some("data.resp".to_owned())];
+        assert_eq!(resent.position(1, &names, None), "data.resp:1 (command 42)");
+    }
+
+    #[test]
+    fn a_routed_command_stays_small() {
+        assert!(std::mem::size_of::<RoutedCommand>() <= 8);
     }
 
     fn batch_of(commands: &[&[&str]]) -> Batch {

@@ -8,7 +8,6 @@
 //! cluster's primaries.
 
 use std::fmt;
-use std::sync::atomic::AtomicUsize;
 use std::thread;
 
 use anyhow::{Context, Result};
@@ -27,13 +26,13 @@ use crate::stream::Stream;
 use crate::summary::report;
 use crate::tls::TlsConfig;
 use crate::window::Window;
-use crate::writer::{Writer, WriterEnd, WriterOutcome};
+use crate::writer::{Redirects, Writer, WriterEnd, WriterOutcome};
 
 /// What every session of one connection works with.
 pub(crate) struct SessionShared<'a> {
     pub batches: &'a Receiver<Batch>,
     /// Cluster mode: see `Writer::redirects`.
-    pub redirects: Option<(&'a Receiver<Batch>, &'a AtomicUsize)>,
+    pub redirects: Option<Redirects<'a>>,
     pub stop: &'a Stop,
     /// The load's settings, with the endpoint of this connection.
     pub config: &'a Config,

@@ -124,8 +124,8 @@ pub(crate) fn run_lanes(
                 }
                 // Batches still waiting for this lane were never sent.
                 let mut waiting: Vec<Batch> = shared.batches.try_iter().collect();
-                if let Some((redirects, _)) = shared.redirects {
-                    waiting.extend(redirects.try_iter());
+                if let Some(redirects) = shared.redirects {
+                    waiting.extend(redirects.batches.try_iter());
                 }
                 run.map(|run| {
                     (

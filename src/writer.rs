@@ -8,15 +8,15 @@
 //! Place in the data flow: between input and the socket, one per
 //! connection. A part is handed to the reply reader before its bytes are
 //! written, so the reader always knows the command a reply answers. When the
-//! batch channel closes (the input ended) or a stop is requested, the writer
-//! drops its side of the in-flight channel, which tells the reader no more
-//! batches are coming. Whatever it took but did not hand over goes back to
+//! batch channel closes (the input ended; in cluster mode, once no redirect
+//! can come any more either) or a stop is requested, the writer drops its
+//! side of the in-flight channel, which tells the reader no more batches
+//! are coming. Whatever it took but did not hand over goes back to
 //! the caller, so a reconnect loses nothing.
 
+use std::convert::Infallible;
 use std::io::{self, Write};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, select};
 
@@ -26,15 +26,11 @@ use crate::stop::Stop;
 use crate::stream::Stream;
 use crate::window::Window;
 
-/// How often a cluster writer whose input has ended looks whether every
-/// command is settled (only then can no redirect come any more).
-const REDIRECT_POLL: Duration = Duration::from_millis(10);
-
 /// Why the writer ended.
 #[derive(Debug)]
 pub enum WriterEnd {
     /// The batch channel closed: the input has ended and all of it was
-    /// written.
+    /// written (in cluster mode, and every redirect to this node).
     InputEnded,
     /// A stop was requested; nothing more is taken from the channel.
     Stopped,
@@ -53,14 +49,23 @@ pub struct WriterOutcome {
     pub commands_sent: u64,
 }
 
+/// Cluster mode: what a writer takes besides its input.
+#[derive(Clone, Copy)]
+pub struct Redirects<'a> {
+    /// Commands other nodes' readers send here (`MOVED`, `ASK`).
+    pub batches: &'a Receiver<Batch>,
+    /// Disconnects once every command routed anywhere is settled and the
+    /// router has finished: then no redirect can come any more, and a
+    /// writer whose input has ended may stop.
+    pub all_settled: &'a Receiver<Infallible>,
+}
+
 /// Everything the writer of one connection works with.
 pub struct Writer<'a> {
     pub stream: Stream,
     pub batches: &'a Receiver<Batch>,
-    /// Cluster mode: commands other nodes' readers send here (`MOVED`,
-    /// `ASK`), and the count of commands not yet settled anywhere, without
-    /// which a writer cannot know that no more redirects will come.
-    pub redirects: Option<(&'a Receiver<Batch>, &'a AtomicUsize)>,
+    /// Cluster mode: redirected commands, and when none can come any more.
+    pub redirects: Option<Redirects<'a>>,
     pub in_flight: Sender<InFlight>,
     pub window: &'a Window,
     pub stop: &'a Stop,
@@ -73,7 +78,7 @@ impl Writer<'_> {
         let mut sent = Sent::default();
         let mut pending = resend.into_iter();
         let never = crossbeam_channel::never();
-        let redirects = self.redirects.map_or(&never, |(redirects, _)| redirects);
+        let redirected = self.redirects.map_or(&never, |redirects| redirects.batches);
         let mut input_ended = false;
         let end = loop {
             let next = match pending.next() {
@@ -83,16 +88,13 @@ impl Writer<'_> {
                         break WriterEnd::Stopped;
                     }
                     let batch = if input_ended {
-                        let settled = self
-                            .redirects
-                            .is_none_or(|(_, outstanding)| outstanding.load(Ordering::SeqCst) == 0);
-                        if settled {
+                        let Some(redirects) = self.redirects else {
                             break WriterEnd::InputEnded;
-                        }
+                        };
                         select! {
-                            recv(redirects) -> batch => batch.ok(),
+                            recv(redirects.batches) -> batch => batch.ok(),
+                            recv(redirects.all_settled) -> _ => break WriterEnd::InputEnded,
                             recv(self.stop.woken()) -> _ => break WriterEnd::Stopped,
-                            default(REDIRECT_POLL) => None,
                         }
                     } else {
                         select! {
@@ -100,7 +102,7 @@ impl Writer<'_> {
                                 input_ended = batch.is_err();
                                 batch.ok()
                             }
-                            recv(redirects) -> batch => batch.ok(),
+                            recv(redirected) -> batch => batch.ok(),
                             recv(self.stop.woken()) -> _ => break WriterEnd::Stopped,
                         }
                     };

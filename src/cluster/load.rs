@@ -11,13 +11,13 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 
 use anyhow::{Context, Result};
 use crossbeam_channel::{bounded, unbounded};
 
 use super::ClusterLinks;
 use super::keys::KeyPositions;
+use super::outstanding::Outstanding;
 use super::router::Router;
 use super::slot::SlotOrder;
 use super::topology::Topology;
@@ -33,6 +33,7 @@ use crate::route::Route;
 use crate::stop::Stop;
 use crate::stream::Stream;
 use crate::tls::TlsConfig;
+use crate::writer::Redirects;
 
 /// Loads the input into every primary of `topology`; `seed` is the
 /// connection the topology was read through.
@@ -86,7 +87,7 @@ pub fn load_cluster(
         .unzip();
     let (redirect_senders, redirect_receivers): (Vec<_>, Vec<_>) =
         (0..node_count).map(|_| unbounded::<Batch>()).unzip();
-    let outstanding = AtomicUsize::new(0);
+    let outstanding = Outstanding::default();
 
     let order = SlotOrder::default();
     let links = ClusterLinks::new(&topology, &redirect_senders, &outstanding, &order);
@@ -98,7 +99,10 @@ pub fn load_cluster(
             connection,
             shared: SessionShared {
                 batches: &node_receivers[node],
-                redirects: Some((&redirect_receivers[node], &outstanding)),
+                redirects: Some(Redirects {
+                    batches: &redirect_receivers[node],
+                    all_settled: outstanding.all_settled(),
+                }),
                 stop,
                 config: &node_configs[node],
                 tls,

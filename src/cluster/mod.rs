@@ -5,6 +5,8 @@
 //! - `topology`: primaries and slot owners, from CLUSTER SHARDS / SLOTS.
 //! - `keys`: where each command's keys are, from the server's COMMAND.
 //! - `router`: splits input batches into per-primary batches.
+//! - `outstanding`: commands routed and not yet settled; it tells the
+//!   writers when no redirect can come any more.
 //!
 //! A command answered `MOVED` or `ASK` was not executed, so it is resent
 //! exactly once to the named node (after `ASKING` for `ASK`); `MOVED` also
@@ -12,12 +14,13 @@
 
 pub mod keys;
 pub mod load;
+pub mod outstanding;
 pub mod router;
 pub mod slot;
 pub mod topology;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
 use std::time::Duration;
 
@@ -25,6 +28,7 @@ use crossbeam_channel::Sender;
 
 use crate::batch::{Batch, CommandKind, Expect};
 use crate::encode::command_bytes;
+use outstanding::Outstanding;
 use slot::SlotOrder;
 use topology::Topology;
 
@@ -39,8 +43,8 @@ pub struct ClusterLinks<'a> {
     /// Per primary: batches redirected to it by any reader.
     pub redirects: &'a [Sender<Batch>],
     /// Commands routed and not yet settled, over all nodes: a writer stops
-    /// only once its input is over and this is 0 (no redirect can come).
-    pub outstanding: &'a AtomicUsize,
+    /// only once its input is over and none is left (no redirect can come).
+    pub outstanding: &'a Outstanding,
     /// The same, per slot, for the router's order keeping.
     pub order: &'a SlotOrder,
     transient_resends: AtomicU32,
@@ -59,7 +63,7 @@ impl<'a> ClusterLinks<'a> {
     pub fn new(
         topology: &'a Topology,
         redirects: &'a [Sender<Batch>],
-        outstanding: &'a AtomicUsize,
+        outstanding: &'a Outstanding,
         order: &'a SlotOrder,
     ) -> Self {
         ClusterLinks {
@@ -72,7 +76,7 @@ impl<'a> ClusterLinks<'a> {
     }
 
     pub fn settled(&self, commands: usize) {
-        self.outstanding.fetch_sub(commands, Ordering::SeqCst);
+        self.outstanding.settle(commands);
     }
 
     /// Command `index` of `batch` was answered where it finally ran.
@@ -85,7 +89,7 @@ impl<'a> ClusterLinks<'a> {
 
     /// Undoes `command_settled` for a command that is to be sent again.
     pub fn command_unsettled(&self, batch: &Batch, index: usize) {
-        self.outstanding.fetch_add(1, Ordering::SeqCst);
+        self.outstanding.add(1);
         if let Some(slot) = batch.slot(index) {
             self.order.unsettled(slot);
         }
@@ -129,12 +133,11 @@ impl<'a> ClusterLinks<'a> {
             }
             _ => return Redirect::NotARedirect,
         };
-        let mut resent = Batch::new(batch.source, batch.seq_offset, 0, 0);
+        let mut resent = Batch::routed_from(batch);
         if kind == b"ASK" {
             resent.bytes = command_bytes(&[b"ASKING"]);
             resent.push_command(0, true, Expect::Marker, CommandKind::Plain);
-            resent.command_nos.push(batch.command_no(index));
-            resent.slots.push(None);
+            resent.routed_as(batch, index, None);
             if batch.original(index).is_some() {
                 resent.push_original(b"");
             }
@@ -142,7 +145,9 @@ impl<'a> ClusterLinks<'a> {
         // Still unsettled: its slot's count goes with it.
         resent.push_copy(batch, index, None, batch.slot(index));
         let count = resent.commands.len();
-        self.outstanding.fetch_add(count, Ordering::SeqCst);
+        // Counted before the command it resends settles (the reader settles
+        // it once this returns), so the count does not touch 0 meanwhile.
+        self.outstanding.add(count);
         match self.redirects[target].send(resent) {
             Ok(()) => Redirect::Resent,
             Err(_) => {

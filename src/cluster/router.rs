@@ -2,19 +2,18 @@
 //! batch per primary, by the hash slot of each command's first key.
 //!
 //! Place in the data flow: between input and the per-primary writers.
-//! Commands keep their input positions (`Batch::command_nos`), so errors
-//! still name their line. A `MULTI … EXEC` block goes whole to the node of
+//! Commands keep their input positions (`batch::Members::Routed`), so
+//! errors still name their line. A `MULTI … EXEC` block goes whole to the node of
 //! its first key; `FLUSHALL`, `FLUSHDB`, `AUTH` and `HELLO` go to every
 //! primary (their reply is counted once, a failed copy as an error); other
 //! keyless commands go to the first primary; `SELECT` of a database other
 //! than 0 is refused, as a cluster has only db 0. A slot that changes owner
 //! keeps its commands in input order (`SlotOrder`).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use crossbeam_channel::{Receiver, Sender, select};
 
 use super::keys::{KeyLookup, KeyPositions};
+use super::outstanding::Outstanding;
 use super::slot::{SLOT_COUNT, SlotOrder, key_slot};
 use super::topology::Topology;
 use crate::batch::{Batch, CommandKind, Expect, Rejection};
@@ -41,12 +40,20 @@ pub struct Router<'a> {
     /// For `COMMAND GETKEYS`, when the metadata cannot find the keys.
     control: Stream,
     nodes: Vec<Sender<Batch>>,
-    outstanding: &'a AtomicUsize,
+    outstanding: &'a Outstanding,
     order: &'a SlotOrder,
     /// Per slot: the node its last command was routed to, and how many
     /// commands were routed by it.
     routed_to: Vec<Option<usize>>,
     routed: Vec<u64>,
+}
+
+/// A router gone (returned, or even unwound) adds no more commands: the
+/// writers may stop once the ones it added are settled.
+impl Drop for Router<'_> {
+    fn drop(&mut self) {
+        self.outstanding.router_finished();
+    }
 }
 
 impl<'a> Router<'a> {
@@ -55,7 +62,7 @@ impl<'a> Router<'a> {
         topology: &'a Topology,
         control: Stream,
         nodes: Vec<Sender<Batch>>,
-        outstanding: &'a AtomicUsize,
+        outstanding: &'a Outstanding,
         order: &'a SlotOrder,
     ) -> Self {
         Router {
@@ -100,7 +107,7 @@ impl<'a> Router<'a> {
     /// more batches, so a send to it must not wait forever.
     fn route_batch(&mut self, batch: &Batch, stop: &Stop) -> Result<(), ()> {
         let mut split: Vec<Batch> = (0..self.nodes.len())
-            .map(|_| Batch::new(batch.source, batch.seq_offset, 0, 0))
+            .map(|_| Batch::routed_from(batch))
             .collect();
         let mut transaction: Option<Vec<usize>> = None;
         for index in 0..batch.commands.len() {
@@ -152,10 +159,9 @@ impl<'a> Router<'a> {
             if routed.is_empty() {
                 continue;
             }
-            let fresh = Batch::new(routed.source, routed.seq_offset, 0, 0);
+            let fresh = Batch::routed_from(routed);
             let routed = std::mem::replace(routed, fresh);
-            self.outstanding
-                .fetch_add(routed.commands.len(), Ordering::SeqCst);
+            self.outstanding.add(routed.commands.len());
             select! {
                 send(self.nodes[node], routed) -> sent => sent.map_err(|_| ())?,
                 recv(stop.woken()) -> _ => return Err(()),

@@ -1,0 +1,146 @@
+//! The commands of a cluster load routed and not yet settled, over every
+//! primary, and the wake-up that tells the writers no redirect can come
+//! any more.
+//!
+//! Place in the data flow: the router counts what it hands to the nodes,
+//! the reply readers count what settles (answered where it finally ran, or
+//! refused); a redirect counts its resend before the redirected command
+//! settles. A writer whose input has ended must not stop while a `MOVED` or
+//! `ASK` may still send it a command, that is while any command routed
+//! anywhere is unsettled: it waits on `all_settled`, which disconnects once
+//! the router has finished and the count has reached 0.
+//!
+//! Invariant: after the router has finished, the count never rises from 0
+//! again, so once it is 0 no redirect can come any more. Only the router
+//! adds commands of its own; a redirect adds its resend while the command it
+//! resends is still counted; a reader that undoes the settling of a
+//! transaction its lost connection discarded adds to a count that still
+//! holds the transaction's unanswered `EXEC`. (Only a transaction the input
+//! left open at its end has no `EXEC`: the input reports it, and the summary
+//! never counts it applied.)
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
+
+use crossbeam_channel::{Receiver, Sender, bounded};
+
+pub struct Outstanding {
+    count: AtomicUsize,
+    router_finished: AtomicBool,
+    /// Dropped, which disconnects `all_settled`, once the router has
+    /// finished and `count` is 0. Nothing is ever sent on it.
+    wake_writers: Mutex<Option<Sender<Infallible>>>,
+    all_settled: Receiver<Infallible>,
+}
+
+impl Default for Outstanding {
+    fn default() -> Self {
+        let (wake_writers, all_settled) = bounded(0);
+        Outstanding {
+            count: AtomicUsize::new(0),
+            router_finished: AtomicBool::new(false),
+            wake_writers: Mutex::new(Some(wake_writers)),
+            all_settled,
+        }
+    }
+}
+
+// The handshake between "the router finished" and "the count reached 0":
+// each side writes its own, then reads the other's, all SeqCst: the
+// operations fall in one total order, and a read sees the last write before
+// it in that order. The router sets the flag, then reads the count: 0, and
+// it wakes the writers; more, and the subtraction that later brings the
+// count to 0 writes after that read, so after the flag was set, and the
+// reader that made it, reading the flag next, sees it set and wakes them.
+// A reader that brings the count to 0 before the router has finished wakes
+// nobody: the router may still add commands.
+impl Outstanding {
+    /// `commands` more are on their way to a node.
+    pub fn add(&self, commands: usize) {
+        self.count.fetch_add(commands, Ordering::SeqCst);
+    }
+
+    /// `commands` are settled (or were never sent after all).
+    pub fn settle(&self, commands: usize) {
+        let before = self.count.fetch_sub(commands, Ordering::SeqCst);
+        if before == commands && self.router_finished.load(Ordering::SeqCst) {
+            self.wake_writers();
+        }
+    }
+
+    /// The router has handed over everything it will: it adds no more.
+    pub fn router_finished(&self) {
+        self.router_finished.store(true, Ordering::SeqCst);
+        if self.count.load(Ordering::SeqCst) == 0 {
+            self.wake_writers();
+        }
+    }
+
+    /// Disconnects once no command is unsettled and the router has
+    /// finished: then no redirect can come any more.
+    pub fn all_settled(&self) -> &Receiver<Infallible> {
+        &self.all_settled
+    }
+
+    fn wake_writers(&self) {
+        let mut sender = self
+            .wake_writers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        drop(sender.take());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crossbeam_channel::TryRecvError;
+
+    fn woken(outstanding: &Outstanding) -> bool {
+        outstanding.all_settled().try_recv() == Err(TryRecvError::Disconnected)
+    }
+
+    #[test]
+    fn writers_wake_once_the_router_finished_and_all_settled() {
+        let outstanding = Outstanding::default();
+        outstanding.add(3);
+        outstanding.settle(3);
+        // The router may still route more.
+        assert!(!woken(&outstanding));
+        outstanding.add(2);
+        outstanding.router_finished();
+        assert!(!woken(&outstanding));
+        // A redirect counts its resend before the original settles.
+        outstanding.add(1);
+        outstanding.settle(1);
+        outstanding.settle(1);
+        assert!(!woken(&outstanding));
+        outstanding.settle(1);
+        assert!(woken(&outstanding));
+    }
+
+    #[test]
+    fn a_router_finishing_with_all_settled_wakes_the_writers() {
+        let outstanding = Outstanding::default();
+        outstanding.add(1);
+        outstanding.settle(1);
+        outstanding.router_finished();
+        assert!(woken(&outstanding));
+    }
+
+    #[test]
+    fn the_last_to_finish_wakes_the_writers_whatever_the_interleaving() {
+        for _ in 0..200 {
+            let outstanding = Outstanding::default();
+            outstanding.add(1000);
+            std::thread::scope(|scope| {
+                for _ in 0..4 {
+                    scope.spawn(|| (0..250).for_each(|_| outstanding.settle(1)));
+                }
+                scope.spawn(|| outstanding.router_finished());
+            });
+            assert!(woken(&outstanding));
+        }
+    }
+}
