@@ -32,9 +32,9 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection};
 use rustls::{StreamOwned, crypto::CryptoProvider};
 
-use super::client::{Value, process_id, read_value, resp_command};
-use super::server::{free_port, start_with_retries, wait_until_answering};
-use super::temp::TempDir;
+use crate::client::{Value, process_id, read_value, resp_command};
+use crate::server::{free_port, start_with_retries, wait_until_answering};
+use crate::temp::TempDir;
 
 /// Hang guard for every read of the test client and the silent server.
 const READ_GUARD: Duration = Duration::from_secs(60);
@@ -137,6 +137,11 @@ pub struct TlsFiles {
 }
 
 impl TlsFiles {
+    /// Writes the shared test PKI into a new directory.
+    #[expect(
+        clippy::new_without_default,
+        reason = "it writes files: not a default value"
+    )]
     pub fn new() -> TlsFiles {
         let pki = Pki::shared();
         let dir = TempDir::new("tls");

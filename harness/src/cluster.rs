@@ -10,7 +10,7 @@
 //!
 //! [`TestCluster::start_tls`] starts the same cluster with TLS only: each
 //! node listens on a TLS client port (no plaintext port) and speaks TLS on
-//! the cluster bus, with the test certificates of [`super::tls`]; the
+//! the cluster bus, with the test certificates of [`crate::tls`]; the
 //! harness itself talks to it through [`NodeClient`].
 
 use std::fs;
@@ -22,10 +22,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::client::{Client, Value};
-use super::server::{start_with_retries, wait_until_answering};
-use super::temp::TempDir;
-use super::tls::{TlsClient, TlsFiles};
+use crate::client::{Client, Value};
+use crate::server::{start_with_retries, wait_until_answering};
+use crate::temp::TempDir;
+use crate::tls::{TlsClient, TlsFiles};
 
 pub const SLOTS: u16 = 16384;
 
@@ -237,6 +237,8 @@ impl TestCluster {
         })
     }
 
+    /// How many nodes: three, never none.
+    #[expect(clippy::len_without_is_empty, reason = "a cluster always has nodes")]
     pub fn len(&self) -> usize {
         self.nodes.len()
     }

@@ -11,8 +11,8 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::client::Client;
-use super::temp::TempDir;
+use crate::client::Client;
+use crate::temp::TempDir;
 
 /// How long a server may take to answer its first command.
 const STARTUP_GUARD: Duration = Duration::from_secs(30);
@@ -152,7 +152,7 @@ impl RedisServer {
         let deadline = Instant::now() + STARTUP_GUARD;
         loop {
             let info = match self.client().cmd(&["INFO", "persistence"]) {
-                super::client::Value::Bulk(Some(info)) => info,
+                crate::client::Value::Bulk(Some(info)) => info,
                 other => panic!("INFO persistence replied {other:?}"),
             };
             if String::from_utf8_lossy(&info)
