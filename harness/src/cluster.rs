@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::client::{Client, Value};
+use crate::client::{Client, Value, info_field};
 use crate::server::{start_with_retries, wait_until_answering};
 use crate::temp::TempDir;
 use crate::tls::{TlsClient, TlsFiles};
@@ -199,15 +199,9 @@ impl TestCluster {
     /// Why node `index` does not see the cluster formed yet, if it does not.
     fn not_formed_on(&self, index: usize, assigned: usize) -> Option<String> {
         let mut client = self.node_client(index);
-        let info = text(client.ok(&["CLUSTER", "INFO"]));
-        let field = |name: &str| {
-            info.lines()
-                .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
-                .map(str::trim)
-                .unwrap_or("")
-                .to_string()
-        };
-        let nodes = text(client.ok(&["CLUSTER", "NODES"]));
+        let info = client.ok(&["CLUSTER", "INFO"]).into_text();
+        let field = |name: &str| info_field(&info, name).unwrap_or("").to_string();
+        let nodes = client.ok(&["CLUSTER", "NODES"]).into_text();
         let connected_primaries = nodes
             .lines()
             .filter(|line| {
@@ -246,6 +240,16 @@ impl TestCluster {
     /// The client port of node `index`.
     pub fn port(&self, index: usize) -> u16 {
         self.nodes[index].port
+    }
+
+    /// The process id of node `index` (for its CPU time in `/proc`).
+    pub fn pid(&self, index: usize) -> u32 {
+        // A poisoned lock still holds the child.
+        let child = self.nodes[index]
+            .child
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        child.id()
     }
 
     /// The node id (`CLUSTER MYID`) of node `index`.
@@ -412,16 +416,6 @@ impl Drop for TestCluster {
             let _ = child.wait();
         }
         // The directories go with the nodes' `TempDir`s.
-    }
-}
-
-/// The text of a bulk or verbatim reply.
-fn text(reply: Value) -> String {
-    match reply {
-        Value::Bulk(Some(bytes)) | Value::Verbatim(bytes) => {
-            String::from_utf8_lossy(&bytes).into_owned()
-        }
-        other => panic!("expected a text reply, got {other:?}"),
     }
 }
 

@@ -27,7 +27,7 @@ pub mod server;
 pub mod temp;
 pub mod tls;
 
-pub use client::{Client, Value, resp_command, send_inline};
+pub use client::{Client, Value, info_field, resp_command, send_inline};
 pub use cluster::{TestCluster, slot_of};
 pub use server::RedisServer;
 pub use temp::TempDir;
