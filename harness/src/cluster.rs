@@ -455,16 +455,11 @@ fn spawn_node(port: u16, dir: &Path, tls: Option<&TlsFiles>) -> Result<Child, St
         Some(files) => command
             .args(["--port", "0", "--tls-port", &port.to_string()])
             .args(["--tls-cluster", "yes", "--tls-replication", "yes"])
-            .arg("--tls-cert-file")
-            .arg(&files.server_cert)
-            .arg("--tls-key-file")
-            .arg(&files.server_key)
+            .args(files.server_args())
             .arg("--tls-client-cert-file")
             .arg(&files.client_cert)
             .arg("--tls-client-key-file")
             .arg(&files.client_key)
-            .arg("--tls-ca-cert-file")
-            .arg(&files.ca)
             .args(["--tls-auth-clients", "no"]),
     };
     command

@@ -14,6 +14,7 @@
 //! - [`SilentTlsServer`]: completes the handshake, answers the first
 //!   command with `+PONG`, then reads and never answers.
 
+use std::ffi::OsStr;
 use std::io::{self, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -155,6 +156,19 @@ impl TlsFiles {
             _dir: dir,
         }
     }
+
+    /// The `redis-server` arguments for a TLS port with these files: the
+    /// server's certificate and key, and the CA it trusts.
+    pub fn server_args(&self) -> [&OsStr; 6] {
+        [
+            OsStr::new("--tls-cert-file"),
+            self.server_cert.as_os_str(),
+            OsStr::new("--tls-key-file"),
+            self.server_key.as_os_str(),
+            OsStr::new("--tls-ca-cert-file"),
+            self.ca.as_os_str(),
+        ]
+    }
 }
 
 /// A self-signed CA: its certificate (PEM) and what signs with it.
@@ -223,12 +237,7 @@ impl TlsRedis {
             .arg("0")
             .arg("--tls-port")
             .arg(port.to_string())
-            .arg("--tls-cert-file")
-            .arg(&files.server_cert)
-            .arg("--tls-key-file")
-            .arg(&files.server_key)
-            .arg("--tls-ca-cert-file")
-            .arg(&files.ca)
+            .args(files.server_args())
             .arg("--tls-auth-clients")
             .arg(if auth_clients { "yes" } else { "no" })
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
