@@ -90,8 +90,8 @@ pub struct Preload {
     /// `SET`s of the values it reads, loaded untimed with `redis-cli --pipe`.
     pub path: PathBuf,
     pub commands: u64,
-    /// The server's `client-output-buffer-limit` during the run, when not
-    /// its default (no limit for normal clients).
+    /// The `client-output-buffer-limit` its fresh server starts with, when
+    /// not the default (no limit for normal clients).
     pub output_buffer_limit: Option<&'static str>,
 }
 

@@ -4,31 +4,34 @@
 //! The flow, one module per step:
 //!
 //! ```text
-//! flags ─► datasets (generate files) ─► server (own redis-server, proxy for
-//!          the 20 ms case, cluster for the 3-primary case, a fresh one per
-//!          run for the GET sets) ─► runs (FLUSHALL, preload what a GET set
-//!          reads, measure one load, check it; tools alternating)
+//! flags ─► datasets (generate files) ─► servers (own redis-server, proxy
+//!          for the 20 ms case, cluster for the 3-primary case, a fresh one
+//!          per run for the GET sets) ─► runs (FLUSHALL, preload what a GET
+//!          set reads, measure one load, check it; tools alternating)
 //!          ─► report (medians, ratios, one server against the cluster,
 //!          progress on against off, server memory under bulk GETs)
 //! ```
 //!
-//! `measure` runs one tool under a small helper process (this binary in a
-//! hidden mode) that reaps it with `wait4`; `proxy` is the delay proxy;
-//! `cluster` forms three `server` nodes into a Redis Cluster.
+//! The servers and the cluster are the tests' own, from `pipeload_harness`
+//! (free loopback ports, never 6379, no persistence, stopped by pid on
+//! drop); `server_stats` reads their CPU time and memory. `measure` runs one
+//! tool under a small helper process (this binary in a hidden mode) that
+//! reaps it with `wait4`; `proxy` is the delay proxy.
 //!
 //! It builds nothing: pipeload comes from `--pipeload` (built with
 //! `cargo build --release` first) and `redis-cli`/`redis-server` from PATH.
-//! Everything it writes lives in one scratch directory, removed at the end.
+//! Everything it writes lives in one scratch directory, and the servers'
+//! files in directories of their own, all removed at the end.
 
-mod cluster;
 mod datasets;
 mod measure;
 mod proxy;
 mod report;
 mod runs;
-mod server;
+mod server_stats;
 
 use std::fs;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Duration;
@@ -36,13 +39,12 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use clap::builder::PossibleValuesParser;
+use pipeload_harness::{RedisServer, TestCluster, info_field};
 
-use crate::cluster::RedisCluster;
 use crate::datasets::{DATASET_NAMES, Route};
 use crate::proxy::DelayProxy;
 use crate::report::Setup;
-use crate::runs::{RunRecord, Target, Tools, measure_load};
-use crate::server::RedisServer;
+use crate::runs::{RunRecord, Servers, Target, Tools, measure_load};
 
 /// Each way through the delay proxy: a 20 ms round trip.
 const PROXY_ONE_WAY_DELAY: Duration = Duration::from_millis(10);
@@ -115,20 +117,25 @@ fn run(flags: &Flags) -> Result<AllRunsPassed> {
     let redis_cli_version = command_output(Command::new(&tools.redis_cli).arg("--version"))
         .context("cannot run redis-cli (is it on the PATH? apt-get install redis-tools)")?;
 
-    // Declared first so it is dropped last, after the server and the proxy
-    // that use it have stopped.
+    // Declared first so it is dropped last, after the tools that write
+    // into it have finished.
     let scratch = ScratchDir::create()?;
     let names = datasets::select(&flags.only, flags.rss_10m);
     let datasets = datasets::generate(&names, scratch.path(), flags.scale)?;
 
-    let server = RedisServer::start(&scratch.subdirectory("server")?)?;
-    let redis_server_version = server.version()?;
+    let server = RedisServer::start();
+    let redis_server_version = info_field(&server.client().info("server"), "redis_version")
+        .context("INFO server has no redis_version")?
+        .to_owned();
     eprintln!(
         "redis-server {redis_server_version} on port {}",
         server.port()
     );
     let proxy = match datasets.iter().any(|d| d.route == Route::DelayProxy) {
-        true => Some(DelayProxy::start(server.address(), PROXY_ONE_WAY_DELAY)?),
+        true => {
+            let upstream = SocketAddr::from((Ipv4Addr::LOCALHOST, server.port()));
+            Some(DelayProxy::start(upstream, PROXY_ONE_WAY_DELAY)?)
+        }
         false => None,
     };
     let output_dir = scratch.subdirectory("output")?;
@@ -141,33 +148,28 @@ fn run(flags: &Flags) -> Result<AllRunsPassed> {
         // sets nothing.
         let cluster = match dataset.route {
             Route::Cluster => {
-                let cluster = RedisCluster::start(&scratch.subdirectory("cluster")?)?;
-                let ports: Vec<String> = cluster
-                    .nodes()
-                    .iter()
-                    .map(|node| node.port().to_string())
+                let cluster = TestCluster::start();
+                let ports: Vec<String> = (0..cluster.len())
+                    .map(|node| cluster.port(node).to_string())
                     .collect();
                 eprintln!("3-primary cluster on ports {}", ports.join(", "));
                 Some(cluster)
             }
             Route::Direct | Route::DelayProxy | Route::FreshServer => None,
         };
-        let one_server = std::slice::from_ref(&server);
         let target = match (&dataset.route, &proxy, &cluster) {
             (Route::DelayProxy, Some(proxy), _) => Target {
-                servers: one_server,
+                servers: Servers::One(&server),
                 port: proxy.port(),
-                cluster: false,
             },
+            // The node the tool is pointed at; it learns the others from it.
             (Route::Cluster, _, Some(cluster)) => Target {
-                servers: cluster.nodes(),
-                port: cluster.entry_port(),
-                cluster: true,
+                servers: Servers::Cluster(cluster),
+                port: cluster.port(0),
             },
             _ => Target {
-                servers: one_server,
+                servers: Servers::One(&server),
                 port: server.port(),
-                cluster: false,
             },
         };
         let contenders = dataset.contenders;
@@ -179,14 +181,18 @@ fn run(flags: &Flags) -> Result<AllRunsPassed> {
                 // Stopped (dropped) right after its run.
                 let fresh_server = match dataset.route {
                     Route::FreshServer => {
-                        Some(RedisServer::start(&scratch.subdirectory("fresh-server")?)?)
+                        let limit = dataset.preload.as_ref().and_then(|p| p.output_buffer_limit);
+                        let config: &[(&str, &str)] = match limit {
+                            Some(limit) => &[("client-output-buffer-limit", limit)],
+                            None => &[],
+                        };
+                        Some(RedisServer::start_with_config(config))
                     }
                     _ => None,
                 };
                 let fresh_target = fresh_server.as_ref().map(|server| Target {
-                    servers: std::slice::from_ref(server),
+                    servers: Servers::One(server),
                     port: server.port(),
-                    cluster: false,
                 });
                 let record = measure_load(
                     fresh_target.as_ref().unwrap_or(&target),
@@ -299,8 +305,9 @@ fn parse_scale(text: &str) -> Result<f64, String> {
     }
 }
 
-/// The bench's own directory under the system temp dir: data sets, the
-/// server's working directory, the tools' output. Removed on drop.
+/// The bench's own directory under the system temp dir: data sets and the
+/// tools' output (the servers have directories of their own). Removed on
+/// drop.
 struct ScratchDir(PathBuf);
 
 impl ScratchDir {

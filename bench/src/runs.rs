@@ -9,9 +9,9 @@
 //! emptied, and keys and server CPU time are summed over them.
 //!
 //! A data set that reads (the `GET` sets) has its values preloaded, untimed,
-//! with `redis-cli --pipe`, gets the server's output buffer limit it names,
-//! and has the server's memory watched during the run (`INFO memory` from a
-//! side connection); a run the server cut off for its output buffer says so.
+//! with `redis-cli --pipe`, and has the server's memory watched during the
+//! run (`INFO memory` from a side connection); a run the server cut off for
+//! its output buffer (a limit the server was started with) says so.
 //! Every run is killed after the time limit and marked timed out.
 //!
 //! A tool is a program and its flags: pipeload runs plain, or with
@@ -20,17 +20,17 @@
 //! plain line a second there; the lines are counted.
 
 use std::fs::File;
-use std::iter::Sum;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use pipeload_harness::{Client, RedisServer, TestCluster};
 
 use crate::datasets::{Dataset, Preload};
 use crate::measure::run_measured;
-use crate::server::{MemoryPeaks, MemoryWatch, RedisServer};
+use crate::server_stats::{MemoryPeaks, MemoryWatch, cpu_time};
 
 /// Lets the server finish freeing memory and settle after FLUSHALL, so that
 /// work is not charged to the next run.
@@ -98,29 +98,52 @@ impl Tools {
 /// Where a load goes.
 pub struct Target<'a> {
     /// Emptied before the run; their keys and CPU time count.
-    pub servers: &'a [RedisServer],
+    pub servers: Servers<'a>,
     /// The port the tool is given: a server's own, the delay proxy's, or the
     /// cluster node the tool learns the others from.
     pub port: u16,
-    /// Whether the tool is told it loads a cluster (`-c`).
-    pub cluster: bool,
+}
+
+/// The servers a load reaches.
+#[derive(Clone, Copy)]
+pub enum Servers<'a> {
+    One(&'a RedisServer),
+    /// Its primaries; the tool is told it loads a cluster (`-c`).
+    Cluster(&'a TestCluster),
 }
 
 impl Target<'_> {
-    fn flush_all(&self) -> Result<()> {
-        self.servers.iter().try_for_each(RedisServer::flush_all)
+    /// Empties every server (synchronously: FLUSHALL without ASYNC).
+    fn flush_all(&self) {
+        for mut client in self.clients() {
+            client.ok(&["FLUSHALL"]);
+        }
     }
 
-    fn key_count(&self) -> Result<u64> {
-        self.sum_over_servers(RedisServer::key_count)
+    fn key_count(&self) -> u64 {
+        let keys: i64 = self.clients().iter_mut().map(Client::dbsize).sum();
+        u64::try_from(keys).expect("DBSIZE is never negative")
     }
 
     fn cpu_time(&self) -> Result<Duration> {
-        self.sum_over_servers(RedisServer::cpu_time)
+        self.pids().into_iter().map(cpu_time).sum()
     }
 
-    fn sum_over_servers<T: Sum>(&self, figure: fn(&RedisServer) -> Result<T>) -> Result<T> {
-        self.servers.iter().map(figure).sum()
+    /// A new connection to every server.
+    fn clients(&self) -> Vec<Client> {
+        match self.servers {
+            Servers::One(server) => vec![server.client()],
+            Servers::Cluster(cluster) => (0..cluster.len())
+                .map(|node| cluster.client(node))
+                .collect(),
+        }
+    }
+
+    fn pids(&self) -> Vec<u32> {
+        match self.servers {
+            Servers::One(server) => vec![server.pid()],
+            Servers::Cluster(cluster) => (0..cluster.len()).map(|node| cluster.pid(node)).collect(),
+        }
     }
 }
 
@@ -155,28 +178,30 @@ pub fn measure_load(
     output_dir: &Path,
     time_limit: Duration,
 ) -> Result<RunRecord> {
-    target.flush_all()?;
+    target.flush_all();
     thread::sleep(SETTLE_AFTER_FLUSH);
-    let leftover = target.key_count()?;
+    let leftover = target.key_count();
     anyhow::ensure!(leftover == 0, "{leftover} keys left after FLUSHALL");
     let watched = match (&dataset.preload, target.servers) {
         (None, _) => None,
-        (Some(preload), [server]) => {
-            prepare_reads(server, target.port, tools, preload, output_dir)?;
+        (Some(preload), Servers::One(server)) => {
+            preload_values(target.port, tools, preload, output_dir)?;
             Some(server)
         }
-        (Some(_), _) => bail!("{} reads from one server, not a cluster", dataset.name),
+        (Some(_), Servers::Cluster(_)) => {
+            bail!("{} reads from one server, not a cluster", dataset.name)
+        }
     };
 
     let mut arguments = ["-h", "127.0.0.1", "-p", &target.port.to_string(), "--pipe"]
         .map(String::from)
         .to_vec();
-    if target.cluster {
+    if let Servers::Cluster(_) = target.servers {
         arguments.push("-c".to_owned());
     }
     arguments.extend(tool.flags().iter().map(|flag| flag.to_string()));
     let server_cpu_before = target.cpu_time()?;
-    let log_before = watched.map(RedisServer::log_len);
+    let log_before = watched.map(|server| server.log().len());
     let watch = watched.map(MemoryWatch::start).transpose()?;
     let measurement = run_measured(
         tools.program(tool),
@@ -188,9 +213,12 @@ pub fn measure_load(
     .with_context(|| format!("{} on {}", tool.name(), dataset.name))?;
     let server_memory = watch.map(MemoryWatch::finish).transpose()?;
     let server_cpu = target.cpu_time()?.saturating_sub(server_cpu_before);
-    let keys = target.key_count()?;
+    let keys = target.key_count();
     let dropped_for_output_buffer = match (watched, log_before) {
-        (Some(server), Some(offset)) => server.log_since(offset).contains(OUTPUT_BUFFER_DROP),
+        (Some(server), Some(offset)) => server
+            .log()
+            .get(offset..)
+            .is_some_and(|logged| logged.contains(OUTPUT_BUFFER_DROP)),
         _ => false,
     };
 
@@ -253,15 +281,9 @@ pub fn measure_load(
     })
 }
 
-/// Puts the values a reading data set reads on `server` (untimed, with
-/// `redis-cli --pipe`), then its output buffer limit.
-fn prepare_reads(
-    server: &RedisServer,
-    port: u16,
-    tools: &Tools,
-    preload: &Preload,
-    output_dir: &Path,
-) -> Result<()> {
+/// Puts the values a reading data set reads on the server at `port`
+/// (untimed, with `redis-cli --pipe`).
+fn preload_values(port: u16, tools: &Tools, preload: &Preload, output_dir: &Path) -> Result<()> {
     let input = File::open(&preload.path)
         .with_context(|| format!("cannot open {}", preload.path.display()))?;
     let output = Command::new(&tools.redis_cli)
@@ -279,9 +301,6 @@ fn prepare_reads(
             output.status,
             String::from_utf8_lossy(&output.stderr)
         );
-    }
-    if let Some(limit) = preload.output_buffer_limit {
-        server.set_config("client-output-buffer-limit", limit)?;
     }
     Ok(())
 }

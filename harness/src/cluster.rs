@@ -10,7 +10,7 @@
 //!
 //! [`TestCluster::start_tls`] starts the same cluster with TLS only: each
 //! node listens on a TLS client port (no plaintext port) and speaks TLS on
-//! the cluster bus, with the test certificates of [`super::tls`]; the
+//! the cluster bus, with the test certificates of [`crate::tls`]; the
 //! harness itself talks to it through [`NodeClient`].
 
 use std::fs;
@@ -22,10 +22,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::client::{Client, Value};
-use super::server::{start_with_retries, wait_until_answering};
-use super::temp::TempDir;
-use super::tls::{TlsClient, TlsFiles};
+use crate::client::{Client, Value, info_field};
+use crate::server::{start_with_retries, wait_until_answering};
+use crate::temp::TempDir;
+use crate::tls::{TlsClient, TlsFiles};
 
 pub const SLOTS: u16 = 16384;
 
@@ -199,15 +199,9 @@ impl TestCluster {
     /// Why node `index` does not see the cluster formed yet, if it does not.
     fn not_formed_on(&self, index: usize, assigned: usize) -> Option<String> {
         let mut client = self.node_client(index);
-        let info = text(client.ok(&["CLUSTER", "INFO"]));
-        let field = |name: &str| {
-            info.lines()
-                .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
-                .map(str::trim)
-                .unwrap_or("")
-                .to_string()
-        };
-        let nodes = text(client.ok(&["CLUSTER", "NODES"]));
+        let info = client.ok(&["CLUSTER", "INFO"]).into_text();
+        let field = |name: &str| info_field(&info, name).unwrap_or("").to_string();
+        let nodes = client.ok(&["CLUSTER", "NODES"]).into_text();
         let connected_primaries = nodes
             .lines()
             .filter(|line| {
@@ -237,6 +231,8 @@ impl TestCluster {
         })
     }
 
+    /// How many nodes: three, never none.
+    #[expect(clippy::len_without_is_empty, reason = "a cluster always has nodes")]
     pub fn len(&self) -> usize {
         self.nodes.len()
     }
@@ -244,6 +240,16 @@ impl TestCluster {
     /// The client port of node `index`.
     pub fn port(&self, index: usize) -> u16 {
         self.nodes[index].port
+    }
+
+    /// The process id of node `index` (for its CPU time in `/proc`).
+    pub fn pid(&self, index: usize) -> u32 {
+        // A poisoned lock still holds the child.
+        let child = self.nodes[index]
+            .child
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        child.id()
     }
 
     /// The node id (`CLUSTER MYID`) of node `index`.
@@ -413,16 +419,6 @@ impl Drop for TestCluster {
     }
 }
 
-/// The text of a bulk or verbatim reply.
-fn text(reply: Value) -> String {
-    match reply {
-        Value::Bulk(Some(bytes)) | Value::Verbatim(bytes) => {
-            String::from_utf8_lossy(&bytes).into_owned()
-        }
-        other => panic!("expected a text reply, got {other:?}"),
-    }
-}
-
 /// Starts one cluster-enabled node on a port whose bus port is free too,
 /// trying other ports when another process takes one first; with `tls`, a
 /// TLS-only node using those certificates.
@@ -459,16 +455,11 @@ fn spawn_node(port: u16, dir: &Path, tls: Option<&TlsFiles>) -> Result<Child, St
         Some(files) => command
             .args(["--port", "0", "--tls-port", &port.to_string()])
             .args(["--tls-cluster", "yes", "--tls-replication", "yes"])
-            .arg("--tls-cert-file")
-            .arg(&files.server_cert)
-            .arg("--tls-key-file")
-            .arg(&files.server_key)
+            .args(files.server_args())
             .arg("--tls-client-cert-file")
             .arg(&files.client_cert)
             .arg("--tls-client-key-file")
             .arg(&files.client_key)
-            .arg("--tls-ca-cert-file")
-            .arg(&files.ca)
             .args(["--tls-auth-clients", "no"]),
     };
     command

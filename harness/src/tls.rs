@@ -14,6 +14,7 @@
 //! - [`SilentTlsServer`]: completes the handshake, answers the first
 //!   command with `+PONG`, then reads and never answers.
 
+use std::ffi::OsStr;
 use std::io::{self, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -32,9 +33,9 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection};
 use rustls::{StreamOwned, crypto::CryptoProvider};
 
-use super::client::{Value, process_id, read_value, resp_command};
-use super::server::{free_port, start_with_retries, wait_until_answering};
-use super::temp::TempDir;
+use crate::client::{Value, process_id, read_value, resp_command};
+use crate::server::{free_port, start_with_retries, wait_until_answering};
+use crate::temp::TempDir;
 
 /// Hang guard for every read of the test client and the silent server.
 const READ_GUARD: Duration = Duration::from_secs(60);
@@ -137,6 +138,11 @@ pub struct TlsFiles {
 }
 
 impl TlsFiles {
+    /// Writes the shared test PKI into a new directory.
+    #[expect(
+        clippy::new_without_default,
+        reason = "it writes files: not a default value"
+    )]
     pub fn new() -> TlsFiles {
         let pki = Pki::shared();
         let dir = TempDir::new("tls");
@@ -149,6 +155,19 @@ impl TlsFiles {
             client_key: dir.write("client.key", &pki.client_key),
             _dir: dir,
         }
+    }
+
+    /// The `redis-server` arguments for a TLS port with these files: the
+    /// server's certificate and key, and the CA it trusts.
+    pub fn server_args(&self) -> [&OsStr; 6] {
+        [
+            OsStr::new("--tls-cert-file"),
+            self.server_cert.as_os_str(),
+            OsStr::new("--tls-key-file"),
+            self.server_key.as_os_str(),
+            OsStr::new("--tls-ca-cert-file"),
+            self.ca.as_os_str(),
+        ]
     }
 }
 
@@ -218,12 +237,7 @@ impl TlsRedis {
             .arg("0")
             .arg("--tls-port")
             .arg(port.to_string())
-            .arg("--tls-cert-file")
-            .arg(&files.server_cert)
-            .arg("--tls-key-file")
-            .arg(&files.server_key)
-            .arg("--tls-ca-cert-file")
-            .arg(&files.ca)
+            .args(files.server_args())
             .arg("--tls-auth-clients")
             .arg(if auth_clients { "yes" } else { "no" })
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])

@@ -60,6 +60,24 @@ impl Value {
             other => panic!("expected a bulk reply, got {other:?}"),
         }
     }
+
+    /// The text of a bulk or verbatim reply (`INFO`, `CLUSTER NODES`).
+    pub fn into_text(self) -> String {
+        match self {
+            Value::Bulk(Some(bytes)) | Value::Verbatim(bytes) => {
+                String::from_utf8_lossy(&bytes).into_owned()
+            }
+            other => panic!("expected a text reply, got {other:?}"),
+        }
+    }
+}
+
+/// The value of `name` in the `name:value` lines of an `INFO` or `CLUSTER
+/// INFO` reply (`used_memory` is not `used_memory_rss`).
+pub fn info_field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
+    info.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+        .map(str::trim)
 }
 
 /// Encodes one command as a RESP array of bulk strings.
@@ -264,6 +282,11 @@ impl Client {
         self.ok(&["DBSIZE"]).as_int()
     }
 
+    /// `INFO section` as text; read fields with [`info_field`].
+    pub fn info(&mut self, section: &str) -> String {
+        self.ok(&["INFO", section]).into_text()
+    }
+
     pub fn get(&mut self, key: impl AsRef<[u8]>) -> Option<Vec<u8>> {
         self.ok(&[b"GET".as_slice(), key.as_ref()]).into_bulk()
     }
@@ -306,10 +329,8 @@ pub fn process_id(info: Value) -> io::Result<u32> {
         Value::Bulk(Some(info)) | Value::Verbatim(info) => info,
         other => return Err(invalid(&format!("INFO server replied {other:?}"))),
     };
-    String::from_utf8_lossy(&info)
-        .lines()
-        .find_map(|line| line.strip_prefix("process_id:"))
-        .and_then(|pid| pid.trim().parse().ok())
+    info_field(&String::from_utf8_lossy(&info), "process_id")
+        .and_then(|pid| pid.parse().ok())
         .ok_or_else(|| invalid("INFO server has no process_id"))
 }
 
@@ -326,4 +347,18 @@ fn describe<A: AsRef<[u8]>>(args: &[A]) -> String {
         })
         .collect();
     words.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::info_field;
+
+    #[test]
+    fn info_field_matches_whole_names_only() {
+        let info = "# Memory\r\nused_memory:1024\r\nused_memory_rss:4096\r\n";
+        assert_eq!(info_field(info, "used_memory"), Some("1024"));
+        assert_eq!(info_field(info, "used_memory_rss"), Some("4096"));
+        assert_eq!(info_field(info, "used"), None);
+        assert_eq!(info_field(info, "mem_clients_normal"), None);
+    }
 }

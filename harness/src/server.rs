@@ -1,8 +1,9 @@
-//! A throwaway `redis-server` for one test: a free loopback port (and
-//! optionally a unix socket), no persistence, its own directory; killed and
-//! cleaned up on drop. A persistent one (append-only file, fsync on every
-//! write) can be killed mid-load and restarted on the same port and
-//! directory with the data it acknowledged.
+//! A throwaway `redis-server` for one test or bench run: a free loopback
+//! port (never 6379, where a real server may listen) and optionally a unix
+//! socket, no persistence, its own directory, more configuration if asked;
+//! killed by pid and cleaned up on drop. A persistent one (append-only file,
+//! fsync on every write) can be killed mid-load and restarted on the same
+//! port and directory with the data it acknowledged.
 
 use std::fs;
 use std::net::TcpListener;
@@ -11,12 +12,14 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::client::Client;
-use super::temp::TempDir;
+use crate::client::{Client, info_field};
+use crate::temp::TempDir;
 
 /// How long a server may take to answer its first command.
 const STARTUP_GUARD: Duration = Duration::from_secs(30);
 const START_ATTEMPTS: usize = 10;
+/// Redis's default port: a server there may be someone's real one.
+const DEFAULT_PORT: u16 = 6379;
 
 /// Runs `attempt` (which picks its own port) until it succeeds, at most
 /// `START_ATTEMPTS` times: another test may take a port between our probe
@@ -39,52 +42,80 @@ pub struct RedisServer {
     child: Child,
     port: u16,
     unix_socket: Option<PathBuf>,
+    options: Options,
+    dir: TempDir,
+}
+
+/// How a server is started, beyond what every one gets.
+#[derive(Clone, Default)]
+struct Options {
+    unix_socket: bool,
     /// Append-only file with `appendfsync always`.
     persistent: bool,
-    dir: TempDir,
+    /// More `--name value` settings.
+    config: Vec<(String, String)>,
 }
 
 impl RedisServer {
     /// A server on a free 127.0.0.1 port.
     pub fn start() -> RedisServer {
-        RedisServer::start_configured(false, false)
+        RedisServer::start_configured(Options::default())
     }
 
     /// A server on a free 127.0.0.1 port and on a unix socket in its dir.
     pub fn start_with_unix_socket() -> RedisServer {
-        RedisServer::start_configured(true, false)
+        RedisServer::start_configured(Options {
+            unix_socket: true,
+            ..Options::default()
+        })
     }
 
     /// A server that logs every write to an append-only file and fsyncs it
     /// before replying, so what it acknowledged survives a kill and
     /// [`restart`](RedisServer::restart).
     pub fn start_persistent() -> RedisServer {
-        RedisServer::start_configured(false, true)
+        RedisServer::start_configured(Options {
+            persistent: true,
+            ..Options::default()
+        })
+    }
+
+    /// A server on a free 127.0.0.1 port with more settings, each passed as
+    /// `--name value` (e.g. `("client-output-buffer-limit", "normal 16mb
+    /// 8mb 10")`, `("io-threads", "2")`).
+    pub fn start_with_config(config: &[(&str, &str)]) -> RedisServer {
+        RedisServer::start_configured(Options {
+            config: config
+                .iter()
+                .map(|&(name, value)| (name.to_owned(), value.to_owned()))
+                .collect(),
+            ..Options::default()
+        })
     }
 
     /// A server on `port`, which a test picked earlier (a client is
     /// already waiting on it): no other port will do, so no retries.
     pub fn start_on_port(port: u16) -> RedisServer {
-        RedisServer::try_start(port, false, false)
+        RedisServer::try_start(port, Options::default())
             .unwrap_or_else(|failure| panic!("start redis-server on port {port}: {failure}"))
     }
 
-    fn start_configured(unix_socket: bool, persistent: bool) -> RedisServer {
+    fn start_configured(options: Options) -> RedisServer {
         start_with_retries("redis-server", || {
-            RedisServer::try_start(free_port(), unix_socket, persistent)
+            RedisServer::try_start(free_port(), options.clone())
         })
     }
 
-    fn try_start(port: u16, unix_socket: bool, persistent: bool) -> Result<RedisServer, String> {
+    fn try_start(port: u16, options: Options) -> Result<RedisServer, String> {
         let dir = TempDir::new("redis");
-        let socket_path = unix_socket.then(|| dir.path().join("redis.sock"));
-        let child = spawn_server(port, dir.path(), socket_path.as_deref(), persistent)?;
+        let socket_path = options.unix_socket.then(|| dir.path().join("redis.sock"));
+        let child = spawn_server(port, dir.path(), socket_path.as_deref(), &options)?;
         // From here on, drop kills the child if startup fails.
         let mut server = RedisServer {
             child,
             port,
             unix_socket: socket_path,
-            persistent,
+            options,
             dir,
         };
         server.wait_until_ready()?;
@@ -112,7 +143,7 @@ impl RedisServer {
                 self.port,
                 self.dir.path(),
                 self.unix_socket.as_deref(),
-                self.persistent,
+                &self.options,
             )
             .unwrap_or_else(|failure| {
                 panic!("restart redis-server on port {}: {failure}", self.port)
@@ -151,14 +182,7 @@ impl RedisServer {
     pub fn wait_until_loaded(&self) {
         let deadline = Instant::now() + STARTUP_GUARD;
         loop {
-            let info = match self.client().cmd(&["INFO", "persistence"]) {
-                super::client::Value::Bulk(Some(info)) => info,
-                other => panic!("INFO persistence replied {other:?}"),
-            };
-            if String::from_utf8_lossy(&info)
-                .lines()
-                .any(|line| line.trim() == "loading:0")
-            {
+            if info_field(&self.client().info("persistence"), "loading") == Some("0") {
                 return;
             }
             assert!(
@@ -172,6 +196,11 @@ impl RedisServer {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The server's process id (for its CPU time in `/proc`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The unix socket path; panics if the server was started without one.
@@ -209,8 +238,11 @@ fn spawn_server(
     port: u16,
     dir: &Path,
     unix_socket: Option<&Path>,
-    persistent: bool,
+    options: &Options,
 ) -> Result<Child, String> {
+    if port == DEFAULT_PORT {
+        return Err(format!("port {DEFAULT_PORT} is not ours to take"));
+    }
     let mut command = Command::new("redis-server");
     command
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
@@ -222,7 +254,7 @@ fn spawn_server(
         .arg(dir)
         .arg("--logfile")
         .arg(dir.join("redis.log"));
-    match persistent {
+    match options.persistent {
         true => command.args(["--appendonly", "yes", "--appendfsync", "always"]),
         false => command.args(["--appendonly", "no"]),
     };
@@ -232,16 +264,18 @@ fn spawn_server(
             .arg(path)
             .args(["--unixsocketperm", "700"]);
     }
+    for (name, value) in &options.config {
+        command.arg(format!("--{name}")).arg(value);
+    }
     command
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    command
-        .spawn()
-        .map_err(|err| format!("spawn redis-server: {err}"))
+    command.spawn().map_err(|err| {
+        format!("cannot run redis-server (is it installed? apt-get install redis-server): {err}")
+    })
 }
 
-/// A loopback port that was free a moment ago.
 /// Waits until the redis-server `child` answers on `listening` (as in
 /// "port 6380"), and checks that `child` is the one answering, not another
 /// server on the same port. `server_pid` connects and asks the server for
@@ -279,10 +313,17 @@ pub fn wait_until_answering<E: std::fmt::Display>(
     }
 }
 
+/// A loopback port that was free a moment ago: the kernel's pick, never
+/// 6379.
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener
-        .local_addr()
-        .expect("local_addr of a bound listener")
-        .port()
+    loop {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = listener
+            .local_addr()
+            .expect("local_addr of a bound listener")
+            .port();
+        if port != DEFAULT_PORT {
+            return port;
+        }
+    }
 }
