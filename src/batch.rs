@@ -42,6 +42,10 @@ pub enum Rejection {
     ClientReplyInMulti,
     /// A cluster has only database 0.
     SelectInCluster,
+    /// `CLIENT REPLY SKIP` in a cluster load: it would skip the reply of
+    /// whatever its node's connection gets next, not the input's next
+    /// command.
+    ClientReplySkipInCluster,
 }
 
 impl fmt::Display for Rejection {
@@ -58,6 +62,9 @@ impl fmt::Display for Rejection {
                 f.write_str("CLIENT REPLY inside MULTI is not supported")
             }
             Rejection::SelectInCluster => f.write_str("SELECT is not allowed in cluster mode"),
+            Rejection::ClientReplySkipInCluster => {
+                f.write_str("CLIENT REPLY SKIP is not supported in cluster mode")
+            }
         }
     }
 }

@@ -48,7 +48,7 @@ pub(crate) fn load(
     tls: Option<&TlsConfig>,
     config: &Config,
 ) -> Result<ExitCode> {
-    let mut load = start_load(sources, errors_file.is_some(), true, stop, config)?;
+    let mut load = start_load(sources, errors_file.is_some(), stop, config)?;
     let lane = Lane {
         connection,
         shared: SessionShared {
@@ -251,11 +251,9 @@ pub(crate) struct ConnectionsEnd {
 
 /// Starts the progress display and the input thread. Never returns when a
 /// signal came while connecting (the signal ends the run itself).
-/// `confirm_unanswered_tail`: see `InputOptions` (one server only).
 pub(crate) fn start_load(
     sources: Vec<OpenSource>,
     keep_originals: bool,
-    confirm_unanswered_tail: bool,
     stop: Arc<Stop>,
     config: &Config,
 ) -> Result<LoadStart> {
@@ -269,10 +267,11 @@ pub(crate) fn start_load(
     let (batch_sender, batches) = bounded::<Batch>(BATCH_CHANNEL_CAPACITY);
     let options = InputOptions {
         format: config.format,
-        confirm_unanswered_tail,
+        confirm_unanswered_tail: true,
         skip: config.skip,
         keep_originals,
         progress: counters.clone(),
+        cluster: config.cluster,
     };
     // Not scoped: when the load stops early the input thread may be blocked
     // on a source that never ends, and must not keep the process alive.

@@ -162,6 +162,7 @@ fn emit_resp(sources: Vec<OpenSource>, config: &Config) -> Result<ExitCode> {
         confirm_unanswered_tail: false,
         skip: config.skip,
         keep_originals: false,
+        cluster: false,
         progress: None,
     };
     let mut rejected = 0u64;

@@ -1050,3 +1050,37 @@ fn auth_in_the_input_reaches_every_primary() {
         cluster.dbsizes()
     );
 }
+
+#[test]
+fn client_reply_off_reaches_every_primary_and_the_unanswered_tail_is_confirmed() {
+    let cluster = TestCluster::start();
+    // Keys on every node, sent while replies are off, up to the end of the
+    // input: only a marker's reply on each node can confirm them.
+    let tail: String = (0..cluster.len())
+        .map(|node| {
+            let tag = crate::common::cluster::tag_on_node("tail", node);
+            format!("SET {{{tag}}}k {node}\n")
+        })
+        .collect();
+    let input = format!("SET first 1\nCLIENT REPLY OFF\n{tail}");
+
+    let outcome = load_into(&cluster).stdin(input).run();
+
+    outcome.assert_complete_summary(0, 1);
+    for node in 0..cluster.len() {
+        let tag = crate::common::cluster::tag_on_node("tail", node);
+        assert_eq!(
+            cluster.get(format!("{{{tag}}}k")),
+            Some(node.to_string().into_bytes()),
+            "{outcome}"
+        );
+    }
+
+    let skipped = load_into(&cluster)
+        .stdin("CLIENT REPLY SKIP\nSET after 1\n")
+        .run();
+    skipped
+        .assert_code(1)
+        .assert_stderr_line("line 1: not sent: CLIENT REPLY SKIP is not supported in cluster mode");
+    assert_eq!(cluster.get("after"), Some(b"1".to_vec()), "{skipped}");
+}

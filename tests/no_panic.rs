@@ -221,6 +221,7 @@ fn load(
             confirm_unanswered_tail: true,
             skip,
             keep_originals,
+            cluster: false,
             progress: None,
         };
         let result = read_input(vec![source], options, &sender).map_err(|error| error.to_string());

@@ -70,7 +70,7 @@ pub fn load_cluster(
     for node_config in &node_configs {
         connections.push(retry::connect_first(node_config, tls, &stop)?);
     }
-    let mut load = start_load(sources, errors_file.is_some(), false, stop, config)?;
+    let mut load = start_load(sources, errors_file.is_some(), stop, config)?;
     let LoadStart {
         stop,
         source_names: names,

@@ -136,9 +136,12 @@ impl<'a> Router<'a> {
                 }
                 Route::EveryPrimary => {
                     for (node, target) in split.iter_mut().enumerate() {
-                        // One reply counts for the input's one command.
+                        // One reply counts for the input's one command; a
+                        // command no node answers (CLIENT REPLY OFF) is
+                        // sent as it is everywhere.
                         let expect = match node {
                             0 => None,
+                            _ if command.expect == Expect::NoReply => None,
                             _ => Some(Expect::Marker),
                         };
                         target.push_copy(batch, index, expect, None);
@@ -245,6 +248,15 @@ impl<'a> Router<'a> {
         // Every primary's connection must be set up as the input sets up
         // its one connection.
         if matches!(command.kind, CommandKind::Auth | CommandKind::Hello) {
+            return Route::EveryPrimary;
+        }
+        // CLIENT REPLY OFF and ON: every primary's connection answers as the
+        // input's one connection would (the input refuses SKIP here).
+        if name.eq_ignore_ascii_case(b"CLIENT")
+            && args
+                .get(1)
+                .is_some_and(|sub| sub.eq_ignore_ascii_case(b"REPLY"))
+        {
             return Route::EveryPrimary;
         }
         if name.eq_ignore_ascii_case(b"FLUSHALL") || name.eq_ignore_ascii_case(b"FLUSHDB") {

@@ -149,6 +149,8 @@ pub(super) struct InputState {
     pub(super) keep_originals: bool,
     /// Where the open transaction's `MULTI` was, while one is open.
     pub(super) open_transaction: Option<InputError>,
+    /// A cluster load: `CLIENT REPLY SKIP` is refused.
+    pub(super) cluster: bool,
 }
 
 impl InputState {
@@ -159,6 +161,12 @@ impl InputState {
             self.to_skip -= 1;
             return None;
         }
+        let role = match role {
+            CommandRole::ClientReply(ReplyMode::SkipNext) if self.cluster => {
+                CommandRole::Refused(Rejection::ClientReplySkipInCluster)
+            }
+            role => role,
+        };
         Some(self.tracker.expect(role))
     }
 

@@ -182,6 +182,8 @@ pub struct InputOptions {
     pub skip: u64,
     /// Keep each command's input bytes in its batch (`--errors-file`).
     pub keep_originals: bool,
+    /// A cluster load: `CLIENT REPLY SKIP` is refused.
+    pub cluster: bool,
     /// Where to count the bytes read, for the progress display.
     pub progress: Option<Arc<Counters>>,
 }
@@ -198,6 +200,7 @@ pub fn read_input(
         progress: options.progress.clone(),
         commands_before_source: 0,
         keep_originals: options.keep_originals,
+        cluster: options.cluster,
         open_transaction: None,
     };
     let mut last_source = 0;
