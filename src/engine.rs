@@ -148,18 +148,7 @@ pub(crate) fn run_lanes(
         Ok((routed, ends))
     })?;
 
-    let mut end = ConnectionsEnd {
-        tally: Tally::default(),
-        failures: Vec::new(),
-        reconnects: 0,
-        commands_sent: 0,
-        bytes_sent: 0,
-        in_flight: 0,
-        acknowledged: 0,
-        nothing_left: false,
-        nodes: Vec::new(),
-        server_restarted: false,
-    };
+    let mut end = ConnectionsEnd::default();
     // The first input command not known to be applied, over every lane.
     let mut first_unsettled = u64::MAX;
     let mut note_unsettled = |batch: &Batch, commands: Range<usize>| {
@@ -229,6 +218,7 @@ pub(crate) struct LoadStart {
 }
 
 /// What the connections of a load hand back when they have all ended.
+#[derive(Default)]
 pub(crate) struct ConnectionsEnd {
     pub tally: Tally,
     /// Why connections gave up before the end (already reported).
