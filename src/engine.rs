@@ -320,6 +320,9 @@ impl LoadStart {
             Some(multi) => end.acknowledged.min(multi - 1),
             None => end.acknowledged,
         };
+        // Counted from the very start of the input, `--skip` included, as
+        // the summary reports it, complete or not.
+        tally.acknowledged = acknowledged;
         let outcome = Outcome {
             tally,
             last_reply_received: failures.is_empty() && end.in_flight == 0,

@@ -210,6 +210,31 @@ fn json_summary_after_an_early_stop_gives_the_resume_skip() {
     fake.finish();
 }
 
+/// `acknowledged` counts from the very start of the input, `--skip`
+/// included, in a complete load as in a stopped one.
+#[test]
+fn json_acknowledged_counts_the_skipped_commands_too() {
+    let server = RedisServer::start();
+
+    let outcome = Pipeload::new()
+        .port(server.port())
+        .args(["--json", "--skip", "1"])
+        .stdin("SET a 1\nSET b 2\nSET c 3\n")
+        .run();
+
+    outcome.assert_code(0);
+    let summary = json_summary(&outcome);
+    let field = |name: &str| summary.field(name, &outcome);
+    outcome
+        .check(field("completed") == &Json::Bool(true), "completed: true")
+        .check(field("replies").as_u64() == Some(2), "replies: 2")
+        .check(
+            field("acknowledged").as_u64() == Some(3),
+            "acknowledged: 3, the skipped command included",
+        );
+    assert!(!server.client().exists("a"), "{outcome}");
+}
+
 /// A run that fails before it loads anything still prints its JSON
 /// object, with the failure, the resume point (the `--skip` given: nothing
 /// was sent), and `completed: false`.
