@@ -312,6 +312,7 @@ impl<'a> Replies<'a> {
             index,
             command,
             kind,
+            bytes: self.buffer.unread().get(..reply_len).unwrap_or_default(),
             buffer: self.buffer.unread(),
             errors: &self.errors,
             transaction: session.open_transaction,

@@ -34,6 +34,8 @@ pub struct Reply<'r> {
     pub index: usize,
     pub command: Command,
     pub kind: ReplyKind,
+    /// The reply's bytes, exactly as received (at the start of `buffer`).
+    pub bytes: &'r [u8],
     /// The buffer the reply's error spans point into.
     pub buffer: &'r [u8],
     /// Every error the reply holds: the reply itself, or `EXEC` elements.
