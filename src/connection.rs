@@ -60,8 +60,6 @@ pub(crate) struct ConnectionRun {
     pub reconnects: u64,
     /// Why the connection gave up before the end of the load.
     pub failure: Option<ConnectionFailure>,
-    /// Whether its last writer wrote everything the input gave it.
-    pub all_written: bool,
     /// What it still held when it ended, never acknowledged, in order.
     pub unsettled: Vec<InFlight>,
     /// Input commands of `unsettled` that were sent: they may have run.
@@ -122,7 +120,6 @@ pub(crate) fn run_connection(
         commands_sent: 0,
         reconnects: 0,
         failure: None,
-        all_written: false,
         unsettled: Vec::new(),
         in_flight: 0,
         server_restarted: false,
@@ -138,7 +135,6 @@ pub(crate) fn run_connection(
         let (written, session) = run_session(stream, resend, shared, replies, on_all_written)?;
         run.bytes_sent += written.bytes_sent;
         run.commands_sent += written.commands_sent;
-        run.all_written = matches!(written.end, WriterEnd::InputEnded);
         let failure = match written.end {
             // A quit cut the connection: no failure of its own.
             _ if shared.stop.is_quit() => None,

@@ -32,7 +32,6 @@ use crate::route::Route;
 use crate::stop::{Stop, StopReason};
 use crate::summary::{ErrorLog, NodeCounts, Outcome, Tally, report};
 use crate::tls::TlsConfig;
-use crate::writer::WriterEnd;
 
 /// Batches waiting between input and writer: enough to keep the writer busy
 /// while input frames the next one, few enough to keep memory flat.
@@ -99,7 +98,7 @@ pub(crate) fn run_lanes(
         let (input, lanes_done) = &mut *written;
         lanes_done[lane] = true;
         if lanes_done.iter().all(|done| *done) {
-            input.writer_finished(&WriterEnd::InputEnded);
+            input.all_written();
         }
     };
     let (routed, ends) = thread::scope(|scope| -> Result<_> {

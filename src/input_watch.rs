@@ -12,7 +12,6 @@ use std::thread::JoinHandle;
 use crate::input::InputError;
 use crate::progress;
 use crate::summary::{ALL_DATA_TRANSFERRED, print_line, report};
-use crate::writer::WriterEnd;
 
 /// The input thread, joined once it is known to have ended.
 pub(crate) struct InputWatch {
@@ -68,13 +67,10 @@ impl InputWatch {
         }
     }
 
-    /// Called when a writer ends: if it saw the end of the input (the input
-    /// thread dropped its sender, so it is exiting), collect the input's
-    /// result and, when all of it was read, say so as redis-cli does.
-    pub(crate) fn writer_finished(&mut self, end: &WriterEnd) {
-        if !matches!(end, WriterEnd::InputEnded) {
-            return;
-        }
+    /// Called once the writers have written the whole input (the input
+    /// thread dropped its sender, so it is exiting): collects the input's
+    /// result and, when all of it was read, says so as redis-cli does.
+    pub(crate) fn all_written(&mut self) {
         self.join();
         self.announce_transferred();
     }
