@@ -16,7 +16,10 @@ use anyhow::{Context, Result, bail};
 use clap::{ArgAction, CommandFactory, Parser, ValueEnum};
 use clap_complete::Shell;
 
-use crate::config::{Config, Credentials, Endpoint, Format, Source, TlsOptions};
+use crate::config::{
+    Config, Credentials, Endpoint, Format, RepliesFormat, RepliesOptions, RepliesTarget, Source,
+    TlsOptions,
+};
 use crate::window::WindowLimits;
 
 /// What the command line asks for.
@@ -73,13 +76,35 @@ impl From<FormatArg> for Format {
     }
 }
 
+/// How `--replies` writes each reply (`--replies-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum RepliesFormatArg {
+    /// As `redis-cli --raw` prints replies
+    Raw,
+    /// One JSON object a line: {"line":N,"reply":...}
+    Json,
+    /// Each reply's bytes exactly as received
+    Resp,
+}
+
+impl From<RepliesFormatArg> for RepliesFormat {
+    fn from(format: RepliesFormatArg) -> RepliesFormat {
+        match format {
+            RepliesFormatArg::Raw => RepliesFormat::Raw,
+            RepliesFormatArg::Json => RepliesFormat::Json,
+            RepliesFormatArg::Resp => RepliesFormat::Resp,
+        }
+    }
+}
+
 const EXAMPLES: &str = "\
 Examples:
   cat data.txt | pipeload --pipe
   pipeload -h 10.0.0.5 -p 6380 -a secret seed.txt more.resp
   pipeload -u redis://loader:secret@127.0.0.1:6379/2 data.txt
   pipeload --tls -h my.redis.example -p 6380 -a secret data.txt
-  pipeload --emit-resp data.txt > data.resp";
+  pipeload --emit-resp data.txt > data.resp
+  pipeload --replies - --replies-format json gets.txt | jq -r .reply";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -216,6 +241,20 @@ struct Flags {
     #[arg(long, value_name = "FILE", help_heading = "Faults")]
     errors_file: Option<PathBuf>,
 
+    /// Write every reply to FILE in input order ("-" is stdout; the summary
+    /// then goes to stderr)
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with = "emit_resp",
+        help_heading = "Output"
+    )]
+    replies: Option<PathBuf>,
+
+    /// How --replies writes each reply
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = RepliesFormatArg::Raw, help_heading = "Output")]
+    replies_format: RepliesFormatArg,
+
     /// Print the summary as one JSON object on stdout
     #[arg(long, help_heading = "Output")]
     json: bool,
@@ -339,6 +378,20 @@ fn config_from_flags(flags: Flags, env_password: Option<String>) -> Result<Confi
         bail!("-n {db}: a cluster has only database 0");
     }
 
+    let replies = flags.replies.as_ref().map(|path| RepliesOptions {
+        target: match path.as_os_str() == "-" {
+            true => RepliesTarget::Stdout,
+            false => RepliesTarget::File(path.clone()),
+        },
+        format: flags.replies_format.into(),
+    });
+    if flags.json && replies.as_ref().map(|replies| &replies.target) == Some(&RepliesTarget::Stdout)
+    {
+        bail!(
+            "--json prints the summary on stdout, where --replies - writes the replies: give --replies a file"
+        );
+    }
+
     let sources = if flags.files.is_empty() {
         vec![Source::Stdin]
     } else {
@@ -370,6 +423,7 @@ fn config_from_flags(flags: Flags, env_password: Option<String>) -> Result<Confi
         retry: flags.retry,
         max_errors: flags.max_errors,
         errors_file: flags.errors_file,
+        replies,
         cluster: flags.cluster,
         json: flags.json,
         error_lines: (flags.error_lines > 0).then_some(flags.error_lines),

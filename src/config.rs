@@ -23,6 +23,33 @@ pub enum Format {
     Resp,
 }
 
+/// How `--replies` writes each reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RepliesFormat {
+    /// As `redis-cli --raw` prints it.
+    Raw,
+    /// One JSON object a line: the input position and the reply.
+    Json,
+    /// The reply's bytes exactly as received.
+    Resp,
+}
+
+/// Where `--replies` writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RepliesTarget {
+    /// `--replies -`: the summary goes to stderr then.
+    Stdout,
+    File(PathBuf),
+}
+
+/// `--replies` and `--replies-format`: every reply written out, in input
+/// order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepliesOptions {
+    pub target: RepliesTarget,
+    pub format: RepliesFormat,
+}
+
 /// Where the server is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Endpoint {
@@ -70,6 +97,8 @@ pub struct Config {
     pub max_errors: Option<u64>,
     /// Where failed commands' input bytes go.
     pub errors_file: Option<PathBuf>,
+    /// Where every reply is written, in input order (`--replies`).
+    pub replies: Option<RepliesOptions>,
     /// Cluster mode (`-c`): route each command to the primary of its slot.
     pub cluster: bool,
     /// Print the summary as one JSON object instead of redis-cli's lines.

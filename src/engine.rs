@@ -28,6 +28,7 @@ use crate::input::{self, InputOptions, OpenSource, read_input};
 use crate::input_watch::InputWatch;
 use crate::progress::{self, Counters};
 use crate::replies::{Replies, ReplyContext};
+use crate::reply_order::RepliesOut;
 use crate::route::Route;
 use crate::stop::{Stop, StopReason};
 use crate::summary::{ErrorLog, NodeCounts, Outcome, Tally, report};
@@ -68,6 +69,7 @@ pub(crate) fn load(
             resend_transient: config.retry > 0,
             errors_file,
             cluster: None,
+            replies_out: load.replies_out.as_ref(),
         }),
     };
     let end = run_lanes(vec![lane], Route::PassThrough, &mut load.input, config)?;
@@ -214,6 +216,8 @@ pub(crate) struct LoadStart {
     /// The input's batches.
     pub batches: Receiver<Batch>,
     pub input: InputWatch,
+    /// `--replies`: where every reply is written, in input order.
+    pub replies_out: Option<RepliesOut>,
 }
 
 /// What the connections of a load hand back when they have all ended.
@@ -246,6 +250,12 @@ pub(crate) fn start_load(
     stop: Arc<Stop>,
     config: &Config,
 ) -> Result<LoadStart> {
+    // Before loading begins: a file that cannot be created fails the run
+    // with nothing sent.
+    let replies_out = match &config.replies {
+        Some(options) => Some(RepliesOut::create(options, config.skip)?),
+        None => None,
+    };
     if !stop.begin_loading() {
         wait_for_exit();
     }
@@ -276,6 +286,7 @@ pub(crate) fn start_load(
         counters,
         batches,
         input: InputWatch::new(handle, config.json, display),
+        replies_out,
     })
 }
 
@@ -291,6 +302,11 @@ impl LoadStart {
         };
         let mut tally = end.tally;
         let mut failures = end.failures;
+        if let Some(replies_out) = &self.replies_out
+            && let Some(failure) = replies_out.finish(&self.stop)
+        {
+            failures.push(failure);
+        }
         tally.fatal += failures.len() as u64;
         // A closed, empty channel: the input thread has returned, so joining
         // it cannot block; whatever it read was taken.

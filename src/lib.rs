@@ -40,6 +40,8 @@ pub mod progress;
 pub mod readbuf;
 pub mod replies;
 pub mod reply_failure;
+pub mod reply_format;
+pub mod reply_order;
 pub mod resp;
 pub mod retry;
 pub mod route;
@@ -60,7 +62,7 @@ use anyhow::{Context, Result};
 use crossbeam_channel::bounded;
 
 use crate::batch::{Batch, Expect};
-use crate::config::{Config, Endpoint};
+use crate::config::{Config, Endpoint, RepliesTarget};
 use crate::engine::BATCH_CHANNEL_CAPACITY;
 use crate::input::{InputError, InputOptions, OpenSource, open_sources, read_input};
 use crate::io_error::describe_io_error;
@@ -78,6 +80,13 @@ const PASSWORD_WARNING: &str = "Warning: Using a password with '-a' or '-u' opti
 pub fn run(config: Config) -> Result<ExitCode> {
     if config.emit_resp {
         return emit_resp(open_sources(&config.sources)?, &config);
+    }
+    if config
+        .replies
+        .as_ref()
+        .is_some_and(|replies| replies.target == RepliesTarget::Stdout)
+    {
+        summary::summary_to_stderr();
     }
     let stop = Arc::new(Stop::default());
     let result = load_as_configured(&config, &stop);

@@ -31,12 +31,14 @@ use crate::conn::SessionReplay;
 use crate::handlers::errors::{ErrorReport, ErrorsFile};
 use crate::handlers::redirect::Redirects;
 use crate::handlers::replay::Replay;
+use crate::handlers::replies_out::RepliesWriter;
 use crate::handlers::tally::TallyHandler;
 use crate::handlers::{Flow, Handlers, Reply};
 use crate::io_error::describe_io_error;
 use crate::progress::Counters;
 use crate::readbuf::ReadBuffer;
 use crate::reply_failure::ReplyFailure;
+use crate::reply_order::RepliesOut;
 use crate::resp::{ErrorSpan, ReplyKind, ReplyScan, scan_reply};
 use crate::stop::Stop;
 use crate::stream::Stream;
@@ -65,6 +67,8 @@ pub struct ReplyContext<'a> {
     pub progress: Option<&'a Counters>,
     /// Cluster mode: the shared links, and which primary this reader reads.
     pub cluster: Option<(&'a ClusterLinks<'a>, usize)>,
+    /// `--replies`: where every reply is written, in input order.
+    pub replies_out: Option<&'a RepliesOut>,
 }
 
 /// What the reply side keeps across sessions: the handlers' state.
@@ -121,6 +125,9 @@ impl<'a> Replies<'a> {
                     in_cluster,
                 ),
                 replay: Replay::default(),
+                replies_out: context
+                    .replies_out
+                    .map(|out| RepliesWriter::new(out, context.source_names, context.stop)),
             },
             buffer: ReadBuffer::new(READ_CHUNK),
             errors: Vec::new(),
@@ -287,6 +294,7 @@ impl<'a> Replies<'a> {
             match head.batch.commands[session.next].expect {
                 Expect::Reply | Expect::Marker => break,
                 Expect::NoReply => {
+                    self.handlers.unanswered(&head.batch, session.next);
                     self.settled(&head.batch, session.next);
                     session.next += 1;
                     session.acknowledge();

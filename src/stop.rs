@@ -41,6 +41,9 @@ pub enum StopReason {
     MaxErrors(u64),
     /// A node of a cluster load was lost: the others stop too.
     NodeLost,
+    /// `--replies` cannot be written: reads whose replies are lost are
+    /// not worth sending.
+    RepliesUnwritable,
 }
 
 /// Where the run is, as far as a signal is concerned.

@@ -2,11 +2,21 @@
 //!
 //! Place in the data flow: the reply reader fills a `Tally` as replies come
 //! back; `run` adds what only it knows (a stop's cause) and prints the
-//! summary on stdout, which scripts parse: `errors: N, replies: M`.
+//! summary on stdout, which scripts parse: `errors: N, replies: M` (on
+//! stderr when `--replies -` writes the replies on stdout).
 
 use std::io::{self, Write};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
+
+/// Set once, before loading, when stdout carries the replies (`--replies -`).
+static SUMMARY_ON_STDERR: AtomicBool = AtomicBool::new(false);
+
+/// Sends the summary's lines to stderr: stdout carries the replies.
+pub fn summary_to_stderr() {
+    SUMMARY_ON_STDERR.store(true, Ordering::Relaxed);
+}
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Tally {
@@ -56,6 +66,10 @@ pub const LAST_REPLY_RECEIVED: &str = "Last reply received from server.";
 /// Prints one line of the summary on stdout. A closed stdout (`| head`) is
 /// not worth a panic or an error of its own.
 pub fn print_line(line: &str) {
+    if SUMMARY_ON_STDERR.load(Ordering::Relaxed) {
+        report(line);
+        return;
+    }
     let mut stdout = io::stdout().lock();
     let _ = writeln!(stdout, "{line}");
     let _ = stdout.flush();

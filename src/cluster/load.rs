@@ -78,8 +78,10 @@ pub fn load_cluster(
         counters,
         batches: input_receiver,
         input,
+        replies_out,
         ..
     } = &mut load;
+    let replies_out = replies_out.as_ref();
     let (stop, names, error_log, counters) = (&*stop, &*names, &*error_log, &*counters);
 
     let (node_senders, node_receivers): (Vec<_>, Vec<_>) = (0..node_count)
@@ -91,7 +93,8 @@ pub fn load_cluster(
 
     let order = SlotOrder::default();
     let links = ClusterLinks::new(&topology, &redirect_senders, &outstanding, &order);
-    let router = Router::new(keys, &topology, seed, node_senders, &outstanding, &order);
+    let router = Router::new(keys, &topology, seed, node_senders, &outstanding, &order)
+        .holding_for(replies_out);
     let lanes = connections
         .into_iter()
         .enumerate()
@@ -118,6 +121,7 @@ pub fn load_cluster(
                 resend_transient: config.retry > 0,
                 errors_file: errors_file.clone(),
                 cluster: Some((&links, node)),
+                replies_out,
             }),
         })
         .collect();

@@ -18,6 +18,7 @@ use super::slot::{SLOT_COUNT, SlotOrder, key_slot};
 use super::topology::Topology;
 use crate::batch::{Batch, CommandKind, Expect, Rejection};
 use crate::control::{Value, query};
+use crate::reply_order::RepliesOut;
 use crate::resp::command_args;
 use crate::route::Routed;
 use crate::stop::Stop;
@@ -46,6 +47,8 @@ pub struct Router<'a> {
     /// commands were routed by it.
     routed_to: Vec<Option<usize>>,
     routed: Vec<u64>,
+    /// `--replies`: replies held for input order wait for room here.
+    replies_out: Option<&'a RepliesOut>,
 }
 
 /// A router gone (returned, or even unwound) adds no more commands: the
@@ -74,7 +77,15 @@ impl<'a> Router<'a> {
             order,
             routed_to: vec![None; SLOT_COUNT],
             routed: vec![0; SLOT_COUNT],
+            replies_out: None,
         }
+    }
+
+    /// With `--replies`: before each input batch, waits while the replies
+    /// held for input order (a node ahead of another) are over their limit.
+    pub fn holding_for(mut self, replies_out: Option<&'a RepliesOut>) -> Self {
+        self.replies_out = replies_out;
+        self
     }
 
     /// Routes every batch until the input ends or a stop is requested.
@@ -95,6 +106,9 @@ impl<'a> Router<'a> {
             let Some(last) = batch.commands.len().checked_sub(1) else {
                 continue;
             };
+            if let Some(replies_out) = self.replies_out {
+                replies_out.wait_for_room(stop);
+            }
             if self.route_batch(&batch, stop).is_err() {
                 // Part of this batch may have gone out; none of it counts.
                 return stopped(delivered.min(batch.seq(0).saturating_sub(1)));

@@ -7,6 +7,7 @@
 //! - `tally`: the counts of the summary;
 //! - `errors`: each error's line on stderr with its input position, the
 //!   failed command to `--errors-file`, `--max-errors`;
+//! - `replies_out`: each reply written out in input order (`--replies`);
 //! - `replay`: the input's `AUTH`, `HELLO` and `SELECT` that succeeded, to
 //!   set a new connection up the same way after a reconnect.
 //!
@@ -20,6 +21,7 @@
 pub mod errors;
 pub mod redirect;
 pub mod replay;
+pub mod replies_out;
 pub mod tally;
 
 use std::sync::Arc;
@@ -88,6 +90,10 @@ pub trait ReplyHandler {
     /// A line refused before sending, reached in input order.
     fn rejected(&mut self, _batch: &Batch, _index: usize, _why: Rejection) {}
 
+    /// A command sent with no reply due (`CLIENT REPLY OFF|SKIP`), proven
+    /// run by a later reply.
+    fn unanswered(&mut self, _batch: &Batch, _index: usize) {}
+
     /// A session ended, however.
     fn session_ended(&mut self) {}
 }
@@ -98,6 +104,7 @@ pub struct Handlers<'a> {
     pub tally: tally::TallyHandler,
     pub errors: errors::ErrorReport<'a>,
     pub replay: replay::Replay,
+    pub replies_out: Option<replies_out::RepliesWriter<'a>>,
 }
 
 impl Handlers<'_> {
@@ -110,12 +117,24 @@ impl Handlers<'_> {
         self.tally.reply(reply);
         self.errors.reply(reply);
         self.replay.reply(reply);
+        if let Some(replies_out) = self.replies_out.as_mut() {
+            replies_out.reply(reply);
+        }
         Flow::Continue
     }
 
     pub fn rejected(&mut self, batch: &Batch, index: usize, why: Rejection) {
         self.tally.rejected(batch, index, why);
         self.errors.rejected(batch, index, why);
+        if let Some(replies_out) = self.replies_out.as_mut() {
+            replies_out.rejected(batch, index, why);
+        }
+    }
+
+    pub fn unanswered(&mut self, batch: &Batch, index: usize) {
+        if let Some(replies_out) = self.replies_out.as_mut() {
+            replies_out.unanswered(batch, index);
+        }
     }
 
     pub fn session_ended(&mut self) {
