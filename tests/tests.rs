@@ -16,6 +16,7 @@ mod formats;
 mod no_panic;
 mod output;
 mod quoting;
+mod replies_out;
 mod reply_modes;
 mod resume;
 mod stops;

@@ -1,0 +1,471 @@
+//! Pipelined reads (`--replies FILE`, `--replies-format raw|json|resp`):
+//! every reply written out once, in input order. Each format is checked
+//! against what the harness's RESP reader gets for the same commands sent
+//! one by one to a second server seeded alike: `resp` read back by that
+//! reader, `json` parsed by serde_json, `raw` as redis-cli --raw prints the
+//! reader's values. Then: the summary on stderr with `--replies -`, input
+//! order across the primaries of a cluster with keys over every slot, and a
+//! connection dropped under `--retry` in the middle of a reads file.
+
+use std::io::{BufReader, Write};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use base64::Engine;
+use serde_json::json;
+
+use crate::common::client::{info_field, read_value};
+use crate::common::{
+    Client, Pipeload, RedisServer, TempDir, TestCluster, Value, slot_of, wait_until,
+};
+
+/// A value no UTF-8 decoder accepts, with the bytes RESP frames by.
+const BINARY: &[u8] = b"\xff\xfe\x00\r\n\x80bin";
+
+fn seed(client: &mut Client) {
+    client.ok(&["SET", "str", "hello"]);
+    client.ok(&[&b"SET"[..], b"bin", BINARY]);
+    client.ok(&["SET", "n", "10"]);
+    client.ok(&["HSET", "h", "f1", "v1", "f2", "v2"]);
+    client.ok(&["RPUSH", "l", "a", "b", "c"]);
+    client.ok(&["SADD", "s", "x"]);
+    client.ok(&["ZADD", "z", "1.5", "m1", "2", "m2"]);
+}
+
+/// One input line and whether pipeload is to write a line for it.
+struct Read {
+    line: &'static str,
+    answered: bool,
+}
+
+const fn read(line: &'static str) -> Read {
+    Read {
+        line,
+        answered: true,
+    }
+}
+
+const fn silent(line: &'static str) -> Read {
+    Read {
+        line,
+        answered: false,
+    }
+}
+
+/// Reads of every reply type, an error in the middle, a transaction with a
+/// failing element, replies switched off, and RESP3 after `HELLO 3`.
+const READS: &[Read] = &[
+    read("GET str"),
+    read("GET missing"),
+    read("GET bin"),
+    read("HGETALL h"),
+    read("LRANGE l 0 -1"),
+    read("LRANGE missing 0 -1"),
+    read("SMEMBERS s"),
+    read("ZRANGE z 0 -1 WITHSCORES"),
+    read("INCR str"),
+    read("INCR n"),
+    read("MULTI"),
+    read("INCR n"),
+    read("LPUSH h x"),
+    read("GET n"),
+    read("EXEC"),
+    silent("CLIENT REPLY SKIP"),
+    silent("INCR n"),
+    silent("CLIENT REPLY OFF"),
+    silent("INCR n"),
+    read("CLIENT REPLY ON"),
+    read("GET n"),
+    // Its reply names the connection (`id`), which differs between servers.
+    silent("CLIENT REPLY SKIP"),
+    silent("HELLO 3"),
+    read("HGETALL h"),
+    read("ZSCORE z m1"),
+    read("SMEMBERS s"),
+    read("GET missing"),
+    read("DEBUG PROTOCOL true"),
+    read("DEBUG PROTOCOL bignum"),
+    read("DEBUG PROTOCOL verbatim"),
+    read("DEBUG PROTOCOL map"),
+    read("DEBUG PROTOCOL attrib"),
+    read("DEBUG PROTOCOL double"),
+    read("GET bin"),
+];
+
+/// What a client reads for the answered lines, sent one by one to a server
+/// seeded as pipeload's; the silent ones run too (they change `n`), except
+/// `CLIENT REPLY` itself, which a one-by-one client cannot wait on.
+fn expected_replies() -> Vec<(usize, Value)> {
+    let server = RedisServer::start();
+    let mut client = server.client();
+    seed(&mut client);
+    let mut replies = Vec::new();
+    for (index, read) in READS.iter().enumerate() {
+        if read.line.starts_with("CLIENT REPLY OFF") || read.line.starts_with("CLIENT REPLY SKIP") {
+            continue;
+        }
+        let args: Vec<&str> = read.line.split(' ').collect();
+        let reply = client.cmd(&args);
+        if read.answered {
+            replies.push((index + 1, reply));
+        }
+    }
+    replies
+}
+
+fn reads_input() -> String {
+    READS
+        .iter()
+        .map(|read| format!("{}\n", read.line))
+        .collect()
+}
+
+/// Loads `READS` into a freshly seeded server with `--replies` in `format`
+/// and returns what the file holds, checking the database after.
+fn replies_in(format: &str) -> Vec<u8> {
+    let server = RedisServer::start();
+    seed(&mut server.client());
+    let dir = TempDir::new("replies");
+    let out = dir.path().join("replies.out");
+    let outcome = Pipeload::new()
+        .port(server.port())
+        .arg("--replies")
+        .arg(&out)
+        .args(["--replies-format", format])
+        .stdin(reads_input())
+        .run();
+    // Two errors: `INCR str`, and `LPUSH h` inside the `EXEC`.
+    outcome.assert_code(1).assert_summary(2, 28);
+    assert_eq!(
+        server.client().get("n"),
+        Some(b"14".to_vec()),
+        "INCR n ran four times\n{outcome}"
+    );
+    std::fs::read(&out).unwrap_or_else(|error| panic!("read {}: {error}\n{outcome}", out.display()))
+}
+
+fn read_all_values(mut bytes: &[u8]) -> Vec<Value> {
+    let mut values = Vec::new();
+    while !bytes.is_empty() {
+        let mut reader = BufReader::new(bytes);
+        values.push(read_value(&mut reader).expect("a RESP reply"));
+        let consumed = bytes.len() - reader.buffer().len();
+        // BufReader over a slice reads it all at once: what it still holds
+        // is what was not consumed.
+        bytes = &bytes[consumed..];
+    }
+    values
+}
+
+#[test]
+fn resp_format_is_every_reply_as_received() {
+    let expected: Vec<Value> = expected_replies()
+        .into_iter()
+        .map(|(_, reply)| reply)
+        .collect();
+    let got = read_all_values(&replies_in("resp"));
+    assert_eq!(got, expected);
+}
+
+/// The JSON a reply maps to: the README's table, written out here again.
+fn json_of(value: &Value) -> serde_json::Value {
+    let text = |bytes: &[u8]| match std::str::from_utf8(bytes) {
+        Ok(text) => json!(text),
+        Err(_) => json!({ "base64": base64::engine::general_purpose::STANDARD.encode(bytes) }),
+    };
+    match value {
+        Value::Simple(simple) => json!(simple),
+        Value::Error(message) => json!({ "error": message }),
+        Value::Int(number) => json!(number),
+        Value::Bulk(None) | Value::Array(None) | Value::Null => serde_json::Value::Null,
+        Value::Bulk(Some(bytes)) => text(bytes),
+        Value::Verbatim(bytes) => text(&bytes[4..]),
+        Value::Array(Some(items)) | Value::Set(items) | Value::Push(items) => {
+            items.iter().map(json_of).collect()
+        }
+        Value::Map(pairs) => pairs
+            .iter()
+            .map(|(key, value)| {
+                let key = match json_of(key) {
+                    serde_json::Value::String(key) => key,
+                    other => other.to_string(),
+                };
+                (key, json_of(value))
+            })
+            .collect::<serde_json::Map<_, _>>()
+            .into(),
+        Value::Bool(truth) => json!(truth),
+        Value::Double(number) | Value::BigNumber(number) => {
+            serde_json::from_str(number).unwrap_or_else(|_| json!(number))
+        }
+    }
+}
+
+#[test]
+fn json_format_is_one_object_a_line_with_the_input_line() {
+    let expected: Vec<serde_json::Value> = expected_replies()
+        .into_iter()
+        .map(|(line, reply)| json!({ "line": line, "reply": json_of(&reply) }))
+        .collect();
+    let output = replies_in("json");
+    let got: Vec<serde_json::Value> = String::from_utf8(output)
+        .expect("JSON lines are UTF-8")
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|error| panic!("{line}: {error}")))
+        .collect();
+    assert_eq!(got, expected);
+}
+
+/// What `redis-cli --raw` prints for a reply, without the line end.
+fn raw_of(value: &Value) -> Vec<u8> {
+    let join = |items: Vec<Vec<u8>>| items.join(&b"\n"[..]);
+    match value {
+        Value::Simple(text) | Value::Double(text) | Value::BigNumber(text) => {
+            text.clone().into_bytes()
+        }
+        Value::Error(message) => format!("{message}\n").into_bytes(),
+        Value::Int(number) => number.to_string().into_bytes(),
+        Value::Bulk(None) | Value::Array(None) | Value::Null => Vec::new(),
+        Value::Bulk(Some(bytes)) => bytes.clone(),
+        Value::Verbatim(bytes) => bytes[4..].to_vec(),
+        Value::Bool(truth) => format!("({truth})").into_bytes(),
+        Value::Array(Some(items)) | Value::Set(items) | Value::Push(items) => {
+            join(items.iter().map(raw_of).collect())
+        }
+        Value::Map(pairs) => join(
+            pairs
+                .iter()
+                .map(|(key, value)| [raw_of(key), b" ".to_vec(), raw_of(value)].concat())
+                .collect(),
+        ),
+    }
+}
+
+#[test]
+fn raw_format_prints_as_redis_cli_raw() {
+    let expected: Vec<u8> = expected_replies()
+        .into_iter()
+        .flat_map(|(_, reply)| [raw_of(&reply), b"\n".to_vec()].concat())
+        .collect();
+    let got = replies_in("raw");
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        String::from_utf8_lossy(&expected)
+    );
+    assert_eq!(got, expected);
+}
+
+#[test]
+fn replies_to_stdout_send_the_summary_to_stderr() {
+    let server = RedisServer::start();
+    seed(&mut server.client());
+    let outcome = Pipeload::new()
+        .port(server.port())
+        .args(["--replies", "-", "--replies-format", "json"])
+        .stdin("GET str\nGET missing\nSET k v\n")
+        .run();
+    outcome.assert_code(0);
+    assert_eq!(
+        outcome.stdout_text(),
+        "{\"line\":1,\"reply\":\"hello\"}\n{\"line\":2,\"reply\":null}\n{\"line\":3,\"reply\":\"OK\"}\n",
+        "stdout holds the replies only\n{outcome}"
+    );
+    outcome.assert_stderr_line("errors: 0, replies: 3");
+    assert_eq!(server.client().get("k"), Some(b"v".to_vec()));
+
+    let refused = Pipeload::new()
+        .port(server.port())
+        .args(["--replies", "-", "--json"])
+        .stdin("SET never sent\n")
+        .run();
+    refused
+        .assert_code(2)
+        .assert_stderr_contains("--json prints the summary on stdout");
+    assert_eq!(server.client().get("never"), None, "{refused}");
+}
+
+#[test]
+fn several_files_are_named_in_json_and_a_bad_replies_path_sends_nothing() {
+    let server = RedisServer::start();
+    seed(&mut server.client());
+    let dir = TempDir::new("replies-files");
+    let first = dir.write("first.txt", "GET str\n");
+    let second = dir.write("second.txt", "\nGET n\n");
+    let outcome = Pipeload::new()
+        .port(server.port())
+        .args(["--replies", "-", "--replies-format", "json"])
+        .arg(&first)
+        .arg(&second)
+        .run();
+    outcome.assert_code(0);
+    let lines: Vec<serde_json::Value> = outcome
+        .stdout_text()
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("JSON"))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            json!({"file": first.display().to_string(), "line": 1, "reply": "hello"}),
+            json!({"file": second.display().to_string(), "line": 2, "reply": "10"}),
+        ],
+        "{outcome}"
+    );
+
+    let unwritable = Pipeload::new()
+        .port(server.port())
+        .arg("--replies")
+        .arg(dir.path().join("no-such-dir").join("out"))
+        .stdin("SET never sent\n")
+        .run();
+    unwritable
+        .assert_code(1)
+        .assert_stderr_contains("cannot create");
+    assert_eq!(server.client().get("never"), None, "{unwritable}");
+}
+
+/// One key per hash slot, in an order that hops between the primaries.
+fn keys_over_every_slot() -> Vec<String> {
+    let mut by_slot: Vec<Option<String>> = vec![None; 16384];
+    let mut missing = by_slot.len();
+    let mut candidate = 0u64;
+    while missing > 0 {
+        let key = format!("k:{candidate}");
+        let slot = &mut by_slot[usize::from(slot_of(key.as_bytes()))];
+        if slot.is_none() {
+            *slot = Some(key);
+            missing -= 1;
+        }
+        candidate += 1;
+    }
+    let mut keys: Vec<String> = by_slot.into_iter().flatten().collect();
+    // A fixed shuffle: slot order would keep each node's keys together.
+    let len = keys.len();
+    for index in 0..len {
+        keys.swap(index, (index * 7919 + 13) % len);
+    }
+    keys
+}
+
+#[test]
+fn a_cluster_load_writes_replies_in_input_order() {
+    let cluster = TestCluster::start();
+    let keys = keys_over_every_slot();
+    let sets: String = keys
+        .iter()
+        .enumerate()
+        .filter(|(index, _)| index % 5 != 0)
+        .map(|(index, key)| format!("SET {key} value:{index}\n"))
+        .collect();
+    Pipeload::new()
+        .arg("-c")
+        .port(cluster.port(0))
+        .guard(Duration::from_secs(120))
+        .stdin(sets)
+        .run()
+        .assert_code(0);
+
+    let dir = TempDir::new("cluster-replies");
+    let out = dir.path().join("gets.txt");
+    let gets: String = keys.iter().map(|key| format!("GET {key}\n")).collect();
+    let outcome = Pipeload::new()
+        .arg("-c")
+        .port(cluster.port(0))
+        .guard(Duration::from_secs(120))
+        .arg("--replies")
+        .arg(&out)
+        .stdin(gets)
+        .run();
+    outcome.assert_code(0);
+    let written = std::fs::read_to_string(&out).expect("the replies file");
+    let expected: Vec<String> = (0..keys.len())
+        .map(|index| match index % 5 {
+            0 => String::new(),
+            _ => format!("value:{index}"),
+        })
+        .collect();
+    let got: Vec<&str> = written.lines().collect();
+    assert_eq!(got.len(), expected.len(), "{outcome}");
+    let first_wrong = got
+        .iter()
+        .zip(&expected)
+        .position(|(got, expected)| got != expected);
+    assert_eq!(first_wrong, None, "replies out of input order\n{outcome}");
+}
+
+/// Reads file large enough that a connection dropped after its first
+/// quarter is dropped mid-stream.
+const RETRIED_READS: usize = 200_000;
+
+#[test]
+fn a_reconnect_under_retry_writes_each_reply_exactly_once() {
+    let server = RedisServer::start();
+    let mut client = server.client();
+    let sets: Vec<Vec<Vec<u8>>> = (0..RETRIED_READS)
+        .map(|i| {
+            vec![
+                b"SET".to_vec(),
+                format!("key:{i}").into_bytes(),
+                format!("value:{i}").into_bytes(),
+            ]
+        })
+        .collect();
+    for chunk in sets.chunks(10_000) {
+        client.pipeline(chunk);
+    }
+    let processed = |client: &mut Client| -> u64 {
+        let info = client.info("stats");
+        info_field(&info, "total_commands_processed")
+            .and_then(|count| count.parse().ok())
+            .unwrap_or(0)
+    };
+    let before = processed(&mut client);
+
+    let dir = TempDir::new("retried-replies");
+    let out = dir.path().join("replies.txt");
+    let mut running = Pipeload::new()
+        .port(server.port())
+        .args(["--retry", "5", "--replies"])
+        .arg(&out)
+        .guard(Duration::from_secs(240))
+        .spawn();
+    let mut stdin = running.take_stdin();
+    let (go_on, rest_wanted) = mpsc::channel::<()>();
+    let feeder = thread::spawn(move || {
+        let gets: Vec<u8> = (0..RETRIED_READS)
+            .flat_map(|i| format!("GET key:{i}\n").into_bytes())
+            .collect();
+        let half = gets.len() / 2;
+        let half = half
+            + gets[half..]
+                .iter()
+                .position(|&byte| byte == b'\n')
+                .unwrap_or(0)
+            + 1;
+        let _ = stdin.write_all(&gets[..half]);
+        let _ = rest_wanted.recv();
+        let _ = stdin.write_all(&gets[half..]);
+    });
+    wait_until(
+        Duration::from_secs(120),
+        "a quarter of the reads ran",
+        || processed(&mut client) >= before + RETRIED_READS as u64 / 4,
+    );
+    client.ok(&["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"]);
+    let _ = go_on.send(());
+    let _ = feeder.join();
+    let outcome = running.finish();
+
+    let (summary, reconnects) = outcome.assert_retried_without_errors();
+    outcome.check(reconnects == 1, "one connection dropped: `reconnects: 1`");
+    assert_eq!(summary.replies, RETRIED_READS as u64, "{outcome}");
+    let written = std::fs::read_to_string(&out).expect("the replies file");
+    let lines: Vec<&str> = written.lines().collect();
+    assert_eq!(lines.len(), RETRIED_READS, "one line per read\n{outcome}");
+    let first_wrong = (0..RETRIED_READS).find(|&i| lines[i] != format!("value:{i}"));
+    assert_eq!(
+        first_wrong, None,
+        "each reply once, in input order\n{outcome}"
+    );
+}
