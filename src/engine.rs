@@ -253,7 +253,7 @@ pub(crate) fn start_load(
     // Before loading begins: a file that cannot be created fails the run
     // with nothing sent.
     let replies_out = match &config.replies {
-        Some(options) => Some(RepliesOut::create(options, config.skip)?),
+        Some(options) => Some(RepliesOut::create(options, config.skip, Arc::clone(&stop))?),
         None => None,
     };
     if !stop.begin_loading() {
@@ -303,7 +303,7 @@ impl LoadStart {
         let mut tally = end.tally;
         let mut failures = end.failures;
         if let Some(replies_out) = &self.replies_out
-            && let Some(failure) = replies_out.finish(&self.stop)
+            && let Some(failure) = replies_out.finish()
         {
             failures.push(failure);
         }

@@ -127,7 +127,7 @@ impl<'a> Replies<'a> {
                 replay: Replay::default(),
                 replies_out: context
                     .replies_out
-                    .map(|out| RepliesWriter::new(out, context.source_names, context.stop)),
+                    .map(|out| RepliesWriter::new(out, context.source_names)),
             },
             buffer: ReadBuffer::new(READ_CHUNK),
             errors: Vec::new(),

@@ -341,6 +341,15 @@ fn write_json_string(text: &[u8], out: &mut Vec<u8>) {
     out.reserve(text.len() + 2);
     out.push(b'"');
     let bytes = text.as_bytes();
+    // Most values need no escape: one pass the compiler vectorises.
+    if !bytes
+        .iter()
+        .fold(false, |escape, &byte| escape | needs_escape(byte))
+    {
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    }
     let mut plain_from = 0;
     for (at, &byte) in bytes.iter().enumerate() {
         let escaped: &[u8] = match byte {
@@ -361,6 +370,11 @@ fn write_json_string(text: &[u8], out: &mut Vec<u8>) {
     }
     out.extend_from_slice(&bytes[plain_from..]);
     out.push(b'"');
+}
+
+#[inline]
+fn needs_escape(byte: u8) -> bool {
+    byte < 0x20 || byte == b'"' || byte == b'\\'
 }
 
 const BASE64_ALPHABET: &[u8; 64] =

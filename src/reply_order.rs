@@ -20,16 +20,21 @@
 //!   (bounded by each connection's window and batch channel). The reply
 //!   readers themselves never wait here, so the command everyone waits for
 //!   is always being read.
+//! - Lines due are gathered into chunks that a thread of its own writes to
+//!   the file, so that a slow disk never stops the reply readers for long;
+//!   a bounded channel of chunks keeps the memory flat.
 //! - A failure to write is reported once, stops the load, and nothing more
 //!   is written: the summary then says where to resume.
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, BufWriter, Write};
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::io::{self, Write};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+use crossbeam_channel::{Receiver, Sender, bounded};
 
 use crate::config::{RepliesFormat, RepliesOptions, RepliesTarget};
 use crate::io_error::describe_io_error;
@@ -37,41 +42,47 @@ use crate::stop::{Stop, StopReason};
 use crate::summary::report;
 
 /// Bytes of formatted lines held for an earlier command before the router
-/// waits: several windows' worth of replies.
-const HELD_BYTES_LIMIT: usize = 32 * 1024 * 1024;
+/// waits: a few windows' worth of replies.
+const HELD_BYTES_LIMIT: usize = 8 * 1024 * 1024;
 
 /// How long the router sleeps between looks at a stop while it waits.
 const STOP_CHECK: Duration = Duration::from_millis(50);
 
-const WRITE_BUFFER: usize = 256 * 1024;
+/// Lines due are handed to the file writer in chunks of this size...
+const CHUNK: usize = 1024 * 1024;
+/// ...at most this many waiting for it.
+const CHUNKS_WAITING: usize = 4;
 
 pub struct RepliesOut {
     pub format: RepliesFormat,
     state: Mutex<Order>,
     /// Signalled when held lines were written.
     room: Condvar,
-    /// The file's name as messages show it.
-    name: String,
+    /// Chunks the file writer is done with, to fill again.
+    spare: Receiver<Vec<u8>>,
+    file_writer: Mutex<Option<JoinHandle<()>>>,
+    /// Why writing failed (reported already).
+    failure: Arc<Mutex<Option<String>>>,
+    stop: Arc<Stop>,
 }
 
 struct Order {
-    /// `None` once writing failed.
-    writer: Option<BufWriter<Box<dyn Write + Send>>>,
     /// The input number of the next command whose line is due.
     next: u64,
     /// Lines of later commands, by input number; `None`: no line.
     held: BTreeMap<u64, Option<Vec<u8>>>,
     held_bytes: usize,
-    /// Lines written so far.
-    written: u64,
-    /// Why writing failed.
-    failure: Option<String>,
+    /// Lines due, not yet handed to the file writer.
+    chunk: Vec<u8>,
+    /// To the file writer; `None` once it failed or was finished.
+    to_file: Option<Sender<Vec<u8>>>,
 }
 
 impl RepliesOut {
-    /// Creates (truncates) the file, or takes stdout. `skip`: commands at
-    /// the start of the input not sent (`--skip`).
-    pub fn create(options: &RepliesOptions, skip: u64) -> Result<Self> {
+    /// Creates (truncates) the file, or takes stdout, and starts the thread
+    /// that writes to it. `skip`: commands at the start of the input not
+    /// sent (`--skip`).
+    pub fn create(options: &RepliesOptions, skip: u64, stop: Arc<Stop>) -> Result<Self> {
         let (writer, name): (Box<dyn Write + Send>, String) = match &options.target {
             RepliesTarget::Stdout => (Box::new(io::stdout()), "stdout".to_owned()),
             RepliesTarget::File(path) => {
@@ -85,18 +96,40 @@ impl RepliesOut {
                 (Box::new(file), path.display().to_string())
             }
         };
+        let (to_file, chunks) = bounded::<Vec<u8>>(CHUNKS_WAITING);
+        let (give_back, spare) = bounded::<Vec<u8>>(CHUNKS_WAITING + 1);
+        let failure = Arc::new(Mutex::new(None));
+        let file_writer = {
+            let (failure, stop) = (Arc::clone(&failure), Arc::clone(&stop));
+            thread::Builder::new()
+                .name("replies".into())
+                .spawn(move || {
+                    if let Err(error) = write_chunks(writer, &chunks, &give_back) {
+                        let message = format!(
+                            "cannot write the replies to {name}: {}",
+                            describe_io_error(&error)
+                        );
+                        report(&format!("pipeload: {message}"));
+                        *failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(message);
+                        stop.request(StopReason::RepliesUnwritable);
+                    }
+                })
+                .context("cannot start the replies writer thread")?
+        };
         Ok(RepliesOut {
             format: options.format,
             state: Mutex::new(Order {
-                writer: Some(BufWriter::with_capacity(WRITE_BUFFER, writer)),
                 next: skip.saturating_add(1),
                 held: BTreeMap::new(),
                 held_bytes: 0,
-                written: 0,
-                failure: None,
+                chunk: Vec::with_capacity(CHUNK),
+                to_file: Some(to_file),
             }),
             room: Condvar::new(),
-            name,
+            spare,
+            file_writer: Mutex::new(Some(file_writer)),
+            failure,
+            stop,
         })
     }
 
@@ -105,7 +138,7 @@ impl RepliesOut {
     }
 
     /// Input command `seq` is settled, with `line` (or none) to write.
-    pub fn settled(&self, seq: u64, line: Option<&[u8]>, stop: &Stop) {
+    pub fn settled(&self, seq: u64, line: Option<&[u8]>) {
         let mut guard = self.lock();
         let order = &mut *guard;
         if seq < order.next {
@@ -119,7 +152,7 @@ impl RepliesOut {
             return;
         }
         order.next += 1;
-        let mut failed = order.write(line);
+        self.write(order, line);
         let mut released = false;
         while let Some(entry) = order.held.first_entry() {
             if *entry.key() != order.next {
@@ -129,16 +162,40 @@ impl RepliesOut {
             order.next += 1;
             order.held_bytes -= line.as_ref().map_or(0, Vec::len);
             released = true;
-            if failed.is_none() {
-                failed = order.write(line.as_deref());
-            }
+            self.write(order, line.as_deref());
         }
         drop(guard);
         if released {
             self.room.notify_all();
         }
-        if let Some(error) = failed {
-            self.failed(&error, stop);
+    }
+
+    /// Appends a line due to the chunk, handing the chunk to the file
+    /// writer once it is full (waiting while it has enough to do).
+    fn write(&self, order: &mut Order, line: Option<&[u8]>) {
+        let Some(line) = line else {
+            return;
+        };
+        order.chunk.extend_from_slice(line);
+        if order.chunk.len() >= CHUNK {
+            let empty = self
+                .spare
+                .try_recv()
+                .unwrap_or_else(|_| Vec::with_capacity(CHUNK));
+            let full = std::mem::replace(&mut order.chunk, empty);
+            self.hand_over(order, full);
+        }
+    }
+
+    fn hand_over(&self, order: &mut Order, chunk: Vec<u8>) {
+        let handed = order
+            .to_file
+            .as_ref()
+            .is_some_and(|to_file| to_file.send(chunk).is_ok());
+        if !handed {
+            // The writer failed (and said so): nothing more is written.
+            order.to_file = None;
+            order.chunk = Vec::new();
         }
     }
 
@@ -155,59 +212,56 @@ impl RepliesOut {
         }
     }
 
-    /// Flushes what was written; at the end of the load, reports the lines
-    /// held for commands after one that was never settled. Returns the
-    /// write failure, if writing failed (reported already).
-    pub fn finish(&self, stop: &Stop) -> Option<String> {
+    /// At the end of the load: writes what is due, waits for the file
+    /// writer to finish, and reports the lines held for commands after one
+    /// that was never settled. Returns the write failure, if writing
+    /// failed (reported already).
+    pub fn finish(&self) -> Option<String> {
         let mut order = self.lock();
-        let failed = order
-            .writer
-            .as_mut()
-            .and_then(|writer| writer.flush().err());
+        let last = std::mem::take(&mut order.chunk);
+        if !last.is_empty() {
+            self.hand_over(&mut order, last);
+        }
+        // Closing the channel ends the file writer once it has written all.
+        order.to_file = None;
         let held = order.held.values().filter(|line| line.is_some()).count();
         if held > 0 {
             report(&format!(
-                "pipeload: {held} replies not written to {}: they answer commands after input command {}, which was never answered",
-                self.name, order.next
+                "pipeload: {held} replies not written: they answer commands after input command {}, which was never answered",
+                order.next
             ));
         }
         order.held.clear();
         order.held_bytes = 0;
         drop(order);
-        if let Some(error) = failed {
-            self.failed(&error, stop);
+        let file_writer = self
+            .file_writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(file_writer) = file_writer
+            && file_writer.join().is_err()
+        {
+            self.stop.request(StopReason::RepliesUnwritable);
+            return Some("internal error: the replies writer thread panicked".into());
         }
-        self.lock().failure.clone()
-    }
-
-    /// Lines written so far.
-    pub fn written(&self) -> u64 {
-        self.lock().written
-    }
-
-    fn failed(&self, error: &io::Error, stop: &Stop) {
-        let mut order = self.lock();
-        if order.writer.take().is_none() {
-            return;
-        }
-        let failure = format!(
-            "cannot write the replies to {}: {}",
-            self.name,
-            describe_io_error(error)
-        );
-        order.failure = Some(failure.clone());
-        drop(order);
-        report(&format!("pipeload: {failure}"));
-        stop.request(StopReason::RepliesUnwritable);
+        self.failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 }
 
-impl Order {
-    fn write(&mut self, line: Option<&[u8]>) -> Option<io::Error> {
-        let (Some(writer), Some(line)) = (self.writer.as_mut(), line) else {
-            return None;
-        };
-        self.written += 1;
-        writer.write_all(line).err()
+/// The file writer's life: every chunk in order, then a flush.
+fn write_chunks(
+    mut writer: Box<dyn Write + Send>,
+    chunks: &Receiver<Vec<u8>>,
+    give_back: &Sender<Vec<u8>>,
+) -> io::Result<()> {
+    for mut chunk in chunks {
+        writer.write_all(&chunk)?;
+        chunk.clear();
+        let _ = give_back.try_send(chunk);
     }
+    writer.flush()
 }

@@ -26,6 +26,7 @@
 mod datasets;
 mod measure;
 mod proxy;
+mod reads;
 mod report;
 mod runs;
 mod server_stats;
@@ -83,6 +84,13 @@ struct Flags {
     #[arg(long)]
     rss_10m: bool,
 
+    /// Instead of the data sets: pipelined reads, 1M GET of 1 KiB values
+    /// with `--replies` in each format against the same load without it,
+    /// `redis-cli` without `--pipe` (on a 100k slice, scaled) and `-c` into
+    /// a 3-primary cluster.
+    #[arg(long)]
+    reads: bool,
+
     /// Kill a tool that has not finished a run after this many seconds (the
     /// run is reported as timed out).
     #[arg(long, value_name = "SECONDS", default_value_t = 120,
@@ -120,6 +128,17 @@ fn run(flags: &Flags) -> Result<AllRunsPassed> {
     // Declared first so it is dropped last, after the tools that write
     // into it have finished.
     let scratch = ScratchDir::create()?;
+    if flags.reads {
+        reads::run(
+            &tools.pipeload,
+            &tools.redis_cli,
+            scratch.path(),
+            flags.runs,
+            flags.scale,
+            Duration::from_secs(flags.timeout),
+        )?;
+        return Ok(AllRunsPassed(true));
+    }
     let names = datasets::select(&flags.only, flags.rss_10m);
     let datasets = datasets::generate(&names, scratch.path(), flags.scale)?;
 

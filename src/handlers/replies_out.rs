@@ -17,24 +17,21 @@ use crate::batch::{Batch, Expect, Rejection};
 use crate::config::RepliesFormat;
 use crate::reply_format::{InputPosition, format_reply};
 use crate::reply_order::RepliesOut;
-use crate::stop::Stop;
 
 pub struct RepliesWriter<'a> {
     out: &'a RepliesOut,
     format: RepliesFormat,
     source_names: &'a [Option<String>],
-    stop: &'a Stop,
     /// The line being formatted, kept to reuse its allocation.
     line: Vec<u8>,
 }
 
 impl<'a> RepliesWriter<'a> {
-    pub fn new(out: &'a RepliesOut, source_names: &'a [Option<String>], stop: &'a Stop) -> Self {
+    pub fn new(out: &'a RepliesOut, source_names: &'a [Option<String>]) -> Self {
         RepliesWriter {
             out,
             format: out.format,
             source_names,
-            stop,
             line: Vec::new(),
         }
     }
@@ -54,7 +51,7 @@ impl<'a> RepliesWriter<'a> {
 
     /// A command settled with no reply of its own to write.
     fn no_line(&mut self, batch: &Batch, index: usize) {
-        self.out.settled(batch.seq(index), None, self.stop);
+        self.out.settled(batch.seq(index), None);
     }
 }
 
@@ -68,8 +65,7 @@ impl ReplyHandler for RepliesWriter<'_> {
         line.clear();
         let position = self.position(reply.batch, reply.index);
         format_reply(self.format, reply.bytes, &position, &mut line);
-        self.out
-            .settled(reply.batch.seq(reply.index), Some(&line), self.stop);
+        self.out.settled(reply.batch.seq(reply.index), Some(&line));
         self.line = line;
         Flow::Continue
     }
