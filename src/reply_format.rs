@@ -58,16 +58,32 @@ pub fn format_reply(
                 out.push(b',');
             }
             out.extend_from_slice(b"\"line\":");
-            out.extend_from_slice(position.line_no.to_string().as_bytes());
+            write_number(position.line_no, out);
             if let Some(command_no) = position.command_no {
                 out.extend_from_slice(b",\"command\":");
-                out.extend_from_slice(command_no.to_string().as_bytes());
+                write_number(command_no, out);
             }
             out.extend_from_slice(b",\"reply\":");
             write_json(reply, out);
             out.extend_from_slice(b"}\n");
         }
     }
+}
+
+/// Appends the decimal digits of `number`, with no allocation.
+fn write_number(number: u64, out: &mut Vec<u8>) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    let mut rest = number;
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[start..]);
 }
 
 /// One element of a reply, in the order the bytes hold them.
@@ -504,6 +520,15 @@ mod tests {
         assert_eq!(json(b"%1\r\n*1\r\n:1\r\n+v\r\n"), "{\"[1]\":\"v\"}");
         assert_eq!(json(b"$3\r\na\x00\n\r\n"), "\"a\\u0000\\n\"");
         assert_eq!(json(b"$3\r\n\xff\xfe\x00\r\n"), "{\"base64\":\"//4A\"}");
+    }
+
+    #[test]
+    fn numbers_are_written_in_decimal() {
+        for number in [0, 7, 10, 1234567890, u64::MAX] {
+            let mut out = Vec::new();
+            write_number(number, &mut out);
+            assert_eq!(out, number.to_string().as_bytes());
+        }
     }
 
     #[test]

@@ -53,6 +53,9 @@ const CHUNK: usize = 1024 * 1024;
 /// ...at most this many waiting for it.
 const CHUNKS_WAITING: usize = 4;
 
+/// Appends one command's line to the buffer it is given.
+pub type LineWriter<'f> = &'f mut dyn FnMut(&mut Vec<u8>);
+
 pub struct RepliesOut {
     pub format: RepliesFormat,
     state: Mutex<Order>,
@@ -137,8 +140,10 @@ impl RepliesOut {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Input command `seq` is settled, with `line` (or none) to write.
-    pub fn settled(&self, seq: u64, line: Option<&[u8]>) {
+    /// Input command `seq` is settled; `format` appends its line, if it
+    /// has one. A line due is formatted straight into the chunk for the
+    /// file, a later one into a buffer of its own, held.
+    pub fn settled(&self, seq: u64, format: Option<LineWriter<'_>>) {
         let mut guard = self.lock();
         let order = &mut *guard;
         if seq < order.next {
@@ -146,13 +151,21 @@ impl RepliesOut {
         }
         if seq > order.next {
             if !order.held.contains_key(&seq) {
-                order.held_bytes += line.map_or(0, <[u8]>::len);
-                order.held.insert(seq, line.map(<[u8]>::to_vec));
+                let line = format.map(|format| {
+                    let mut line = Vec::new();
+                    format(&mut line);
+                    line
+                });
+                order.held_bytes += line.as_ref().map_or(0, Vec::len);
+                order.held.insert(seq, line);
             }
             return;
         }
         order.next += 1;
-        self.write(order, line);
+        if let Some(format) = format {
+            format(&mut order.chunk);
+            self.chunk_written(order);
+        }
         let mut released = false;
         while let Some(entry) = order.held.first_entry() {
             if *entry.key() != order.next {
@@ -160,9 +173,12 @@ impl RepliesOut {
             }
             let line = entry.remove();
             order.next += 1;
-            order.held_bytes -= line.as_ref().map_or(0, Vec::len);
             released = true;
-            self.write(order, line.as_deref());
+            if let Some(line) = line {
+                order.held_bytes -= line.len();
+                order.chunk.extend_from_slice(&line);
+                self.chunk_written(order);
+            }
         }
         drop(guard);
         if released {
@@ -170,13 +186,9 @@ impl RepliesOut {
         }
     }
 
-    /// Appends a line due to the chunk, handing the chunk to the file
-    /// writer once it is full (waiting while it has enough to do).
-    fn write(&self, order: &mut Order, line: Option<&[u8]>) {
-        let Some(line) = line else {
-            return;
-        };
-        order.chunk.extend_from_slice(line);
+    /// Hands the chunk to the file writer once it is full (waiting while
+    /// the writer has enough to do).
+    fn chunk_written(&self, order: &mut Order) {
         if order.chunk.len() >= CHUNK {
             let empty = self
                 .spare

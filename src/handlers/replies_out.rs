@@ -22,8 +22,6 @@ pub struct RepliesWriter<'a> {
     out: &'a RepliesOut,
     format: RepliesFormat,
     source_names: &'a [Option<String>],
-    /// The line being formatted, kept to reuse its allocation.
-    line: Vec<u8>,
 }
 
 impl<'a> RepliesWriter<'a> {
@@ -32,11 +30,10 @@ impl<'a> RepliesWriter<'a> {
             out,
             format: out.format,
             source_names,
-            line: Vec::new(),
         }
     }
 
-    fn position<'n>(&'n self, batch: &Batch, index: usize) -> InputPosition<'n> {
+    fn position(&self, batch: &Batch, index: usize) -> InputPosition<'a> {
         let command = &batch.commands[index];
         InputPosition {
             file: (self.source_names.len() > 1).then(|| {
@@ -61,12 +58,11 @@ impl ReplyHandler for RepliesWriter<'_> {
         if reply.command.expect == Expect::Marker {
             return Flow::Continue;
         }
-        let mut line = std::mem::take(&mut self.line);
-        line.clear();
         let position = self.position(reply.batch, reply.index);
-        format_reply(self.format, reply.bytes, &position, &mut line);
-        self.out.settled(reply.batch.seq(reply.index), Some(&line));
-        self.line = line;
+        let format = self.format;
+        let mut write_line = |out: &mut Vec<u8>| format_reply(format, reply.bytes, &position, out);
+        self.out
+            .settled(reply.batch.seq(reply.index), Some(&mut write_line));
         Flow::Continue
     }
 
