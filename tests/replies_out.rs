@@ -16,6 +16,7 @@ use base64::Engine;
 use serde_json::json;
 
 use crate::common::client::{info_field, read_value};
+use crate::common::cluster::tag_on_node;
 use crate::common::{
     Client, Pipeload, RedisServer, TempDir, TestCluster, Value, slot_of, wait_until,
 };
@@ -468,4 +469,57 @@ fn a_reconnect_under_retry_writes_each_reply_exactly_once() {
         first_wrong, None,
         "each reply once, in input order\n{outcome}"
     );
+}
+
+#[test]
+fn a_reply_after_an_ask_redirect_is_written_once_in_its_place() {
+    // A slot half migrated: node 0 answers for the keys it still has and
+    // `ASK`s for those moved to node 1, where pipeload resends them.
+    let cluster = TestCluster::start();
+    let tag = tag_on_node("ask", 0);
+    let slot = slot_of(tag.as_bytes()).to_string();
+    let keys: Vec<String> = (0..40).map(|i| format!("{{{tag}}}:{i}")).collect();
+    let mut source = cluster.client(0);
+    for (index, key) in keys.iter().enumerate() {
+        source.ok(&["SET", key, &format!("value:{index}")]);
+    }
+    cluster
+        .client(1)
+        .ok(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", cluster.node_id(0)]);
+    source.ok(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", cluster.node_id(1)]);
+    let port = cluster.port(1).to_string();
+    let mut migrate = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS"];
+    migrate.extend(keys.iter().step_by(2).map(String::as_str));
+    source.ok(&migrate);
+
+    // Each key read between reads of keys on the other nodes.
+    let others = [tag_on_node("other", 1), tag_on_node("other", 2)];
+    let mut input = String::new();
+    let mut expected = Vec::new();
+    for (index, key) in keys.iter().enumerate() {
+        input.push_str(&format!(
+            "GET {key}\nGET {{{}}}:missing\n",
+            others[index % 2]
+        ));
+        expected.push(json!({"line": 2 * index + 1, "reply": format!("value:{index}")}));
+        expected.push(json!({"line": 2 * index + 2, "reply": null}));
+    }
+    let outcome = Pipeload::new()
+        .arg("-c")
+        .port(cluster.port(0))
+        .guard(Duration::from_secs(60))
+        .args(["--replies", "-", "--replies-format", "json"])
+        .stdin(input)
+        .run();
+    outcome
+        .assert_code(0)
+        .assert_stderr_line("errors: 0, replies: 80");
+    let got: Vec<serde_json::Value> = outcome
+        .stdout_text()
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("JSON"))
+        .collect();
+    assert_eq!(got, expected, "{outcome}");
+    // The keys stayed where the migration left them.
+    assert_eq!(cluster.client(1).dbsize(), 20, "{outcome}");
 }
