@@ -125,9 +125,10 @@ impl<'a> Replies<'a> {
                     in_cluster,
                 ),
                 replay: Replay::default(),
-                replies_out: context
-                    .replies_out
-                    .map(|out| RepliesWriter::new(out, context.source_names)),
+                replies_out: context.replies_out.map(|out| {
+                    let lane = context.cluster.map_or(0, |(_, node)| node);
+                    RepliesWriter::new(out, context.source_names, lane)
+                }),
             },
             buffer: ReadBuffer::new(READ_CHUNK),
             errors: Vec::new(),

@@ -26,7 +26,7 @@
 //! - A failure to write is reported once, stops the load, and nothing more
 //!   is written: the summary then says where to resume.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
 use std::io::{self, Write};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -72,8 +72,13 @@ pub struct RepliesOut {
 struct Order {
     /// The input number of the next command whose line is due.
     next: u64,
-    /// Lines of later commands, by input number; `None`: no line.
-    held: BTreeMap<u64, Option<Vec<u8>>>,
+    /// Lines of later commands, per connection, in the order it settled
+    /// them (input order, but for a redirected or resent command).
+    lanes: Vec<LaneQueue>,
+    /// Lines of later commands that came out of their lane's order, by
+    /// input number; `None`: no line.
+    out_of_order: BTreeMap<u64, Option<Vec<u8>>>,
+    /// Bytes of the lines held, in `lanes` and `out_of_order`.
     held_bytes: usize,
     /// Lines due, not yet handed to the file writer.
     chunk: Vec<u8>,
@@ -123,7 +128,8 @@ impl RepliesOut {
             format: options.format,
             state: Mutex::new(Order {
                 next: skip.saturating_add(1),
-                held: BTreeMap::new(),
+                lanes: Vec::new(),
+                out_of_order: BTreeMap::new(),
                 held_bytes: 0,
                 chunk: Vec::with_capacity(CHUNK),
                 to_file: Some(to_file),
@@ -140,25 +146,17 @@ impl RepliesOut {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Input command `seq` is settled; `format` appends its line, if it
-    /// has one. A line due is formatted straight into the chunk for the
-    /// file, a later one into a buffer of its own, held.
-    pub fn settled(&self, seq: u64, format: Option<LineWriter<'_>>) {
+    /// Input command `seq` is settled on connection `lane`; `format`
+    /// appends its line, if it has one. A line due is formatted straight
+    /// into the chunk for the file, a later one into the lane's queue.
+    pub fn settled(&self, lane: usize, seq: u64, format: Option<LineWriter<'_>>) {
         let mut guard = self.lock();
         let order = &mut *guard;
         if seq < order.next {
             return;
         }
         if seq > order.next {
-            if !order.held.contains_key(&seq) {
-                let line = format.map(|format| {
-                    let mut line = Vec::new();
-                    format(&mut line);
-                    line
-                });
-                order.held_bytes += line.as_ref().map_or(0, Vec::len);
-                order.held.insert(seq, line);
-            }
+            order.hold(lane, seq, format);
             return;
         }
         order.next += 1;
@@ -167,18 +165,9 @@ impl RepliesOut {
             self.chunk_written(order);
         }
         let mut released = false;
-        while let Some(entry) = order.held.first_entry() {
-            if *entry.key() != order.next {
-                break;
-            }
-            let line = entry.remove();
-            order.next += 1;
+        while order.write_next() {
             released = true;
-            if let Some(line) = line {
-                order.held_bytes -= line.len();
-                order.chunk.extend_from_slice(&line);
-                self.chunk_written(order);
-            }
+            self.chunk_written(order);
         }
         drop(guard);
         if released {
@@ -236,14 +225,20 @@ impl RepliesOut {
         }
         // Closing the channel ends the file writer once it has written all.
         order.to_file = None;
-        let held = order.held.values().filter(|line| line.is_some()).count();
+        let held = order
+            .out_of_order
+            .values()
+            .filter(|line| line.is_some())
+            .count()
+            + order.lanes.iter().map(LaneQueue::lines).sum::<usize>();
         if held > 0 {
             report(&format!(
                 "pipeload: {held} replies not written: they answer commands after input command {}, which was never answered",
                 order.next
             ));
         }
-        order.held.clear();
+        order.out_of_order.clear();
+        order.lanes.clear();
         order.held_bytes = 0;
         drop(order);
         let file_writer = self
@@ -264,6 +259,156 @@ impl RepliesOut {
     }
 }
 
+impl Order {
+    /// Keeps the line of command `seq`, settled on `lane` before its turn.
+    fn hold(&mut self, lane: usize, seq: u64, format: Option<LineWriter<'_>>) {
+        if self.lanes.len() <= lane {
+            self.lanes.resize_with(lane + 1, LaneQueue::default);
+        }
+        let queue = &mut self.lanes[lane];
+        if queue.last_seq.is_none_or(|last| seq > last) {
+            self.held_bytes += queue.push(seq, format);
+            return;
+        }
+        if self.out_of_order.contains_key(&seq) {
+            return;
+        }
+        let line = format.map(|format| {
+            let mut line = Vec::new();
+            format(&mut line);
+            line
+        });
+        self.held_bytes += line.as_ref().map_or(0, Vec::len);
+        self.out_of_order.insert(seq, line);
+    }
+
+    /// Moves the held line of the command whose turn it is, if it was
+    /// settled, to the chunk; false when it was not.
+    fn write_next(&mut self) -> bool {
+        let next = self.next;
+        self.drop_passed(next);
+        if let Some(entry) = self.out_of_order.first_entry()
+            && *entry.key() == next
+        {
+            if let Some(line) = entry.remove() {
+                self.held_bytes -= line.len();
+                self.chunk.extend_from_slice(&line);
+            }
+            self.next += 1;
+            return true;
+        }
+        let Some(queue) = self
+            .lanes
+            .iter_mut()
+            .find(|queue| queue.front_seq() == Some(next))
+        else {
+            return false;
+        };
+        let line = queue.front_line();
+        self.chunk.extend_from_slice(line);
+        self.held_bytes -= line.len();
+        queue.pop_front();
+        self.next += 1;
+        true
+    }
+}
+
+impl Order {
+    /// Drops held lines of commands before `next`: a second settling (a
+    /// transaction resent from its `MULTI`) of a command written already.
+    fn drop_passed(&mut self, next: u64) {
+        while let Some(entry) = self.out_of_order.first_entry()
+            && *entry.key() < next
+        {
+            if let Some(line) = entry.remove() {
+                self.held_bytes -= line.len();
+            }
+        }
+        for queue in &mut self.lanes {
+            while queue.front_seq().is_some_and(|seq| seq < next) {
+                self.held_bytes -= queue.front_line().len();
+                queue.pop_front();
+            }
+        }
+    }
+}
+
+/// The lines one connection settled before their turn, back to back in
+/// one buffer (no allocation per line), in the order it settled them.
+#[derive(Default)]
+struct LaneQueue {
+    /// The lines from offset `base` on (offsets count every byte ever
+    /// pushed, so that taking lines never rewrites `lines`).
+    bytes: Vec<u8>,
+    base: usize,
+    /// Where the first line not taken starts.
+    taken: usize,
+    /// Per line: its command's input number and the offset of its end; an
+    /// empty line is no line.
+    lines: VecDeque<(u64, usize)>,
+    /// The input number of the last line pushed.
+    last_seq: Option<u64>,
+}
+
+/// A queue drops the bytes of lines taken once they are this many and
+/// half its buffer.
+const LANE_COMPACT: usize = 256 * 1024;
+
+impl LaneQueue {
+    /// Appends the line of command `seq`; returns its length.
+    fn push(&mut self, seq: u64, format: Option<LineWriter<'_>>) -> usize {
+        let start = self.bytes.len();
+        if let Some(format) = format {
+            format(&mut self.bytes);
+        }
+        let len = self.bytes.len() - start;
+        self.lines.push_back((seq, self.base + self.bytes.len()));
+        self.last_seq = Some(seq);
+        len
+    }
+
+    fn front_seq(&self) -> Option<u64> {
+        self.lines.front().map(|&(seq, _)| seq)
+    }
+
+    /// The first line's bytes (empty: the command has no line).
+    fn front_line(&self) -> &[u8] {
+        let Some(&(_, end)) = self.lines.front() else {
+            return &[];
+        };
+        self.bytes
+            .get(self.taken - self.base..end - self.base)
+            .unwrap_or_default()
+    }
+
+    fn pop_front(&mut self) {
+        let Some((_, end)) = self.lines.pop_front() else {
+            return;
+        };
+        self.taken = end;
+        let taken_bytes = self.taken - self.base;
+        if self.lines.is_empty() {
+            self.bytes.clear();
+            self.base = self.taken;
+        } else if taken_bytes >= LANE_COMPACT && taken_bytes * 2 >= self.bytes.len() {
+            self.bytes.drain(..taken_bytes);
+            self.base = self.taken;
+        }
+    }
+
+    fn lines(&self) -> usize {
+        self.lines
+            .iter()
+            .scan(self.taken, |start, &(_, end)| {
+                let has_line = end > *start;
+                *start = end;
+                Some(has_line)
+            })
+            .filter(|has_line| *has_line)
+            .count()
+    }
+}
+
 /// The file writer's life: every chunk in order, then a flush.
 fn write_chunks(
     mut writer: Box<dyn Write + Send>,
@@ -276,4 +421,86 @@ fn write_chunks(
         let _ = give_back.try_send(chunk);
     }
     writer.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn written_by(settle: impl FnOnce(&RepliesOut)) -> String {
+        let path = std::env::temp_dir().join(format!(
+            "pipeload-reply-order-{}-{:?}",
+            std::process::id(),
+            thread::current().id()
+        ));
+        let options = RepliesOptions {
+            target: RepliesTarget::File(path.clone()),
+            format: RepliesFormat::Raw,
+        };
+        let out = RepliesOut::create(&options, 0, Arc::new(Stop::default())).unwrap();
+        settle(&out);
+        assert_eq!(out.finish(), None);
+        let written = std::fs::read_to_string(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        written
+    }
+
+    fn line(out: &RepliesOut, lane: usize, seq: u64) {
+        let mut write =
+            |buffer: &mut Vec<u8>| buffer.extend_from_slice(format!("{seq}\n").as_bytes());
+        out.settled(lane, seq, Some(&mut write));
+    }
+
+    #[test]
+    fn lines_from_several_lanes_come_out_in_input_order() {
+        let written = written_by(|out| {
+            line(out, 1, 2);
+            line(out, 2, 3);
+            out.settled(2, 5, None);
+            line(out, 1, 4);
+            line(out, 1, 6);
+            line(out, 0, 1);
+            line(out, 0, 7);
+        });
+        assert_eq!(written, "1\n2\n3\n4\n6\n7\n");
+    }
+
+    #[test]
+    fn a_line_settled_again_is_written_once() {
+        let written = written_by(|out| {
+            // A transaction held on lane 1, resent there after a
+            // reconnect: its lines come again, out of the lane's order.
+            line(out, 1, 2);
+            line(out, 1, 3);
+            line(out, 1, 2);
+            line(out, 1, 3);
+            line(out, 1, 4);
+            line(out, 0, 1);
+            line(out, 0, 1);
+            line(out, 1, 3);
+            line(out, 0, 5);
+        });
+        assert_eq!(written, "1\n2\n3\n4\n5\n");
+    }
+
+    #[test]
+    fn a_redirected_command_settles_on_another_lane_out_of_its_order() {
+        let written = written_by(|out| {
+            line(out, 1, 5);
+            line(out, 1, 2);
+            line(out, 2, 4);
+            line(out, 0, 1);
+            line(out, 2, 3);
+        });
+        assert_eq!(written, "1\n2\n3\n4\n5\n");
+    }
+
+    #[test]
+    fn lines_never_settled_before_others_are_left_out() {
+        let written = written_by(|out| {
+            line(out, 0, 1);
+            line(out, 1, 3);
+        });
+        assert_eq!(written, "1\n");
+    }
 }

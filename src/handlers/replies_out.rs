@@ -22,14 +22,17 @@ pub struct RepliesWriter<'a> {
     out: &'a RepliesOut,
     format: RepliesFormat,
     source_names: &'a [Option<String>],
+    /// Which connection of the load this reader reads.
+    lane: usize,
 }
 
 impl<'a> RepliesWriter<'a> {
-    pub fn new(out: &'a RepliesOut, source_names: &'a [Option<String>]) -> Self {
+    pub fn new(out: &'a RepliesOut, source_names: &'a [Option<String>], lane: usize) -> Self {
         RepliesWriter {
             out,
             format: out.format,
             source_names,
+            lane,
         }
     }
 
@@ -48,7 +51,7 @@ impl<'a> RepliesWriter<'a> {
 
     /// A command settled with no reply of its own to write.
     fn no_line(&mut self, batch: &Batch, index: usize) {
-        self.out.settled(batch.seq(index), None);
+        self.out.settled(self.lane, batch.seq(index), None);
     }
 }
 
@@ -61,8 +64,11 @@ impl ReplyHandler for RepliesWriter<'_> {
         let position = self.position(reply.batch, reply.index);
         let format = self.format;
         let mut write_line = |out: &mut Vec<u8>| format_reply(format, reply.bytes, &position, out);
-        self.out
-            .settled(reply.batch.seq(reply.index), Some(&mut write_line));
+        self.out.settled(
+            self.lane,
+            reply.batch.seq(reply.index),
+            Some(&mut write_line),
+        );
         Flow::Continue
     }
 
