@@ -8,7 +8,10 @@
 //! writes the line of the next command in input order at once and keeps a
 //! later one until every earlier command has been settled: with one
 //! connection replies come in input order and nothing waits; with `-c` a
-//! node ahead of the others waits for them here.
+//! node ahead of the others waits for them here. A connection settles its
+//! commands in input order but for a redirect or a resend, so its held
+//! lines queue back to back in one buffer of its own, and the line due is
+//! at the head of one queue (or in a map, for the few out of order).
 //!
 //! Invariants:
 //! - Each input command's line is written at most once: a command settled
@@ -20,9 +23,9 @@
 //!   (bounded by each connection's window and batch channel). The reply
 //!   readers themselves never wait here, so the command everyone waits for
 //!   is always being read.
-//! - Lines due are gathered into chunks that a thread of its own writes to
-//!   the file, so that a slow disk never stops the reply readers for long;
-//!   a bounded channel of chunks keeps the memory flat.
+//! - Lines due are gathered into 256 KiB chunks that a thread of its own
+//!   writes to the file, so that a slow disk never stops the reply readers
+//!   for long; a bounded channel of chunks keeps the memory flat.
 //! - A failure to write is reported once, stops the load, and nothing more
 //!   is written: the summary then says where to resume.
 
@@ -49,7 +52,7 @@ const HELD_BYTES_LIMIT: usize = 8 * 1024 * 1024;
 const STOP_CHECK: Duration = Duration::from_millis(50);
 
 /// Lines due are handed to the file writer in chunks of this size...
-const CHUNK: usize = 1024 * 1024;
+const CHUNK: usize = 256 * 1024;
 /// ...at most this many waiting for it.
 const CHUNKS_WAITING: usize = 4;
 
