@@ -16,7 +16,8 @@
 //! (free loopback ports, never 6379, no persistence, stopped by pid on
 //! drop); `server_stats` reads their CPU time and memory. `measure` runs one
 //! tool under a small helper process (this binary in a hidden mode) that
-//! reaps it with `wait4`; `proxy` is the delay proxy.
+//! reaps it with `wait4`; `proxy` is the delay proxy. `--reads` runs
+//! `reads` instead: pipelined reads (`--replies`) side by side.
 //!
 //! It builds nothing: pipeload comes from `--pipeload` (built with
 //! `cargo build --release` first) and `redis-cli`/`redis-server` from PATH.
