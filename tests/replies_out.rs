@@ -5,7 +5,9 @@
 //! reader, `json` parsed by serde_json, `raw` as redis-cli --raw prints the
 //! reader's values. Then: the summary on stderr with `--replies -`, input
 //! order across the primaries of a cluster with keys over every slot, and a
-//! connection dropped under `--retry` in the middle of a reads file.
+//! connection dropped under `--retry` in the middle of a reads file, a
+//! reply after an `ASK` redirect, and a load that stops early (its file
+//! holds the replies of what it acknowledged; `--skip` writes the rest).
 
 use std::io::{BufReader, Write};
 use std::sync::mpsc;
@@ -399,10 +401,8 @@ fn a_cluster_load_writes_replies_in_input_order() {
 /// quarter is dropped mid-stream.
 const RETRIED_READS: usize = 200_000;
 
-#[test]
-fn a_reconnect_under_retry_writes_each_reply_exactly_once() {
-    let server = RedisServer::start();
-    let mut client = server.client();
+/// `SET key:i value:i` for every key `reads_of_keys` reads, untimed.
+fn seed_values(client: &mut Client) {
     let sets: Vec<Vec<Vec<u8>>> = (0..RETRIED_READS)
         .map(|i| {
             vec![
@@ -415,28 +415,34 @@ fn a_reconnect_under_retry_writes_each_reply_exactly_once() {
     for chunk in sets.chunks(10_000) {
         client.pipeline(chunk);
     }
-    let processed = |client: &mut Client| -> u64 {
-        let info = client.info("stats");
-        info_field(&info, "total_commands_processed")
-            .and_then(|count| count.parse().ok())
-            .unwrap_or(0)
-    };
-    let before = processed(&mut client);
+}
 
-    let dir = TempDir::new("retried-replies");
-    let out = dir.path().join("replies.txt");
-    let mut running = Pipeload::new()
-        .port(server.port())
-        .args(["--retry", "5", "--replies"])
-        .arg(&out)
-        .guard(Duration::from_secs(240))
-        .spawn();
+/// `GET key:i` lines, `RETRIED_READS` of them.
+fn reads_of_keys() -> Vec<u8> {
+    (0..RETRIED_READS)
+        .flat_map(|i| format!("GET key:{i}\n").into_bytes())
+        .collect()
+}
+
+fn commands_processed(client: &mut Client) -> u64 {
+    let info = client.info("stats");
+    info_field(&info, "total_commands_processed")
+        .and_then(|count| count.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Feeds `reads_of_keys()` to a running pipeload: the first half at once,
+/// the rest once `struck` has run, after a quarter of the reads ran on the
+/// server `client` talks to.
+fn strike_mid_file(
+    running: &mut crate::common::run::Running,
+    client: &mut Client,
+    struck: impl FnOnce(),
+) {
     let mut stdin = running.take_stdin();
     let (go_on, rest_wanted) = mpsc::channel::<()>();
     let feeder = thread::spawn(move || {
-        let gets: Vec<u8> = (0..RETRIED_READS)
-            .flat_map(|i| format!("GET key:{i}\n").into_bytes())
-            .collect();
+        let gets = reads_of_keys();
         let half = gets.len() / 2;
         let half = half
             + gets[half..]
@@ -448,14 +454,34 @@ fn a_reconnect_under_retry_writes_each_reply_exactly_once() {
         let _ = rest_wanted.recv();
         let _ = stdin.write_all(&gets[half..]);
     });
+    let before = commands_processed(client);
     wait_until(
         Duration::from_secs(120),
         "a quarter of the reads ran",
-        || processed(&mut client) >= before + RETRIED_READS as u64 / 4,
+        || commands_processed(client) >= before + RETRIED_READS as u64 / 4,
     );
-    client.ok(&["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"]);
+    struck();
     let _ = go_on.send(());
     let _ = feeder.join();
+}
+
+#[test]
+fn a_reconnect_under_retry_writes_each_reply_exactly_once() {
+    let server = RedisServer::start();
+    let mut client = server.client();
+    seed_values(&mut client);
+    let dir = TempDir::new("retried-replies");
+    let out = dir.path().join("replies.txt");
+    let mut running = Pipeload::new()
+        .port(server.port())
+        .args(["--retry", "5", "--replies"])
+        .arg(&out)
+        .guard(Duration::from_secs(240))
+        .spawn();
+    let mut killer = server.client();
+    strike_mid_file(&mut running, &mut client, || {
+        killer.ok(&["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"]);
+    });
     let outcome = running.finish();
 
     let (summary, reconnects) = outcome.assert_retried_without_errors();
@@ -522,4 +548,52 @@ fn a_reply_after_an_ask_redirect_is_written_once_in_its_place() {
     assert_eq!(got, expected, "{outcome}");
     // The keys stayed where the migration left them.
     assert_eq!(cluster.client(1).dbsize(), 20, "{outcome}");
+}
+
+#[test]
+fn a_load_that_stops_early_leaves_the_replies_of_what_it_acknowledged_and_skip_writes_the_rest() {
+    let mut server = RedisServer::start();
+    let mut client = server.client();
+    seed_values(&mut client);
+    let dir = TempDir::new("stopped-replies");
+    let first = dir.path().join("first.txt");
+    let mut running = Pipeload::new()
+        .port(server.port())
+        .arg("--replies")
+        .arg(&first)
+        .guard(Duration::from_secs(240))
+        .spawn();
+    strike_mid_file(&mut running, &mut client, || server.kill());
+    let outcome = running.finish();
+    let acknowledged = outcome.assert_stopped(1);
+    let written = std::fs::read_to_string(&first).expect("the replies file");
+    let lines: Vec<&str> = written.lines().collect();
+    assert_eq!(
+        lines.len() as u64,
+        acknowledged,
+        "the replies of the acknowledged commands, and only those\n{outcome}"
+    );
+    let first_wrong = (0..lines.len()).find(|&i| lines[i] != format!("value:{i}"));
+    assert_eq!(first_wrong, None, "{outcome}");
+
+    // The rest, from a server that has the data again.
+    let server = RedisServer::start();
+    seed_values(&mut server.client());
+    let rest = dir.path().join("rest.txt");
+    let resumed = Pipeload::new()
+        .port(server.port())
+        .args(["--skip", &acknowledged.to_string(), "--replies"])
+        .arg(&rest)
+        .guard(Duration::from_secs(240))
+        .stdin(reads_of_keys())
+        .run();
+    resumed.assert_code(0);
+    let written = std::fs::read_to_string(&rest).expect("the replies file");
+    let expected: String = (acknowledged as usize..RETRIED_READS)
+        .map(|i| format!("value:{i}\n"))
+        .collect();
+    assert!(
+        written == expected,
+        "the replies from the resume point on\n{resumed}"
+    );
 }
