@@ -4,7 +4,7 @@
 //! one by one to a second server seeded alike: `resp` read back by that
 //! reader, `json` parsed by serde_json, `raw` as redis-cli --raw prints the
 //! reader's values. Then: the summary on stderr with `--replies -`, input
-//! order across the primaries of a cluster with keys over every slot, and a
+//! order across the primaries of a cluster with keys over every slot, a
 //! connection dropped under `--retry` in the middle of a reads file, a
 //! reply after an `ASK` redirect, and a load that stops early (its file
 //! holds the replies of what it acknowledged; `--skip` writes the rest).
