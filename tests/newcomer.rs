@@ -1,0 +1,104 @@
+//! A newcomer's first ten minutes: the samples in `testdata/` load as
+//! `testdata/README.md` says, and what surprises a new user gets one clear
+//! line (the `redis-cli` flags pipeload takes, `--skip` beyond the input, a
+//! cluster node without `-c`, a port that does not speak RESP, a blocking
+//! command, the errors file's mode).
+
+use crate::common::{Pipeload, RedisServer};
+
+/// pipeload run from the repository's top, as the README's commands are,
+/// so `testdata/…` names the samples.
+fn from_the_top() -> Pipeload {
+    Pipeload::new().current_dir(env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn the_quoting_sample_stores_every_value_byte_for_byte() {
+    let server = RedisServer::start();
+
+    let outcome = from_the_top()
+        .port(server.port())
+        .arg("testdata/quoting.txt")
+        .run();
+
+    outcome.assert_summary(0, 11);
+    let mut client = server.client();
+    let expected: [(&str, &[u8]); 7] = [
+        ("greeting", b"hello world"),
+        ("path", br"C:\Users\dan"),
+        ("tab", b"one\ttwo"),
+        ("quote", b"it's here"),
+        ("said", b"she said \"hi\""),
+        ("empty", b""),
+        ("bytes", b"\x00\xffA"),
+    ];
+    for (key, value) in expected {
+        assert_eq!(client.get(key).as_deref(), Some(value), "{key}\n{outcome}");
+    }
+    assert_eq!(
+        client.lrange("fruits"),
+        [
+            b"apple".to_vec(),
+            b"passion fruit".to_vec(),
+            b"kiwi".to_vec()
+        ]
+    );
+    assert_eq!(
+        client.hgetall("user:1").get(b"name".as_slice()).cloned(),
+        Some(b"Smith, John".to_vec())
+    );
+    assert_eq!(client.get("visits"), Some(b"2".to_vec()));
+}
+
+#[test]
+fn the_bad_lines_sample_reports_four_errors_by_line_and_loads_the_rest() {
+    let server = RedisServer::start();
+
+    let outcome = from_the_top()
+        .port(server.port())
+        .arg("testdata/mixed-with-bad-lines.txt")
+        .run();
+
+    outcome
+        .assert_code(1)
+        .assert_summary(4, 7)
+        .assert_stderr_line("testdata/mixed-with-bad-lines.txt:3: not sent: unbalanced quotes")
+        .assert_stderr_line_starts("testdata/mixed-with-bad-lines.txt:5: WRONGTYPE")
+        .assert_stderr_line_starts("testdata/mixed-with-bad-lines.txt:7: ERR unknown command")
+        .assert_stderr_line_starts("testdata/mixed-with-bad-lines.txt:8: not sent:");
+    let mut client = server.client();
+    assert_eq!(client.get("counter"), Some(b"15".to_vec()));
+    assert_eq!(client.get("after"), Some(b"still loaded".to_vec()));
+    assert!(!client.exists("note") && !client.exists("closing"));
+    assert_eq!(client.dbsize(), 4, "counter, list, after, h\n{outcome}");
+}
+
+#[test]
+fn the_resp_samples_load_binary_values_databases_and_transactions() {
+    let server = RedisServer::start();
+
+    let outcome = from_the_top()
+        .port(server.port())
+        .arg("testdata/binary-values.resp")
+        .arg("testdata/select-and-multi.aof")
+        .run();
+
+    outcome.assert_summary(0, 17);
+    let mut client = server.client();
+    assert_eq!(
+        client.get("resp:greeting"),
+        Some(b"hello\r\nwith a line break".to_vec())
+    );
+    assert_eq!(
+        client.get("resp:binary"),
+        Some(b"\x00\x01\xfe\xff".to_vec())
+    );
+    assert_eq!(client.get("aof:a"), Some(b"2".to_vec()));
+    assert_eq!(client.lrange("aof:log"), [b"incremented".to_vec()]);
+    client.select(2);
+    assert_eq!(client.get("aof:in-db-2"), Some(b"yes".to_vec()));
+    assert_eq!(
+        client.hgetall("aof:h").get(b"f".as_slice()).cloned(),
+        Some(b"v".to_vec())
+    );
+}
