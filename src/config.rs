@@ -47,6 +47,9 @@ pub enum Source {
 pub struct Config {
     pub endpoint: Endpoint,
     pub credentials: Option<Credentials>,
+    /// `--askpass`: `run` reads the password into `credentials` before
+    /// connecting.
+    pub ask_password: bool,
     /// Print the warning redis-cli prints for a password on the command line.
     pub warn_about_password: bool,
     /// Database to SELECT after connecting; 0 needs no SELECT.
@@ -104,4 +107,8 @@ pub struct TlsOptions {
     pub client_auth: Option<(PathBuf, PathBuf)>,
     /// Skip certificate verification.
     pub insecure: bool,
+    /// `--tls-ciphers`: TLS 1.2 ciphers to offer (OpenSSL names, `:`-separated).
+    pub ciphers: Option<String>,
+    /// `--tls-ciphersuites`: TLS 1.3 suites to offer (`:`-separated).
+    pub ciphersuites: Option<String>,
 }

@@ -23,6 +23,7 @@
 //! - `summary` prints what `redis-cli --pipe` prints; `stop` turns signals
 //!   and `--max-errors` into an orderly stop; `progress` shows it going.
 
+pub mod askpass;
 pub mod batch;
 pub mod cli;
 pub mod cluster;
@@ -75,9 +76,14 @@ const PASSWORD_WARNING: &str = "Warning: Using a password with '-a' or '-u' opti
 /// (0 when no error at all); fails, before anything is sent, when an input
 /// or the errors file cannot be opened or the server cannot be reached.
 /// With `--json` a failure prints its JSON summary too, however early.
-pub fn run(config: Config) -> Result<ExitCode> {
+pub fn run(mut config: Config) -> Result<ExitCode> {
     if config.emit_resp {
         return emit_resp(open_sources(&config.sources)?, &config);
+    }
+    if config.ask_password
+        && let Some(credentials) = &mut config.credentials
+    {
+        credentials.password = askpass::read_password()?;
     }
     let stop = Arc::new(Stop::default());
     let result = load_as_configured(&config, &stop);

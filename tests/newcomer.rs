@@ -102,3 +102,62 @@ fn the_resp_samples_load_binary_values_databases_and_transactions() {
         Some(b"v".to_vec())
     );
 }
+
+#[test]
+fn redis_cli_flags_with_pipe_are_taken() {
+    let server = RedisServer::start();
+
+    let outcome = Pipeload::new()
+        .port(server.port())
+        .args(["-2", "--pipe", "--pipe", "--pipe-timeout", "0.5"])
+        .stdin("SET parity yes\n")
+        .run();
+
+    outcome.assert_summary(0, 1);
+    assert_eq!(server.client().get("parity"), Some(b"yes".to_vec()));
+}
+
+#[test]
+fn askpass_without_a_terminal_reads_stdins_first_line_as_redis_cli_does() {
+    let server = RedisServer::start();
+    server
+        .client()
+        .ok(&["CONFIG", "SET", "requirepass", "s3cret"]);
+
+    // -a and REDISCLI_AUTH are ignored under --askpass, as in redis-cli.
+    let outcome = Pipeload::new()
+        .port(server.port())
+        .args(["--askpass", "-a", "wrong"])
+        .env("REDISCLI_AUTH", "wrong too")
+        .stdin("s3cret\r\nSET asked yes\nSET second line\n")
+        .run();
+
+    outcome
+        .assert_summary(0, 2)
+        .assert_stderr_lacks("Warning: Using a password")
+        .assert_never_prints("s3cret");
+    let mut client = crate::common::Client::connect_auth(server.port(), None, "s3cret");
+    assert_eq!(client.get("asked"), Some(b"yes".to_vec()));
+    assert_eq!(client.get("second"), Some(b"line".to_vec()));
+    assert_eq!(
+        client.dbsize(),
+        2,
+        "the password line is not a command\n{outcome}"
+    );
+}
+
+#[test]
+fn a_tls_cipher_rustls_does_not_offer_is_refused_with_what_it_offers() {
+    let server = RedisServer::start();
+
+    let outcome = Pipeload::new()
+        .port(server.port())
+        .args(["--tls", "--tls-ciphers", "HIGH:!aNULL"])
+        .stdin("SET never sent\n")
+        .run();
+
+    outcome.assert_code(1).assert_fatal_line(
+        "--tls-ciphers: 'HIGH' is not one pipeload's TLS (rustls) offers; it offers ECDHE-",
+    );
+    assert_eq!(server.client().dbsize(), 0);
+}
