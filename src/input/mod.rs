@@ -130,6 +130,9 @@ pub enum InputError {
         /// The `MULTI`'s ordinal in the whole input, `--skip` included.
         seq: u64,
     },
+    /// `--skip` asked to leave out more commands than the input has:
+    /// usually the wrong file, so not a quiet success.
+    SkipBeyondInput { skip: u64, commands: u64 },
     /// The batch channel was closed: the pipeline stopped downstream.
     Stopped,
     /// The input thread panicked (a bug: reported, never hidden).
@@ -163,6 +166,11 @@ impl fmt::Display for InputError {
                 f,
                 "{}: the input ended inside this MULTI (no EXEC or DISCARD): its commands were discarded, not applied",
                 describe_line(source_name.as_deref(), *line_no)
+            ),
+            InputError::SkipBeyondInput { skip, commands } => write!(
+                f,
+                "--skip {skip} is beyond the end of the input, which has {commands} command{}: nothing was sent (is it the right file?)",
+                if *commands == 1 { "" } else { "s" }
             ),
             InputError::Stopped => write!(f, "input stopped: the pipeline ended early"),
             InputError::Panicked => write!(f, "internal error: the input thread panicked"),
@@ -218,6 +226,12 @@ pub fn read_input(
     }
     if let Some(unfinished) = state.open_transaction {
         return Err(unfinished);
+    }
+    if state.to_skip > 0 {
+        return Err(InputError::SkipBeyondInput {
+            skip: options.skip,
+            commands: state.commands_before_source,
+        });
     }
     if options.confirm_unanswered_tail && state.tracker.unanswered_tail {
         let mut batch = Batch::new(last_source, state.commands_before_source, 0, 0);
