@@ -4,7 +4,7 @@
 //! cluster node without `-c`, a port that does not speak RESP, a blocking
 //! command, the errors file's mode).
 
-use crate::common::{Pipeload, RedisServer};
+use crate::common::{Pipeload, RedisServer, TempDir};
 
 /// pipeload run from the repository's top, as the README's commands are,
 /// so `testdata/…` names the samples.
@@ -160,4 +160,84 @@ fn a_tls_cipher_rustls_does_not_offer_is_refused_with_what_it_offers() {
         "--tls-ciphers: 'HIGH' is not one pipeload's TLS (rustls) offers; it offers ECDHE-",
     );
     assert_eq!(server.client().dbsize(), 0);
+}
+
+#[test]
+fn skip_beyond_the_input_is_an_error_naming_how_many_commands_it_has() {
+    let server = RedisServer::start();
+
+    let outcome = from_the_top()
+        .port(server.port())
+        .args(["--skip", "12", "testdata/quoting.txt"])
+        .run();
+
+    outcome
+        .assert_code(1)
+        .assert_fatal_line(
+            "--skip 12 is beyond the end of the input, which has 11 commands: nothing was sent",
+        )
+        .assert_stderr_lacks("resume with");
+    assert_eq!(server.client().dbsize(), 0);
+
+    // Skipping exactly the whole input is a resume with nothing left.
+    from_the_top()
+        .port(server.port())
+        .args(["--skip", "11", "testdata/quoting.txt"])
+        .run()
+        .assert_summary(0, 0);
+}
+
+#[test]
+fn the_errors_file_is_private_to_its_owner() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let server = RedisServer::start();
+    let dir = TempDir::new("newcomer");
+    // A file left world-readable by an earlier run is narrowed too.
+    dir.write("earlier.txt", "old\n");
+    let earlier = dir.path().join("earlier.txt");
+    std::fs::set_permissions(&earlier, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+    for name in ["new.txt", "earlier.txt"] {
+        let outcome = Pipeload::new()
+            .port(server.port())
+            .arg("--errors-file")
+            .arg(dir.path().join(name))
+            .stdin("AUTH loader not-the-password\nSET ok 1\n")
+            .run();
+        outcome.assert_summary(1, 2);
+        let file = dir.path().join(name);
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{name}\n{outcome}");
+        assert_eq!(
+            std::fs::read_to_string(&file).unwrap(),
+            "AUTH loader not-the-password\n"
+        );
+    }
+}
+
+#[test]
+fn emit_resp_writes_the_refused_lines_to_the_errors_file() {
+    let dir = TempDir::new("newcomer");
+    let errors = dir.path().join("refused.txt");
+
+    let outcome = from_the_top()
+        .args([
+            "--emit-resp",
+            "testdata/mixed-with-bad-lines.txt",
+            "--errors-file",
+        ])
+        .arg(&errors)
+        .run();
+
+    outcome.assert_code(1);
+    assert_eq!(
+        std::fs::read_to_string(&errors).unwrap(),
+        "SET note \"an unbalanced quote\nSET closing \"quote\"followed\n"
+    );
+    assert!(
+        outcome
+            .stdout_text()
+            .starts_with("*3\r\n$3\r\nSET\r\n$7\r\ncounter\r\n")
+    );
 }
