@@ -232,7 +232,11 @@ impl<'a> Replies<'a> {
                     self.buffer.consume(reply.len);
                 }
                 ReplyScan::Incomplete => self.receive(stream, window, pipe_timeout)?,
-                ReplyScan::Invalid(error) => return Err(ReplyFailure::Garbled(error.to_string())),
+                ReplyScan::Invalid(error) => {
+                    return Err(ReplyFailure::Garbled(
+                        error.describe_with(self.buffer.unread()),
+                    ));
+                }
             }
         }
     }

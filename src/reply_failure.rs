@@ -44,7 +44,7 @@ impl fmt::Display for ReplyFailure {
             ReplyFailure::Garbled(reason) => {
                 write!(
                     f,
-                    "connection lost: the server's reply is not RESP ({reason})"
+                    "connection lost: the server's reply is not RESP: {reason}"
                 )
             }
             ReplyFailure::Transient(message) => write!(f, "server busy: {message}"),

@@ -4,7 +4,7 @@
 //! cluster node without `-c`, a port that does not speak RESP, a blocking
 //! command, the errors file's mode).
 
-use crate::common::{Pipeload, RedisServer, TempDir};
+use crate::common::{FakeServer, Pipeload, RedisServer, TempDir};
 
 /// pipeload run from the repository's top, as the README's commands are,
 /// so `testdata/…` names the samples.
@@ -240,4 +240,24 @@ fn emit_resp_writes_the_refused_lines_to_the_errors_file() {
             .stdout_text()
             .starts_with("*3\r\n$3\r\nSET\r\n$7\r\ncounter\r\n")
     );
+}
+
+#[test]
+fn a_port_that_does_not_speak_resp_shows_what_it_sent() {
+    let http_proxy = FakeServer::start(|mut conn| {
+        conn.next_command();
+        conn.send(b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n\r\n");
+        conn.drain();
+    });
+
+    let outcome = Pipeload::new()
+        .port(http_proxy.port())
+        .stdin("SET a 1\n")
+        .run();
+
+    outcome.assert_code(1).assert_fatal_line(
+        "connection lost: the server's reply is not RESP: unknown reply type byte; \
+         it sent \"HTTP/1.1 400 Bad Request\\r\\nContent-Type: \"...: is this a Redis server?",
+    );
+    http_proxy.finish();
 }
