@@ -261,3 +261,33 @@ fn a_port_that_does_not_speak_resp_shows_what_it_sent() {
     );
     http_proxy.finish();
 }
+
+#[test]
+fn a_blocking_command_is_warned_about_and_named_when_replies_stop() {
+    let server = RedisServer::start();
+
+    let outcome = Pipeload::new()
+        .port(server.port())
+        .args(["--pipe-timeout", "0.5"])
+        .stdin("SET before 1\nBLPOP nolist 0\nBRPOP nolist 0\nSET after 1\n")
+        .run();
+
+    outcome
+        .assert_code(1)
+        .assert_stderr_line(
+            "pipeload: warning: line 2: BLPOP can block: no command after it is answered \
+             until it returns (further ones are not reported)",
+        )
+        .assert_stderr_lacks("BRPOP can block")
+        .assert_fatal_line(
+            "No replies for 0.5 seconds: line 2 (BLPOP) is still waiting for its reply",
+        );
+    outcome.check(
+        outcome
+            .stdout_lines()
+            .iter()
+            .any(|line| line == "resume with: --skip 1"),
+        "the resume point is the blocking command",
+    );
+    assert_eq!(server.client().get("before"), Some(b"1".to_vec()));
+}

@@ -37,6 +37,7 @@ use crate::encode::command_bytes;
 use crate::io_error::describe_io_error;
 use crate::progress::Counters;
 use crate::readbuf::ReadBuffer;
+use crate::summary::report;
 use admit::{InputState, ReplyTracker};
 use quoting::Args;
 
@@ -210,6 +211,7 @@ pub fn read_input(
         keep_originals: options.keep_originals,
         cluster: options.cluster,
         open_transaction: None,
+        warned_blocking: false,
     };
     let mut last_source = 0;
     for (index, source) in sources.into_iter().enumerate() {
@@ -378,8 +380,28 @@ impl<'a> SourceReader<'a> {
         kind: CommandKind,
     ) {
         self.batch.push_command(line_no, is_resp, expect, kind);
+        if !state.warned_blocking && !matches!(expect, Expect::Rejected(_)) {
+            self.warn_if_blocking(state, line_no);
+        }
         let seq = self.seq_offset + self.command_no;
         state.note_transaction(kind, expect, &self.name, line_no, seq);
+    }
+
+    /// One warning line for the first command that can block: in a
+    /// pipeline every command after it waits for it, and `--pipe-timeout`
+    /// may give up first.
+    fn warn_if_blocking(&self, state: &mut InputState, line_no: u64) {
+        let index = self.batch.commands.len() - 1;
+        let encoded = &self.batch.bytes[self.batch.command_range(index)];
+        if admit::can_block(encoded) {
+            state.warned_blocking = true;
+            let name = self.batch.name_of(index);
+            report(&format!(
+                "pipeload: warning: {}: {} can block: no command after it is answered until it returns (further ones are not reported)",
+                describe_line(self.name.as_deref(), line_no),
+                String::from_utf8_lossy(name).to_ascii_uppercase()
+            ));
+        }
     }
 
     fn send_batch(&mut self) -> Result<(), InputError> {
