@@ -291,3 +291,36 @@ fn a_blocking_command_is_warned_about_and_named_when_replies_stop() {
     );
     assert_eq!(server.client().get("before"), Some(b"1".to_vec()));
 }
+
+#[test]
+fn a_cluster_node_without_dash_c_hints_once_at_dash_c() {
+    use crate::common::TestCluster;
+    use crate::common::cluster::tag_on_node;
+
+    let cluster = TestCluster::start();
+    let here = tag_on_node("here", 0);
+    let elsewhere = [tag_on_node("away", 1), tag_on_node("away", 2)];
+    let input = format!(
+        "SET {{{here}}}k 1\nSET {{{}}}k 1\nSET {{{}}}k 1\n",
+        elsewhere[0], elsewhere[1]
+    );
+
+    let outcome = Pipeload::new().port(cluster.port(0)).stdin(input).run();
+
+    outcome.assert_code(1).assert_summary(2, 3);
+    let hints: Vec<String> = outcome
+        .stderr_lines()
+        .into_iter()
+        .filter(|line| line.contains("add -c"))
+        .collect();
+    assert_eq!(
+        hints,
+        [
+            "pipeload: hint: the server answered MOVED: it is a cluster node; add -c to load the whole cluster"
+        ],
+        "{outcome}"
+    );
+    outcome.assert_stderr_line_starts("line 2: MOVED ");
+    assert_eq!(cluster.get(format!("{{{here}}}k")), Some(b"1".to_vec()));
+    assert_eq!(cluster.total_keys(), 1);
+}
