@@ -358,7 +358,7 @@ fn start_progress(
     config: &Config,
     error_log: &Arc<ErrorLog>,
 ) -> (Option<Arc<Counters>>, Option<progress::Display>) {
-    if !progress::wanted(config.progress) {
+    if !progress::wanted(config.progress, &config.sources) {
         return (None, None);
     }
     let counters = Arc::new(Counters::default());

@@ -125,6 +125,7 @@ fn load_as_configured(config: &Config, stop: &Arc<Stop>) -> Result<ExitCode> {
     }
     let stop = Arc::clone(stop);
     let mut connection = retry::connect_first(config, tls, &stop)?;
+    say_if_reading_the_terminal(config);
     if config.cluster {
         let seed_host = match &config.endpoint {
             Endpoint::Tcp { host, .. } => host.clone(),
@@ -145,6 +146,14 @@ fn load_as_configured(config: &Config, stop: &Arc<Stop>) -> Result<ExitCode> {
         }
     }
     engine::load(connection, sources, errors_file, stop, tls, config)
+}
+
+/// `pipeload` alone at a terminal waits for typed commands: say so once,
+/// rather than seem to hang.
+fn say_if_reading_the_terminal(config: &Config) {
+    if progress::reads_the_terminal(&config.sources) {
+        report("pipeload: reading commands from the terminal, one per line; end with Ctrl-D");
+    }
 }
 
 /// `--errors-file`, created before anything is read or sent.
@@ -176,6 +185,7 @@ fn emit_resp(sources: Vec<OpenSource>, config: &Config) -> Result<ExitCode> {
         progress: None,
     };
     let errors_file = open_errors_file(config)?;
+    say_if_reading_the_terminal(config);
     let mut rejected = 0u64;
     let (input_result, written) = thread::scope(|scope| {
         let input = scope.spawn(move || read_input(sources, options, &batch_sender));

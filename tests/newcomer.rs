@@ -324,3 +324,51 @@ fn a_cluster_node_without_dash_c_hints_once_at_dash_c() {
     assert_eq!(cluster.get(format!("{{{here}}}k")), Some(b"1".to_vec()));
     assert_eq!(cluster.total_keys(), 1);
 }
+
+#[test]
+fn commands_typed_at_a_terminal_are_announced_once_and_load() {
+    use std::io::Write;
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::process::{Command, Stdio};
+
+    let server = RedisServer::start();
+    let (mut controller, terminal) = {
+        let (mut controller, mut terminal) = (-1, -1);
+        // SAFETY: openpty fills two descriptors, owned from here on.
+        let opened = unsafe {
+            libc::openpty(
+                &mut controller,
+                &mut terminal,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(opened, 0, "openpty: {}", std::io::Error::last_os_error());
+        // SAFETY: both were just opened and nothing else owns them.
+        unsafe {
+            (
+                std::fs::File::from(OwnedFd::from_raw_fd(controller)),
+                OwnedFd::from_raw_fd(terminal),
+            )
+        }
+    };
+    let child = Command::new(env!("CARGO_BIN_EXE_pipeload"))
+        .args(["-p", &server.port().to_string()])
+        .stdin(Stdio::from(terminal))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run pipeload");
+    // A typed line, then Ctrl-D at the start of the next: the end of input.
+    controller.write_all(b"SET typed yes\n\x04").unwrap();
+    let output = child.wait_with_output().expect("pipeload ends at Ctrl-D");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+
+    assert_eq!(
+        stderr,
+        "pipeload: reading commands from the terminal, one per line; end with Ctrl-D\n"
+    );
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(server.client().get("typed"), Some(b"yes".to_vec()));
+}
