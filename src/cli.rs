@@ -297,9 +297,7 @@ where
         return Ok(Invocation::Print(script));
     }
     if flags.man {
-        let mut page = Vec::new();
-        clap_mangen::Man::new(Flags::command())
-            .render(&mut page)
+        let page = crate::manual::render(Flags::command())
             .map_err(|error| UsageError(format!("error: cannot render the man page: {error}")))?;
         return Ok(Invocation::Print(page));
     }

@@ -37,6 +37,7 @@ pub mod handlers;
 pub mod input;
 pub mod input_watch;
 pub mod io_error;
+pub mod manual;
 pub mod progress;
 pub mod readbuf;
 pub mod replies;

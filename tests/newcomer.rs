@@ -372,3 +372,70 @@ fn commands_typed_at_a_terminal_are_announced_once_and_load() {
     assert!(output.status.success(), "{stderr}");
     assert_eq!(server.client().get("typed"), Some(b"yes".to_vec()));
 }
+
+#[test]
+fn the_man_page_renders_with_every_section_a_reader_looks_for() {
+    let dir = TempDir::new("newcomer");
+    let outcome = Pipeload::new().arg("--man").run();
+    outcome.assert_code(0);
+    let page = dir.path().join("pipeload.1");
+    std::fs::write(&page, outcome.stdout_text()).unwrap();
+    let sections = [
+        "NAME",
+        "SYNOPSIS",
+        "DESCRIPTION",
+        "INPUT",
+        "OPTIONS",
+        "EXIT STATUS",
+        "ENVIRONMENT",
+        "RESUMING",
+        "EXAMPLES",
+        "SEE ALSO",
+    ];
+    // Rendered as `man` renders it, when groff is installed: no warning,
+    // and the headings in order; else the headings in the roff source.
+    let rendered = std::process::Command::new("groff")
+        // Plain text: no bold or underline by overstriking.
+        .args(["-man", "-Tutf8", "-ww", "-P-cbou"])
+        .arg(&page)
+        .output();
+    let headings: Vec<String> = match rendered {
+        Ok(rendered) => {
+            let warnings = String::from_utf8_lossy(&rendered.stderr);
+            assert!(
+                rendered.status.success() && warnings.is_empty(),
+                "{warnings}"
+            );
+            let text = String::from_utf8_lossy(&rendered.stdout);
+            assert!(text.contains("REDISCLI_AUTH") && text.contains("--skip 183742"));
+            assert!(text.contains("-p <PORT>"), "options keep their value names");
+            text.lines()
+                .filter(|line| !line.is_empty() && !line.starts_with(' '))
+                .map(str::to_owned)
+                .collect()
+        }
+        Err(_) => outcome
+            .stdout_lines()
+            .iter()
+            .filter_map(|line| line.strip_prefix(".SH "))
+            .map(|heading| heading.trim_matches('"').to_owned())
+            .collect(),
+    };
+    let found: Vec<&str> = sections
+        .iter()
+        .copied()
+        .filter(|section| headings.iter().any(|heading| heading == section))
+        .collect();
+    assert_eq!(found, sections, "headings: {headings:?}");
+    let order: Vec<usize> = sections
+        .iter()
+        .filter_map(|section| headings.iter().position(|heading| heading == section))
+        .collect();
+    assert!(order.is_sorted(), "headings out of order: {headings:?}");
+    assert!(
+        !outcome
+            .stdout_text()
+            .contains("Transfer raw Redis protocol"),
+        "--pipe is described as what it does"
+    );
+}
