@@ -16,7 +16,7 @@ use anyhow::{Context, Result, bail};
 use clap::{ArgAction, CommandFactory, Parser, ValueEnum};
 use clap_complete::Shell;
 
-use crate::config::{Config, Credentials, Endpoint, Format, Source, TlsOptions};
+use crate::config::{Config, Credentials, Endpoint, Format, IpFamily, Source, TlsOptions};
 use crate::window::WindowLimits;
 
 /// What the command line asks for.
@@ -253,6 +253,22 @@ struct Flags {
     #[arg(short = '2', overrides_with = "resp3", help_heading = "Connection")]
     resp2: bool,
 
+    /// Prefer IPv4 over IPv6 when the host name has both
+    #[arg(
+        short = '4',
+        overrides_with = "prefer_ipv6",
+        help_heading = "Connection"
+    )]
+    prefer_ipv4: bool,
+
+    /// Prefer IPv6 over IPv4 when the host name has both
+    #[arg(
+        short = '6',
+        overrides_with = "prefer_ipv4",
+        help_heading = "Connection"
+    )]
+    prefer_ipv6: bool,
+
     /// Read the password from the terminal without echo (from stdin's first
     /// line when there is no terminal); -a and REDISCLI_AUTH are ignored
     #[arg(long, help_heading = "Connection")]
@@ -395,6 +411,11 @@ fn config_from_flags(flags: Flags, env_password: Option<String>) -> Result<Confi
             && !flags.no_auth_warning
             && !flags.askpass,
         ask_password: flags.askpass,
+        prefer_ip: match (flags.prefer_ipv4, flags.prefer_ipv6) {
+            (true, _) => Some(IpFamily::V4),
+            (_, true) => Some(IpFamily::V6),
+            _ => None,
+        },
         credentials,
         db,
         resp3: flags.resp3,
@@ -697,6 +718,9 @@ mod tests {
         assert!(config(&["-2", "-3"]).unwrap().resp3);
         assert!(!config(&["-3", "-2"]).unwrap().resp3);
         assert!(config(&["--pipe", "--pipe"]).is_ok());
+        assert_eq!(config(&["-4"]).unwrap().prefer_ip, Some(IpFamily::V4));
+        assert_eq!(config(&["-4", "-6"]).unwrap().prefer_ip, Some(IpFamily::V6));
+        assert_eq!(config(&[]).unwrap().prefer_ip, None);
         let timeout = config(&["--pipe-timeout", "0.5"]).unwrap().pipe_timeout;
         assert_eq!(timeout, Some(Duration::from_millis(500)));
         assert_eq!(config(&["--pipe-timeout", "0"]).unwrap().pipe_timeout, None);

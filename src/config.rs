@@ -47,6 +47,8 @@ pub enum Source {
 pub struct Config {
     pub endpoint: Endpoint,
     pub credentials: Option<Credentials>,
+    /// `-4` / `-6`: try this family's addresses of a host name first.
+    pub prefer_ip: Option<IpFamily>,
     /// `--askpass`: `run` reads the password into `credentials` before
     /// connecting.
     pub ask_password: bool,
@@ -93,6 +95,13 @@ impl fmt::Display for Endpoint {
             Endpoint::Unix(path) => write!(f, "{}", path.display()),
         }
     }
+}
+
+/// An IP address family (`-4`, `-6`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IpFamily {
+    V4,
+    V6,
 }
 
 /// The TLS flags, as given.
