@@ -217,6 +217,7 @@ struct Flags {
     max_errors: Option<u64>,
 
     /// Write each failed command's input bytes to FILE, in input order
+    /// (created readable by its owner only: it may hold AUTH lines)
     #[arg(long, value_name = "FILE", help_heading = "Faults")]
     errors_file: Option<PathBuf>,
 
@@ -232,7 +233,8 @@ struct Flags {
     #[arg(value_name = "FILE")]
     files: Vec<PathBuf>,
 
-    /// Show progress on stderr (the default when stderr is a terminal)
+    /// Show progress on stderr (the default when stderr is a terminal and
+    /// the commands are not typed there; a line a second into a log)
     #[arg(long, overrides_with = "no_progress", help_heading = "Output")]
     progress: bool,
 

@@ -439,3 +439,44 @@ fn the_man_page_renders_with_every_section_a_reader_looks_for() {
         "--pipe is described as what it does"
     );
 }
+
+#[test]
+fn every_flag_in_help_is_in_the_readmes_tables() {
+    let help = Pipeload::new().arg("--help").run();
+    help.assert_code(0);
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("read README.md");
+    let table_rows: Vec<&str> = readme
+        .lines()
+        .filter(|line| line.starts_with('|'))
+        .collect();
+    let flags: Vec<String> = help
+        .stdout_lines()
+        .iter()
+        .map(|line| line.trim_start())
+        .filter(|line| line.starts_with('-'))
+        .flat_map(|line| {
+            line.split([' ', ','])
+                .take_while(|word| word.is_empty() || word.starts_with('-'))
+                // Not the "- auto: …" lines listing a flag's values.
+                .filter(|word| word.len() > 1)
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(flags.len() > 40, "flags found in --help: {flags:?}");
+    let missing: Vec<&String> = flags
+        .iter()
+        .filter(|flag| {
+            !table_rows.iter().any(|row| {
+                [" ", "`", "\\"]
+                    .iter()
+                    .any(|after| row.contains(&format!("`{flag}{after}")))
+            })
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "flags of --help missing from the README's tables: {missing:?}"
+    );
+}
