@@ -212,6 +212,7 @@ pub fn read_input(
         cluster: options.cluster,
         open_transaction: None,
         warned_blocking: false,
+        blocking_classes: admit::BlockingClasses::new(),
     };
     let mut last_source = 0;
     for (index, source) in sources.into_iter().enumerate() {
@@ -380,7 +381,10 @@ impl<'a> SourceReader<'a> {
         kind: CommandKind,
     ) {
         self.batch.push_command(line_no, is_resp, expect, kind);
-        if !state.warned_blocking && !matches!(expect, Expect::Rejected(_)) {
+        if let Some(command) = self.batch.commands.last()
+            && state.blocking_classes.may_block(command.reply_class)
+            && !state.warned_blocking
+        {
             self.warn_if_blocking(state, line_no);
         }
         let seq = self.seq_offset + self.command_no;
@@ -390,6 +394,7 @@ impl<'a> SourceReader<'a> {
     /// One warning line for the first command that can block: in a
     /// pipeline every command after it waits for it, and `--pipe-timeout`
     /// may give up first.
+    #[cold]
     fn warn_if_blocking(&self, state: &mut InputState, line_no: u64) {
         let index = self.batch.commands.len() - 1;
         let encoded = &self.batch.bytes[self.batch.command_range(index)];
