@@ -85,10 +85,10 @@ Examples:
 #[command(
     name = "pipeload",
     version,
-    about = "Load Redis commands into Redis or Valkey as fast as the server can execute them.",
-    long_about = "Load Redis commands into Redis or Valkey as fast as the server can execute them.\n\n\
+    about = "Load Redis commands into Redis, Valkey or a Redis Cluster as fast as the server can execute them.",
+    long_about = "Load Redis commands into Redis, Valkey or a Redis Cluster as fast as the server can execute them.\n\n\
         Reads text command lines (the server's quoting rules) or raw RESP from stdin or \
-        files, pipelines them over one connection, reports every error with the input \
+        files, pipelines them (with -c, to every primary of a cluster), reports every error with the input \
         line it came from, and prints the summary `redis-cli --pipe` prints.",
     after_help = EXAMPLES,
     // Not clap's usage built around a misspelt flag's suggestion
