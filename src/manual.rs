@@ -13,12 +13,10 @@ use clap_mangen::Man;
 
 /// The page, ready for `man -l`.
 pub fn render(command: clap::Command) -> io::Result<Vec<u8>> {
-    let man = Man::new(command)
-        .section("1")
-        .manual("User Commands")
-        .source(concat!("pipeload ", env!("CARGO_PKG_VERSION")));
-    let mut page = Vec::new();
-    man.render_title(&mut page)?;
+    let man = Man::new(command);
+    // Not clap_mangen's title: without a date it drops the empty field,
+    // and the version lands where man shows the date.
+    let mut page = TITLE.as_bytes().to_vec();
     man.render_name_section(&mut page)?;
     page.extend_from_slice(SYNOPSIS_AND_DESCRIPTION.as_bytes());
     page.extend_from_slice(INPUT.as_bytes());
@@ -57,6 +55,12 @@ fn grouped_options(rendered: &str) -> String {
     }
     grouped
 }
+
+const TITLE: &str = concat!(
+    ".TH PIPELOAD 1 \"\" \"pipeload ",
+    env!("CARGO_PKG_VERSION"),
+    "\" \"User Commands\"\n"
+);
 
 const SYNOPSIS_AND_DESCRIPTION: &str = r#".SH SYNOPSIS
 .B pipeload

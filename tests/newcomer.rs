@@ -409,6 +409,8 @@ fn the_man_page_renders_with_every_section_a_reader_looks_for() {
             let text = String::from_utf8_lossy(&rendered.stdout);
             assert!(text.contains("REDISCLI_AUTH") && text.contains("--skip 183742"));
             assert!(text.contains("-p <PORT>"), "options keep their value names");
+            let header = text.lines().next().unwrap_or_default();
+            assert!(header.contains("User Commands"), "header: {header}");
             text.lines()
                 .filter(|line| !line.is_empty() && !line.starts_with(' '))
                 .map(str::to_owned)
