@@ -57,7 +57,7 @@ fn grouped_options(rendered: &str) -> String {
 }
 
 const TITLE: &str = concat!(
-    ".TH PIPELOAD 1 \"\" \"pipeload ",
+    ".TH pipeload 1 \"\" \"pipeload ",
     env!("CARGO_PKG_VERSION"),
     "\" \"User Commands\"\n"
 );
