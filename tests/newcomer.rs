@@ -109,7 +109,7 @@ fn redis_cli_flags_with_pipe_are_taken() {
 
     let outcome = Pipeload::new()
         .port(server.port())
-        .args(["-2", "--pipe", "--pipe", "--pipe-timeout", "0.5"])
+        .args(["-2", "--pipe", "--pipe", "--pipe-timeout", "2.5"])
         .stdin("SET parity yes\n")
         .run();
 
@@ -266,9 +266,11 @@ fn a_port_that_does_not_speak_resp_shows_what_it_sent() {
 fn a_blocking_command_is_warned_about_and_named_when_replies_stop() {
     let server = RedisServer::start();
 
+    // 1.5 s: long enough that `SET before` is answered first on a busy
+    // machine, so the head of the queue is the BLPOP.
     let outcome = Pipeload::new()
         .port(server.port())
-        .args(["--pipe-timeout", "0.5"])
+        .args(["--pipe-timeout", "1.5"])
         .stdin("SET before 1\nBLPOP nolist 0\nBRPOP nolist 0\nSET after 1\n")
         .run();
 
@@ -280,7 +282,7 @@ fn a_blocking_command_is_warned_about_and_named_when_replies_stop() {
         )
         .assert_stderr_lacks("BRPOP can block")
         .assert_fatal_line(
-            "No replies for 0.5 seconds: line 2 (BLPOP) is still waiting for its reply",
+            "No replies for 1.5 seconds: line 2 (BLPOP) is still waiting for its reply",
         );
     outcome.check(
         outcome
