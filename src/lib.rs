@@ -61,7 +61,7 @@ use anyhow::{Context, Result};
 use crossbeam_channel::bounded;
 
 use crate::batch::{Batch, Expect};
-use crate::config::{Config, Endpoint};
+use crate::config::{Config, Credentials, Endpoint};
 use crate::engine::BATCH_CHANNEL_CAPACITY;
 use crate::handlers::errors::{ErrorsFile, create_errors_file, write_original};
 use crate::input::{InputError, InputOptions, OpenSource, open_sources, read_input};
@@ -77,14 +77,9 @@ const PASSWORD_WARNING: &str = "Warning: Using a password with '-a' or '-u' opti
 /// (0 when no error at all); fails, before anything is sent, when an input
 /// or the errors file cannot be opened or the server cannot be reached.
 /// With `--json` a failure prints its JSON summary too, however early.
-pub fn run(mut config: Config) -> Result<ExitCode> {
+pub fn run(config: Config) -> Result<ExitCode> {
     if config.emit_resp {
         return emit_resp(open_sources(&config.sources)?, &config);
-    }
-    if config.ask_password
-        && let Some(credentials) = &mut config.credentials
-    {
-        credentials.password = askpass::read_password()?;
     }
     let stop = Arc::new(Stop::default());
     let result = load_as_configured(&config, &stop);
@@ -117,6 +112,22 @@ fn load_as_configured(config: &Config, stop: &Arc<Stop>) -> Result<ExitCode> {
         .print(json);
     })
     .context("cannot watch for signals")?;
+    // After the signals: a Ctrl-C while stdin's first line is awaited ends
+    // the run like one while connecting (typed at a terminal, Ctrl-C is a
+    // byte that cancels, and the terminal gets its echo back).
+    let with_password;
+    let config = match (&config.credentials, config.ask_password) {
+        (Some(credentials), true) => {
+            let mut asked = config.clone();
+            asked.credentials = Some(Credentials {
+                password: askpass::read_password()?,
+                ..credentials.clone()
+            });
+            with_password = asked;
+            &with_password
+        }
+        _ => config,
+    };
     let tls = config.tls.as_ref().map(TlsConfig::load).transpose()?;
     let tls = tls.as_ref();
     let sources = open_sources(&config.sources)?;
