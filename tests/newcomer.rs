@@ -147,6 +147,27 @@ fn askpass_without_a_terminal_reads_stdins_first_line_as_redis_cli_does() {
 }
 
 #[test]
+fn askpass_with_no_password_line_fails_with_its_json_summary() {
+    let server = RedisServer::start();
+
+    let outcome = Pipeload::new()
+        .port(server.port())
+        .args(["--askpass", "--json"])
+        .stdin("")
+        .run();
+
+    outcome
+        .assert_code(1)
+        .assert_fatal_line("--askpass: stdin is not a terminal and ended before a password line");
+    let json = outcome.stdout_text();
+    outcome.check(
+        json.starts_with("{\"completed\":false,")
+            && json.contains("\"failures\":[\"--askpass: stdin is not a terminal"),
+        "one JSON object naming the failure",
+    );
+}
+
+#[test]
 fn a_tls_cipher_rustls_does_not_offer_is_refused_with_what_it_offers() {
     let server = RedisServer::start();
 
