@@ -229,7 +229,7 @@ fn mix_name_word(hash: u64, word: u64, len: usize) -> u64 {
 
 /// The name of an encoded command: the first bulk string of its array, or
 /// nothing when the bytes do not start like one.
-fn command_name(encoded: &[u8]) -> &[u8] {
+pub fn command_name(encoded: &[u8]) -> &[u8] {
     // `*N\r\n`, then `$L\r\n`: find the end of each header line.
     let Some(count_end) = encoded.iter().position(|&byte| byte == b'\n') else {
         return &[];
@@ -425,6 +425,13 @@ impl Batch {
             _ => self.commands[index - 1].end,
         };
         start..self.commands[index].end
+    }
+
+    /// The name of command `index` (its first argument), as encoded.
+    pub fn name_of(&self, index: usize) -> &[u8] {
+        self.bytes
+            .get(self.command_range(index))
+            .map_or(&[][..], command_name)
     }
 
     /// Byte range in `bytes` of the commands `commands` (empty for none).

@@ -17,8 +17,8 @@ use clap::{ArgAction, CommandFactory, Parser, ValueEnum};
 use clap_complete::Shell;
 
 use crate::config::{
-    Config, Credentials, Endpoint, Format, RepliesFormat, RepliesOptions, RepliesTarget, Source,
-    TlsOptions,
+    Config, Credentials, Endpoint, Format, IpFamily, RepliesFormat, RepliesOptions, RepliesTarget,
+    Source, TlsOptions,
 };
 use crate::window::WindowLimits;
 
@@ -110,12 +110,15 @@ Examples:
 #[command(
     name = "pipeload",
     version,
-    about = "Load Redis commands into Redis or Valkey as fast as the server can execute them.",
-    long_about = "Load Redis commands into Redis or Valkey as fast as the server can execute them.\n\n\
+    about = "Load Redis commands into Redis, Valkey or a Redis Cluster as fast as the server can execute them.",
+    long_about = "Load Redis commands into Redis, Valkey or a Redis Cluster as fast as the server can execute them.\n\n\
         Reads text command lines (the server's quoting rules) or raw RESP from stdin or \
-        files, pipelines them over one connection, reports every error with the input \
+        files, pipelines them (with -c, to every primary of a cluster), reports every error with the input \
         line it came from, and prints the summary `redis-cli --pipe` prints.",
     after_help = EXAMPLES,
+    // Not clap's usage built around a misspelt flag's suggestion
+    // (`pipeload --help [FILE]...` after `--hep`).
+    override_usage = "pipeload [OPTIONS] [FILE]...",
     disable_help_flag = true,
     disable_version_flag = true
 )]
@@ -160,7 +163,7 @@ struct Flags {
     db: Option<u32>,
 
     /// Start the session in RESP3 protocol mode (HELLO 3)
-    #[arg(short = '3', help_heading = "Connection")]
+    #[arg(short = '3', overrides_with = "resp2", help_heading = "Connection")]
     resp3: bool,
 
     /// Cluster mode: load a Redis Cluster through any of its nodes
@@ -201,19 +204,20 @@ struct Flags {
     #[arg(long, value_name = "FILE", requires = "cert", help_heading = "TLS")]
     key: Option<PathBuf>,
 
-    /// Transfer raw Redis protocol from stdin to the server (the default mode)
-    #[arg(long, help_heading = "Loading")]
+    /// Load the input's commands into the server (the only mode; taken for
+    /// redis-cli compatibility, also when repeated)
+    #[arg(long, overrides_with = "pipe", help_heading = "Loading")]
     pipe: bool,
 
-    /// In --pipe mode, give up when no reply has come for this many seconds
-    /// (0 waits forever)
+    /// Give up when no reply has come for this many seconds while commands
+    /// wait for one (decimals allowed; 0 waits forever)
     #[arg(
         long,
         value_name = "SECONDS",
-        default_value_t = 30,
+        default_value_t = 30.0,
         help_heading = "Loading"
     )]
-    pipe_timeout: u64,
+    pipe_timeout: f64,
 
     /// How commands are written in the input
     #[arg(long, value_enum, default_value_t = FormatArg::Auto, help_heading = "Loading")]
@@ -238,6 +242,7 @@ struct Flags {
     max_errors: Option<u64>,
 
     /// Write each failed command's input bytes to FILE, in input order
+    /// (created readable by its owner only: it may hold AUTH lines)
     #[arg(long, value_name = "FILE", help_heading = "Faults")]
     errors_file: Option<PathBuf>,
 
@@ -267,7 +272,8 @@ struct Flags {
     #[arg(value_name = "FILE")]
     files: Vec<PathBuf>,
 
-    /// Show progress on stderr (the default when stderr is a terminal)
+    /// Show progress on stderr (the default when stderr is a terminal and
+    /// the commands are not typed there; a line a second into a log)
     #[arg(long, overrides_with = "no_progress", help_heading = "Output")]
     progress: bool,
 
@@ -282,6 +288,42 @@ struct Flags {
     /// Print the manual page (roff) and exit: pipeload --man > pipeload.1
     #[arg(long, help_heading = "Output")]
     man: bool,
+
+    // redis-cli flags taken for parity (grouped here to keep merges easy).
+    /// Start the session in RESP2 protocol mode (the default)
+    #[arg(short = '2', overrides_with = "resp3", help_heading = "Connection")]
+    resp2: bool,
+
+    /// Prefer IPv4 over IPv6 when the host name has both
+    #[arg(
+        short = '4',
+        overrides_with = "prefer_ipv6",
+        help_heading = "Connection"
+    )]
+    prefer_ipv4: bool,
+
+    /// Prefer IPv6 over IPv4 when the host name has both
+    #[arg(
+        short = '6',
+        overrides_with = "prefer_ipv4",
+        help_heading = "Connection"
+    )]
+    prefer_ipv6: bool,
+
+    /// Read the password from the terminal without echo (from stdin's first
+    /// line when there is no terminal); -a and REDISCLI_AUTH are ignored
+    #[arg(long, help_heading = "Connection")]
+    askpass: bool,
+
+    /// TLS 1.2 ciphers to offer, OpenSSL names separated by ':'
+    /// (e.g. ECDHE-RSA-AES256-GCM-SHA384)
+    #[arg(long, value_name = "LIST", help_heading = "TLS")]
+    tls_ciphers: Option<String>,
+
+    /// TLS 1.3 cipher suites to offer, separated by ':'
+    /// (e.g. TLS_AES_256_GCM_SHA384)
+    #[arg(long, value_name = "LIST", help_heading = "TLS")]
+    tls_ciphersuites: Option<String>,
 
     /// Print help
     #[arg(long, action = ArgAction::Help)]
@@ -312,9 +354,7 @@ where
         return Ok(Invocation::Print(script));
     }
     if flags.man {
-        let mut page = Vec::new();
-        clap_mangen::Man::new(Flags::command())
-            .render(&mut page)
+        let page = crate::manual::render(Flags::command())
             .map_err(|error| UsageError(format!("error: cannot render the man page: {error}")))?;
         return Ok(Invocation::Print(page));
     }
@@ -347,11 +387,16 @@ fn config_from_flags(flags: Flags, env_password: Option<String>) -> Result<Confi
 
     let tls = tls_options(&flags, uri.as_ref(), &endpoint)?;
 
-    let password = flags
-        .password
-        .clone()
-        .or_else(|| uri.as_ref().and_then(|uri| uri.password.clone()))
-        .or(env_password);
+    // --askpass: the password is read when the run starts; redis-cli
+    // ignores -a and REDISCLI_AUTH then.
+    let password = match flags.askpass {
+        true => Some(String::new()),
+        false => flags
+            .password
+            .clone()
+            .or_else(|| uri.as_ref().and_then(|uri| uri.password.clone()))
+            .or(env_password),
+    };
     let user = flags
         .user
         .clone()
@@ -368,10 +413,20 @@ fn config_from_flags(flags: Flags, env_password: Option<String>) -> Result<Confi
         .unwrap_or(0);
     let connect_timeout = match flags.connect_timeout {
         None => None,
-        Some(seconds) if seconds.is_finite() && seconds > 0.0 => {
+        Some(seconds) if seconds > 0.0 && Duration::try_from_secs_f64(seconds).is_ok() => {
             Some(Duration::from_secs_f64(seconds))
         }
         Some(seconds) => bail!("-t needs a positive number of seconds, got {seconds}"),
+    };
+    let pipe_timeout = match flags.pipe_timeout {
+        0.0 => None,
+        seconds if seconds > 0.0 => match Duration::try_from_secs_f64(seconds) {
+            Ok(timeout) => Some(timeout),
+            Err(_) => bail!("--pipe-timeout: too many seconds (0 waits forever)"),
+        },
+        seconds => {
+            bail!("--pipe-timeout needs a number of seconds (0 waits forever), got {seconds}")
+        }
     };
 
     if flags.cluster && db != 0 {
@@ -408,12 +463,19 @@ fn config_from_flags(flags: Flags, env_password: Option<String>) -> Result<Confi
     Ok(Config {
         endpoint,
         warn_about_password: (flags.password.is_some() || uri_has_password)
-            && !flags.no_auth_warning,
+            && !flags.no_auth_warning
+            && !flags.askpass,
+        ask_password: flags.askpass,
+        prefer_ip: match (flags.prefer_ipv4, flags.prefer_ipv6) {
+            (true, _) => Some(IpFamily::V4),
+            (_, true) => Some(IpFamily::V6),
+            _ => None,
+        },
         credentials,
         db,
         resp3: flags.resp3,
         connect_timeout,
-        pipe_timeout: (flags.pipe_timeout > 0).then(|| Duration::from_secs(flags.pipe_timeout)),
+        pipe_timeout,
         tls,
         format: flags.format.into(),
         emit_resp: flags.emit_resp,
@@ -449,6 +511,8 @@ fn tls_options(
         ca_dir: flags.cacertdir.clone(),
         client_auth: flags.cert.clone().zip(flags.key.clone()),
         insecure: flags.insecure,
+        ciphers: flags.tls_ciphers.clone(),
+        ciphersuites: flags.tls_ciphersuites.clone(),
     };
     if !flags.tls && !uri.is_some_and(|uri| uri.tls) {
         let given = [
@@ -457,6 +521,8 @@ fn tls_options(
             ("--cacertdir", flags.cacertdir.is_some()),
             ("--insecure", flags.insecure),
             ("--cert", flags.cert.is_some()),
+            ("--tls-ciphers", flags.tls_ciphers.is_some()),
+            ("--tls-ciphersuites", flags.tls_ciphersuites.is_some()),
         ];
         if let Some((flag, _)) = given.iter().find(|(_, given)| *given) {
             bail!("{flag} needs --tls (or a rediss:// URI)");
@@ -699,6 +765,54 @@ mod tests {
             .render(&mut man)
             .unwrap();
         assert!(String::from_utf8_lossy(&man).contains("pipe\\-timeout"));
+    }
+
+    #[test]
+    fn redis_cli_parity_flags_are_taken() {
+        // -2 is the default protocol; the last of -2 and -3 wins, as in redis-cli.
+        assert!(!config(&["-2"]).unwrap().resp3);
+        assert!(config(&["-2", "-3"]).unwrap().resp3);
+        assert!(!config(&["-3", "-2"]).unwrap().resp3);
+        assert!(config(&["--pipe", "--pipe"]).is_ok());
+        assert_eq!(config(&["-4"]).unwrap().prefer_ip, Some(IpFamily::V4));
+        assert_eq!(config(&["-4", "-6"]).unwrap().prefer_ip, Some(IpFamily::V6));
+        assert_eq!(config(&[]).unwrap().prefer_ip, None);
+        let timeout = config(&["--pipe-timeout", "0.5"]).unwrap().pipe_timeout;
+        assert_eq!(timeout, Some(Duration::from_millis(500)));
+        assert_eq!(config(&["--pipe-timeout", "0"]).unwrap().pipe_timeout, None);
+        for bad in ["nan", "inf", "1e300"] {
+            let error = config(&["--pipe-timeout", bad]).unwrap_err().to_string();
+            assert!(error.starts_with("--pipe-timeout"), "{bad}: {error}");
+        }
+        assert!(config(&["-t", "1e300"]).is_err());
+        assert!(config(&["--tls-ciphers", "HIGH"]).is_err());
+        let tls = config(&["--tls", "--tls-ciphersuites", "TLS_AES_256_GCM_SHA384"])
+            .unwrap()
+            .tls
+            .unwrap();
+        assert_eq!(tls.ciphersuites.as_deref(), Some("TLS_AES_256_GCM_SHA384"));
+    }
+
+    #[test]
+    fn askpass_ignores_dash_a_and_rediscli_auth() {
+        let flags =
+            Flags::try_parse_from(["pipeload", "--askpass", "-a", "given", "--user", "u"]).unwrap();
+        let config = config_from_flags(flags, Some("from-env".into())).unwrap();
+        assert!(config.ask_password);
+        assert!(!config.warn_about_password);
+        let credentials = config.credentials.unwrap();
+        assert_eq!(credentials.user.as_deref(), Some("u"));
+        assert_eq!(credentials.password, "", "read when the run starts");
+    }
+
+    #[test]
+    fn a_misspelt_flag_shows_the_plain_usage() {
+        let error = parse_args(["pipeload", "--hep"]).unwrap_err().to_string();
+        assert!(error.contains("'--help'"), "{error}");
+        assert!(
+            error.contains("Usage: pipeload [OPTIONS] [FILE]..."),
+            "{error}"
+        );
     }
 
     #[test]

@@ -74,6 +74,11 @@ pub enum Source {
 pub struct Config {
     pub endpoint: Endpoint,
     pub credentials: Option<Credentials>,
+    /// `-4` / `-6`: try this family's addresses of a host name first.
+    pub prefer_ip: Option<IpFamily>,
+    /// `--askpass`: `run` reads the password into `credentials` before
+    /// connecting.
+    pub ask_password: bool,
     /// Print the warning redis-cli prints for a password on the command line.
     pub warn_about_password: bool,
     /// Database to SELECT after connecting; 0 needs no SELECT.
@@ -121,6 +126,13 @@ impl fmt::Display for Endpoint {
     }
 }
 
+/// An IP address family (`-4`, `-6`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IpFamily {
+    V4,
+    V6,
+}
+
 /// The TLS flags, as given.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TlsOptions {
@@ -133,4 +145,8 @@ pub struct TlsOptions {
     pub client_auth: Option<(PathBuf, PathBuf)>,
     /// Skip certificate verification.
     pub insecure: bool,
+    /// `--tls-ciphers`: TLS 1.2 ciphers to offer (OpenSSL names, `:`-separated).
+    pub ciphers: Option<String>,
+    /// `--tls-ciphersuites`: TLS 1.3 suites to offer (`:`-separated).
+    pub ciphersuites: Option<String>,
 }

@@ -16,7 +16,7 @@ use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use crate::batch::CommandKind;
-use crate::config::{Config, Credentials, Endpoint};
+use crate::config::{Config, Credentials, Endpoint, IpFamily};
 use crate::control::{Value, query_encoded};
 use crate::encode::command_bytes;
 use crate::io_error::describe_io_error;
@@ -105,7 +105,8 @@ pub fn connect(
     };
     let mut stream = match &config.endpoint {
         Endpoint::Tcp { host, port } => {
-            let stream = connect_tcp(host, *port, config.connect_timeout).map_err(unreachable)?;
+            let stream = connect_tcp(host, *port, config.connect_timeout, config.prefer_ip)
+                .map_err(unreachable)?;
             // Commands go out in large writes; the last small one of a load
             // must not wait for Nagle.
             let _ = stream.set_nodelay(true);
@@ -141,11 +142,20 @@ fn connect_tls(
     Ok(stream)
 }
 
-fn connect_tcp(host: &str, port: u16, timeout: Option<Duration>) -> Result<TcpStream, String> {
-    let addresses: Vec<_> = (host, port)
+fn connect_tcp(
+    host: &str,
+    port: u16,
+    timeout: Option<Duration>,
+    prefer_ip: Option<IpFamily>,
+) -> Result<TcpStream, String> {
+    let mut addresses: Vec<_> = (host, port)
         .to_socket_addrs()
         .map_err(|error| describe_io_error(&error))?
         .collect();
+    // -4 / -6: the preferred family's addresses first, the others after.
+    if let Some(preferred) = prefer_ip {
+        addresses.sort_by_key(|address| address.is_ipv4() != (preferred == IpFamily::V4));
+    }
     let mut last_error = String::from("no address found");
     for address in addresses {
         let attempt = match timeout {

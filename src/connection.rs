@@ -84,7 +84,10 @@ pub enum ConnectionFailure {
 impl ConnectionFailure {
     /// Whether redis-cli has its own words for it, printed without a prefix.
     pub fn is_worded_as_redis_cli(&self) -> bool {
-        matches!(self, ConnectionFailure::Session(ReplyFailure::NoReplies(_)))
+        matches!(
+            self,
+            ConnectionFailure::Session(ReplyFailure::NoReplies { .. })
+        )
     }
 }
 

@@ -189,7 +189,12 @@ pub fn query_encoded(stream: &mut Stream, encoded: &[u8]) -> Result<Value, Strin
                 return parse(&buffer.unread()[..reply.len])
                     .map_err(|error| format!("bad reply: {error}"));
             }
-            ReplyScan::Invalid(error) => return Err(format!("bad reply: {error}")),
+            ReplyScan::Invalid(error) => {
+                return Err(format!(
+                    "bad reply: {}",
+                    error.describe_with(buffer.unread())
+                ));
+            }
             ReplyScan::Incomplete => match buffer.read_from(stream) {
                 Ok(0) => return Err("server closed the connection".into()),
                 Ok(_) => {}

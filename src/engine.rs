@@ -335,6 +335,10 @@ impl LoadStart {
             Some(multi) => end.acknowledged.min(multi - 1),
             None => end.acknowledged,
         };
+        // `--skip` beyond the end: the whole input was left out, and a
+        // resume hint would only repeat the mistake.
+        let skipped_beyond_input = self.input.skipped_beyond_input();
+        let acknowledged = skipped_beyond_input.map_or(acknowledged, |commands| commands);
         // Counted from the very start of the input, `--skip` included, as
         // the summary reports it, complete or not.
         tally.acknowledged = acknowledged;
@@ -342,7 +346,7 @@ impl LoadStart {
             tally,
             last_reply_received: failures.is_empty() && end.in_flight == 0,
             reconnects: (config.retry > 0).then_some(end.reconnects),
-            resume_at: (!complete).then_some(acknowledged),
+            resume_at: (!complete && skipped_beyond_input.is_none()).then_some(acknowledged),
             in_flight: end.in_flight,
             errors_file: config.errors_file.clone(),
             commands_sent: end.commands_sent,
@@ -370,7 +374,7 @@ fn start_progress(
     config: &Config,
     error_log: &Arc<ErrorLog>,
 ) -> (Option<Arc<Counters>>, Option<progress::Display>) {
-    if !progress::wanted(config.progress) {
+    if !progress::wanted(config.progress, &config.sources) {
         return (None, None);
     }
     let counters = Arc::new(Counters::default());

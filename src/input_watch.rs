@@ -94,6 +94,15 @@ impl InputWatch {
         }
     }
 
+    /// The input's number of commands, when `--skip` asked to leave out
+    /// more than that: there is nothing to resume then.
+    pub(crate) fn skipped_beyond_input(&self) -> Option<u64> {
+        match &self.result {
+            Some(Err(InputError::SkipBeyondInput { commands, .. })) => Some(*commands),
+            _ => None,
+        }
+    }
+
     pub(crate) fn join(&mut self) {
         if let Some(handle) = self.handle.take() {
             self.result = Some(handle.join().unwrap_or(Err(InputError::Panicked)));

@@ -23,6 +23,7 @@
 //! - `summary` prints what `redis-cli --pipe` prints; `stop` turns signals
 //!   and `--max-errors` into an orderly stop; `progress` shows it going.
 
+pub mod askpass;
 pub mod batch;
 pub mod cli;
 pub mod cluster;
@@ -36,6 +37,7 @@ pub mod handlers;
 pub mod input;
 pub mod input_watch;
 pub mod io_error;
+pub mod manual;
 pub mod progress;
 pub mod readbuf;
 pub mod replies;
@@ -52,18 +54,18 @@ pub mod tls;
 pub mod window;
 pub mod writer;
 
-use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, PoisonError};
 use std::thread;
 
 use anyhow::{Context, Result};
 use crossbeam_channel::bounded;
 
 use crate::batch::{Batch, Expect};
-use crate::config::{Config, Endpoint, RepliesTarget};
+use crate::config::{Config, Credentials, Endpoint, RepliesTarget};
 use crate::engine::BATCH_CHANNEL_CAPACITY;
+use crate::handlers::errors::{ErrorsFile, create_errors_file, write_original};
 use crate::input::{InputError, InputOptions, OpenSource, open_sources, read_input};
 use crate::io_error::describe_io_error;
 use crate::stop::Stop;
@@ -119,27 +121,32 @@ fn load_as_configured(config: &Config, stop: &Arc<Stop>) -> Result<ExitCode> {
         .print(json);
     })
     .context("cannot watch for signals")?;
+    // After the signals: a Ctrl-C while stdin's first line is awaited ends
+    // the run like one while connecting (typed at a terminal, Ctrl-C is a
+    // byte that cancels, and the terminal gets its echo back).
+    let with_password;
+    let config = match (&config.credentials, config.ask_password) {
+        (Some(credentials), true) => {
+            let mut asked = config.clone();
+            asked.credentials = Some(Credentials {
+                password: askpass::read_password()?,
+                ..credentials.clone()
+            });
+            with_password = asked;
+            &with_password
+        }
+        _ => config,
+    };
     let tls = config.tls.as_ref().map(TlsConfig::load).transpose()?;
     let tls = tls.as_ref();
     let sources = open_sources(&config.sources)?;
-    let errors_file = match &config.errors_file {
-        Some(path) => {
-            let file = File::create(path).map_err(|error| {
-                anyhow::anyhow!(
-                    "cannot create {}: {}",
-                    path.display(),
-                    describe_io_error(&error)
-                )
-            })?;
-            Some(Arc::new(Mutex::new(BufWriter::new(file))))
-        }
-        None => None,
-    };
+    let errors_file = open_errors_file(config)?;
     if config.warn_about_password {
         report(PASSWORD_WARNING);
     }
     let stop = Arc::clone(stop);
     let mut connection = retry::connect_first(config, tls, &stop)?;
+    say_if_reading_the_terminal(config);
     if config.cluster {
         let seed_host = match &config.endpoint {
             Endpoint::Tcp { host, .. } => host.clone(),
@@ -162,7 +169,31 @@ fn load_as_configured(config: &Config, stop: &Arc<Stop>) -> Result<ExitCode> {
     engine::load(connection, sources, errors_file, stop, tls, config)
 }
 
-/// `--emit-resp`: the input's commands as RESP on stdout, no server.
+/// `pipeload` alone at a terminal waits for typed commands: say so once,
+/// rather than seem to hang.
+fn say_if_reading_the_terminal(config: &Config) {
+    if progress::reads_the_terminal(&config.sources) {
+        report("pipeload: reading commands from the terminal, one per line; end with Ctrl-D");
+    }
+}
+
+/// `--errors-file`, created before anything is read or sent.
+fn open_errors_file(config: &Config) -> Result<Option<ErrorsFile>> {
+    let Some(path) = &config.errors_file else {
+        return Ok(None);
+    };
+    let file = create_errors_file(path).map_err(|error| {
+        anyhow::anyhow!(
+            "cannot create {}: {}",
+            path.display(),
+            describe_io_error(&error)
+        )
+    })?;
+    Ok(Some(file))
+}
+
+/// `--emit-resp`: the input's commands as RESP on stdout, no server; the
+/// lines refused go to `--errors-file` as in a load.
 fn emit_resp(sources: Vec<OpenSource>, config: &Config) -> Result<ExitCode> {
     let source_names = input::source_names(&sources);
     let (batch_sender, batch_receiver) = bounded::<Batch>(BATCH_CHANNEL_CAPACITY);
@@ -170,10 +201,12 @@ fn emit_resp(sources: Vec<OpenSource>, config: &Config) -> Result<ExitCode> {
         format: config.format,
         confirm_unanswered_tail: false,
         skip: config.skip,
-        keep_originals: false,
+        keep_originals: config.errors_file.is_some(),
         cluster: false,
         progress: None,
     };
+    let errors_file = open_errors_file(config)?;
+    say_if_reading_the_terminal(config);
     let mut rejected = 0u64;
     let (input_result, written) = thread::scope(|scope| {
         let input = scope.spawn(move || read_input(sources, options, &batch_sender));
@@ -185,6 +218,7 @@ fn emit_resp(sources: Vec<OpenSource>, config: &Config) -> Result<ExitCode> {
                     rejected += 1;
                     let position = batch.position(index, &source_names, None);
                     report(&format!("{position}: not sent: {why}"));
+                    keep_refused(&errors_file, batch.original(index));
                 }
             }
             written = stdout.write_all(&batch.bytes);
@@ -196,6 +230,12 @@ fn emit_resp(sources: Vec<OpenSource>, config: &Config) -> Result<ExitCode> {
         let written = written.and_then(|()| stdout.flush());
         (input.join(), written)
     });
+    if let Some(file) = &errors_file {
+        file.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .flush()
+            .context("cannot write the errors file")?;
+    }
     let mut failed = rejected > 0;
     match input_result {
         Ok(Ok(())) | Ok(Err(InputError::Stopped)) => {}
@@ -217,4 +257,18 @@ fn emit_resp(sources: Vec<OpenSource>, config: &Config) -> Result<ExitCode> {
         true => ExitCode::FAILURE,
         false => ExitCode::SUCCESS,
     })
+}
+
+/// Writes a refused line to `--errors-file` under `--emit-resp`.
+fn keep_refused(errors_file: &Option<ErrorsFile>, original: Option<&[u8]>) {
+    let (Some(file), Some(original)) = (errors_file, original) else {
+        return;
+    };
+    let mut file = file.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Err(error) = write_original(&mut *file, original) {
+        report(&format!(
+            "pipeload: cannot write the errors file: {}",
+            describe_io_error(&error)
+        ));
+    }
 }

@@ -43,9 +43,22 @@ impl Counters {
 }
 
 /// Whether to show progress: `--progress` forces it, `--no-progress` and a
-/// stderr that is not a terminal (logs, CI) keep it off.
-pub fn wanted(forced: Option<bool>) -> bool {
-    forced.unwrap_or_else(|| io::stderr().is_terminal())
+/// stderr that is not a terminal (logs, CI) keep it off, and so does input
+/// typed at the terminal: a redrawn line would overwrite what is typed.
+pub fn wanted(forced: Option<bool>, sources: &[Source]) -> bool {
+    forced.unwrap_or_else(|| {
+        shown_by_default(io::stderr().is_terminal(), reads_the_terminal(sources))
+    })
+}
+
+fn shown_by_default(stderr_is_terminal: bool, input_is_typed: bool) -> bool {
+    stderr_is_terminal && !input_is_typed
+}
+
+/// Whether one of the sources is stdin and stdin is a terminal: the
+/// commands are typed.
+pub fn reads_the_terminal(sources: &[Source]) -> bool {
+    sources.contains(&Source::Stdin) && io::stdin().is_terminal()
 }
 
 /// `--progress` into a log (stderr not a terminal): a plain line this often
@@ -113,7 +126,7 @@ fn redraw(counters: &Counters, errors: &ErrorLog, total: Option<u64>, finished: 
     let bar = match total {
         Some(total) => ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr())
             .with_style(
-                ProgressStyle::with_template("{percent:>3}% {msg} · eta {eta}")
+                ProgressStyle::with_template("{percent:>3}% {msg}")
                     .unwrap_or_else(|_| ProgressStyle::default_bar()),
             ),
         None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()).with_style(
@@ -124,13 +137,28 @@ fn redraw(counters: &Counters, errors: &ErrorLog, total: Option<u64>, finished: 
     let started = std::time::Instant::now();
     loop {
         let seconds = started.elapsed().as_secs_f64();
-        bar.set_position(counters.input_bytes.load(Ordering::Relaxed));
-        bar.set_message(status(counters, errors, seconds));
+        let read = counters.input_bytes.load(Ordering::Relaxed);
+        bar.set_position(read);
+        let mut message = status(counters, errors, seconds);
+        if let Some(left) = total.and_then(|total| time_left(read, total, seconds)) {
+            message.push_str(&format!(" · eta {left}s"));
+        }
+        bar.set_message(message);
         if !keep_going(finished) {
             break;
         }
     }
     bar.finish_and_clear();
+}
+
+/// Seconds left at the rate so far; `None` until there is a rate to go by
+/// (not `eta 0s` before anything was read).
+fn time_left(read: u64, total: u64, seconds: f64) -> Option<u64> {
+    if read == 0 || seconds < 1.0 {
+        return None;
+    }
+    let left = total.saturating_sub(read) as f64 * seconds / read as f64;
+    Some(left.ceil() as u64)
 }
 
 fn status(counters: &Counters, errors: &ErrorLog, seconds: f64) -> String {
@@ -161,5 +189,25 @@ fn log_lines(counters: &Counters, errors: &ErrorLog, total: Option<u64>, finishe
             "pipeload: progress: {percent}{}",
             status(counters, errors, started.elapsed().as_secs_f64())
         ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typed_input_keeps_the_display_away_unless_asked_for() {
+        assert!(shown_by_default(true, false));
+        assert!(!shown_by_default(true, true));
+        assert!(!shown_by_default(false, false));
+    }
+
+    #[test]
+    fn no_time_left_is_shown_before_there_is_a_rate() {
+        assert_eq!(time_left(0, 1000, 5.0), None);
+        assert_eq!(time_left(10, 1000, 0.2), None);
+        assert_eq!(time_left(500, 1000, 2.0), Some(2));
+        assert_eq!(time_left(1000, 1000, 2.0), Some(0));
     }
 }

@@ -74,6 +74,7 @@ pub struct ReplyContext<'a> {
 /// What the reply side keeps across sessions: the handlers' state.
 pub struct Replies<'a> {
     progress: Option<&'a Counters>,
+    source_names: &'a [Option<String>],
     /// Cluster mode: where commands settled are counted over all nodes.
     links: Option<&'a ClusterLinks<'a>>,
     handlers: Handlers<'a>,
@@ -112,6 +113,7 @@ impl<'a> Replies<'a> {
         redirect.cluster = context.cluster;
         Replies {
             progress: context.progress,
+            source_names: context.source_names,
             links: context.cluster.map(|(links, _)| links),
             handlers: Handlers {
                 redirect,
@@ -239,10 +241,36 @@ impl<'a> Replies<'a> {
                     self.errors.clear();
                     self.buffer.consume(reply.len);
                 }
-                ReplyScan::Incomplete => self.receive(stream, window, pipe_timeout)?,
-                ReplyScan::Invalid(error) => return Err(ReplyFailure::Garbled(error.to_string())),
+                ReplyScan::Incomplete => self
+                    .receive(stream, window, pipe_timeout)
+                    .map_err(|failure| self.name_the_waiting(failure, session))?,
+                ReplyScan::Invalid(error) => {
+                    return Err(ReplyFailure::Garbled(
+                        error.describe_with(self.buffer.unread()),
+                    ));
+                }
             }
         }
+    }
+
+    /// Names, in a "no replies" failure, the command at the head of the
+    /// queue: the one the server has not answered (often a blocking one).
+    #[cold]
+    fn name_the_waiting(&self, failure: ReplyFailure, session: &Session) -> ReplyFailure {
+        let ReplyFailure::NoReplies { timeout, .. } = failure else {
+            return failure;
+        };
+        let waiting = session.batches.front().and_then(|head| {
+            let batch = &head.batch;
+            let index = (session.next..head.end)
+                .find(|&index| matches!(batch.commands[index].expect, Expect::Reply))?;
+            Some(format!(
+                "{} ({})",
+                batch.position(index, self.source_names, None),
+                String::from_utf8_lossy(batch.name_of(index))
+            ))
+        });
+        ReplyFailure::NoReplies { timeout, waiting }
     }
 
     /// Settles, in order, the rejected lines at the head: reported where they
@@ -368,9 +396,10 @@ impl<'a> Replies<'a> {
             )),
             Ok(_) => Ok(()),
             Err(error) => Err(match error.kind() {
-                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
-                    ReplyFailure::NoReplies(pipe_timeout.unwrap_or_default())
-                }
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => ReplyFailure::NoReplies {
+                    timeout: pipe_timeout.unwrap_or_default(),
+                    waiting: None,
+                },
                 _ if window.is_closed() => ReplyFailure::Stopped,
                 _ => ReplyFailure::ConnectionLost(describe_io_error(&error)),
             }),

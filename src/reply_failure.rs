@@ -12,8 +12,12 @@ use std::time::Duration;
 /// Why a session ended before every command was answered.
 #[derive(Debug)]
 pub enum ReplyFailure {
-    /// Nothing arrived for `--pipe-timeout`.
-    NoReplies(Duration),
+    /// Nothing arrived for `--pipe-timeout`; `waiting` is the command at
+    /// the head of the unanswered queue (`line 1 (BLPOP)`), when known.
+    NoReplies {
+        timeout: Duration,
+        waiting: Option<String>,
+    },
     /// The connection closed or failed.
     ConnectionLost(String),
     /// The server sent bytes that are not RESP.
@@ -37,14 +41,21 @@ impl ReplyFailure {
 impl fmt::Display for ReplyFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ReplyFailure::NoReplies(timeout) => {
-                write!(f, "No replies for {} seconds: exiting.", timeout.as_secs())
+            ReplyFailure::NoReplies { timeout, waiting } => {
+                let seconds = timeout.as_secs_f64();
+                match waiting {
+                    Some(waiting) => write!(
+                        f,
+                        "No replies for {seconds} seconds: {waiting} is still waiting for its reply"
+                    ),
+                    None => write!(f, "No replies for {seconds} seconds: exiting."),
+                }
             }
             ReplyFailure::ConnectionLost(reason) => write!(f, "connection lost: {reason}"),
             ReplyFailure::Garbled(reason) => {
                 write!(
                     f,
-                    "connection lost: the server's reply is not RESP ({reason})"
+                    "connection lost: the server's reply is not RESP: {reason}"
                 )
             }
             ReplyFailure::Transient(message) => write!(f, "server busy: {message}"),

@@ -230,6 +230,28 @@ pub struct ProtocolError {
     pub reason: &'static str,
 }
 
+/// How many bytes of a reply that is not RESP a message shows.
+const SHOWN_OF_NOT_RESP: usize = 40;
+
+impl ProtocolError {
+    /// The error with the first bytes of what came (`received`, from the
+    /// start of the reply), escaped, and the question it raises: a port
+    /// that speaks something else (an HTTP proxy, TLS without `--tls`) is
+    /// the usual cause.
+    pub fn describe_with(&self, received: &[u8]) -> String {
+        let shown = &received[..received.len().min(SHOWN_OF_NOT_RESP)];
+        let more = match received.len() > SHOWN_OF_NOT_RESP {
+            true => "...",
+            false => "",
+        };
+        format!(
+            "{}; it sent \"{}\"{more}: is this a Redis server?",
+            self.reason,
+            shown.escape_ascii()
+        )
+    }
+}
+
 pub enum ReplyScan {
     Complete(Reply),
     Incomplete,
@@ -1310,6 +1332,24 @@ mod tests {
             reason: "unknown reply type byte",
         };
         assert_eq!(error.to_string(), "unknown reply type byte");
+    }
+
+    #[test]
+    fn a_reply_that_is_not_resp_is_shown_escaped() {
+        let received = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n\r\n";
+        let mut errors = Vec::new();
+        let ReplyScan::Invalid(error) = scan_reply(received, &mut errors) else {
+            panic!("HTTP is not RESP");
+        };
+        assert_eq!(
+            error.describe_with(received),
+            "unknown reply type byte; it sent \"HTTP/1.1 400 Bad Request\\r\\nContent-Type: \"...: is this a Redis server?"
+        );
+        let short = error.describe_with(b"\x16\x03\x01");
+        assert_eq!(
+            short,
+            "unknown reply type byte; it sent \"\\x16\\x03\\x01\": is this a Redis server?"
+        );
     }
 
     // ---- property tests: commands ----

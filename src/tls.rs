@@ -38,8 +38,8 @@ use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::{
-    ClientConfig, ClientConnection, DigitallySignedStruct, InconsistentKeys, RootCertStore,
-    SignatureScheme,
+    CipherSuite, ClientConfig, ClientConnection, DigitallySignedStruct, InconsistentKeys,
+    RootCertStore, SignatureScheme, SupportedCipherSuite,
 };
 
 use crate::config::TlsOptions;
@@ -88,7 +88,9 @@ impl TlsConfig {
             .map(server_name)
             .transpose()
             .map_err(TlsSetupError)?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut provider = rustls::crypto::ring::default_provider();
+        provider.cipher_suites = offered_cipher_suites(options).map_err(TlsSetupError)?;
+        let provider = Arc::new(provider);
         let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
             .with_safe_default_protocol_versions()
             .map_err(|error| TlsSetupError(format!("cannot set up TLS: {error}")))?;
@@ -109,6 +111,93 @@ impl TlsConfig {
             sni,
         })
     }
+}
+
+/// The OpenSSL names (as redis-cli's `--tls-ciphers` and
+/// `--tls-ciphersuites` take them) of the suites rustls offers.
+const CIPHER_NAMES: [(&str, CipherSuite); 9] = [
+    (
+        "TLS_AES_256_GCM_SHA384",
+        CipherSuite::TLS13_AES_256_GCM_SHA384,
+    ),
+    (
+        "TLS_AES_128_GCM_SHA256",
+        CipherSuite::TLS13_AES_128_GCM_SHA256,
+    ),
+    (
+        "TLS_CHACHA20_POLY1305_SHA256",
+        CipherSuite::TLS13_CHACHA20_POLY1305_SHA256,
+    ),
+    (
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+    ),
+    (
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+    ),
+    (
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+    ),
+    (
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        CipherSuite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+    ),
+    (
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+    ),
+    (
+        "ECDHE-RSA-CHACHA20-POLY1305",
+        CipherSuite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+    ),
+];
+
+/// The provider's suites, narrowed by `--tls-ciphers` (TLS 1.2) and
+/// `--tls-ciphersuites` (TLS 1.3); a version whose flag is not given keeps
+/// all of its suites, as OpenSSL does. A name rustls does not offer (an
+/// OpenSSL keyword like `HIGH` included) is refused, naming what it offers:
+/// quietly offering something else would not be what was asked.
+fn offered_cipher_suites(options: &TlsOptions) -> Result<Vec<SupportedCipherSuite>, String> {
+    let all = rustls::crypto::ring::default_provider().cipher_suites;
+    let mut offered = Vec::new();
+    for (flag, list, tls13) in [
+        ("--tls-ciphersuites", &options.ciphersuites, true),
+        ("--tls-ciphers", &options.ciphers, false),
+    ] {
+        let of_version = all
+            .iter()
+            .filter(|suite| matches!(suite, SupportedCipherSuite::Tls13(_)) == tls13);
+        let Some(list) = list else {
+            offered.extend(of_version.copied());
+            continue;
+        };
+        let names: Vec<&str> = CIPHER_NAMES
+            .iter()
+            .filter(|(_, id)| of_version.clone().any(|suite| suite.suite() == *id))
+            .map(|(name, _)| *name)
+            .collect();
+        for wanted in list.split(':').filter(|name| !name.is_empty()) {
+            let Some((_, id)) = CIPHER_NAMES
+                .iter()
+                .find(|(name, _)| *name == wanted && names.contains(name))
+            else {
+                return Err(format!(
+                    "{flag}: '{wanted}' is not one pipeload's TLS (rustls) offers; it offers {}",
+                    names.join(":")
+                ));
+            };
+            offered.extend(all.iter().filter(|suite| suite.suite() == *id).copied());
+        }
+        if !offered
+            .iter()
+            .any(|suite| matches!(suite, SupportedCipherSuite::Tls13(_)) == tls13)
+        {
+            return Err(format!("{flag}: no cipher named"));
+        }
+    }
+    Ok(offered)
 }
 
 /// The client certificate chain and its key. Unlike rustls'
@@ -633,6 +722,48 @@ mod tests {
     use super::*;
 
     const GUARD: Duration = Duration::from_secs(30);
+
+    #[test]
+    fn cipher_flags_narrow_what_is_offered_or_are_refused() {
+        let named = |ciphers: Option<&str>, ciphersuites: Option<&str>| {
+            offered_cipher_suites(&TlsOptions {
+                ciphers: ciphers.map(str::to_owned),
+                ciphersuites: ciphersuites.map(str::to_owned),
+                ..TlsOptions::default()
+            })
+        };
+        let all = named(None, None).unwrap();
+        assert_eq!(
+            all.len(),
+            rustls::crypto::ring::default_provider().cipher_suites.len()
+        );
+        let narrowed = named(None, Some("TLS_CHACHA20_POLY1305_SHA256")).unwrap();
+        let tls13: Vec<_> = narrowed
+            .iter()
+            .filter(|suite| matches!(suite, SupportedCipherSuite::Tls13(_)))
+            .map(|suite| suite.suite())
+            .collect();
+        assert_eq!(tls13, [CipherSuite::TLS13_CHACHA20_POLY1305_SHA256]);
+        assert_eq!(
+            narrowed.len(),
+            all.len() - 2,
+            "TLS 1.2 keeps all of its own"
+        );
+        let tls12 = named(
+            Some("ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384"),
+            None,
+        )
+        .unwrap();
+        assert_eq!(tls12.len(), 3 + 2);
+        let refused = named(Some("HIGH:!aNULL"), None).unwrap_err();
+        assert!(
+            refused.starts_with("--tls-ciphers: 'HIGH' is not one"),
+            "{refused}"
+        );
+        // A TLS 1.3 name is not a TLS 1.2 cipher.
+        assert!(named(Some("TLS_AES_256_GCM_SHA384"), None).is_err());
+        assert!(named(None, Some(":")).is_err());
+    }
 
     #[test]
     fn an_unreadable_ca_file_is_named() {

@@ -204,7 +204,7 @@ fn a_server_that_stops_answering_times_out_with_the_resume_point() {
 
     let acknowledged = outcome.assert_stopped(1);
     outcome
-        .assert_fatal_line("No replies for 1 seconds: exiting.")
+        .assert_fatal_line("No replies for 1 seconds: line 4 (SET) is still waiting for its reply")
         .check(
             acknowledged == 3,
             "three commands were answered: `acknowledged: 3`",

@@ -29,7 +29,7 @@ fn pipe_timeout_when_the_server_never_answers() {
 
     let summary = assert_failed_with_summary(&outcome);
     outcome
-        .assert_fatal_line("No replies for 1 seconds: exiting.")
+        .assert_fatal_line("No replies for 1 seconds: line 1 (SET) is still waiting for its reply")
         .check(summary.replies == 0, "no reply was sent");
     fake.finish();
 }
@@ -52,7 +52,7 @@ fn pipe_timeout_after_some_replies() {
 
     let summary = assert_failed_with_summary(&outcome);
     outcome
-        .assert_fatal_line("No replies for 2 seconds: exiting.")
+        .assert_fatal_line("No replies for 2 seconds: line 3 (SET) is still waiting for its reply")
         .check(summary.replies == 2, "two replies were sent");
     fake.finish();
 }

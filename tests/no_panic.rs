@@ -232,8 +232,9 @@ fn load(
 }
 
 /// The input path, over the pieces' bytes delivered in `sizes`-byte reads
-/// with the first `skip` commands skipped, ends without error and sends
-/// exactly the valid pieces' commands after the skipped ones, in order.
+/// with the first `skip` commands skipped, ends without error (unless
+/// `skip` is beyond the input) and sends exactly the valid pieces' commands
+/// after the skipped ones, in order.
 fn sends_exactly_the_commands_of(
     pieces: &[Piece],
     sizes: Vec<usize>,
@@ -256,7 +257,21 @@ fn sends_exactly_the_commands_of(
 
     let loaded = load(bytes, sizes, Format::Auto, skip as u64, keep_originals);
 
-    prop_assert_eq!(&loaded.result, &Ok(()));
+    match skip > commands.len() {
+        // Nothing is sent, and the input says how many commands it has.
+        true => prop_assert!(
+            loaded
+                .result
+                .as_ref()
+                .is_err_and(|error| error.starts_with(&format!(
+                    "--skip {skip} is beyond the end of the input, which has {} command",
+                    commands.len()
+                ))),
+            "{:?}",
+            loaded.result
+        ),
+        false => prop_assert_eq!(&loaded.result, &Ok(())),
+    }
     check_batches(&loaded.batches)?;
     let (sent, count) = sent_commands(&loaded.batches);
     prop_assert_eq!(count, commands.len().saturating_sub(skip), "commands sent");

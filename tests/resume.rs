@@ -564,7 +564,7 @@ fn errors_after_a_skip_keep_their_positions() {
 }
 
 #[test]
-fn skip_beyond_the_input_sends_nothing() {
+fn skip_beyond_the_input_sends_nothing_and_says_so() {
     let server = RedisServer::start();
 
     let outcome = Pipeload::new()
@@ -573,7 +573,12 @@ fn skip_beyond_the_input_sends_nothing() {
         .stdin(mixed_input())
         .run();
 
-    outcome.assert_summary(0, 0).assert_stderr_lacks("not sent");
+    // Usually the wrong file: an error, not a quiet `errors: 0`.
+    outcome
+        .assert_code(1)
+        .assert_fatal_line("--skip 1000 is beyond the end of the input, which has")
+        .assert_stderr_lacks("not sent");
+    assert_eq!(outcome.stdout_text(), "errors: 1, replies: 0\n");
     assert_eq!(server.client().dbsize(), 0, "{outcome}");
 }
 

@@ -13,6 +13,7 @@ mod errors;
 mod fault_injection;
 mod faults;
 mod formats;
+mod newcomer;
 mod no_panic;
 mod output;
 mod quoting;

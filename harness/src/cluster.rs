@@ -23,7 +23,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::client::{Client, Value, info_field};
-use crate::server::{start_with_retries, wait_until_answering};
+use crate::server::{spawn_server_binary, start_with_retries, wait_until_answering};
 use crate::temp::TempDir;
 use crate::tls::{TlsClient, TlsFiles};
 
@@ -475,9 +475,8 @@ fn spawn_node(port: u16, dir: &Path, tls: Option<&TlsFiles>) -> Result<Child, St
         .arg(dir.join("redis.log"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|err| format!("spawn redis-server: {err}"))
+        .stderr(Stdio::null());
+    spawn_server_binary(&mut command)
 }
 
 /// Waits until this process (not another on its port) answers; returns its

@@ -21,6 +21,30 @@ const START_ATTEMPTS: usize = 10;
 /// Redis's default port: a server there may be someone's real one.
 const DEFAULT_PORT: u16 = 6379;
 
+/// What to do when `redis-server` is not installed: one line, not ten
+/// failed attempts.
+const INSTALL_REDIS_SERVER: &str = "redis-server is not installed (not found on the PATH): \
+    install it (Debian/Ubuntu: sudo apt-get install redis-server; macOS: brew install redis), \
+    or run .ci/run, which installs it and runs the tests";
+
+/// Starts a server binary: its `Child`, or why it could not run. A binary
+/// that is not installed panics at once with what to install (no attempt
+/// can succeed, and ten copies of "No such file or directory" say nothing).
+pub fn spawn_server_binary(command: &mut Command) -> Result<Child, String> {
+    command.spawn().map_err(|error| {
+        let program = command.get_program().to_string_lossy();
+        match error.kind() {
+            std::io::ErrorKind::NotFound if program == "redis-server" => {
+                panic!("{INSTALL_REDIS_SERVER}")
+            }
+            std::io::ErrorKind::NotFound => {
+                panic!("{program} is not installed (not found on the PATH)")
+            }
+            _ => format!("cannot run {program}: {error}"),
+        }
+    })
+}
+
 /// Runs `attempt` (which picks its own port) until it succeeds, at most
 /// `START_ATTEMPTS` times: another test may take a port between our probe
 /// and the server's bind. Panics with every failure when none succeeds.
@@ -271,9 +295,7 @@ fn spawn_server(
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    command.spawn().map_err(|err| {
-        format!("cannot run redis-server (is it installed? apt-get install redis-server): {err}")
-    })
+    spawn_server_binary(&mut command)
 }
 
 /// Waits until the redis-server `child` answers on `listening` (as in
@@ -325,5 +347,25 @@ pub fn free_port() -> u16 {
         if port != DEFAULT_PORT {
             return port;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_redis_server_says_what_to_install_in_one_line() {
+        // The child's PATH is where spawn looks: an empty directory.
+        let empty = TempDir::new("no-redis-server");
+        let panic = std::panic::catch_unwind(|| {
+            let mut command = Command::new("redis-server");
+            let _ = spawn_server_binary(command.env("PATH", empty.path()));
+        })
+        .expect_err("redis-server cannot start from an empty PATH");
+        let message = panic.downcast_ref::<String>().expect("a formatted message");
+        assert_eq!(message, INSTALL_REDIS_SERVER);
+        assert_eq!(message.lines().count(), 1);
+        assert!(message.contains("apt-get install redis-server"));
     }
 }

@@ -34,7 +34,7 @@ use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, Server
 use rustls::{StreamOwned, crypto::CryptoProvider};
 
 use crate::client::{Value, process_id, read_value, resp_command};
-use crate::server::{free_port, start_with_retries, wait_until_answering};
+use crate::server::{free_port, spawn_server_binary, start_with_retries, wait_until_answering};
 use crate::temp::TempDir;
 
 /// Hang guard for every read of the test client and the silent server.
@@ -232,7 +232,8 @@ impl TlsRedis {
 
     fn try_start(files: TlsFiles, port: u16, auth_clients: bool) -> Result<TlsRedis, String> {
         let dir = TempDir::new("redis-tls");
-        let child = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        command
             .arg("--port")
             .arg("0")
             .arg("--tls-port")
@@ -247,9 +248,8 @@ impl TlsRedis {
             .arg(dir.path().join("redis.log"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|err| format!("cannot run redis-server (is it installed?): {err}"))?;
+            .stderr(Stdio::null());
+        let child = spawn_server_binary(&mut command)?;
         let mut server = TlsRedis {
             child,
             port,

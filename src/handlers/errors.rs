@@ -7,8 +7,10 @@
 //! file are shared by the reply readers of a cluster load, so the lines and
 //! the `--max-errors` count cover every node.
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::fs::{File, OpenOptions, Permissions};
+use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use super::{Flow, Reply, ReplyHandler};
@@ -20,6 +22,31 @@ use crate::summary::{ErrorLog, report};
 /// `--errors-file`, shared by the reply readers of a cluster load (one lock
 /// per failed command: failures are rare next to replies).
 pub type ErrorsFile = Arc<Mutex<BufWriter<File>>>;
+
+/// Creates (or empties) `--errors-file`, readable and writable by its
+/// owner only: it holds failed commands as they were in the input, which
+/// may be `AUTH` or `HELLO … AUTH` lines with their passwords.
+pub fn create_errors_file(path: &Path) -> io::Result<ErrorsFile> {
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    // An existing file keeps its mode through open: narrow it too.
+    file.set_permissions(Permissions::from_mode(0o600))?;
+    Ok(Arc::new(Mutex::new(BufWriter::new(file))))
+}
+
+/// Writes one failed command's input bytes: a text line gets its line end
+/// back, a RESP frame is complete as it is.
+pub fn write_original(file: &mut impl Write, original: &[u8]) -> io::Result<()> {
+    file.write_all(original)?;
+    match original.first() {
+        Some(b'*') if original.ends_with(b"\r\n") => Ok(()),
+        _ => file.write_all(b"\n"),
+    }
+}
 
 pub struct ErrorReport<'a> {
     source_names: &'a [Option<String>],
@@ -105,19 +132,13 @@ impl<'a> ErrorReport<'a> {
         }
     }
 
-    /// Appends a failed command's input bytes to `--errors-file`: a text
-    /// line gets its line end back, a RESP frame is complete as it is.
+    /// Appends a failed command's input bytes to `--errors-file`.
     fn write_failed(&mut self, original: Option<&[u8]>) {
         let (Some(file), Some(original)) = (self.errors_file.as_ref(), original) else {
             return;
         };
         let mut file = file.lock().unwrap_or_else(PoisonError::into_inner);
-        let written = file
-            .write_all(original)
-            .and_then(|()| match original.first() {
-                Some(b'*') if original.ends_with(b"\r\n") => Ok(()),
-                _ => file.write_all(b"\n"),
-            });
+        let written = write_original(&mut *file, original);
         if let Err(error) = written {
             report(&format!(
                 "pipeload: cannot write the errors file: {}",

@@ -4,12 +4,16 @@
 //! after a pause); with `--retry`, `LOADING`, `BUSY`, `TRYAGAIN` and
 //! `MASTERDOWN` end the session so that the command is sent again.
 //!
+//! Without `-c`, the first `MOVED` gets a hint to add it (the reply is
+//! still an error).
+//!
 //! Place in the data flow: the first reply handler; a reply it takes over
 //! is neither counted nor reported.
 
 use super::{Flow, Reply, ReplyHandler};
 use crate::cluster::{ClusterLinks, Redirect};
 use crate::reply_failure::ReplyFailure;
+use crate::summary::report;
 
 /// Error replies that mean "not now" rather than "never": with `--retry`
 /// the command is sent again after a pause instead of being counted.
@@ -21,6 +25,8 @@ pub struct Redirects<'a> {
     /// Treat `LOADING`, `BUSY`… as "resend later" (`--retry`).
     resend_transient: bool,
     source_names: &'a [Option<String>],
+    /// Without `-c`: the hint to add it was given (once per run).
+    hinted_cluster_mode: bool,
 }
 
 impl<'a> Redirects<'a> {
@@ -29,6 +35,7 @@ impl<'a> Redirects<'a> {
             cluster: None,
             resend_transient,
             source_names,
+            hinted_cluster_mode: false,
         }
     }
 }
@@ -44,6 +51,12 @@ impl ReplyHandler for Redirects<'_> {
         {
             links.settled(1);
             return Flow::Resent;
+        }
+        if self.cluster.is_none() && !self.hinted_cluster_mode && message.starts_with(b"MOVED ") {
+            self.hinted_cluster_mode = true;
+            report(
+                "pipeload: hint: the server answered MOVED: it is a cluster node; add -c to load the whole cluster",
+            );
         }
         if self.resend_transient && is_transient(message) {
             return Flow::Retry(ReplyFailure::Transient(format!(

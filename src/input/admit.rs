@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use super::InputError;
-use crate::batch::{CommandKind, Expect, Rejection};
+use crate::batch::{CommandKind, Expect, Rejection, ReplyClass, command_name};
 use crate::progress::Counters;
 
 /// Whether the server answers, as set by `CLIENT REPLY`.
@@ -70,6 +70,86 @@ pub(super) fn command_role(arg_count: usize, head: [&[u8]; 3]) -> CommandRole {
         return CommandRole::Refused(Rejection::Monitor);
     }
     CommandRole::Other(CommandKind::Plain)
+}
+
+/// Commands that always block until their timeout or data (the server's
+/// COMMAND info flags them `blocking`); `XREAD` and `XREADGROUP` block only
+/// with a `BLOCK` argument.
+const BLOCKING_COMMANDS: [&str; 10] = [
+    "BLPOP",
+    "BRPOP",
+    "BRPOPLPUSH",
+    "BLMOVE",
+    "BLMPOP",
+    "BZPOPMIN",
+    "BZPOPMAX",
+    "BZMPOP",
+    "WAIT",
+    "WAITAOF",
+];
+
+/// The reply classes of the commands that can block, as a bit set: a load's
+/// commands are checked by the class their batch already computed (a hash
+/// of the name), a few instructions each; only a class in the set has its
+/// name compared.
+#[derive(Debug)]
+pub(super) struct BlockingClasses([u64; ReplyClass::COUNT / 64]);
+
+impl BlockingClasses {
+    pub(super) fn new() -> Self {
+        let mut bits = [0u64; ReplyClass::COUNT / 64];
+        let names = BLOCKING_COMMANDS.iter().chain(&["XREAD", "XREADGROUP"]);
+        for name in names {
+            let index = ReplyClass::of_name(name.as_bytes()).index();
+            bits[index / 64] |= 1 << (index % 64);
+        }
+        BlockingClasses(bits)
+    }
+
+    #[inline]
+    pub(super) fn may_block(&self, class: ReplyClass) -> bool {
+        let index = class.index();
+        self.0[index / 64] & (1 << (index % 64)) != 0
+    }
+}
+
+/// Whether an encoded command (`*N\r\n$L\r\nNAME…`) can block the
+/// connection: the server answers nothing after it until it returns.
+pub(super) fn can_block(encoded: &[u8]) -> bool {
+    let name = command_name(encoded);
+    let is = |word: &str| name.eq_ignore_ascii_case(word.as_bytes());
+    if is("XREAD") || is("XREADGROUP") {
+        return asks_to_block(encoded);
+    }
+    BLOCKING_COMMANDS.iter().any(|blocking| is(blocking))
+}
+
+/// Whether a `BLOCK` argument comes before `STREAMS` (after it, every
+/// argument is a stream name or an ID).
+fn asks_to_block(encoded: &[u8]) -> bool {
+    let mut rest = encoded;
+    while let Some(at) = memchr::memmem::find(rest, b"\r\n$") {
+        rest = &rest[at + 3..];
+        let Some(header_end) = memchr::memmem::find(rest, b"\r\n") else {
+            return false;
+        };
+        let argument = rest.get(header_end + 2..).unwrap_or_default();
+        let length = std::str::from_utf8(&rest[..header_end])
+            .ok()
+            .and_then(|digits| digits.parse::<usize>().ok())
+            .unwrap_or(usize::MAX);
+        let Some(argument) = argument.get(..length) else {
+            return false;
+        };
+        if argument.eq_ignore_ascii_case(b"STREAMS") {
+            return false;
+        }
+        if argument.eq_ignore_ascii_case(b"BLOCK") {
+            return true;
+        }
+        rest = &rest[header_end + 2 + length..];
+    }
+    false
 }
 
 /// Tracks `CLIENT REPLY` and `MULTI` along the input to decide what each
@@ -151,6 +231,9 @@ pub(super) struct InputState {
     pub(super) open_transaction: Option<InputError>,
     /// A cluster load: `CLIENT REPLY SKIP` is refused.
     pub(super) cluster: bool,
+    /// A command that can block was reported (once per run).
+    pub(super) warned_blocking: bool,
+    pub(super) blocking_classes: BlockingClasses,
 }
 
 impl InputState {
@@ -191,5 +274,58 @@ impl InputState {
             CommandKind::EndMulti => self.open_transaction = None,
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::encode::command_bytes;
+
+    fn blocks(args: &[&str]) -> bool {
+        let args: Vec<&[u8]> = args.iter().map(|arg| arg.as_bytes()).collect();
+        let encoded = command_bytes(&args);
+        let class = ReplyClass::of_command(&encoded);
+        let may_block = BlockingClasses::new().may_block(class);
+        assert!(
+            may_block || !can_block(&encoded),
+            "{args:?}: its class is in the set"
+        );
+        may_block && can_block(&encoded)
+    }
+
+    #[test]
+    fn blocking_commands_are_known_by_name_or_by_their_block_argument() {
+        assert!(blocks(&["BLPOP", "list", "0"]));
+        assert!(blocks(&["bzpopmin", "z", "1.5"]));
+        assert!(blocks(&["WAIT", "1", "0"]));
+        assert!(blocks(&[
+            "XREAD", "COUNT", "2", "BLOCK", "0", "STREAMS", "s", "$"
+        ]));
+        assert!(blocks(&[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "c",
+            "BLOCK",
+            "10",
+            "STREAMS",
+            "s",
+            ">"
+        ]));
+        assert!(
+            !blocks(&["XREAD", "STREAMS", "BLOCK", "0"]),
+            "BLOCK is a stream here"
+        );
+        assert!(!blocks(&["XREAD", "COUNT", "2", "STREAMS", "s", "0"]));
+        assert!(!blocks(&["SET", "BLPOP", "1"]));
+        assert!(!blocks(&["BITCOUNT", "k"]));
+        assert!(!blocks(&["LPOP", "list"]));
+        // Long names and counts take the slow path to the name.
+        let many: Vec<String> = (0..12).map(|i| i.to_string()).collect();
+        let mut args = vec!["BLPOP"];
+        args.extend(many.iter().map(String::as_str));
+        assert!(blocks(&args));
+        assert!(!can_block(b"*1\r\n$5\r\nBL"));
     }
 }

@@ -37,6 +37,7 @@ use crate::encode::command_bytes;
 use crate::io_error::describe_io_error;
 use crate::progress::Counters;
 use crate::readbuf::ReadBuffer;
+use crate::summary::report;
 use admit::{InputState, ReplyTracker};
 use quoting::Args;
 
@@ -130,6 +131,9 @@ pub enum InputError {
         /// The `MULTI`'s ordinal in the whole input, `--skip` included.
         seq: u64,
     },
+    /// `--skip` asked to leave out more commands than the input has:
+    /// usually the wrong file, so not a quiet success.
+    SkipBeyondInput { skip: u64, commands: u64 },
     /// The batch channel was closed: the pipeline stopped downstream.
     Stopped,
     /// The input thread panicked (a bug: reported, never hidden).
@@ -163,6 +167,11 @@ impl fmt::Display for InputError {
                 f,
                 "{}: the input ended inside this MULTI (no EXEC or DISCARD): its commands were discarded, not applied",
                 describe_line(source_name.as_deref(), *line_no)
+            ),
+            InputError::SkipBeyondInput { skip, commands } => write!(
+                f,
+                "--skip {skip} is beyond the end of the input, which has {commands} command{}: nothing was sent (is it the right file?)",
+                if *commands == 1 { "" } else { "s" }
             ),
             InputError::Stopped => write!(f, "input stopped: the pipeline ended early"),
             InputError::Panicked => write!(f, "internal error: the input thread panicked"),
@@ -202,6 +211,8 @@ pub fn read_input(
         keep_originals: options.keep_originals,
         cluster: options.cluster,
         open_transaction: None,
+        warned_blocking: false,
+        blocking_classes: admit::BlockingClasses::new(),
     };
     let mut last_source = 0;
     for (index, source) in sources.into_iter().enumerate() {
@@ -218,6 +229,12 @@ pub fn read_input(
     }
     if let Some(unfinished) = state.open_transaction {
         return Err(unfinished);
+    }
+    if state.to_skip > 0 {
+        return Err(InputError::SkipBeyondInput {
+            skip: options.skip,
+            commands: state.commands_before_source,
+        });
     }
     if options.confirm_unanswered_tail && state.tracker.unanswered_tail {
         let mut batch = Batch::new(last_source, state.commands_before_source, 0, 0);
@@ -364,8 +381,32 @@ impl<'a> SourceReader<'a> {
         kind: CommandKind,
     ) {
         self.batch.push_command(line_no, is_resp, expect, kind);
+        if let Some(command) = self.batch.commands.last()
+            && state.blocking_classes.may_block(command.reply_class)
+            && !state.warned_blocking
+        {
+            self.warn_if_blocking(state, line_no);
+        }
         let seq = self.seq_offset + self.command_no;
         state.note_transaction(kind, expect, &self.name, line_no, seq);
+    }
+
+    /// One warning line for the first command that can block: in a
+    /// pipeline every command after it waits for it, and `--pipe-timeout`
+    /// may give up first.
+    #[cold]
+    fn warn_if_blocking(&self, state: &mut InputState, line_no: u64) {
+        let index = self.batch.commands.len() - 1;
+        let encoded = &self.batch.bytes[self.batch.command_range(index)];
+        if admit::can_block(encoded) {
+            state.warned_blocking = true;
+            let name = self.batch.name_of(index);
+            report(&format!(
+                "pipeload: warning: {}: {} can block: no command after it is answered until it returns (further ones are not reported)",
+                describe_line(self.name.as_deref(), line_no),
+                String::from_utf8_lossy(name).to_ascii_uppercase()
+            ));
+        }
     }
 
     fn send_batch(&mut self) -> Result<(), InputError> {
