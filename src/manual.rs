@@ -133,6 +133,12 @@ errors: 0, replies: 1000000
 or, with \fB\-\-json\fR, one JSON object. Every problem is one line on
 standard error with where it came from, for example
 \fBdata.txt:12: WRONGTYPE Operation against a key holding the wrong kind of value\fR.
+.PP
+With \fB\-\-replies\fR \fIFILE\fR every reply is written to \fIFILE\fR in
+input order, as \fBredis\-cli \-\-raw\fR prints it, as one JSON object a line
+with its input line (\fB\-\-replies\-format json\fR), or as received
+(\fBresp\fR); with \fB\-\-replies \-\fR they go to standard output and the
+summary to standard error.
 .SH EXIT STATUS
 .TP
 .B 0
@@ -227,6 +233,14 @@ Load a whole cluster through one of its nodes, over TLS:
 .nf
 .RS
 pipeload \-c \-\-tls \-h 10.0.0.5 \-p 7000 \-\-askpass seed.resp
+.RE
+.fi
+.PP
+Read a thousand hashes in one round trip, one JSON line each:
+.PP
+.nf
+.RS
+seq 1 1000 | sed 's/^/HGETALL user:/' | pipeload \-3 \-\-replies \- \-\-replies\-format json
 .RE
 .fi
 .PP
