@@ -25,7 +25,8 @@
 //!   is always being read.
 //! - Lines due are gathered into 256 KiB chunks that a thread of its own
 //!   writes to the file, so that a slow disk never stops the reply readers
-//!   for long; a bounded channel of chunks keeps the memory flat.
+//!   for long; a bounded channel of chunks keeps the memory flat. When
+//!   replies come slowly, what is due is written within `IDLE_FLUSH`.
 //! - A failure to write is reported once, stops the load, and nothing more
 //!   is written: the summary then says where to resume.
 
@@ -37,7 +38,7 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use crossbeam_channel::{Receiver, Sender, bounded};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 
 use crate::config::{RepliesFormat, RepliesOptions, RepliesTarget};
 use crate::io_error::describe_io_error;
@@ -55,13 +56,17 @@ const STOP_CHECK: Duration = Duration::from_millis(50);
 const CHUNK: usize = 256 * 1024;
 /// ...at most this many waiting for it.
 const CHUNKS_WAITING: usize = 4;
+/// When no chunk has filled for this long, what is due is written anyway.
+const IDLE_FLUSH: Duration = Duration::from_millis(100);
 
 /// Appends one command's line to the buffer it is given.
 pub type LineWriter<'f> = &'f mut dyn FnMut(&mut Vec<u8>);
 
 pub struct RepliesOut {
     pub format: RepliesFormat,
-    state: Mutex<Order>,
+    /// Shared with the file writer, which takes a chunk not yet full when
+    /// replies stop coming for a moment.
+    state: Arc<Mutex<Order>>,
     /// Signalled when held lines were written.
     room: Condvar,
     /// Chunks the file writer is done with, to fill again.
@@ -110,12 +115,21 @@ impl RepliesOut {
         let (to_file, chunks) = bounded::<Vec<u8>>(CHUNKS_WAITING);
         let (give_back, spare) = bounded::<Vec<u8>>(CHUNKS_WAITING + 1);
         let failure = Arc::new(Mutex::new(None));
+        let state = Arc::new(Mutex::new(Order {
+            next: skip.saturating_add(1),
+            lanes: Vec::new(),
+            out_of_order: BTreeMap::new(),
+            held_bytes: 0,
+            chunk: Vec::with_capacity(CHUNK),
+            to_file: Some(to_file),
+        }));
         let file_writer = {
             let (failure, stop) = (Arc::clone(&failure), Arc::clone(&stop));
+            let state = Arc::clone(&state);
             thread::Builder::new()
                 .name("replies".into())
                 .spawn(move || {
-                    if let Err(error) = write_chunks(writer, &chunks, &give_back) {
+                    if let Err(error) = write_chunks(writer, &chunks, &give_back, &state) {
                         let message = format!(
                             "cannot write the replies to {name}: {}",
                             describe_io_error(&error)
@@ -129,14 +143,7 @@ impl RepliesOut {
         };
         Ok(RepliesOut {
             format: options.format,
-            state: Mutex::new(Order {
-                next: skip.saturating_add(1),
-                lanes: Vec::new(),
-                out_of_order: BTreeMap::new(),
-                held_bytes: 0,
-                chunk: Vec::with_capacity(CHUNK),
-                to_file: Some(to_file),
-            }),
+            state,
             room: Condvar::new(),
             spare,
             file_writer: Mutex::new(Some(file_writer)),
@@ -412,18 +419,39 @@ impl LaneQueue {
     }
 }
 
-/// The file writer's life: every chunk in order, then a flush.
+/// The file writer's life: every chunk in order, then a flush. When no
+/// chunk comes for `IDLE_FLUSH` it writes what is due so far, so that a
+/// reader of a slow stream (`tail -f log | pipeload --replies -`) sees
+/// each reply soon after it came.
 fn write_chunks(
     mut writer: Box<dyn Write + Send>,
     chunks: &Receiver<Vec<u8>>,
     give_back: &Sender<Vec<u8>>,
+    state: &Mutex<Order>,
 ) -> io::Result<()> {
-    for mut chunk in chunks {
-        writer.write_all(&chunk)?;
-        chunk.clear();
-        let _ = give_back.try_send(chunk);
+    loop {
+        match chunks.recv_timeout(IDLE_FLUSH) {
+            Ok(mut chunk) => {
+                writer.write_all(&chunk)?;
+                chunk.clear();
+                let _ = give_back.try_send(chunk);
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                // A reader that holds the lock is busy: no need. Chunks are
+                // handed over under the lock, so with it held and none
+                // waiting, the partial chunk is the next in order.
+                let partial = match state.try_lock() {
+                    Ok(mut order) if chunks.is_empty() => std::mem::take(&mut order.chunk),
+                    _ => continue,
+                };
+                if !partial.is_empty() {
+                    writer.write_all(&partial)?;
+                    writer.flush()?;
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => return writer.flush(),
+        }
     }
-    writer.flush()
 }
 
 #[cfg(test)]

@@ -597,3 +597,33 @@ fn a_load_that_stops_early_leaves_the_replies_of_what_it_acknowledged_and_skip_w
         "the replies from the resume point on\n{resumed}"
     );
 }
+
+#[test]
+fn replies_of_a_slow_stream_are_written_as_they_come() {
+    let server = RedisServer::start();
+    seed(&mut server.client());
+    let dir = TempDir::new("streamed-replies");
+    let out = dir.path().join("replies.txt");
+    let mut running = Pipeload::new()
+        .port(server.port())
+        .arg("--replies")
+        .arg(&out)
+        .spawn();
+    let written = || std::fs::read_to_string(&out).unwrap_or_default();
+    running.write_stdin(b"GET str\n").expect("stdin");
+    wait_until(
+        Duration::from_secs(30),
+        "the first reply is in the file",
+        || written() == "hello\n",
+    );
+    running.write_stdin(b"GET n\n").expect("stdin");
+    wait_until(
+        Duration::from_secs(30),
+        "the second reply is in the file",
+        || written() == "hello\n10\n",
+    );
+    running.close_stdin();
+    let outcome = running.finish();
+    outcome.assert_summary(0, 2);
+    assert_eq!(written(), "hello\n10\n", "{outcome}");
+}
