@@ -348,6 +348,18 @@ fn key_written(open: &mut [Open], out: &mut Vec<u8>) {
 
 /// A JSON string when `text` is UTF-8, else `{"base64":"…"}`.
 fn write_json_string(text: &[u8], out: &mut Vec<u8>) {
+    // Most values are printable ASCII with nothing to escape, which one
+    // pass the compiler vectorises tells (ASCII is UTF-8 too).
+    if text
+        .iter()
+        .fold(true, |plain, &byte| plain & is_plain_ascii(byte))
+    {
+        out.reserve(text.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(text);
+        out.push(b'"');
+        return;
+    }
     let Ok(text) = std::str::from_utf8(text) else {
         out.extend_from_slice(b"{\"base64\":\"");
         write_base64(text, out);
@@ -357,15 +369,6 @@ fn write_json_string(text: &[u8], out: &mut Vec<u8>) {
     out.reserve(text.len() + 2);
     out.push(b'"');
     let bytes = text.as_bytes();
-    // Most values need no escape: one pass the compiler vectorises.
-    if !bytes
-        .iter()
-        .fold(false, |escape, &byte| escape | needs_escape(byte))
-    {
-        out.extend_from_slice(bytes);
-        out.push(b'"');
-        return;
-    }
     let mut plain_from = 0;
     for (at, &byte) in bytes.iter().enumerate() {
         let escaped: &[u8] = match byte {
@@ -388,9 +391,10 @@ fn write_json_string(text: &[u8], out: &mut Vec<u8>) {
     out.push(b'"');
 }
 
+/// A byte JSON writes as it is that is a whole UTF-8 character.
 #[inline]
-fn needs_escape(byte: u8) -> bool {
-    byte < 0x20 || byte == b'"' || byte == b'\\'
+fn is_plain_ascii(byte: u8) -> bool {
+    (0x20..0x80).contains(&byte) && byte != b'"' && byte != b'\\'
 }
 
 const BASE64_ALPHABET: &[u8; 64] =
@@ -520,6 +524,7 @@ mod tests {
         assert_eq!(json(b"%1\r\n*1\r\n:1\r\n+v\r\n"), "{\"[1]\":\"v\"}");
         assert_eq!(json(b"$3\r\na\x00\n\r\n"), "\"a\\u0000\\n\"");
         assert_eq!(json(b"$3\r\n\xff\xfe\x00\r\n"), "{\"base64\":\"//4A\"}");
+        assert_eq!(json(b"$5\r\n\xc3\xa9 \"\x7f\r\n"), "\"\u{e9} \\\"\x7f\"");
     }
 
     #[test]
