@@ -253,7 +253,12 @@ pub(crate) fn start_load(
     // Before loading begins: a file that cannot be created fails the run
     // with nothing sent.
     let replies_out = match &config.replies {
-        Some(options) => Some(RepliesOut::create(options, config.skip, Arc::clone(&stop))?),
+        Some(options) => Some(RepliesOut::create(
+            options,
+            &config.sources,
+            config.skip,
+            Arc::clone(&stop),
+        )?),
         None => None,
     };
     if !stop.begin_loading() {

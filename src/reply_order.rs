@@ -31,8 +31,10 @@
 //!   is written: the summary then says where to resume.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::fs::File;
+use std::fs::{self, File};
 use std::io::{self, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
@@ -40,7 +42,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 
-use crate::config::{RepliesFormat, RepliesOptions, RepliesTarget};
+use crate::config::{RepliesFormat, RepliesOptions, RepliesTarget, Source};
 use crate::io_error::describe_io_error;
 use crate::stop::{Stop, StopReason};
 use crate::summary::report;
@@ -98,10 +100,27 @@ impl RepliesOut {
     /// Creates (truncates) the file, or takes stdout, and starts the thread
     /// that writes to it. `skip`: commands at the start of the input not
     /// sent (`--skip`).
-    pub fn create(options: &RepliesOptions, skip: u64, stop: Arc<Stop>) -> Result<Self> {
+    /// Refuses a file that is one of the `sources`: emptying it would
+    /// lose the input.
+    pub fn create(
+        options: &RepliesOptions,
+        sources: &[Source],
+        skip: u64,
+        stop: Arc<Stop>,
+    ) -> Result<Self> {
         let (writer, name): (Box<dyn Write + Send>, String) = match &options.target {
             RepliesTarget::Stdout => (Box::new(io::stdout()), "stdout".to_owned()),
             RepliesTarget::File(path) => {
+                if let Some(input) = sources.iter().find_map(|source| match source {
+                    Source::File(input) if same_file(input, path) => Some(input),
+                    _ => None,
+                }) {
+                    anyhow::bail!(
+                        "--replies {} is the input file {}: it would be emptied",
+                        path.display(),
+                        input.display()
+                    );
+                }
                 let file = File::create(path).map_err(|error| {
                     anyhow::anyhow!(
                         "cannot create {}: {}",
@@ -419,6 +438,14 @@ impl LaneQueue {
     }
 }
 
+/// Whether two paths name one existing file.
+fn same_file(one: &Path, other: &Path) -> bool {
+    match (fs::metadata(one), fs::metadata(other)) {
+        (Ok(one), Ok(other)) => one.dev() == other.dev() && one.ino() == other.ino(),
+        _ => false,
+    }
+}
+
 /// The file writer's life: every chunk in order, then a flush. When no
 /// chunk comes for `IDLE_FLUSH` it writes what is due so far, so that a
 /// reader of a slow stream (`tail -f log | pipeload --replies -`) sees
@@ -468,7 +495,7 @@ mod tests {
             target: RepliesTarget::File(path.clone()),
             format: RepliesFormat::Raw,
         };
-        let out = RepliesOut::create(&options, 0, Arc::new(Stop::default())).unwrap();
+        let out = RepliesOut::create(&options, &[], 0, Arc::new(Stop::default())).unwrap();
         settle(&out);
         assert_eq!(out.finish(), None);
         let written = std::fs::read_to_string(&path).unwrap();

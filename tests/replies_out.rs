@@ -289,7 +289,7 @@ fn replies_to_stdout_send_the_summary_to_stderr() {
 }
 
 #[test]
-fn several_files_are_named_in_json_and_a_bad_replies_path_sends_nothing() {
+fn several_files_are_named_in_json_and_a_bad_replies_path_sends_nothing_and_empties_no_input() {
     let server = RedisServer::start();
     seed(&mut server.client());
     let dir = TempDir::new("replies-files");
@@ -326,6 +326,23 @@ fn several_files_are_named_in_json_and_a_bad_replies_path_sends_nothing() {
         .assert_code(1)
         .assert_stderr_contains("cannot create");
     assert_eq!(server.client().get("never"), None, "{unwritable}");
+
+    let input = dir.write("input.txt", "SET never sent\n");
+    let onto_input = Pipeload::new()
+        .port(server.port())
+        .arg("--replies")
+        .arg(dir.path().join(".").join("input.txt"))
+        .arg(&input)
+        .run();
+    onto_input
+        .assert_code(1)
+        .assert_stderr_contains("is the input file");
+    assert_eq!(server.client().get("never"), None, "{onto_input}");
+    assert_eq!(
+        std::fs::read_to_string(&input).expect("the input"),
+        "SET never sent\n",
+        "the input is left as it was\n{onto_input}"
+    );
 }
 
 /// One key per hash slot, in an order that hops between the primaries.
