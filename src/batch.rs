@@ -46,6 +46,9 @@ pub enum Rejection {
     /// whatever its node's connection gets next, not the input's next
     /// command.
     ClientReplySkipInCluster,
+    /// A CSV, TSV or JSON Lines record the templates cannot use; the reason
+    /// is the batch's (`Batch::refusal_reason`).
+    Record,
 }
 
 impl fmt::Display for Rejection {
@@ -65,6 +68,7 @@ impl fmt::Display for Rejection {
             Rejection::ClientReplySkipInCluster => {
                 f.write_str("CLIENT REPLY SKIP is not supported in cluster mode")
             }
+            Rejection::Record => f.write_str("the record cannot be used"),
         }
     }
 }
@@ -297,6 +301,10 @@ pub struct Batch {
     /// ending at `original_ends[i]`.
     pub originals: Vec<u8>,
     pub original_ends: Vec<usize>,
+    /// Why each refused record was refused (`Rejection::Record`), by
+    /// command index, in order: rare, so kept aside rather than in every
+    /// `Command`.
+    pub refusals: Vec<(usize, String)>,
 }
 
 impl Batch {
@@ -369,6 +377,23 @@ impl Batch {
         self.routed_as(from, index, slot);
         if let Some(original) = from.original(index) {
             self.push_original(original);
+        }
+        if let Some((_, reason)) = from.refusals.iter().find(|(at, _)| *at == index) {
+            let pushed = self.commands.len() - 1;
+            self.refusals.push((pushed, reason.clone()));
+        }
+    }
+
+    /// Keeps why the next command pushed, a refused record, was refused.
+    pub fn note_refusal(&mut self, reason: String) {
+        self.refusals.push((self.commands.len(), reason));
+    }
+
+    /// Why refused command `index` was refused, as messages show it.
+    pub fn refusal_reason(&self, index: usize, why: Rejection) -> String {
+        match self.refusals.iter().find(|(at, _)| *at == index) {
+            Some((_, reason)) => reason.clone(),
+            None => why.to_string(),
         }
     }
 

@@ -51,9 +51,9 @@ pub mod window;
 pub mod writer;
 
 use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread;
 
 use anyhow::{Context, Result};
@@ -62,6 +62,7 @@ use crossbeam_channel::bounded;
 use crate::batch::{Batch, Expect};
 use crate::config::{Config, Endpoint};
 use crate::engine::BATCH_CHANNEL_CAPACITY;
+use crate::handlers::errors::ErrorsFileWriter;
 use crate::input::{InputError, InputOptions, OpenSource, open_sources, read_input};
 use crate::io_error::describe_io_error;
 use crate::stop::Stop;
@@ -77,7 +78,10 @@ const PASSWORD_WARNING: &str = "Warning: Using a password with '-a' or '-u' opti
 /// With `--json` a failure prints its JSON summary too, however early.
 pub fn run(config: Config) -> Result<ExitCode> {
     if config.emit_resp {
-        return emit_resp(open_sources(&config.sources)?, &config);
+        return emit_resp(
+            open_sources(&config.sources, config.format, &config.records)?,
+            &config,
+        );
     }
     let stop = Arc::new(Stop::default());
     let result = load_as_configured(&config, &stop);
@@ -112,7 +116,7 @@ fn load_as_configured(config: &Config, stop: &Arc<Stop>) -> Result<ExitCode> {
     .context("cannot watch for signals")?;
     let tls = config.tls.as_ref().map(TlsConfig::load).transpose()?;
     let tls = tls.as_ref();
-    let sources = open_sources(&config.sources)?;
+    let sources = open_sources(&config.sources, config.format, &config.records)?;
     let errors_file = match &config.errors_file {
         Some(path) => {
             let file = File::create(path).map_err(|error| {
@@ -122,7 +126,13 @@ fn load_as_configured(config: &Config, stop: &Arc<Stop>) -> Result<ExitCode> {
                     describe_io_error(&error)
                 )
             })?;
-            Some(Arc::new(Mutex::new(BufWriter::new(file))))
+            // A CSV's failed records follow its header, so the file loads
+            // again with the same command line.
+            let header = sources
+                .iter()
+                .find_map(|source| source.header.as_ref())
+                .map(|header| header.line.clone());
+            Some(ErrorsFileWriter::new(file, header))
         }
         None => None,
     };
@@ -164,6 +174,7 @@ fn emit_resp(sources: Vec<OpenSource>, config: &Config) -> Result<ExitCode> {
         keep_originals: false,
         cluster: false,
         progress: None,
+        records: config.records.clone(),
     };
     let mut rejected = 0u64;
     let (input_result, written) = thread::scope(|scope| {
@@ -175,6 +186,7 @@ fn emit_resp(sources: Vec<OpenSource>, config: &Config) -> Result<ExitCode> {
                 if let Expect::Rejected(why) = command.expect {
                     rejected += 1;
                     let position = batch.position(index, &source_names, None);
+                    let why = batch.refusal_reason(index, why);
                     report(&format!("{position}: not sent: {why}"));
                 }
             }

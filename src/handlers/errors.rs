@@ -8,7 +8,7 @@
 //! the `--max-errors` count cover every node.
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{self, BufWriter, Write};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use super::{Flow, Reply, ReplyHandler};
@@ -19,7 +19,53 @@ use crate::summary::{ErrorLog, report};
 
 /// `--errors-file`, shared by the reply readers of a cluster load (one lock
 /// per failed command: failures are rare next to replies).
-pub type ErrorsFile = Arc<Mutex<BufWriter<File>>>;
+pub type ErrorsFile = Arc<Mutex<ErrorsFileWriter>>;
+
+/// The errors file: the input bytes of each failed command, once per input
+/// record (the commands a CSV or JSON Lines record gives share its bytes),
+/// after the CSV header when the input has one, so that the file loads
+/// again with the same command line.
+pub struct ErrorsFileWriter {
+    file: BufWriter<File>,
+    /// Written before the first failed command, if any fails.
+    header: Option<Vec<u8>>,
+    /// The source and line of the last failed command written.
+    last_written: Option<(usize, u64)>,
+}
+
+impl ErrorsFileWriter {
+    pub fn new(file: File, header: Option<Vec<u8>>) -> ErrorsFile {
+        Arc::new(Mutex::new(ErrorsFileWriter {
+            file: BufWriter::new(file),
+            header,
+            last_written: None,
+        }))
+    }
+
+    /// Writes command `index`'s input bytes, unless they were the last
+    /// written: a text line gets its line end back, a RESP frame is
+    /// complete as it is.
+    fn write(&mut self, batch: &Batch, index: usize) -> io::Result<()> {
+        let (Some(original), Some(command)) = (batch.original(index), batch.commands.get(index))
+        else {
+            return Ok(());
+        };
+        let position = (batch.source, command.line_no);
+        if self.last_written == Some(position) {
+            return Ok(());
+        }
+        self.last_written = Some(position);
+        if let Some(header) = self.header.take() {
+            self.file.write_all(&header)?;
+            self.file.write_all(b"\n")?;
+        }
+        self.file.write_all(original)?;
+        match original.first() {
+            Some(b'*') if original.ends_with(b"\r\n") => Ok(()),
+            _ => self.file.write_all(b"\n"),
+        }
+    }
+}
 
 pub struct ErrorReport<'a> {
     source_names: &'a [Option<String>],
@@ -89,7 +135,7 @@ impl<'a> ErrorReport<'a> {
                     reply.index
                 }
             };
-            self.write_failed(batch.original(failed));
+            self.write_failed(batch, failed);
         }
     }
 
@@ -105,20 +151,13 @@ impl<'a> ErrorReport<'a> {
         }
     }
 
-    /// Appends a failed command's input bytes to `--errors-file`: a text
-    /// line gets its line end back, a RESP frame is complete as it is.
-    fn write_failed(&mut self, original: Option<&[u8]>) {
-        let (Some(file), Some(original)) = (self.errors_file.as_ref(), original) else {
+    /// Appends a failed command's input bytes to `--errors-file`.
+    fn write_failed(&mut self, batch: &Batch, index: usize) {
+        let Some(file) = self.errors_file.as_ref() else {
             return;
         };
         let mut file = file.lock().unwrap_or_else(PoisonError::into_inner);
-        let written = file
-            .write_all(original)
-            .and_then(|()| match original.first() {
-                Some(b'*') if original.ends_with(b"\r\n") => Ok(()),
-                _ => file.write_all(b"\n"),
-            });
-        if let Err(error) = written {
+        if let Err(error) = file.write(batch, index) {
             report(&format!(
                 "pipeload: cannot write the errors file: {}",
                 describe_io_error(&error)
@@ -135,14 +174,13 @@ impl ReplyHandler for ErrorReport<'_> {
         if reply.succeeded() && reply.errors.is_empty() {
             return Flow::Continue;
         }
-        let original = reply.batch.original(reply.index);
         if reply.command.expect == Expect::Marker {
             // Its reply counts for nothing: pipeload's own `ASKING` or
             // `CLIENT REPLY ON`, or a copy of `FLUSHALL`, `AUTH`… whose
             // reply the first primary counts. A copy that failed left its
             // primary unflushed or not set up, though: an error.
             if !reply.succeeded() && self.cluster {
-                self.write_failed(original);
+                self.write_failed(reply.batch, reply.index);
                 self.log_errors(reply);
                 self.check_max_errors();
             }
@@ -150,7 +188,7 @@ impl ReplyHandler for ErrorReport<'_> {
         }
         match reply.succeeded() {
             true => self.write_nested_failures(reply),
-            false => self.write_failed(original),
+            false => self.write_failed(reply.batch, reply.index),
         }
         self.log_errors(reply);
         self.check_max_errors();
@@ -159,14 +197,19 @@ impl ReplyHandler for ErrorReport<'_> {
 
     fn rejected(&mut self, batch: &Batch, index: usize, why: Rejection) {
         let position = batch.position(index, self.source_names, None);
+        let why = batch.refusal_reason(index, why);
         self.logged_errors = self.error_log.error(&position, &format!("not sent: {why}"));
-        self.write_failed(batch.original(index));
+        self.write_failed(batch, index);
         self.check_max_errors();
     }
 
     fn session_ended(&mut self) {
         if let Some(file) = self.errors_file.as_ref()
-            && let Err(error) = file.lock().unwrap_or_else(PoisonError::into_inner).flush()
+            && let Err(error) = file
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .file
+                .flush()
         {
             report(&format!(
                 "pipeload: cannot write the errors file: {}",
