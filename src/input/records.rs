@@ -394,3 +394,133 @@ impl SourceReader<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::Batch;
+    use crate::input::{InputOptions, read_input};
+    use crossbeam_channel::bounded;
+    use proptest::prelude::*;
+
+    /// Gives its bytes `chunk` at a time.
+    struct Chunked {
+        bytes: Vec<u8>,
+        at: usize,
+        chunk: usize,
+    }
+
+    impl Read for Chunked {
+        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+            let len = self.chunk.min(out.len()).min(self.bytes.len() - self.at);
+            out[..len].copy_from_slice(&self.bytes[self.at..self.at + len]);
+            self.at += len;
+            Ok(len)
+        }
+    }
+
+    /// What the input thread makes of `input` read `chunk` bytes at a
+    /// time: the encoded commands, each command's line and whether it was
+    /// refused (with the reason), and the originals.
+    fn load(input: &[u8], chunk: usize, format: Format, records: &RecordOptions) -> Vec<String> {
+        let reader = Chunked {
+            bytes: input.to_vec(),
+            at: 0,
+            chunk,
+        };
+        let mut sources = vec![OpenSource::from_reader(None, Box::new(reader))];
+        if read_headers(&mut sources, format, records).is_err() {
+            return vec!["usage error".into()];
+        }
+        let options = InputOptions {
+            format,
+            confirm_unanswered_tail: false,
+            skip: 0,
+            keep_originals: true,
+            cluster: false,
+            progress: None,
+            records: records.clone(),
+        };
+        let (sender, receiver) = bounded::<Batch>(1024);
+        let result = read_input(sources, options, &sender);
+        drop(sender);
+        let mut seen = vec![format!("{result:?}")];
+        for batch in receiver.iter() {
+            for (index, command) in batch.commands.iter().enumerate() {
+                let why = match command.expect {
+                    Expect::Rejected(why) => batch.refusal_reason(index, why),
+                    _ => String::new(),
+                };
+                seen.push(format!(
+                    "{} {:?} {why} {:?} {:?}",
+                    command.line_no,
+                    String::from_utf8_lossy(&batch.bytes[batch.command_range(index)]),
+                    batch.original(index).map(String::from_utf8_lossy),
+                    batch.seq(index),
+                ));
+            }
+        }
+        seen
+    }
+
+    fn options(templates: &[&str], names: FieldNames) -> RecordOptions {
+        RecordOptions {
+            templates: templates.iter().map(|text| text.to_string()).collect(),
+            delimiter: b',',
+            names,
+        }
+    }
+
+    fn bytes_from(alphabet: &'static [u8]) -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(proptest::sample::select(alphabet), 0..120)
+    }
+
+    proptest! {
+        #[test]
+        fn csv_records_do_not_depend_on_how_the_input_arrives(
+            input in bytes_from(b"ab,\"\n\r{}\xff "),
+            chunk in 1usize..9,
+        ) {
+            for names in [FieldNames::HeaderRow, FieldNames::Given(vec!["a".into(), "b".into()])] {
+                let templates = match names {
+                    FieldNames::HeaderRow => options(&["SET {0} {1:-none}", "HSET h {*}"], names),
+                    _ => options(&["SET {a} {b}", "SET {.} {1:-}"], names),
+                };
+                let whole = load(&input, input.len().max(1), Format::Csv, &templates);
+                prop_assert_eq!(load(&input, chunk, Format::Csv, &templates), whole);
+            }
+        }
+
+        #[test]
+        fn jsonl_records_do_not_depend_on_how_the_input_arrives(
+            input in bytes_from(b"{}[]\":,ab0.\\u\n\r "),
+            chunk in 1usize..9,
+        ) {
+            let templates = options(&["SET {a} {a.b:-x} {.}", "HSET h {*}"], FieldNames::HeaderRow);
+            let whole = load(&input, input.len().max(1), Format::Jsonl, &templates);
+            prop_assert_eq!(load(&input, chunk, Format::Jsonl, &templates), whole);
+        }
+    }
+
+    #[test]
+    fn lines_originals_and_command_numbers_follow_the_records() {
+        let templates = options(&["SET {id} {v}", "SADD s {id}"], FieldNames::HeaderRow);
+        let seen = load(
+            b"\xEF\xBB\xBFid,v\r\n1,\"a\nb\"\r\n\r\n2,x,extra\n3,y",
+            3,
+            Format::Csv,
+            &templates,
+        );
+        assert_eq!(
+            seen,
+            [
+                "Ok(())",
+                r#"2 "*3\r\n$3\r\nSET\r\n$1\r\n1\r\n$3\r\na\nb\r\n"  Some("1,\"a\nb\"") 1"#,
+                r#"2 "*3\r\n$4\r\nSADD\r\n$1\r\ns\r\n$1\r\n1\r\n"  Some("1,\"a\nb\"") 2"#,
+                r#"5 "" 3 fields, the header has 2 Some("2,x,extra") 3"#,
+                r#"6 "*3\r\n$3\r\nSET\r\n$1\r\n3\r\n$1\r\ny\r\n"  Some("3,y") 4"#,
+                r#"6 "*3\r\n$4\r\nSADD\r\n$1\r\ns\r\n$1\r\n3\r\n"  Some("3,y") 5"#,
+            ]
+        );
+    }
+}
