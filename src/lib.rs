@@ -128,10 +128,14 @@ fn load_as_configured(config: &Config, stop: &Arc<Stop>) -> Result<ExitCode> {
             })?;
             // A CSV's failed records follow its header, so the file loads
             // again with the same command line.
-            let header = sources
-                .iter()
-                .find_map(|source| source.header.as_ref())
-                .map(|header| header.line.clone());
+            let mut headers = sources.iter().filter_map(|source| source.header.as_ref());
+            let header = headers.next().map(|header| header.line.clone());
+            if headers.any(|other| Some(&other.line) != header.as_ref()) {
+                report(&format!(
+                    "pipeload: warning: the CSV files' headers differ: {} starts with the first one's",
+                    path.display()
+                ));
+            }
             Some(ErrorsFileWriter::new(file, header))
         }
         None => None,

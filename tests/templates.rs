@@ -643,3 +643,54 @@ fn bad_templates_and_missing_fields_are_usage_errors_before_anything_is_sent() {
         .assert_stderr_contains("--template needs --format csv, tsv or jsonl");
     assert_eq!(client.dbsize(), 0, "nothing may be sent");
 }
+
+#[test]
+fn a_cluster_load_routes_each_records_commands_and_reports_their_lines() {
+    let cluster = crate::common::TestCluster::start();
+    let rows = 3000;
+    let mut csv = b"id,name\n".to_vec();
+    for id in 0..rows {
+        csv.extend_from_slice(format!("{id},\"name {id}, the {id}th\"\n").as_bytes());
+    }
+    csv.extend_from_slice(b"bad row,with,three\n");
+    let owner = cluster.owner_of_key("name:7");
+    cluster.client(owner).ok(&["RPUSH", "name:7", "x"]);
+    let dir = TempDir::new("cluster-csv");
+    dir.write("users.csv", &csv);
+
+    let outcome = Pipeload::new()
+        .port(cluster.port(0))
+        .current_dir(dir.path())
+        .args([
+            "-c",
+            "--format",
+            "csv",
+            "users.csv",
+            "--errors-file",
+            "failed.csv",
+        ])
+        .args(["--template", "HSET user:{id} {*}"])
+        .args(["--template", "APPEND name:{id} {name}"])
+        .guard(Duration::from_secs(120))
+        .run();
+    outcome
+        .assert_summary(2, 2 * rows)
+        .assert_stderr_line(
+            "users.csv:9: WRONGTYPE Operation against a key holding the wrong kind of value",
+        )
+        .assert_stderr_line(&format!(
+            "users.csv:{}: not sent: 3 fields, the header has 2",
+            rows + 2
+        ));
+    for id in [0, 1, 2999] {
+        assert_eq!(
+            cluster.get(format!("name:{id}")),
+            Some(format!("name {id}, the {id}th").into_bytes())
+        );
+    }
+    assert_eq!(cluster.total_keys(), 2 * rows as i64);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("failed.csv")).expect("read failed.csv"),
+        "id,name\n7,\"name 7, the 7th\"\nbad row,with,three\n"
+    );
+}

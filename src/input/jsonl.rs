@@ -152,6 +152,11 @@ impl<'a> JsonRecord<'a> {
 fn append_value(value: &RawValue, out: &mut Vec<u8>) -> Result<bool, String> {
     let text = value.get();
     match text.as_bytes().first() {
+        // Checked when the line was parsed: without a backslash, the text
+        // between the quotes is the value.
+        Some(b'"') if !text.contains('\\') => {
+            out.extend_from_slice(text.as_bytes().get(1..text.len() - 1).unwrap_or_default());
+        }
         Some(b'"') => {
             let Text(string) = serde_json::from_str(text).map_err(|error| error.to_string())?;
             out.extend_from_slice(string.as_bytes());
