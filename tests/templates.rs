@@ -562,12 +562,16 @@ fn emit_resp_writes_the_commands_the_templates_describe() {
             "HSET 'user:{id}' name {name} tag \"{{literal}}\\t\"",
         ])
         .args(["--template", "SADD users {id}"])
+        .args(["--template", "SET json:{id} {.}"])
         .run();
     outcome
         .assert_code(1)
         .assert_stderr_line("in.csv:4: not sent: 1 fields, the header has 2");
     let mut expected = Vec::new();
-    for (id, name) in [("1", "a b"), ("2", "x\"y")] {
+    for (id, name, json) in [
+        ("1", "a b", r#"{"id":"1","name":"a b"}"#),
+        ("2", "x\"y", r#"{"id":"2","name":"x\"y"}"#),
+    ] {
         let key = format!("user:{id}");
         expected.extend(resp_command(&[
             "HSET",
@@ -578,6 +582,7 @@ fn emit_resp_writes_the_commands_the_templates_describe() {
             "{literal}\t",
         ]));
         expected.extend(resp_command(&["SADD", "users", id]));
+        expected.extend(resp_command(&["SET", &format!("json:{id}"), json]));
     }
     assert_eq!(
         String::from_utf8_lossy(&outcome.stdout),
