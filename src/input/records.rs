@@ -163,11 +163,10 @@ pub(super) struct RecordFramer {
 /// The templates and the scratch space of their expansions.
 struct Expansion {
     templates: Arc<[Template]>,
-    args: Args,
-    /// The record's commands, encoded, command `i` ending at
-    /// `command_ends[i]`, with what each means to the connection.
-    commands: Vec<u8>,
-    command_ends: Vec<usize>,
+    /// The record's commands, one per template, each as its arguments and
+    /// what it means to the connection: encoded into the batch only once
+    /// every template could be expanded.
+    commands: Vec<Args>,
     roles: Vec<CommandRole>,
     /// The record's input bytes, kept for `--errors-file`.
     original: Vec<u8>,
@@ -213,9 +212,7 @@ impl RecordFramer {
             framing,
             expansion: Expansion {
                 templates: Arc::clone(templates),
-                args: Args::default(),
-                commands: Vec::new(),
-                command_ends: Vec::new(),
+                commands: vec![Args::default(); templates.len()],
                 roles: Vec::new(),
                 original: Vec::new(),
             },
@@ -226,19 +223,14 @@ impl RecordFramer {
 impl Expansion {
     /// Expands every template for `record` into `commands`.
     fn expand<R: Record>(&mut self, record: &R) -> Result<(), String> {
-        self.commands.clear();
-        self.command_ends.clear();
         self.roles.clear();
-        for template in self.templates.iter() {
-            template.expand(record, &mut self.args)?;
-            let args = &self.args;
+        for (template, args) in self.templates.iter().zip(&mut self.commands) {
+            template.expand(record, args)?;
             let head = [0, 1, 2].map(|index| match index < args.len() {
                 true => args.get(index),
                 false => &[][..],
             });
             self.roles.push(command_role(args.len(), head));
-            append_command(&mut self.commands, args);
-            self.command_ends.push(self.commands.len());
         }
         Ok(())
     }
@@ -373,16 +365,13 @@ impl SourceReader<'_> {
             }
             return;
         }
-        let mut start = 0;
-        for (&end, &role) in framer.command_ends.iter().zip(&framer.roles) {
+        for (args, &role) in framer.commands.iter().zip(&framer.roles) {
             self.command_no += 1;
             match state.admit(role) {
                 None => self.batch.first_command_no = self.command_no + 1,
                 Some((expect, kind)) => {
                     if !matches!(expect, Expect::Rejected(_)) {
-                        self.batch
-                            .bytes
-                            .extend_from_slice(&framer.commands[start..end]);
+                        append_command(&mut self.batch.bytes, args);
                     }
                     if state.keep_originals {
                         self.batch.push_original(&framer.original);
@@ -390,7 +379,6 @@ impl SourceReader<'_> {
                     self.push_admitted(state, line_no, false, expect, kind);
                 }
             }
-            start = end;
         }
     }
 }
