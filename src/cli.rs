@@ -780,6 +780,88 @@ mod tests {
     }
 
     #[test]
+    fn record_flags_become_record_options() {
+        let records = |args: &[&str]| config(args).map(|config| config.records);
+        let tsv = records(&[
+            "--format",
+            "tsv",
+            "--template",
+            "SET {0} {1}",
+            "--no-header",
+        ])
+        .unwrap();
+        assert_eq!((tsv.delimiter, tsv.names), (b'\t', FieldNames::Positions));
+        let semicolon = records(&[
+            "--format",
+            "csv",
+            "--template",
+            "SET {a} x",
+            "--delimiter",
+            ";",
+        ]);
+        assert_eq!(semicolon.unwrap().delimiter, b';');
+        let tab = records(&[
+            "--format",
+            "csv",
+            "--template",
+            "SET {a} x",
+            "--delimiter",
+            "\\t",
+        ]);
+        assert_eq!(tab.unwrap().delimiter, b'\t');
+        let given = records(&[
+            "--format",
+            "csv",
+            "--template",
+            "SET {a} {b}",
+            "--fields",
+            "a,b",
+        ]);
+        assert_eq!(
+            given.unwrap().names,
+            FieldNames::Given(vec!["a".into(), "b".into()])
+        );
+        for refused in [
+            &[
+                "--format",
+                "csv",
+                "--template",
+                "SET {a} x",
+                "--delimiter",
+                "ab",
+            ][..],
+            &[
+                "--format",
+                "csv",
+                "--template",
+                "SET {a} x",
+                "--delimiter",
+                "\"",
+            ],
+            &[
+                "--format",
+                "jsonl",
+                "--template",
+                "SET {a} x",
+                "--no-header",
+            ],
+            &["--format", "csv", "--no-header", "--template", "HSET k {*}"],
+            &[
+                "--format",
+                "csv",
+                "--fields",
+                "a",
+                "--template",
+                "SET {.} {b}",
+            ],
+            &["--format", "text", "--template", "SET {a} x"],
+            &["--format", "csv", "--template", "SET {a} }x"],
+        ] {
+            assert!(records(refused).is_err(), "{refused:?}");
+        }
+    }
+
+    #[test]
     fn user_without_password_is_refused() {
         assert!(config(&["--user", "loader"]).is_err());
     }

@@ -6,8 +6,9 @@
 //! ```text
 //! input ─► [batch channel] ─► (cluster: router) ─► per connection:
 //! (text lines → RESP,          slot → primary       writer ─► socket ─► server
-//!  RESP passed through)                             (window: in flight,  │
-//!                                                    bounded)            ▼
+//!  RESP passed through,                             (window: in flight,  │
+//!  CSV/JSONL records →                               bounded)            ▼
+//!  templates → RESP)
 //! summary ◄─ one tally, one resume point ◄─ reply reader ◄─ socket ◄─ replies
 //! ```
 //!

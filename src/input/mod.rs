@@ -11,9 +11,11 @@
 //! confirms them.
 //!
 //! One framer per format turns bytes into commands: `text` (a line, split
-//! with the server's `quoting` rules, encoded as RESP) and `resp` (a RESP
-//! array, checked and copied). Every framed command then takes the one
-//! shared step, `admit` (skip, reply tracking, refusals, transactions), and
+//! with the server's `quoting` rules, encoded as RESP), `resp` (a RESP
+//! array, checked and copied), and for `--format csv|tsv|jsonl` `csv` and
+//! `jsonl` (a record, which `records` makes into one command per
+//! `template`). Every framed command then takes the one shared step,
+//! `admit` (skip, reply tracking, refusals, transactions), and
 //! `SourceReader::push_admitted` puts it in the batch; this module reads the
 //! sources, keeps line numbers and batches. A new format is a new framer
 //! file and one arm in `frame_available`.
