@@ -7,6 +7,7 @@
 //! file are shared by the reply readers of a cluster load, so the lines and
 //! the `--max-errors` count cover every node.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -29,32 +30,40 @@ pub struct ErrorsFileWriter {
     file: BufWriter<File>,
     /// Written before the first failed command, if any fails.
     header: Option<Vec<u8>>,
-    /// The source and line of the last failed command written.
-    last_written: Option<(usize, u64)>,
+    /// The source and line of the last failed commands written, most
+    /// recent last: a record's commands fail one after the other (with
+    /// `-c`, on several nodes at about the same time).
+    recently_written: VecDeque<(usize, u64)>,
 }
+
+/// How many failed commands' positions the errors file remembers.
+const RECENTLY_WRITTEN: usize = 256;
 
 impl ErrorsFileWriter {
     pub fn new(file: File, header: Option<Vec<u8>>) -> ErrorsFile {
         Arc::new(Mutex::new(ErrorsFileWriter {
             file: BufWriter::new(file),
             header,
-            last_written: None,
+            recently_written: VecDeque::with_capacity(RECENTLY_WRITTEN),
         }))
     }
 
-    /// Writes command `index`'s input bytes, unless they were the last
-    /// written: a text line gets its line end back, a RESP frame is
-    /// complete as it is.
+    /// Writes command `index`'s input bytes, unless they were written
+    /// lately (another command of the same record): a text line gets its
+    /// line end back, a RESP frame is complete as it is.
     fn write(&mut self, batch: &Batch, index: usize) -> io::Result<()> {
         let (Some(original), Some(command)) = (batch.original(index), batch.commands.get(index))
         else {
             return Ok(());
         };
         let position = (batch.source, command.line_no);
-        if self.last_written == Some(position) {
+        if self.recently_written.contains(&position) {
             return Ok(());
         }
-        self.last_written = Some(position);
+        if self.recently_written.len() == RECENTLY_WRITTEN {
+            self.recently_written.pop_front();
+        }
+        self.recently_written.push_back(position);
         if let Some(header) = self.header.take() {
             self.file.write_all(&header)?;
             self.file.write_all(b"\n")?;
