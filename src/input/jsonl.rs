@@ -107,7 +107,16 @@ impl<'a> JsonRecord<'a> {
                 start + 1
             ));
         }
-        let object = serde_json::from_slice::<Object>(line).map_err(|error| {
+        // JSON is UTF-8: checked once for the whole line (the standard
+        // library's check is the fastest), so the parser need not check each
+        // value it passes over again.
+        let text = std::str::from_utf8(line).map_err(|error| {
+            format!(
+                "column {}: invalid UTF-8 (JSON text is UTF-8)",
+                error.valid_up_to() + 1
+            )
+        })?;
+        let object = serde_json::from_str::<Object>(text).map_err(|error| {
             let text = error.to_string();
             // The line is ours to give; serde_json's own "at line 1 column
             // N" becomes the column alone.
@@ -154,7 +163,7 @@ fn append_value(value: &RawValue, out: &mut Vec<u8>) -> Result<bool, String> {
     match text.as_bytes().first() {
         // Checked when the line was parsed: without a backslash, the text
         // between the quotes is the value.
-        Some(b'"') if !text.contains('\\') => {
+        Some(b'"') if memchr::memchr(b'\\', text.as_bytes()).is_none() => {
             out.extend_from_slice(text.as_bytes().get(1..text.len() - 1).unwrap_or_default());
         }
         Some(b'"') => {
