@@ -117,6 +117,9 @@ pub struct Command {
     pub is_resp: bool,
     /// Which reply-size estimate the window counts it by.
     pub reply_class: ReplyClass,
+    /// Of a record's commands, when there are several templates: which
+    /// template made it, from 1 (0: any other command).
+    pub template: u8,
 }
 
 /// The key of a reply-size estimate: commands with one name (`GET`,
@@ -353,6 +356,7 @@ impl Batch {
             kind,
             is_resp,
             reply_class,
+            template: 0,
         });
     }
 
@@ -374,6 +378,9 @@ impl Batch {
                 .extend_from_slice(&from.bytes[from.command_range(index)]);
         }
         self.push_command(command.line_no, command.is_resp, expect, command.kind);
+        if let Some(pushed) = self.commands.last_mut() {
+            pushed.template = command.template;
+        }
         self.routed_as(from, index, slot);
         if let Some(original) = from.original(index) {
             self.push_original(original);
@@ -505,6 +512,9 @@ impl Batch {
         let mut details = Vec::new();
         if command.is_resp {
             details.push(format!("command {}", self.command_no(index)));
+        }
+        if command.template > 0 {
+            details.push(format!("template {}", command.template));
         }
         if let Some(element) = exec_element {
             details.push(format!("EXEC element {}", element + 1));

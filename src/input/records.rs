@@ -365,7 +365,8 @@ impl SourceReader<'_> {
             }
             return;
         }
-        for (args, &role) in framer.commands.iter().zip(&framer.roles) {
+        let several = framer.commands.len() > 1;
+        for (number, (args, &role)) in framer.commands.iter().zip(&framer.roles).enumerate() {
             self.command_no += 1;
             match state.admit(role) {
                 None => self.batch.first_command_no = self.command_no + 1,
@@ -377,6 +378,9 @@ impl SourceReader<'_> {
                         self.batch.push_original(&framer.original);
                     }
                     self.push_admitted(state, line_no, false, expect, kind);
+                    if several && let Some(pushed) = self.batch.commands.last_mut() {
+                        pushed.template = u8::try_from(number + 1).unwrap_or(u8::MAX);
+                    }
                 }
             }
         }
