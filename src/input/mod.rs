@@ -76,6 +76,8 @@ pub struct OpenSource {
     pub header: Option<Header>,
     /// Line number of the first byte `reader` gives.
     first_line: u64,
+    /// Bytes of the source read before `reader` (its header row).
+    bytes_before: u64,
     /// Whether a UTF-8 byte order mark may still start `reader`.
     skip_bom: bool,
 }
@@ -88,6 +90,7 @@ impl OpenSource {
             reader,
             header: None,
             first_line: 1,
+            bytes_before: 0,
             skip_bom: true,
         }
     }
@@ -229,6 +232,9 @@ pub fn read_input(
     let templates = records::compile_templates(&options.records);
     let mut last_source = 0;
     for (index, source) in sources.into_iter().enumerate() {
+        if let Some(progress) = &state.progress {
+            Counters::add(&progress.input_bytes, source.bytes_before);
+        }
         let framer = RecordFramer::for_source(
             options.format,
             &options.records,

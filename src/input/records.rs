@@ -134,6 +134,7 @@ fn read_header(source: &mut OpenSource, delimiter: u8) -> std::io::Result<Option
         line: trim_record(raw).0.to_vec(),
     };
     source.first_line = 1 + count_newlines(&bytes[..header_len]);
+    source.bytes_before = header_len as u64;
     source.skip_bom = false;
     let rest = std::mem::replace(&mut source.reader, Box::new(std::io::empty()));
     bytes.drain(..header_len);
