@@ -457,7 +457,12 @@ fn record_options(flags: &Flags) -> Result<RecordOptions> {
     }
     let templates = compile_all(&flags.template)?;
     let names = match (&flags.fields, flags.no_header) {
-        (Some(names), _) => FieldNames::Given(names.split(',').map(str::to_owned).collect()),
+        (Some(names), _) => FieldNames::Given(
+            names
+                .split(',')
+                .map(|name| name.trim().to_owned())
+                .collect(),
+        ),
         (None, true) => FieldNames::Positions,
         (None, false) => FieldNames::HeaderRow,
     };
