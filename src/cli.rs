@@ -820,7 +820,7 @@ mod tests {
             "--template",
             "SET {a} {b}",
             "--fields",
-            "a,b",
+            "a, b",
         ]);
         assert_eq!(
             given.unwrap().names,
