@@ -227,6 +227,11 @@ impl Expansion {
         self.roles.clear();
         for (template, args) in self.templates.iter().zip(&mut self.commands) {
             template.expand(record, args)?;
+            // `{*}` of a record without fields: no command at all, which
+            // the server would not answer.
+            if args.is_empty() {
+                return Err(format!("'{}' gives no command here", template.text));
+            }
             let head = [0, 1, 2].map(|index| match index < args.len() {
                 true => args.get(index),
                 false => &[][..],
@@ -493,6 +498,20 @@ mod tests {
             let whole = load(&input, input.len().max(1), Format::Jsonl, &templates);
             prop_assert_eq!(load(&input, chunk, Format::Jsonl, &templates), whole);
         }
+    }
+
+    #[test]
+    fn a_template_that_gives_no_arguments_refuses_the_record() {
+        let templates = options(&["{*}"], FieldNames::HeaderRow);
+        let seen = load(b"{}\n{\"SET\":\"k\"}\n", 64, Format::Jsonl, &templates);
+        assert_eq!(
+            seen,
+            [
+                "Ok(())",
+                r#"1 "" '{*}' gives no command here Some("{}") 1"#,
+                r#"2 "*2\r\n$3\r\nSET\r\n$1\r\nk\r\n"  Some("{\"SET\":\"k\"}") 2"#,
+            ]
+        );
     }
 
     #[test]
