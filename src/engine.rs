@@ -261,6 +261,7 @@ pub(crate) fn start_load(
         keep_originals,
         progress: counters.clone(),
         cluster: config.cluster,
+        records: config.records.clone(),
     };
     // Not scoped: when the load stops early the input thread may be blocked
     // on a source that never ends, and must not keep the process alive.

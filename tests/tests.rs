@@ -20,5 +20,6 @@ mod quoting;
 mod reply_modes;
 mod resume;
 mod stops;
+mod templates;
 mod tls;
 mod volume;
