@@ -68,6 +68,22 @@ pub(crate) struct ConnectionRun {
     pub server_restarted: bool,
 }
 
+impl ConnectionRun {
+    /// A lane (for a node found mid-load) whose first connection failed:
+    /// nothing was sent on it.
+    pub fn never_connected(error: ConnectError) -> Self {
+        ConnectionRun {
+            bytes_sent: 0,
+            commands_sent: 0,
+            reconnects: 0,
+            failure: Some(ConnectionFailure::Refused(error)),
+            unsettled: Vec::new(),
+            in_flight: 0,
+            server_restarted: false,
+        }
+    }
+}
+
 /// Why a connection gave up before the end of the load.
 #[derive(Debug)]
 pub enum ConnectionFailure {
@@ -77,7 +93,8 @@ pub enum ConnectionFailure {
     GaveUp { retry: u32 },
     /// A stop came while it waited to reconnect.
     StoppedReconnecting,
-    /// The server took a reconnect but refused its set-up (AUTH…).
+    /// The server took a reconnect but refused its set-up (AUTH…), or a
+    /// node found mid-load could not be connected.
     Refused(ConnectError),
 }
 

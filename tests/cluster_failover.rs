@@ -1,0 +1,257 @@
+//! Cluster loads through changes of the cluster's layout: a replica taking
+//! over its primary (`CLUSTER FAILOVER`), a node added mid-load and slots
+//! migrated to it, a node removed after its slots moved away, and a
+//! primary killed (`kill -9`) under `--retry`. Each test starts its own
+//! cluster (`TestCluster`), feeds the input in two halves and changes the
+//! layout between them (so the second half always meets a stale slot map),
+//! then checks every key on its owner and an `RPUSH` sequence in order.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::ChildStdin;
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use crate::common::cluster::{initial_owner, tag_on_node};
+use crate::common::{Outcome, Pipeload, TestCluster, Value, slot_of, wait_until};
+
+/// Debug builds, six servers on two cores: a wide hang guard.
+const GUARD: Duration = Duration::from_secs(120);
+
+/// The input: `SET key:i value:i`, and every fifth command an `RPUSH` of
+/// the next number on one list whose slot `list_tag` picks.
+struct Input {
+    lines: Vec<u8>,
+    /// Where the second half begins (a line start).
+    half: usize,
+    list: String,
+    pushed: usize,
+    sets: usize,
+}
+
+impl Input {
+    fn new(commands: usize, list_tag: &str) -> Input {
+        let list = format!("{{{list_tag}}}:sequence");
+        let mut lines = Vec::new();
+        let (mut pushed, mut sets) = (0, 0);
+        let mut half = 0;
+        for index in 0..commands {
+            if index == commands / 2 {
+                half = lines.len();
+            }
+            match index % 5 {
+                4 => {
+                    lines.extend(format!("RPUSH {list} {pushed}\n").bytes());
+                    pushed += 1;
+                }
+                _ => {
+                    lines.extend(format!("SET key:{sets} value:{sets}\n").bytes());
+                    sets += 1;
+                }
+            }
+        }
+        Input {
+            lines,
+            half,
+            list,
+            pushed,
+            sets,
+        }
+    }
+
+    fn key(index: usize) -> String {
+        format!("key:{index}")
+    }
+}
+
+/// Spawns `pipeload`, writes the first half of `input`, waits until
+/// `first_half_landed`, runs `change`, writes the second half and returns
+/// how the run ended.
+fn load_with_change(
+    pipeload: Pipeload,
+    input: &Input,
+    first_half_landed: impl Fn() -> bool,
+    change: impl FnOnce(),
+) -> Outcome {
+    let mut running = pipeload.guard(GUARD).spawn();
+    let stdin = running.take_stdin();
+    let (first, second) = input.lines.split_at(input.half);
+    let (go_on, may_go_on) = mpsc::channel::<()>();
+    let feeder = feed_two_halves(stdin, first.to_vec(), second.to_vec(), may_go_on);
+    wait_until(
+        Duration::from_secs(60),
+        "the first half is loading",
+        first_half_landed,
+    );
+    change();
+    let _ = go_on.send(());
+    let outcome = running.finish();
+    let _ = feeder.join();
+    outcome
+}
+
+/// Writes `first`, then `second` once told to, then closes stdin.
+fn feed_two_halves(
+    mut stdin: ChildStdin,
+    first: Vec<u8>,
+    second: Vec<u8>,
+    may_go_on: mpsc::Receiver<()>,
+) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        if stdin.write_all(&first).is_err() {
+            return;
+        }
+        if may_go_on.recv().is_err() {
+            return;
+        }
+        let _ = stdin.write_all(&second);
+    })
+}
+
+/// The length of `list` on the node that owns it now.
+fn list_length(cluster: &TestCluster, list: &str) -> i64 {
+    let owner = cluster.owner_of_key(list);
+    cluster.node_client(owner).ok(&["LLEN", list]).as_int()
+}
+
+/// Every `key:i` holds `value:i` on the node that owns it now, and the
+/// list holds 0, 1, 2… in order, each once.
+#[track_caller]
+fn assert_everything_loaded(cluster: &TestCluster, input: &Input, outcome: &Outcome) {
+    let mut by_owner: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for index in 0..input.sets {
+        by_owner
+            .entry(cluster.owner_of_key(Input::key(index)))
+            .or_default()
+            .push(index);
+    }
+    let mut wrong = Vec::new();
+    for (owner, indices) in &by_owner {
+        let mut client = cluster.client(*owner);
+        for chunk in indices.chunks(5_000) {
+            let gets: Vec<Vec<Vec<u8>>> = chunk
+                .iter()
+                .map(|&index| vec![b"GET".to_vec(), Input::key(index).into_bytes()])
+                .collect();
+            for (&index, reply) in chunk.iter().zip(client.pipeline(&gets)) {
+                let expected = Value::Bulk(Some(format!("value:{index}").into_bytes()));
+                if reply != expected && wrong.len() < 10 {
+                    wrong.push(format!("key:{index} on node {owner}: {reply:?}"));
+                }
+            }
+        }
+    }
+    outcome.check(
+        wrong.is_empty(),
+        format!("keys missing or wrong (first 10):\n{}", wrong.join("\n")),
+    );
+    let owner = cluster.owner_of_key(&input.list);
+    let list = cluster.client(owner).lrange(&input.list);
+    let expected: Vec<Vec<u8>> = (0..input.pushed)
+        .map(|number| number.to_string().into_bytes())
+        .collect();
+    let first_out_of_order = list
+        .iter()
+        .zip(&expected)
+        .position(|(got, want)| got != want);
+    outcome.check(
+        list.len() == expected.len() && first_out_of_order.is_none(),
+        format!(
+            "the list on node {owner} has {} of {} elements, first out of order at {:?}",
+            list.len(),
+            expected.len(),
+            first_out_of_order
+        ),
+    );
+}
+
+/// The `--json` field `name` of the `cluster` object, as a number.
+fn cluster_event(outcome: &Outcome, name: &str) -> u64 {
+    let text = outcome.stdout_text();
+    let pattern = format!("\"{name}\":");
+    text.find("\"cluster\":{")
+        .and_then(|at| text[at..].find(&pattern).map(|found| at + found))
+        .and_then(|at| {
+            text[at + pattern.len()..]
+                .split(|c: char| !c.is_ascii_digit())
+                .next()
+                .and_then(|digits| digits.parse().ok())
+        })
+        .unwrap_or_else(|| outcome.fail(format!("no cluster.{name} in the JSON summary")))
+}
+
+#[test]
+fn a_graceful_failover_mid_load_loses_nothing_and_keeps_order() {
+    let cluster = TestCluster::start_with_replicas();
+    let input = Input::new(300_000, &tag_on_node("failover", 0));
+    let replica = cluster.replica_for(0).expect("node 0 has a replica");
+    let outcome = load_with_change(
+        Pipeload::new().args(["-c", "--json"]).port(cluster.port(1)),
+        &input,
+        || list_length(&cluster, &input.list) > 0,
+        || {
+            cluster.failover(replica);
+        },
+    );
+    outcome.assert_code(0);
+    let text = outcome.stdout_text();
+    outcome
+        .check(text.contains("\"completed\":true"), "completed")
+        .check(text.contains("\"errors\":0,"), "no errors")
+        .check(
+            cluster_event(&outcome, "nodes_added") == 1,
+            "the promoted replica was added",
+        )
+        .check(
+            cluster_event(&outcome, "layout_refreshes") >= 1,
+            "the layout was read again",
+        );
+    assert_eq!(cluster.owner_of_key(&input.list), replica);
+    assert_everything_loaded(&cluster, &input, &outcome);
+}
+
+#[test]
+fn slots_migrated_to_a_node_added_mid_load_are_followed() {
+    let mut cluster = TestCluster::start();
+    let input = Input::new(300_000, &tag_on_node("scaleout", 2));
+    let list_slot = slot_of(input.list.as_bytes());
+    let mut running = Pipeload::new()
+        .arg("-c")
+        .port(cluster.port(0))
+        .guard(GUARD)
+        .spawn();
+    let (first, second) = input.lines.split_at(input.half);
+    let (go_on, may_go_on) = mpsc::channel::<()>();
+    let feeder = feed_two_halves(
+        running.take_stdin(),
+        first.to_vec(),
+        second.to_vec(),
+        may_go_on,
+    );
+    wait_until(Duration::from_secs(60), "the first half is loading", || {
+        list_length(&cluster, &input.list) > 0
+    });
+    let added = cluster.add_node();
+    // The list's slot and its neighbours move while the second half loads:
+    // some commands meet `ASK`, later ones `MOVED`, both naming a node
+    // pipeload did not know at the start.
+    let slots: Vec<u16> = (list_slot.saturating_sub(20)..=list_slot.saturating_add(20))
+        .filter(|&slot| initial_owner(slot) == 2)
+        .collect();
+    let _ = go_on.send(());
+    for &slot in &slots {
+        cluster.migrate_slot(slot, 2, added);
+    }
+    let outcome = running.finish();
+    let _ = feeder.join();
+    // The text summary: redis-cli's lines, then what the layout did.
+    outcome.assert_summary(0, 300_000);
+    let cluster_line = outcome.cluster_line().unwrap_or_default();
+    outcome.check(
+        cluster_line.contains(" 1 nodes added, 0 nodes lost"),
+        "the summary says the new node was added",
+    );
+    assert_eq!(cluster.owner_of_key(&input.list), added);
+    assert_everything_loaded(&cluster, &input, &outcome);
+}
