@@ -5,17 +5,23 @@
 //! Place in the data flow: between the batches (of the input, or of the
 //! cluster router) and the server. Each connection runs here the same way,
 //! whether it is the one connection of a single-server load or one of a
-//! cluster's primaries.
+//! cluster's primaries. A cluster's primary whose connection is lost may
+//! be handed over (`NodeLoss`): once the cluster has moved its slots to
+//! other primaries (a replica promoted, the node removed), what it left
+//! unacknowledged goes to their new owners, and the lane forwards what it
+//! is still given until the load ends.
 
 use std::fmt;
 use std::thread;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use crossbeam_channel::{Receiver, unbounded};
+use crossbeam_channel::{Receiver, select, unbounded};
 
 use crate::batch::{Batch, Expect, InFlight};
 use crate::config::Config;
 use crate::conn::{self, ConnectError, Connection, SessionReplay};
+use crate::handover::LaneNode;
 use crate::io_error::describe_io_error;
 use crate::progress::Counters;
 use crate::replies::{Replies, SessionEnd};
@@ -41,6 +47,8 @@ pub(crate) struct SessionShared<'a> {
     pub progress: Option<&'a Counters>,
     /// Cluster mode: the node's address, which messages start with.
     pub node: Option<&'a str>,
+    /// Cluster mode: the node's index, and its hand-over when lost.
+    pub lane_node: Option<LaneNode<'a>>,
 }
 
 impl SessionShared<'_> {
@@ -93,6 +101,9 @@ pub enum ConnectionFailure {
     GaveUp { retry: u32 },
     /// A stop came while it waited to reconnect.
     StoppedReconnecting,
+    /// Cluster mode: the node's slots moved to other primaries while it
+    /// was reconnected: its commands go to them (not a failure).
+    SlotsMovedAway,
     /// The server took a reconnect but refused its set-up (AUTH…), or a
     /// node found mid-load could not be connected.
     Refused(ConnectError),
@@ -116,6 +127,7 @@ impl fmt::Display for ConnectionFailure {
                 )
             }
             ConnectionFailure::StoppedReconnecting => f.write_str("stopped while reconnecting"),
+            ConnectionFailure::SlotsMovedAway => f.write_str("its slots moved to other primaries"),
             ConnectionFailure::Refused(error) => error.fmt(f),
         }
     }
@@ -170,6 +182,19 @@ pub(crate) fn run_connection(
             run.in_flight = in_flight;
             return Ok(run);
         };
+        // A node that owns no slot any more (removed after its slots moved
+        // away) and held nothing unanswered is simply gone.
+        if let Some(lane_node) = shared.lane_node
+            && resend.is_empty()
+            && failure.is_retryable()
+            && !shared.stop.is_requested()
+            && lane_node.loss.moved_away(lane_node.index)
+        {
+            shared.report(&format!("{failure}: it owns no slot any more"));
+            lane_node.loss.node_lost(lane_node.index);
+            forward_until_the_end(shared, lane_node, on_all_written);
+            return Ok(run);
+        }
         if !failure.is_retryable() || config.retry == 0 || shared.stop.is_requested() {
             run.failure = Some(ConnectionFailure::Session(failure));
             run.unsettled = resend;
@@ -203,6 +228,16 @@ pub(crate) fn run_connection(
                 run_id = reconnected.run_id.or(run_id);
                 stream = reconnected.stream;
             }
+            Err(ConnectionFailure::SlotsMovedAway) if let Some(lane_node) = shared.lane_node => {
+                shared.report(&format!(
+                    "its slots moved to other primaries: {} commands it held go to them",
+                    resend.iter().map(InFlight::command_count).sum::<usize>()
+                ));
+                lane_node.loss.node_lost(lane_node.index);
+                lane_node.loss.forward(resend);
+                forward_until_the_end(shared, lane_node, on_all_written);
+                return Ok(run);
+            }
             Err(gave_up) => {
                 run.failure = Some(gave_up);
                 run.unsettled = resend;
@@ -211,6 +246,39 @@ pub(crate) fn run_connection(
             }
         }
     }
+}
+
+/// A lost node's lane after its hand-over: whatever the router and the
+/// other lanes still send it goes on to the owners of the commands' slots,
+/// until its input has ended and nothing can be redirected any more, or a
+/// stop (what it did not forward then stays in its channels, unsettled).
+fn forward_until_the_end(shared: &SessionShared, lane_node: LaneNode, on_all_written: &dyn Fn()) {
+    let Some(redirects) = shared.redirects else {
+        return;
+    };
+    let mut input_ended = false;
+    loop {
+        let batch = match input_ended {
+            false => select! {
+                recv(shared.batches) -> batch => {
+                    input_ended = batch.is_err();
+                    batch.ok()
+                }
+                recv(redirects.batches) -> batch => batch.ok(),
+                recv(shared.stop.woken()) -> _ => return,
+            },
+            true => select! {
+                recv(redirects.batches) -> batch => batch.ok(),
+                recv(redirects.all_settled) -> _ => break,
+                recv(shared.stop.woken()) -> _ => return,
+            },
+        };
+        if let Some(batch) = batch {
+            let whole = InFlight::whole(std::sync::Arc::new(batch));
+            lane_node.loss.forward(vec![whole]);
+        }
+    }
+    on_all_written();
 }
 
 /// Input commands of `batches` that went to the server (refused lines and
@@ -280,6 +348,9 @@ fn run_session(
     Ok((written, session))
 }
 
+/// How often the layout is read while a lost primary's slots are waited for.
+const PROMOTION_POLL: Duration = Duration::from_millis(250);
+
 /// Connects again after a lost connection, pausing before each attempt
 /// (100 ms, doubling, at most 5 s). Fails once `--retry` attempts are used
 /// up for this outage, or when a stop is requested.
@@ -291,22 +362,43 @@ fn reconnect(
     let SessionShared {
         config, tls, stop, ..
     } = *shared;
+    // A cluster's primary may be failing over: its slots are waited for as
+    // long as a promotion may take, even after the attempts are used up.
+    let promotion_deadline = shared
+        .lane_node
+        .map(|lane_node| Instant::now() + lane_node.loss.promotion_wait());
     loop {
-        let Some(pause) = attempts.next_pause() else {
-            return Err(ConnectionFailure::GaveUp {
-                retry: config.retry,
-            });
+        let mut counted = true;
+        let pause = match attempts.next_pause() {
+            Some(pause) => {
+                shared.report(&format!(
+                    "reconnecting in {:.1} s ({attempts})",
+                    pause.as_secs_f64()
+                ));
+                pause
+            }
+            None if promotion_deadline.is_some_and(|deadline| Instant::now() < deadline) => {
+                counted = false;
+                PROMOTION_POLL
+            }
+            None => {
+                return Err(ConnectionFailure::GaveUp {
+                    retry: config.retry,
+                });
+            }
         };
-        shared.report(&format!(
-            "reconnecting in {:.1} s ({attempts})",
-            pause.as_secs_f64()
-        ));
         if retry::pause_unless_stopped(stop, pause) {
             return Err(ConnectionFailure::StoppedReconnecting);
         }
+        if let Some(lane_node) = shared.lane_node
+            && lane_node.loss.moved_away(lane_node.index)
+        {
+            return Err(ConnectionFailure::SlotsMovedAway);
+        }
         match conn::connect(config, tls, Some(replay)) {
             Ok(connection) => return Ok(connection),
-            Err(error @ ConnectError::Unreachable { .. }) => report(&error.to_string()),
+            Err(error @ ConnectError::Unreachable { .. }) if counted => report(&error.to_string()),
+            Err(ConnectError::Unreachable { .. }) => {}
             Err(refused) => return Err(ConnectionFailure::Refused(refused)),
         }
     }

@@ -26,6 +26,7 @@ use crate::config::Config;
 use crate::conn::Connection;
 use crate::connection::{ConnectionRun, SessionShared, run_connection};
 use crate::handlers::errors::ErrorsFile;
+use crate::handover::LaneNode;
 use crate::input::{self, InputOptions, OpenSource, read_input};
 use crate::input_watch::InputWatch;
 use crate::progress::{self, Counters};
@@ -62,6 +63,7 @@ pub(crate) fn load(
         tls,
         progress: load.counters.as_deref(),
         node: None,
+        lane_node: None,
         replies: Replies::new(ReplyContext {
             source_names: &load.source_names,
             stop: &load.stop,
@@ -101,6 +103,8 @@ pub(crate) struct Lane<'a> {
     pub progress: Option<&'a Counters>,
     /// Cluster mode: the node's address, which messages start with.
     pub node: Option<String>,
+    /// Cluster mode: the node's index, and its hand-over when lost.
+    pub lane_node: Option<LaneNode<'a>>,
     pub replies: Replies<'a>,
 }
 
@@ -143,6 +147,7 @@ fn run_lane(lane: Lane, on_all_written: &dyn Fn()) -> Result<LaneEnd> {
         tls,
         progress,
         node,
+        lane_node,
         mut replies,
     } = lane;
     let shared = SessionShared {
@@ -159,6 +164,7 @@ fn run_lane(lane: Lane, on_all_written: &dyn Fn()) -> Result<LaneEnd> {
         tls,
         progress,
         node: node.as_deref(),
+        lane_node,
     };
     let run = match connection {
         Some(connection) => run_connection(connection, &shared, &mut replies, on_all_written)?,

@@ -33,6 +33,7 @@ pub mod control;
 pub mod encode;
 pub mod engine;
 pub mod handlers;
+pub mod handover;
 pub mod input;
 pub mod input_watch;
 pub mod io_error;

@@ -13,6 +13,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
+use crate::common::client::info_field;
 use crate::common::cluster::{initial_owner, tag_on_node};
 use crate::common::{Outcome, Pipeload, TestCluster, Value, slot_of, wait_until};
 
@@ -27,6 +28,8 @@ struct Input {
     half: usize,
     list: String,
     pushed: usize,
+    /// `RPUSH`es in the first half.
+    pushed_in_first_half: usize,
     sets: usize,
 }
 
@@ -35,10 +38,11 @@ impl Input {
         let list = format!("{{{list_tag}}}:sequence");
         let mut lines = Vec::new();
         let (mut pushed, mut sets) = (0, 0);
-        let mut half = 0;
+        let (mut half, mut pushed_in_first_half) = (0, 0);
         for index in 0..commands {
             if index == commands / 2 {
                 half = lines.len();
+                pushed_in_first_half = pushed;
             }
             match index % 5 {
                 4 => {
@@ -56,6 +60,7 @@ impl Input {
             half,
             list,
             pushed,
+            pushed_in_first_half,
             sets,
         }
     }
@@ -254,4 +259,110 @@ fn slots_migrated_to_a_node_added_mid_load_are_followed() {
     );
     assert_eq!(cluster.owner_of_key(&input.list), added);
     assert_everything_loaded(&cluster, &input, &outcome);
+}
+
+#[test]
+fn a_node_removed_after_its_slots_moved_away_ends_quietly() {
+    let mut cluster = TestCluster::start();
+    let added = cluster.add_node();
+    // The new node takes a range of node 2's slots before the load.
+    let moved: Vec<u16> = (15_000..15_100).collect();
+    for &slot in &moved {
+        cluster.migrate_slot(slot, 2, added);
+    }
+    let input = Input::new(200_000, &tag_on_node("scalein", 0));
+    // `--retry`: commands written to the node as it went (the slot map
+    // still named it) are handed to the new owners of their slots.
+    let outcome = load_with_change(
+        Pipeload::new()
+            .args(["-c", "--json", "--retry", "3"])
+            .port(cluster.port(0)),
+        &input,
+        || list_length(&cluster, &input.list) == input.pushed_in_first_half as i64,
+        || {
+            for &slot in &moved {
+                cluster.migrate_slot(slot, added, 2);
+            }
+            cluster.remove_node(added);
+        },
+    );
+    outcome.assert_code(0);
+    let text = outcome.stdout_text();
+    outcome
+        .check(text.contains("\"completed\":true"), "completed")
+        .check(text.contains("\"errors\":0,"), "no errors")
+        .check(
+            cluster_event(&outcome, "nodes_lost") == 1,
+            "the removed node was lost",
+        );
+    assert_everything_loaded(&cluster, &input, &outcome);
+}
+
+/// `master_repl_offset` of a primary, or the offset a replica has
+/// processed (`slave_repl_offset`).
+fn replication_offset(cluster: &TestCluster, node: usize, field: &str) -> Option<i64> {
+    let info = cluster.client(node).info("replication");
+    info_field(&info, field).and_then(|offset| offset.parse().ok())
+}
+
+#[test]
+fn a_primary_killed_mid_load_is_replaced_by_its_replica_under_retry() {
+    let cluster = TestCluster::start_with_replicas();
+    let killed = 1;
+    let input = Input::new(300_000, &tag_on_node("killed", killed));
+    let replica = cluster.replica_for(killed).expect("node 1 has a replica");
+    let outcome = load_with_change(
+        Pipeload::new()
+            .args(["-c", "--json", "--retry", "3"])
+            .port(cluster.port(0)),
+        &input,
+        // Replication is asynchronous: what the primary acknowledged and
+        // its replica had not received yet dies with it, whatever the
+        // client. The kill waits until the replica has it all.
+        || {
+            list_length(&cluster, &input.list) == input.pushed_in_first_half as i64
+                && replication_offset(&cluster, killed, "master_repl_offset")
+                    == replication_offset(&cluster, replica, "slave_repl_offset")
+        },
+        || {
+            cluster.kill_primary(killed);
+        },
+    );
+    outcome.assert_code(0);
+    let text = outcome.stdout_text();
+    outcome
+        .check(text.contains("\"completed\":true"), "completed")
+        .check(text.contains("\"errors\":0,"), "no errors")
+        .check(
+            cluster_event(&outcome, "nodes_lost") == 1,
+            "the killed primary was lost",
+        )
+        .check(
+            cluster_event(&outcome, "nodes_added") == 1,
+            "its replica was added",
+        );
+    assert_eq!(cluster.owner_of_key(&input.list), replica);
+    assert_everything_loaded(&cluster, &input, &outcome);
+}
+
+#[test]
+fn without_retry_a_killed_primary_stops_the_load_with_an_exact_resume_point() {
+    let cluster = TestCluster::start_with_replicas();
+    let killed = 2;
+    let input = Input::new(100_000, &tag_on_node("stopped", killed));
+    let outcome = load_with_change(
+        Pipeload::new().arg("-c").port(cluster.port(0)),
+        &input,
+        || list_length(&cluster, &input.list) == input.pushed_in_first_half as i64,
+        || {
+            cluster.kill_primary(killed);
+        },
+    );
+    // Everything before the resume point is on the survivors or was on
+    // the killed node before it died (its replica has it now).
+    let acknowledged = outcome.assert_stopped(1);
+    outcome.check(
+        acknowledged as usize * 2 >= input.lines.iter().filter(|&&b| b == b'\n').count(),
+        "the whole first half is acknowledged",
+    );
 }

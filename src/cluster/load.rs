@@ -26,6 +26,7 @@ use crate::config::{Config, Endpoint};
 use crate::conn::Connection;
 use crate::engine::{BATCH_CHANNEL_CAPACITY, JoiningLanes, Lane, LoadStart, run_lanes, start_load};
 use crate::handlers::errors::ErrorsFile;
+use crate::handover::LaneNode;
 use crate::input::OpenSource;
 use crate::replies::{Replies, ReplyContext};
 use crate::retry;
@@ -101,6 +102,10 @@ pub fn load_cluster(
             tls,
             progress: counters.as_deref(),
             node: Some(address.to_text()),
+            lane_node: Some(LaneNode {
+                index: request.node,
+                loss: &links,
+            }),
             replies: Replies::new(ReplyContext {
                 source_names: names,
                 stop,

@@ -26,22 +26,34 @@ pub mod slot;
 pub mod topology;
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 
+use crate::batch::InFlight;
 use crate::batch::{Batch, CommandKind, Expect};
 use crate::config::{Config, Endpoint};
 use crate::conn;
+use crate::control::{Value, query};
 use crate::encode::command_bytes;
+use crate::handover::NodeLoss;
 use crate::route::NewLane;
 use crate::summary::{ClusterEvents, report};
 use crate::tls::TlsConfig;
 use outstanding::Outstanding;
 use slot::SlotOrder;
-use topology::{NodeAddress, Topology};
+use topology::{NodeAddress, SlotRange, Topology};
+
+/// A node asked about the layout must answer a connection within this.
+const LAYOUT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `cluster-node-timeout` when a node will not say (the server's default).
+const DEFAULT_NODE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Beyond twice the node timeout, what a replica's election may take.
+const PROMOTION_MARGIN: Duration = Duration::from_secs(5);
 
 /// Resends of `TRYAGAIN`/`CLUSTERDOWN` answers allowed in one load, so a
 /// cluster that stays down ends the load instead of looping.
@@ -68,6 +80,9 @@ pub struct ClusterLinks<'a> {
     redirects_followed: AtomicU64,
     layout_refreshes: AtomicU64,
     nodes_added: AtomicU64,
+    nodes_lost: AtomicU64,
+    /// How long a lost primary's promotion is waited for, once asked.
+    promotion_wait: OnceLock<Duration>,
     /// The input position (`Batch::seq`) of the first command whose
     /// redirect could not be followed; `u64::MAX`: none.
     first_unfollowed: AtomicU64,
@@ -125,6 +140,8 @@ impl<'a> ClusterLinks<'a> {
             redirects_followed: AtomicU64::new(0),
             layout_refreshes: AtomicU64::new(0),
             nodes_added: AtomicU64::new(0),
+            nodes_lost: AtomicU64::new(0),
+            promotion_wait: OnceLock::new(),
             first_unfollowed: AtomicU64::new(u64::MAX),
         };
         {
@@ -192,7 +209,7 @@ impl<'a> ClusterLinks<'a> {
             redirects_followed: self.redirects_followed.load(Ordering::Relaxed),
             layout_refreshes: self.layout_refreshes.load(Ordering::Relaxed),
             nodes_added: self.nodes_added.load(Ordering::Relaxed),
-            nodes_lost: 0,
+            nodes_lost: self.nodes_lost.load(Ordering::Relaxed),
         }
     }
 
@@ -211,6 +228,44 @@ impl<'a> ClusterLinks<'a> {
         Redirect::NotARedirect
     }
 
+    /// The layout as the node at `address` sees it (`Ok(None)`: it is
+    /// not in cluster mode).
+    fn layout_from(&self, address: &NodeAddress) -> anyhow::Result<Option<Vec<SlotRange>>> {
+        let mut connection = conn::connect(&self.config_for(address), self.tls, None)?;
+        topology::read_layout(&mut connection.stream, &address.host, self.tls.is_some())
+    }
+
+    /// The load's settings, to connect to the node at `address` for a
+    /// question about the layout (the connection attempt bounded).
+    fn config_for(&self, address: &NodeAddress) -> Config {
+        Config {
+            endpoint: Endpoint::Tcp {
+                host: address.host.clone(),
+                port: address.port,
+            },
+            connect_timeout: Some(
+                self.config
+                    .connect_timeout
+                    .map_or(LAYOUT_CONNECT_TIMEOUT, |timeout| {
+                        timeout.min(LAYOUT_CONNECT_TIMEOUT)
+                    }),
+            ),
+            ..self.config.clone()
+        }
+    }
+
+    /// Points every slot of `ranges` at its owner; a node not known yet
+    /// gets a lane.
+    fn apply_layout(&self, ranges: Vec<SlotRange>) {
+        for (first, last, address) in ranges {
+            let (node, _) = self.node_at(&address);
+            for slot in first..=last.min(slot::SLOT_COUNT - 1) {
+                self.topology.slots.set_owner(slot as u16, node);
+            }
+        }
+        self.layout_refreshes.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Reads the layout again from the node at `from` (one that just took
     /// over slots) and points every slot at its owner; a node not known
     /// yet gets a lane. Another reader already doing it is enough. A
@@ -219,36 +274,20 @@ impl<'a> ClusterLinks<'a> {
         let Ok(_refreshing) = self.refreshing.try_lock() else {
             return;
         };
-        let config = Config {
-            endpoint: Endpoint::Tcp {
-                host: from.host.clone(),
-                port: from.port,
-            },
-            ..self.config.clone()
-        };
-        let layout = conn::connect(&config, self.tls, None)
-            .map_err(anyhow::Error::from)
-            .and_then(|mut connection| {
-                topology::read_layout(&mut connection.stream, &from.host, self.tls.is_some())
-            });
-        let ranges = match layout {
-            Ok(Some(ranges)) => ranges,
-            Ok(None) => return,
-            Err(error) => {
-                report(&format!(
-                    "pipeload: {}: cannot read the cluster layout again ({error:#}): following redirects one by one",
-                    from.to_text()
-                ));
-                return;
-            }
-        };
-        for (first, last, address) in ranges {
-            let (node, _) = self.node_at(&address);
-            for slot in first..=last.min(slot::SLOT_COUNT - 1) {
-                self.topology.slots.set_owner(slot as u16, node);
-            }
+        match self.layout_from(from) {
+            Ok(Some(ranges)) => self.apply_layout(ranges),
+            Ok(None) => {}
+            Err(error) => report(&format!(
+                "pipeload: {}: cannot read the cluster layout again ({error:#}): following redirects one by one",
+                from.to_text()
+            )),
         }
-        self.layout_refreshes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Where a command that is routed by no slot goes now: the owner of
+    /// slot 0.
+    fn keyless_owner(&self) -> usize {
+        self.topology.slots.owner(0)
     }
 
     pub fn settled(&self, commands: usize) {
@@ -348,5 +387,105 @@ impl<'a> ClusterLinks<'a> {
                 self.unfollowed(batch, index)
             }
         }
+    }
+}
+
+impl NodeLoss for ClusterLinks<'_> {
+    fn moved_away(&self, node: usize) -> bool {
+        let Some(lost) = self.topology.address(node) else {
+            return false;
+        };
+        let others: Vec<NodeAddress> = self
+            .topology
+            .nodes()
+            .iter()
+            .filter(|address| **address != lost)
+            .cloned()
+            .collect();
+        // The first other node that answers says how things stand.
+        let Some(ranges) = others
+            .iter()
+            .find_map(|address| self.layout_from(address).ok().flatten())
+        else {
+            return false;
+        };
+        let covered: usize = ranges
+            .iter()
+            .map(|(first, last, _)| (last + 1).saturating_sub(*first))
+            .sum();
+        // Still the lost node's, or not yet anyone's (a failover under way).
+        if ranges.iter().any(|(_, _, owner)| *owner == lost) || covered < slot::SLOT_COUNT {
+            return false;
+        }
+        self.apply_layout(ranges);
+        true
+    }
+
+    fn promotion_wait(&self) -> Duration {
+        *self.promotion_wait.get_or_init(|| {
+            let asked = self.topology.nodes().clone();
+            let node_timeout = asked
+                .iter()
+                .find_map(|address| self.node_timeout_of(address))
+                .unwrap_or(DEFAULT_NODE_TIMEOUT);
+            node_timeout.saturating_mul(2) + PROMOTION_MARGIN
+        })
+    }
+
+    fn forward(&self, commands: Vec<InFlight>) {
+        for held in commands {
+            let mut by_owner: Vec<(usize, Batch)> = Vec::new();
+            for index in held.first..held.end {
+                let slot = held.batch.slot(index);
+                let owner = slot.map_or_else(
+                    || self.keyless_owner(),
+                    |slot| self.topology.slots.owner(slot),
+                );
+                let at = match by_owner.iter().position(|(node, _)| *node == owner) {
+                    Some(at) => at,
+                    None => {
+                        by_owner.push((owner, Batch::routed_from(&held.batch)));
+                        by_owner.len() - 1
+                    }
+                };
+                by_owner[at].1.push_copy(&held.batch, index, None, slot);
+            }
+            for (owner, batch) in by_owner {
+                let count = batch.commands.len();
+                let first = batch.seq(0);
+                let sent = match self.lanes().redirects.get(owner) {
+                    Some(lane) => lane.send(batch).is_ok(),
+                    None => false,
+                };
+                // Its lane has ended: the commands stay unsettled.
+                if !sent {
+                    self.settled(count);
+                    self.first_unfollowed.fetch_min(first, Ordering::SeqCst);
+                }
+            }
+        }
+    }
+
+    fn node_lost(&self, _node: usize) {
+        self.nodes_lost.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl ClusterLinks<'_> {
+    /// The `cluster-node-timeout` of the node at `address`, if it says.
+    fn node_timeout_of(&self, address: &NodeAddress) -> Option<Duration> {
+        let mut connection = conn::connect(&self.config_for(address), self.tls, None).ok()?;
+        let reply = query(
+            &mut connection.stream,
+            &[b"CONFIG", b"GET", b"cluster-node-timeout"],
+        )
+        .ok()?;
+        let milliseconds = reply
+            .as_array()?
+            .get(1)
+            .and_then(Value::as_bytes)
+            .and_then(|value| std::str::from_utf8(value).ok())
+            .and_then(|value| value.parse::<u64>().ok())?;
+        Some(Duration::from_millis(milliseconds))
     }
 }
