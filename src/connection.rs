@@ -160,6 +160,10 @@ pub(crate) fn run_connection(
     let mut resend = Vec::new();
     let mut attempts = Attempts::new(config.retry);
     let mut outage: Option<Outage> = None;
+    // A cluster's primary may be failing over: its slots are waited for as
+    // long as a promotion may take, from the start of the outage, even
+    // after the attempts are used up.
+    let mut promotion_deadline: Option<Instant> = None;
     loop {
         let (written, session) = run_session(stream, resend, shared, replies, on_all_written)?;
         run.bytes_sent += written.bytes_sent;
@@ -211,8 +215,11 @@ pub(crate) fn run_connection(
         {
             outage = Some(Outage::begin(acknowledged, &resend));
             attempts = Attempts::new(config.retry);
+            promotion_deadline = shared
+                .lane_node
+                .map(|lane_node| Instant::now() + lane_node.loss.promotion_wait());
         }
-        match reconnect(shared, replies.replay(), &mut attempts) {
+        match reconnect(shared, replies.replay(), &mut attempts, promotion_deadline) {
             Ok(reconnected) => {
                 run.reconnects += 1;
                 if let (Some(known), Some(now)) = (&run_id, &reconnected.run_id)
@@ -353,20 +360,18 @@ const PROMOTION_POLL: Duration = Duration::from_millis(250);
 
 /// Connects again after a lost connection, pausing before each attempt
 /// (100 ms, doubling, at most 5 s). Fails once `--retry` attempts are used
-/// up for this outage, or when a stop is requested.
+/// up for this outage (and, for a cluster's primary, `promotion_deadline`
+/// has passed), or when a stop is requested; a primary whose slots moved
+/// away meanwhile is not reconnected (`SlotsMovedAway`).
 fn reconnect(
     shared: &SessionShared,
     replay: &SessionReplay,
     attempts: &mut Attempts,
+    promotion_deadline: Option<Instant>,
 ) -> Result<Connection, ConnectionFailure> {
     let SessionShared {
         config, tls, stop, ..
     } = *shared;
-    // A cluster's primary may be failing over: its slots are waited for as
-    // long as a promotion may take, even after the attempts are used up.
-    let promotion_deadline = shared
-        .lane_node
-        .map(|lane_node| Instant::now() + lane_node.loss.promotion_wait());
     loop {
         let mut counted = true;
         let pause = match attempts.next_pause() {

@@ -434,10 +434,17 @@ impl TestCluster {
     /// been promoted and every live node sees it serving the slots (about
     /// `cluster-node-timeout` plus the election). Returns the replica.
     pub fn kill_primary(&self, primary: usize) -> usize {
+        self.kill_node(primary);
+        self.wait_for_promotion(primary)
+    }
+
+    /// After [`kill_node`](TestCluster::kill_node) of primary `primary`:
+    /// waits until its replica has been promoted and every live node sees
+    /// it serving the slots. Returns the replica.
+    pub fn wait_for_promotion(&self, primary: usize) -> usize {
         let replica = self
             .replica_for(primary)
             .unwrap_or_else(|| panic!("primary {primary} has no replica"));
-        self.kill_node(primary);
         self.promoted(replica, primary);
         replica
     }

@@ -351,6 +351,10 @@ impl<'a> ClusterLinks<'a> {
                 self.redirects_followed.fetch_add(1, Ordering::Relaxed);
                 target
             }
+            // With `--retry` a cluster that is down (a failover under way)
+            // is waited for as a lost connection is: the reader ends the
+            // session (handlers::redirect).
+            b"CLUSTERDOWN" if self.config.retry > 0 => return Redirect::NotARedirect,
             b"TRYAGAIN" | b"CLUSTERDOWN" => {
                 if self.transient_resends.fetch_add(1, Ordering::Relaxed) >= MAX_TRANSIENT_RESENDS {
                     return self.unfollowed(batch, index);
