@@ -1,7 +1,8 @@
 //! Cluster loads through changes of the cluster's layout: a replica taking
 //! over its primary (`CLUSTER FAILOVER`), a node added mid-load and slots
-//! migrated to it, a node removed after its slots moved away, and a
-//! primary killed (`kill -9`) under `--retry`. Each test starts its own
+//! migrated to it, a node removed after its slots moved away, a primary
+//! killed (`kill -9`) with and without `--retry`, and a redirect to a node
+//! that cannot be reached (never a complete load). Each test starts its own
 //! cluster (`TestCluster`), feeds the input in two halves and changes the
 //! layout between them (so the second half always meets a stale slot map),
 //! then checks every key on its owner and an `RPUSH` sequence in order.
@@ -387,5 +388,57 @@ fn without_retry_a_killed_primary_stops_the_load_with_an_exact_resume_point() {
             "acknowledged but missing: {:?}",
             &missing[..missing.len().min(10)]
         ),
+    );
+}
+
+#[test]
+fn a_redirect_to_a_node_that_cannot_be_reached_never_reads_complete() {
+    let mut cluster = TestCluster::start();
+    // Only the slot that moves goes unserved: the rest of the cluster
+    // keeps answering (no CLUSTERDOWN for the whole load).
+    for node in cluster.live_nodes() {
+        cluster
+            .client(node)
+            .ok(&["CONFIG", "SET", "cluster-require-full-coverage", "no"]);
+    }
+    let input = Input::new(60_000, &tag_on_node("unreachable", 2));
+    let list_slot = slot_of(input.list.as_bytes());
+    // Without slots, so not in the layout pipeload reads at the start.
+    let added = cluster.add_node();
+    let cluster = cluster;
+    let outcome = load_with_change(
+        Pipeload::new().args(["-c", "--json"]).port(cluster.port(0)),
+        &input,
+        || list_length(&cluster, &input.list) == input.pushed_in_first_half as i64,
+        || {
+            // The list's slot moves to the new node, which then dies before
+            // pipeload ever reaches it: its `MOVED` cannot be followed.
+            cluster.migrate_slot(list_slot, 2, added);
+            cluster.kill_node(added);
+        },
+    );
+    let text = outcome.stdout_text();
+    outcome
+        .assert_code(1)
+        .check(text.contains("\"completed\":false"), "not complete");
+    // The first command of the second half is an RPUSH… or a SET: the
+    // resume point is before the first command sent to the moved slot.
+    let resume: usize = text
+        .split("\"resume_skip\":")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|skip| skip.parse().ok())
+        .unwrap_or_else(|| outcome.fail("no resume_skip"));
+    let commands: Vec<&[u8]> = input.lines.split(|&byte| byte == b'\n').collect();
+    let first_moved = commands
+        .iter()
+        .enumerate()
+        .skip(commands.len() / 2)
+        .find(|(_, line)| line.starts_with(b"RPUSH"))
+        .map(|(index, _)| index)
+        .unwrap_or(commands.len());
+    outcome.check(
+        resume <= first_moved,
+        format!("resume point {resume} must be at or before command {first_moved}, the first to the moved slot"),
     );
 }
