@@ -274,3 +274,79 @@ fn slots_reply_ranges(slots: Value, seed_host: &str) -> Result<Vec<SlotRange>> {
     }
     Ok(ranges)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::parse;
+
+    #[test]
+    fn a_redirect_names_its_node_in_every_form() {
+        let parse_address = |text: &[u8]| NodeAddress::parse(text, "10.0.0.5");
+        let node = |host: &str, port| {
+            Some(NodeAddress {
+                host: host.to_owned(),
+                port,
+            })
+        };
+        assert_eq!(parse_address(b"127.0.0.1:7001"), node("127.0.0.1", 7001));
+        assert_eq!(parse_address(b"[::1]:7002"), node("::1", 7002));
+        assert_eq!(
+            parse_address(b"redis-3.internal:6379"),
+            node("redis-3.internal", 6379)
+        );
+        // No host: the node that answered.
+        assert_eq!(parse_address(b":7003"), node("10.0.0.5", 7003));
+        assert_eq!(parse_address(b"127.0.0.1"), None);
+        assert_eq!(parse_address(b"127.0.0.1:port"), None);
+        assert_eq!(parse_address(b"127.0.0.1:70000"), None);
+        assert_eq!(parse_address(b"\xff:1"), None);
+        assert_eq!(
+            parse_address(b"[::1]:7002").map(|address| address.to_text()),
+            Some("[::1]:7002".to_owned())
+        );
+    }
+
+    /// One shard of `CLUSTER SHARDS`: slots 0–99, its nodes as (role,
+    /// port, health).
+    fn shard(nodes: &[(&str, u16, &str)]) -> Vec<u8> {
+        let mut reply = b"*4\r\n$5\r\nslots\r\n*2\r\n:0\r\n:99\r\n$5\r\nnodes\r\n".to_vec();
+        reply.extend(format!("*{}\r\n", nodes.len()).bytes());
+        for (role, port, health) in nodes {
+            reply.extend(
+                format!(
+                    "*8\r\n$2\r\nip\r\n$9\r\n127.0.0.1\r\n$4\r\nport\r\n:{port}\r\n\
+                     $4\r\nrole\r\n${}\r\n{role}\r\n$6\r\nhealth\r\n${}\r\n{health}\r\n",
+                    role.len(),
+                    health.len()
+                )
+                .bytes(),
+            );
+        }
+        reply
+    }
+
+    #[test]
+    fn after_a_failover_the_online_primary_owns_the_shard() {
+        // The failed primary may still be listed as one, before its
+        // promoted replica.
+        let mut reply = b"*1\r\n".to_vec();
+        reply.extend(shard(&[
+            ("master", 7000, "fail"),
+            ("master", 7003, "online"),
+        ]));
+        let shards = parse(&reply).unwrap();
+        let ranges = shards_reply_ranges(&shards, "127.0.0.1", false).unwrap();
+        assert_eq!(ranges.len(), 1);
+        assert_eq!((ranges[0].0, ranges[0].1, ranges[0].2.port), (0, 99, 7003));
+        // A shard whose only primary is failed still names it.
+        let mut reply = b"*1\r\n".to_vec();
+        reply.extend(shard(&[
+            ("master", 7000, "fail"),
+            ("replica", 7003, "online"),
+        ]));
+        let shards = parse(&reply).unwrap();
+        let ranges = shards_reply_ranges(&shards, "127.0.0.1", false).unwrap();
+        assert_eq!(ranges[0].2.port, 7000);
+    }
+}
