@@ -421,6 +421,27 @@ mod tests {
     }
 
     #[test]
+    fn cluster_events_are_null_outside_a_cluster_and_a_line_when_any_happened() {
+        let mut outcome = Outcome::default();
+        assert!(outcome.to_json().contains("\"cluster\":null,\"nodes\":[]"));
+        outcome.cluster = Some(ClusterEvents::default());
+        assert!(outcome.to_json().contains(
+            "\"cluster\":{\"redirects_followed\":0,\"layout_refreshes\":0,\"nodes_added\":0,\"nodes_lost\":0}"
+        ));
+        assert_eq!(ClusterEvents::default().line(), None);
+        let events = ClusterEvents {
+            redirects_followed: 12,
+            layout_refreshes: 1,
+            nodes_added: 1,
+            nodes_lost: 1,
+        };
+        assert_eq!(
+            events.line().as_deref(),
+            Some("cluster: 12 redirects followed, 1 layout refreshes, 1 nodes added, 1 nodes lost")
+        );
+    }
+
+    #[test]
     fn error_log_keeps_the_first_and_counts_the_rest() {
         let log = ErrorLog::new(Some(2));
         for index in 0..15 {
