@@ -148,10 +148,7 @@ impl<'a> Router<'a> {
                 Route::EveryPrimary => {
                     let owning = self.topology.owning_nodes();
                     for (nth, &node) in owning.iter().enumerate() {
-                        self.take_on(node, &mut split);
-                        if node >= split.len() {
-                            continue;
-                        }
+                        let node = self.take_on(node, &mut split);
                         // One reply counts for the input's one command; a
                         // command no node answers (CLIENT REPLY OFF) is
                         // sent as it is everywhere.
@@ -189,23 +186,35 @@ impl<'a> Router<'a> {
         Ok(())
     }
 
-    /// Makes sure the router can send to `node` (one found mid-load) and
-    /// `split` has a batch for it.
-    fn take_on(&mut self, node: usize, split: &mut Vec<Batch>) {
+    /// `node` as an index into `split`: a node found mid-load is taken on
+    /// first (its channel, a batch of its own in `split`). Every node the
+    /// slot map names has its channel waiting (`ClusterLinks` opens it
+    /// before it names the node), so the last-node fallback is never used.
+    #[inline]
+    fn take_on(&mut self, node: usize, split: &mut Vec<Batch>) -> usize {
+        if node < split.len() {
+            return node;
+        }
+        self.take_on_new(node, split)
+    }
+
+    #[inline(never)]
+    fn take_on_new(&mut self, node: usize, split: &mut Vec<Batch>) -> usize {
         if node >= self.nodes.len() {
             self.nodes.extend(self.links.take_router_channels());
         }
-        while split.len() <= node.min(self.nodes.len().saturating_sub(1)) {
+        let node = node.min(self.nodes.len().saturating_sub(1));
+        while split.len() <= node {
             let fresh = Batch::routed_from(&split[0]);
             split.push(fresh);
         }
+        node
     }
 
     /// Where a keyless command goes: the owner of slot 0, a primary now.
     fn keyless_node(&mut self, split: &mut Vec<Batch>) -> usize {
         let node = self.topology.slots.owner(0);
-        self.take_on(node, split);
-        node.min(self.nodes.len().saturating_sub(1))
+        self.take_on(node, split)
     }
 
     /// The node a command of `slot` goes to: its owner, but only once no
@@ -214,8 +223,7 @@ impl<'a> Router<'a> {
     /// which may hold such commands.
     fn node_for(&mut self, slot: u16, split: &mut Vec<Batch>, stop: &Stop) -> Result<usize, ()> {
         let owner = self.topology.slots.owner(slot);
-        self.take_on(owner, split);
-        let owner = owner.min(self.nodes.len().saturating_sub(1));
+        let owner = self.take_on(owner, split);
         let at = usize::from(slot);
         let routed = self.routed[at];
         if self.routed_to[at].is_some_and(|last| last != owner)
