@@ -11,12 +11,13 @@
 //! unacknowledged goes to their new owners, and the lane forwards what it
 //! is still given until the load ends.
 
+use std::convert::Infallible;
 use std::fmt;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use crossbeam_channel::{Receiver, select, unbounded};
+use crossbeam_channel::{Receiver, bounded, select, unbounded};
 
 use crate::batch::{Batch, Expect, InFlight};
 use crate::config::Config;
@@ -219,7 +220,13 @@ pub(crate) fn run_connection(
                 .lane_node
                 .map(|lane_node| Instant::now() + lane_node.loss.promotion_wait());
         }
-        match reconnect(shared, replies.replay(), &mut attempts, promotion_deadline) {
+        match reconnect(
+            shared,
+            replies.replay(),
+            &mut attempts,
+            promotion_deadline,
+            &mut resend,
+        ) {
             Ok(reconnected) => {
                 run.reconnects += 1;
                 if let (Some(known), Some(now)) = (&run_id, &reconnected.run_id)
@@ -320,9 +327,14 @@ fn run_session(
     let _registration = stop.register(stream.try_clone().context("cannot set up the connection")?);
     let window = Window::new(config.window);
     let (in_flight_sender, in_flight_receiver) = unbounded::<InFlight>();
+    // Dropped when the reader returns: a writer waiting for batches learns
+    // that the session failed (a cluster's writer may otherwise wait for
+    // the end of the load, and the failed command with it, for ever).
+    let (reader_returns, reader_gone) = bounded::<Infallible>(0);
     let (written, session) = thread::scope(|scope| {
         let window = &window;
         let receiver = &in_flight_receiver;
+        let reader_gone = &reader_gone;
         let writer = scope.spawn(move || {
             Writer {
                 stream: writer_stream,
@@ -332,11 +344,14 @@ fn run_session(
                 window,
                 stop,
                 progress,
+                reader_gone,
             }
             .run(resend)
         });
-        let reader =
-            scope.spawn(move || replies.run_session(stream, receiver, window, config.pipe_timeout));
+        let reader = scope.spawn(move || {
+            let _returns = reader_returns;
+            replies.run_session(stream, receiver, window, config.pipe_timeout)
+        });
         let written = writer.join();
         if let Ok(WriterOutcome {
             end: WriterEnd::InputEnded,
@@ -358,6 +373,42 @@ fn run_session(
 /// How often the layout is read while a lost primary's slots are waited for.
 const PROMOTION_POLL: Duration = Duration::from_millis(250);
 
+/// Request bytes a cluster's lost primary takes off its channel while it
+/// waits, so that the router is not held up and the other primaries go on
+/// loading: memory stays bounded, whatever the input.
+const HELD_WHILE_WAITING: usize = 32 * 1024 * 1024;
+
+/// Waits `pause` unless a stop comes first (then returns true), meanwhile
+/// taking the batches the router hands this lost primary into `held`, up
+/// to `HELD_WHILE_WAITING` bytes, after what it holds already: they are
+/// sent, in order, to wherever its commands go next.
+fn pause_holding_batches(
+    shared: &SessionShared,
+    pause: Duration,
+    held: &mut Vec<InFlight>,
+) -> bool {
+    let deadline = Instant::now() + pause;
+    let mut held_bytes: usize = held.iter().map(|part| part.bytes().len()).sum();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if held_bytes >= HELD_WHILE_WAITING {
+            return retry::pause_unless_stopped(shared.stop, left);
+        }
+        select! {
+            recv(shared.batches) -> batch => match batch {
+                Ok(batch) => {
+                    held_bytes += batch.bytes.len();
+                    held.push(InFlight::whole(std::sync::Arc::new(batch)));
+                }
+                // The input has ended: nothing more to take.
+                Err(_) => return retry::pause_unless_stopped(shared.stop, left),
+            },
+            recv(shared.stop.woken()) -> _ => return true,
+            default(left) => return shared.stop.is_requested(),
+        }
+    }
+}
+
 /// Connects again after a lost connection, pausing before each attempt
 /// (100 ms, doubling, at most 5 s). Fails once `--retry` attempts are used
 /// up for this outage (and, for a cluster's primary, `promotion_deadline`
@@ -368,6 +419,7 @@ fn reconnect(
     replay: &SessionReplay,
     attempts: &mut Attempts,
     promotion_deadline: Option<Instant>,
+    held: &mut Vec<InFlight>,
 ) -> Result<Connection, ConnectionFailure> {
     let SessionShared {
         config, tls, stop, ..
@@ -392,7 +444,11 @@ fn reconnect(
                 });
             }
         };
-        if retry::pause_unless_stopped(stop, pause) {
+        let stopped = match shared.lane_node {
+            Some(_) => pause_holding_batches(shared, pause, held),
+            None => retry::pause_unless_stopped(stop, pause),
+        };
+        if stopped {
             return Err(ConnectionFailure::StoppedReconnecting);
         }
         if let Some(lane_node) = shared.lane_node

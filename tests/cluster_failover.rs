@@ -1,8 +1,9 @@
 //! Cluster loads through changes of the cluster's layout: a replica taking
 //! over its primary (`CLUSTER FAILOVER`), a node added mid-load and slots
 //! migrated to it, a node removed after its slots moved away, a primary
-//! killed (`kill -9`) with and without `--retry`, and a redirect to a node
-//! that cannot be reached (never a complete load). Each test starts its own
+//! killed (`kill -9`) with and without `--retry` (the other primaries
+//! loading on while it is waited for), and a redirect to a node that
+//! cannot be reached (never a complete load). Each test starts its own
 //! cluster (`TestCluster`), feeds the input in two halves and changes the
 //! layout between them (so the second half always meets a stale slot map),
 //! then checks every key on its owner and an `RPUSH` sequence in order.
@@ -440,5 +441,56 @@ fn a_redirect_to_a_node_that_cannot_be_reached_never_reads_complete() {
     outcome.check(
         resume <= first_moved,
         format!("resume point {resume} must be at or before command {first_moved}, the first to the moved slot"),
+    );
+}
+
+#[test]
+fn while_a_lost_primary_is_waited_for_the_others_go_on_loading() {
+    let cluster = TestCluster::start_with_replicas();
+    // Only the lost node's slots go unserved.
+    for node in cluster.live_nodes() {
+        cluster
+            .client(node)
+            .ok(&["CONFIG", "SET", "cluster-require-full-coverage", "no"]);
+    }
+    let lost = 1;
+    let replica = cluster.replica_for(lost).expect("node 1 has a replica");
+    let input = Input::new(60_000, &tag_on_node("waiting", 0));
+    let outcome = load_with_change(
+        Pipeload::new()
+            .args(["-c", "--retry", "2"])
+            .port(cluster.port(0)),
+        &input,
+        || list_length(&cluster, &input.list) == input.pushed_in_first_half as i64,
+        // Primary and replica both: no promotion can come, and pipeload
+        // waits as long as one may take, then gives up.
+        || {
+            cluster.kill_node(lost);
+            cluster.kill_node(replica);
+        },
+    );
+    let acknowledged = outcome.assert_stopped(1) as usize;
+    // Meanwhile the second half went on to the other primaries: all of
+    // their keys are there, those after the resume point too.
+    let mut missing = Vec::new();
+    for index in 0..input.sets {
+        let key = Input::key(index);
+        let owner = cluster.owner_of_key(&key);
+        if owner != lost && cluster.get(&key) != Some(format!("value:{index}").into_bytes()) {
+            missing.push(key);
+        }
+    }
+    outcome.check(
+        missing.is_empty(),
+        format!(
+            "{} keys of the surviving primaries missing, first {:?} (resume point {acknowledged})",
+            missing.len(),
+            missing.first()
+        ),
+    );
+    let list = cluster.client(0).lrange(&input.list);
+    outcome.check(
+        list.len() == input.pushed,
+        format!("the list on node 0 has {} of {}", list.len(), input.pushed),
     );
 }
