@@ -49,6 +49,9 @@ use topology::{NodeAddress, SlotRange, Topology};
 /// A node asked about the layout must answer a connection within this.
 const LAYOUT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// … and its question within this.
+const LAYOUT_ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// `cluster-node-timeout` when a node will not say (the server's default).
 const DEFAULT_NODE_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -232,6 +235,11 @@ impl<'a> ClusterLinks<'a> {
     /// not in cluster mode).
     fn layout_from(&self, address: &NodeAddress) -> anyhow::Result<Option<Vec<SlotRange>>> {
         let mut connection = conn::connect(&self.config_for(address), self.tls, None)?;
+        // A node that takes the connection but never answers must not hold
+        // up the lane that asks.
+        connection
+            .stream
+            .set_read_timeout(Some(LAYOUT_ANSWER_TIMEOUT))?;
         topology::read_layout(&mut connection.stream, &address.host, self.tls.is_some())
     }
 
@@ -479,6 +487,10 @@ impl ClusterLinks<'_> {
     /// The `cluster-node-timeout` of the node at `address`, if it says.
     fn node_timeout_of(&self, address: &NodeAddress) -> Option<Duration> {
         let mut connection = conn::connect(&self.config_for(address), self.tls, None).ok()?;
+        connection
+            .stream
+            .set_read_timeout(Some(LAYOUT_ANSWER_TIMEOUT))
+            .ok()?;
         let reply = query(
             &mut connection.stream,
             &[b"CONFIG", b"GET", b"cluster-node-timeout"],
