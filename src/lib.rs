@@ -20,7 +20,8 @@
 //! - `engine` runs a load: the input, the connections, the summary;
 //!   `cluster` routes a cluster load to its primaries.
 //! - `connection` runs one connection: `writer` and `replies` around the
-//!   `window`, reconnecting under `--retry`.
+//!   `window`, reconnecting under `--retry`; `handover` is what it asks
+//!   when a cluster's primary is lost (the cluster answers it).
 //! - `summary` prints what `redis-cli --pipe` prints; `stop` turns signals
 //!   and `--max-errors` into an orderly stop; `progress` shows it going.
 
@@ -35,6 +36,7 @@ pub mod control;
 pub mod encode;
 pub mod engine;
 pub mod handlers;
+pub mod handover;
 pub mod input;
 pub mod input_watch;
 pub mod io_error;

@@ -8,6 +8,7 @@ mod common;
 mod bad_input;
 mod cli;
 mod cluster;
+mod cluster_failover;
 mod connection;
 mod errors;
 mod fault_injection;
