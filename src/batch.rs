@@ -46,6 +46,9 @@ pub enum Rejection {
     /// whatever its node's connection gets next, not the input's next
     /// command.
     ClientReplySkipInCluster,
+    /// A CSV, TSV or JSON Lines record the templates cannot use; the reason
+    /// is the batch's (`Batch::refusal_reason`).
+    Record,
 }
 
 impl fmt::Display for Rejection {
@@ -65,6 +68,7 @@ impl fmt::Display for Rejection {
             Rejection::ClientReplySkipInCluster => {
                 f.write_str("CLIENT REPLY SKIP is not supported in cluster mode")
             }
+            Rejection::Record => f.write_str("the record cannot be used"),
         }
     }
 }
@@ -113,6 +117,9 @@ pub struct Command {
     pub is_resp: bool,
     /// Which reply-size estimate the window counts it by.
     pub reply_class: ReplyClass,
+    /// Of a record's commands, when there are several templates: which
+    /// template made it, from 1 (0: any other command).
+    pub template: u8,
 }
 
 /// The key of a reply-size estimate: commands with one name (`GET`,
@@ -297,6 +304,10 @@ pub struct Batch {
     /// ending at `original_ends[i]`.
     pub originals: Vec<u8>,
     pub original_ends: Vec<usize>,
+    /// Why each refused record was refused (`Rejection::Record`), by
+    /// command index, in order: rare, so kept aside rather than in every
+    /// `Command`.
+    pub refusals: Vec<(usize, String)>,
 }
 
 impl Batch {
@@ -345,6 +356,7 @@ impl Batch {
             kind,
             is_resp,
             reply_class,
+            template: 0,
         });
     }
 
@@ -366,9 +378,29 @@ impl Batch {
                 .extend_from_slice(&from.bytes[from.command_range(index)]);
         }
         self.push_command(command.line_no, command.is_resp, expect, command.kind);
+        if let Some(pushed) = self.commands.last_mut() {
+            pushed.template = command.template;
+        }
         self.routed_as(from, index, slot);
         if let Some(original) = from.original(index) {
             self.push_original(original);
+        }
+        if let Some((_, reason)) = from.refusals.iter().find(|(at, _)| *at == index) {
+            let pushed = self.commands.len() - 1;
+            self.refusals.push((pushed, reason.clone()));
+        }
+    }
+
+    /// Keeps why the next command pushed, a refused record, was refused.
+    pub fn note_refusal(&mut self, reason: String) {
+        self.refusals.push((self.commands.len(), reason));
+    }
+
+    /// Why refused command `index` was refused, as messages show it.
+    pub fn refusal_reason(&self, index: usize, why: Rejection) -> String {
+        match self.refusals.iter().find(|(at, _)| *at == index) {
+            Some((_, reason)) => reason.clone(),
+            None => why.to_string(),
         }
     }
 
@@ -487,6 +519,9 @@ impl Batch {
         let mut details = Vec::new();
         if command.is_resp {
             details.push(format!("command {}", self.command_no(index)));
+        }
+        if command.template > 0 {
+            details.push(format!("template {}", command.template));
         }
         if let Some(element) = exec_element {
             details.push(format!("EXEC element {}", element + 1));

@@ -17,9 +17,10 @@ use clap::{ArgAction, CommandFactory, Parser, ValueEnum};
 use clap_complete::Shell;
 
 use crate::config::{
-    Config, Credentials, Endpoint, Format, IpFamily, RepliesFormat, RepliesOptions, RepliesTarget,
-    Source, TlsOptions,
+    Config, Credentials, Endpoint, FieldNames, Format, IpFamily, RecordOptions, RepliesFormat,
+    RepliesOptions, RepliesTarget, Source, TlsOptions,
 };
+use crate::input::template::compile_all;
 use crate::window::WindowLimits;
 
 /// What the command line asks for.
@@ -64,6 +65,12 @@ enum FormatArg {
     Text,
     /// Every command must be a RESP array.
     Resp,
+    /// CSV records, made into commands by --template
+    Csv,
+    /// Tab-separated records, made into commands by --template
+    Tsv,
+    /// One JSON object per line, made into commands by --template
+    Jsonl,
 }
 
 impl From<FormatArg> for Format {
@@ -72,6 +79,9 @@ impl From<FormatArg> for Format {
             FormatArg::Auto => Format::Auto,
             FormatArg::Text => Format::Text,
             FormatArg::Resp => Format::Resp,
+            FormatArg::Csv => Format::Csv,
+            FormatArg::Tsv => Format::Tsv,
+            FormatArg::Jsonl => Format::Jsonl,
         }
     }
 }
@@ -104,6 +114,8 @@ Examples:
   pipeload -u redis://loader:secret@127.0.0.1:6379/2 data.txt
   pipeload --tls -h my.redis.example -p 6380 -a secret data.txt
   pipeload --emit-resp data.txt > data.resp
+  pipeload --format csv --template 'HSET user:{id} {*}' --template 'SADD users {id}' users.csv
+  pipeload --format jsonl --template 'JSON.SET doc:{id} $ {.}' docs.jsonl
   pipeload --replies - --replies-format json gets.txt | jq -r .reply";
 
 #[derive(Debug, Parser)]
@@ -226,6 +238,26 @@ struct Flags {
     /// Write the input's commands as RESP to stdout instead of sending them
     #[arg(long, help_heading = "Loading")]
     emit_resp: bool,
+
+    /// With --format csv|tsv|jsonl: the command each record gives, written
+    /// like a text line, {field} standing for a field's bytes ({0} by
+    /// position, {a.b} a JSON path, {field:-default}, {*} every field as
+    /// name/value pairs, {.} the record as JSON, {{ and }} braces); repeat
+    /// for several commands per record
+    #[arg(long, value_name = "TEMPLATE", help_heading = "Records")]
+    template: Vec<String>,
+
+    /// CSV field delimiter, one character (default ',' for csv, tab for tsv)
+    #[arg(long, value_name = "CHAR", help_heading = "Records")]
+    delimiter: Option<String>,
+
+    /// CSV/TSV: the first row is data, fields go by position ({0}, {1}…)
+    #[arg(long, conflicts_with = "fields", help_heading = "Records")]
+    no_header: bool,
+
+    /// CSV/TSV: the field names, comma-separated; the first row is data
+    #[arg(long, value_name = "NAMES", help_heading = "Records")]
+    fields: Option<String>,
 
     /// Skip the first N commands of the input (resume a stopped load with
     /// the value it printed)
@@ -478,6 +510,7 @@ fn config_from_flags(flags: Flags, env_password: Option<String>) -> Result<Confi
         pipe_timeout,
         tls,
         format: flags.format.into(),
+        records: record_options(&flags)?,
         emit_resp: flags.emit_resp,
         sources,
         window: WindowLimits::default(),
@@ -494,6 +527,108 @@ fn config_from_flags(flags: Flags, env_password: Option<String>) -> Result<Confi
             (_, true) => Some(false),
             _ => None,
         },
+    })
+}
+
+/// The record flags (`--format csv|tsv|jsonl`, `--template`, `--delimiter`,
+/// `--no-header`, `--fields`), checked together: the templates compile and
+/// name only fields that can exist.
+fn record_options(flags: &Flags) -> Result<RecordOptions> {
+    let format = Format::from(flags.format);
+    if !format.is_records() {
+        let given = [
+            ("--template", !flags.template.is_empty()),
+            ("--delimiter", flags.delimiter.is_some()),
+            ("--no-header", flags.no_header),
+            ("--fields", flags.fields.is_some()),
+        ];
+        if let Some((flag, _)) = given.iter().find(|(_, given)| *given) {
+            bail!("{flag} needs --format csv, tsv or jsonl");
+        }
+        return Ok(RecordOptions::default());
+    }
+    let name = match format {
+        Format::Tsv => "tsv",
+        Format::Jsonl => "jsonl",
+        _ => "csv",
+    };
+    if flags.template.is_empty() {
+        bail!(
+            "--format {name} needs --template, the command each record gives: for example \
+             --format {name} --template 'HSET user:{{id}} {{*}}' --template 'SADD users {{id}}'"
+        );
+    }
+    if format == Format::Jsonl
+        && let Some(flag) = [
+            ("--delimiter", flags.delimiter.is_some()),
+            ("--no-header", flags.no_header),
+            ("--fields", flags.fields.is_some()),
+        ]
+        .iter()
+        .find_map(|(flag, given)| given.then_some(flag))
+    {
+        bail!("{flag} is for --format csv or tsv");
+    }
+    let templates = compile_all(&flags.template)?;
+    let names = match (&flags.fields, flags.no_header) {
+        (Some(names), _) => FieldNames::Given(
+            names
+                .split(',')
+                .map(|name| name.trim().to_owned())
+                .collect(),
+        ),
+        (None, true) => FieldNames::Positions,
+        (None, false) => FieldNames::HeaderRow,
+    };
+    for template in &templates {
+        let known = match &names {
+            FieldNames::Given(given) => Some(given),
+            FieldNames::Positions => None,
+            FieldNames::HeaderRow => continue,
+        };
+        if let Some(needs) = template.needs_names()
+            && known.is_none()
+        {
+            bail!(
+                "--template '{}': {needs} needs field names (a header row or --fields), not --no-header",
+                template.text
+            );
+        }
+        for field in template.fields() {
+            let named = match known {
+                _ if field.position().is_some() => true,
+                Some(given) => given.contains(&field.name),
+                None => false,
+            };
+            if !named {
+                let reason = match known {
+                    Some(given) => {
+                        format!("--fields has no '{}' ({})", field.name, given.join(","))
+                    }
+                    None => format!(
+                        "no field '{}': with --no-header, fields go by position ({{0}}, {{1}}…)",
+                        field.name
+                    ),
+                };
+                bail!("--template '{}': {reason}", template.text);
+            }
+        }
+    }
+    let delimiter = match (flags.delimiter.as_deref(), format) {
+        (None, Format::Tsv) => b'\t',
+        (None, _) => b',',
+        (Some("\\t" | "tab" | "\t"), _) => b'\t',
+        (Some(text), _) => match text.as_bytes() {
+            [byte] if !matches!(byte, b'"' | b'\n' | b'\r') && byte.is_ascii() => *byte,
+            _ => bail!(
+                "--delimiter takes one ASCII character other than a quote or a line end (or '\\t'), got '{text}'"
+            ),
+        },
+    };
+    Ok(RecordOptions {
+        templates: flags.template.clone(),
+        delimiter,
+        names,
     })
 }
 
@@ -813,6 +948,88 @@ mod tests {
             error.contains("Usage: pipeload [OPTIONS] [FILE]..."),
             "{error}"
         );
+    }
+
+    #[test]
+    fn record_flags_become_record_options() {
+        let records = |args: &[&str]| config(args).map(|config| config.records);
+        let tsv = records(&[
+            "--format",
+            "tsv",
+            "--template",
+            "SET {0} {1}",
+            "--no-header",
+        ])
+        .unwrap();
+        assert_eq!((tsv.delimiter, tsv.names), (b'\t', FieldNames::Positions));
+        let semicolon = records(&[
+            "--format",
+            "csv",
+            "--template",
+            "SET {a} x",
+            "--delimiter",
+            ";",
+        ]);
+        assert_eq!(semicolon.unwrap().delimiter, b';');
+        let tab = records(&[
+            "--format",
+            "csv",
+            "--template",
+            "SET {a} x",
+            "--delimiter",
+            "\\t",
+        ]);
+        assert_eq!(tab.unwrap().delimiter, b'\t');
+        let given = records(&[
+            "--format",
+            "csv",
+            "--template",
+            "SET {a} {b}",
+            "--fields",
+            "a, b",
+        ]);
+        assert_eq!(
+            given.unwrap().names,
+            FieldNames::Given(vec!["a".into(), "b".into()])
+        );
+        for refused in [
+            &[
+                "--format",
+                "csv",
+                "--template",
+                "SET {a} x",
+                "--delimiter",
+                "ab",
+            ][..],
+            &[
+                "--format",
+                "csv",
+                "--template",
+                "SET {a} x",
+                "--delimiter",
+                "\"",
+            ],
+            &[
+                "--format",
+                "jsonl",
+                "--template",
+                "SET {a} x",
+                "--no-header",
+            ],
+            &["--format", "csv", "--no-header", "--template", "HSET k {*}"],
+            &[
+                "--format",
+                "csv",
+                "--fields",
+                "a",
+                "--template",
+                "SET {.} {b}",
+            ],
+            &["--format", "text", "--template", "SET {a} x"],
+            &["--format", "csv", "--template", "SET {a} }x"],
+        ] {
+            assert!(records(refused).is_err(), "{refused:?}");
+        }
     }
 
     #[test]

@@ -21,6 +21,43 @@ pub enum Format {
     Text,
     /// Every command must be a RESP array.
     Resp,
+    /// CSV records (RFC 4180), turned into commands by `RecordOptions`'
+    /// templates.
+    Csv,
+    /// Tab-separated records (CSV with a tab delimiter, quotes allowed).
+    Tsv,
+    /// One JSON object per line.
+    Jsonl,
+}
+
+impl Format {
+    /// Records (CSV, TSV, JSON Lines) that templates turn into commands.
+    pub fn is_records(self) -> bool {
+        matches!(self, Format::Csv | Format::Tsv | Format::Jsonl)
+    }
+}
+
+/// How `--format csv|tsv|jsonl` records become commands.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecordOptions {
+    /// `--template`, in order: each record gives one command per template.
+    pub templates: Vec<String>,
+    /// The CSV field separator (`--delimiter`; `\t` for TSV).
+    pub delimiter: u8,
+    /// Where CSV and TSV fields get their names.
+    pub names: FieldNames,
+}
+
+/// Where the names of CSV and TSV fields come from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum FieldNames {
+    /// The first record of each file (the header row).
+    #[default]
+    HeaderRow,
+    /// None (`--no-header`): fields by position only.
+    Positions,
+    /// Given by `--fields`; every record is data.
+    Given(Vec<String>),
 }
 
 /// How `--replies` writes each reply.
@@ -91,6 +128,8 @@ pub struct Config {
     /// given; `run` loads the files they name.
     pub tls: Option<TlsOptions>,
     pub format: Format,
+    /// `--format csv|tsv|jsonl`: the templates and field names.
+    pub records: RecordOptions,
     pub emit_resp: bool,
     pub sources: Vec<Source>,
     pub window: WindowLimits,

@@ -5,17 +5,24 @@
 //! Place in the data flow: between the batches (of the input, or of the
 //! cluster router) and the server. Each connection runs here the same way,
 //! whether it is the one connection of a single-server load or one of a
-//! cluster's primaries.
+//! cluster's primaries. A cluster's primary whose connection is lost may
+//! be handed over (`NodeLoss`): once the cluster has moved its slots to
+//! other primaries (a replica promoted, the node removed), what it left
+//! unacknowledged goes to their new owners, and the lane forwards what it
+//! is still given until the load ends.
 
+use std::convert::Infallible;
 use std::fmt;
 use std::thread;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use crossbeam_channel::{Receiver, unbounded};
+use crossbeam_channel::{Receiver, bounded, select, unbounded};
 
 use crate::batch::{Batch, Expect, InFlight};
 use crate::config::Config;
 use crate::conn::{self, ConnectError, Connection, SessionReplay};
+use crate::handover::LaneNode;
 use crate::io_error::describe_io_error;
 use crate::progress::Counters;
 use crate::replies::{Replies, SessionEnd};
@@ -41,6 +48,8 @@ pub(crate) struct SessionShared<'a> {
     pub progress: Option<&'a Counters>,
     /// Cluster mode: the node's address, which messages start with.
     pub node: Option<&'a str>,
+    /// Cluster mode: the node's index, and its hand-over when lost.
+    pub lane_node: Option<LaneNode<'a>>,
 }
 
 impl SessionShared<'_> {
@@ -68,6 +77,22 @@ pub(crate) struct ConnectionRun {
     pub server_restarted: bool,
 }
 
+impl ConnectionRun {
+    /// A lane (for a node found mid-load) whose first connection failed:
+    /// nothing was sent on it.
+    pub fn never_connected(error: ConnectError) -> Self {
+        ConnectionRun {
+            bytes_sent: 0,
+            commands_sent: 0,
+            reconnects: 0,
+            failure: Some(ConnectionFailure::Refused(error)),
+            unsettled: Vec::new(),
+            in_flight: 0,
+            server_restarted: false,
+        }
+    }
+}
+
 /// Why a connection gave up before the end of the load.
 #[derive(Debug)]
 pub enum ConnectionFailure {
@@ -77,7 +102,11 @@ pub enum ConnectionFailure {
     GaveUp { retry: u32 },
     /// A stop came while it waited to reconnect.
     StoppedReconnecting,
-    /// The server took a reconnect but refused its set-up (AUTH…).
+    /// Cluster mode: the node's slots moved to other primaries while it
+    /// was reconnected: its commands go to them (not a failure).
+    SlotsMovedAway,
+    /// The server took a reconnect but refused its set-up (AUTH…), or a
+    /// node found mid-load could not be connected.
     Refused(ConnectError),
 }
 
@@ -102,6 +131,7 @@ impl fmt::Display for ConnectionFailure {
                 )
             }
             ConnectionFailure::StoppedReconnecting => f.write_str("stopped while reconnecting"),
+            ConnectionFailure::SlotsMovedAway => f.write_str("its slots moved to other primaries"),
             ConnectionFailure::Refused(error) => error.fmt(f),
         }
     }
@@ -134,6 +164,10 @@ pub(crate) fn run_connection(
     let mut resend = Vec::new();
     let mut attempts = Attempts::new(config.retry);
     let mut outage: Option<Outage> = None;
+    // A cluster's primary may be failing over: its slots are waited for as
+    // long as a promotion may take, from the start of the outage, even
+    // after the attempts are used up.
+    let mut promotion_deadline: Option<Instant> = None;
     loop {
         let (written, session) = run_session(stream, resend, shared, replies, on_all_written)?;
         run.bytes_sent += written.bytes_sent;
@@ -156,6 +190,19 @@ pub(crate) fn run_connection(
             run.in_flight = in_flight;
             return Ok(run);
         };
+        // A node that owns no slot any more (removed after its slots moved
+        // away) and held nothing unanswered is simply gone.
+        if let Some(lane_node) = shared.lane_node
+            && resend.is_empty()
+            && failure.is_retryable()
+            && !shared.stop.is_requested()
+            && lane_node.loss.moved_away(lane_node.index)
+        {
+            shared.report(&format!("{failure}: it owns no slot any more"));
+            lane_node.loss.node_lost(lane_node.index);
+            forward_until_the_end(shared, lane_node, on_all_written);
+            return Ok(run);
+        }
         if !failure.is_retryable() || config.retry == 0 || shared.stop.is_requested() {
             run.failure = Some(ConnectionFailure::Session(failure));
             run.unsettled = resend;
@@ -172,8 +219,17 @@ pub(crate) fn run_connection(
         {
             outage = Some(Outage::begin(acknowledged, &resend));
             attempts = Attempts::new(config.retry);
+            promotion_deadline = shared
+                .lane_node
+                .map(|lane_node| Instant::now() + lane_node.loss.promotion_wait());
         }
-        match reconnect(shared, replies.replay(), &mut attempts) {
+        match reconnect(
+            shared,
+            replies.replay(),
+            &mut attempts,
+            promotion_deadline,
+            &mut resend,
+        ) {
             Ok(reconnected) => {
                 run.reconnects += 1;
                 if let (Some(known), Some(now)) = (&run_id, &reconnected.run_id)
@@ -189,6 +245,16 @@ pub(crate) fn run_connection(
                 run_id = reconnected.run_id.or(run_id);
                 stream = reconnected.stream;
             }
+            Err(ConnectionFailure::SlotsMovedAway) if let Some(lane_node) = shared.lane_node => {
+                shared.report(&format!(
+                    "its slots moved to other primaries: {} commands it held go to them",
+                    resend.iter().map(InFlight::command_count).sum::<usize>()
+                ));
+                lane_node.loss.node_lost(lane_node.index);
+                lane_node.loss.forward(resend);
+                forward_until_the_end(shared, lane_node, on_all_written);
+                return Ok(run);
+            }
             Err(gave_up) => {
                 run.failure = Some(gave_up);
                 run.unsettled = resend;
@@ -197,6 +263,39 @@ pub(crate) fn run_connection(
             }
         }
     }
+}
+
+/// A lost node's lane after its hand-over: whatever the router and the
+/// other lanes still send it goes on to the owners of the commands' slots,
+/// until its input has ended and nothing can be redirected any more, or a
+/// stop (what it did not forward then stays in its channels, unsettled).
+fn forward_until_the_end(shared: &SessionShared, lane_node: LaneNode, on_all_written: &dyn Fn()) {
+    let Some(redirects) = shared.redirects else {
+        return;
+    };
+    let mut input_ended = false;
+    loop {
+        let batch = match input_ended {
+            false => select! {
+                recv(shared.batches) -> batch => {
+                    input_ended = batch.is_err();
+                    batch.ok()
+                }
+                recv(redirects.batches) -> batch => batch.ok(),
+                recv(shared.stop.woken()) -> _ => return,
+            },
+            true => select! {
+                recv(redirects.batches) -> batch => batch.ok(),
+                recv(redirects.all_settled) -> _ => break,
+                recv(shared.stop.woken()) -> _ => return,
+            },
+        };
+        if let Some(batch) = batch {
+            let whole = InFlight::whole(std::sync::Arc::new(batch));
+            lane_node.loss.forward(vec![whole]);
+        }
+    }
+    on_all_written();
 }
 
 /// Input commands of `batches` that went to the server (refused lines and
@@ -231,9 +330,14 @@ fn run_session(
     let _registration = stop.register(stream.try_clone().context("cannot set up the connection")?);
     let window = Window::new(config.window);
     let (in_flight_sender, in_flight_receiver) = unbounded::<InFlight>();
+    // Dropped when the reader returns: a writer waiting for batches learns
+    // that the session failed (a cluster's writer may otherwise wait for
+    // the end of the load, and the failed command with it, for ever).
+    let (reader_returns, reader_gone) = bounded::<Infallible>(0);
     let (written, session) = thread::scope(|scope| {
         let window = &window;
         let receiver = &in_flight_receiver;
+        let reader_gone = &reader_gone;
         let writer = scope.spawn(move || {
             Writer {
                 stream: writer_stream,
@@ -243,11 +347,14 @@ fn run_session(
                 window,
                 stop,
                 progress,
+                reader_gone,
             }
             .run(resend)
         });
-        let reader =
-            scope.spawn(move || replies.run_session(stream, receiver, window, config.pipe_timeout));
+        let reader = scope.spawn(move || {
+            let _returns = reader_returns;
+            replies.run_session(stream, receiver, window, config.pipe_timeout)
+        });
         let written = writer.join();
         if let Ok(WriterOutcome {
             end: WriterEnd::InputEnded,
@@ -266,33 +373,96 @@ fn run_session(
     Ok((written, session))
 }
 
+/// How often the layout is read while a lost primary's slots are waited for.
+const PROMOTION_POLL: Duration = Duration::from_millis(250);
+
+/// Request bytes a cluster's lost primary takes off its channel while it
+/// waits, so that the router is not held up and the other primaries go on
+/// loading: memory stays bounded, whatever the input.
+const HELD_WHILE_WAITING: usize = 32 * 1024 * 1024;
+
+/// Waits `pause` unless a stop comes first (then returns true), meanwhile
+/// taking the batches the router hands this lost primary into `held`, up
+/// to `HELD_WHILE_WAITING` bytes, after what it holds already: they are
+/// sent, in order, to wherever its commands go next.
+fn pause_holding_batches(
+    shared: &SessionShared,
+    pause: Duration,
+    held: &mut Vec<InFlight>,
+) -> bool {
+    let deadline = Instant::now() + pause;
+    let mut held_bytes: usize = held.iter().map(|part| part.bytes().len()).sum();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if held_bytes >= HELD_WHILE_WAITING {
+            return retry::pause_unless_stopped(shared.stop, left);
+        }
+        select! {
+            recv(shared.batches) -> batch => match batch {
+                Ok(batch) => {
+                    held_bytes += batch.bytes.len();
+                    held.push(InFlight::whole(std::sync::Arc::new(batch)));
+                }
+                // The input has ended: nothing more to take.
+                Err(_) => return retry::pause_unless_stopped(shared.stop, left),
+            },
+            recv(shared.stop.woken()) -> _ => return true,
+            default(left) => return shared.stop.is_requested(),
+        }
+    }
+}
+
 /// Connects again after a lost connection, pausing before each attempt
 /// (100 ms, doubling, at most 5 s). Fails once `--retry` attempts are used
-/// up for this outage, or when a stop is requested.
+/// up for this outage (and, for a cluster's primary, `promotion_deadline`
+/// has passed), or when a stop is requested; a primary whose slots moved
+/// away meanwhile is not reconnected (`SlotsMovedAway`).
 fn reconnect(
     shared: &SessionShared,
     replay: &SessionReplay,
     attempts: &mut Attempts,
+    promotion_deadline: Option<Instant>,
+    held: &mut Vec<InFlight>,
 ) -> Result<Connection, ConnectionFailure> {
     let SessionShared {
         config, tls, stop, ..
     } = *shared;
     loop {
-        let Some(pause) = attempts.next_pause() else {
-            return Err(ConnectionFailure::GaveUp {
-                retry: config.retry,
-            });
+        let mut counted = true;
+        let pause = match attempts.next_pause() {
+            Some(pause) => {
+                shared.report(&format!(
+                    "reconnecting in {:.1} s ({attempts})",
+                    pause.as_secs_f64()
+                ));
+                pause
+            }
+            None if promotion_deadline.is_some_and(|deadline| Instant::now() < deadline) => {
+                counted = false;
+                PROMOTION_POLL
+            }
+            None => {
+                return Err(ConnectionFailure::GaveUp {
+                    retry: config.retry,
+                });
+            }
         };
-        shared.report(&format!(
-            "reconnecting in {:.1} s ({attempts})",
-            pause.as_secs_f64()
-        ));
-        if retry::pause_unless_stopped(stop, pause) {
+        let stopped = match shared.lane_node {
+            Some(_) => pause_holding_batches(shared, pause, held),
+            None => retry::pause_unless_stopped(stop, pause),
+        };
+        if stopped {
             return Err(ConnectionFailure::StoppedReconnecting);
+        }
+        if let Some(lane_node) = shared.lane_node
+            && lane_node.loss.moved_away(lane_node.index)
+        {
+            return Err(ConnectionFailure::SlotsMovedAway);
         }
         match conn::connect(config, tls, Some(replay)) {
             Ok(connection) => return Ok(connection),
-            Err(error @ ConnectError::Unreachable { .. }) => report(&error.to_string()),
+            Err(error @ ConnectError::Unreachable { .. }) if counted => report(&error.to_string()),
+            Err(ConnectError::Unreachable { .. }) => {}
             Err(refused) => return Err(ConnectionFailure::Refused(refused)),
         }
     }

@@ -6,10 +6,12 @@
 //!
 //! Place in the data flow: `run` hands it the connected server(s); it
 //! starts the input (with the progress display), runs the lanes
-//! (`run_lanes`, each a `connection`), then `LoadStart::finish` prints the
+//! (`run_lanes`, each a `connection`; a cluster's route may ask for more
+//! mid-load, for a node it found), then `LoadStart::finish` prints the
 //! one summary: the tally of every lane, the resume point (the first
 //! command not settled on any lane), the exit status.
 
+use std::convert::Infallible;
 use std::ops::Range;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -17,22 +19,25 @@ use std::thread;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use crossbeam_channel::{Receiver, TryRecvError, bounded};
+use crossbeam_channel::{Receiver, Sender, TryRecvError, bounded, never, select, unbounded};
 
 use crate::batch::{Batch, Expect};
 use crate::config::Config;
 use crate::conn::Connection;
-use crate::connection::{SessionShared, run_connection};
+use crate::connection::{ConnectionRun, SessionShared, run_connection};
 use crate::handlers::errors::ErrorsFile;
+use crate::handover::LaneNode;
 use crate::input::{self, InputOptions, OpenSource, read_input};
 use crate::input_watch::InputWatch;
 use crate::progress::{self, Counters};
 use crate::replies::{Replies, ReplyContext};
 use crate::reply_order::RepliesOut;
-use crate::route::Route;
+use crate::retry;
+use crate::route::{NewLane, Route};
 use crate::stop::{Stop, StopReason};
-use crate::summary::{ErrorLog, NodeCounts, Outcome, Tally, report};
+use crate::summary::{ClusterEvents, ErrorLog, NodeCounts, Outcome, Tally, report};
 use crate::tls::TlsConfig;
+use crate::writer::Redirects;
 
 /// Batches waiting between input and writer: enough to keep the writer busy
 /// while input frames the next one, few enough to keep memory flat.
@@ -50,16 +55,16 @@ pub(crate) fn load(
 ) -> Result<ExitCode> {
     let mut load = start_load(sources, errors_file.is_some(), stop, config)?;
     let lane = Lane {
-        connection,
-        shared: SessionShared {
-            batches: &load.batches,
-            redirects: None,
-            stop: &load.stop,
-            config,
-            tls,
-            progress: load.counters.as_deref(),
-            node: None,
-        },
+        connection: Some(connection),
+        batches: load.batches.clone(),
+        redirects: None,
+        all_settled: None,
+        stop: &load.stop,
+        config: config.clone(),
+        tls,
+        progress: load.counters.as_deref(),
+        node: None,
+        lane_node: None,
         replies: Replies::new(ReplyContext {
             source_names: &load.source_names,
             stop: &load.stop,
@@ -72,29 +77,133 @@ pub(crate) fn load(
             replies_out: load.replies_out.as_ref(),
         }),
     };
-    let end = run_lanes(vec![lane], Route::PassThrough, &mut load.input, config)?;
+    let end = run_lanes(
+        vec![lane],
+        Route::PassThrough,
+        None,
+        &mut load.input,
+        config,
+    )?;
     Ok(load.finish(end, config))
 }
 
 /// One connection of a load, with what it reads and what its reply reader
 /// shares with the others.
 pub(crate) struct Lane<'a> {
-    pub connection: Connection,
-    pub shared: SessionShared<'a>,
+    /// Connected up front, or (a node found mid-load) connected by the
+    /// lane itself when it starts.
+    pub connection: Option<Connection>,
+    pub batches: Receiver<Batch>,
+    /// Cluster mode: commands other lanes send here, and when none can
+    /// come any more (see `Writer::redirects`).
+    pub redirects: Option<Receiver<Batch>>,
+    pub all_settled: Option<&'a Receiver<Infallible>>,
+    pub stop: &'a Stop,
+    /// The load's settings, with the endpoint of this connection.
+    pub config: Config,
+    pub tls: Option<&'a TlsConfig>,
+    pub progress: Option<&'a Counters>,
+    /// Cluster mode: the node's address, which messages start with.
+    pub node: Option<String>,
+    /// Cluster mode: the node's index, and its hand-over when lost.
+    pub lane_node: Option<LaneNode<'a>>,
     pub replies: Replies<'a>,
 }
 
+/// Lanes a route asks for mid-load (a cluster's node found by a redirect
+/// or a new layout), and how to make one from a request.
+pub(crate) struct JoiningLanes<'r, 'a> {
+    pub requests: &'r Receiver<NewLane>,
+    pub make: &'r dyn Fn(NewLane) -> Lane<'a>,
+}
+
+/// What one lane hands back when it ends.
+struct LaneEnd {
+    tally: Tally,
+    run: ConnectionRun,
+    /// Batches it was given and never sent.
+    waiting: Vec<Batch>,
+    address: Option<String>,
+}
+
+/// Tells the thread that runs the lanes that one has ended, even by
+/// unwinding.
+struct LaneDone<'s>(&'s Sender<()>);
+
+impl Drop for LaneDone<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.send(());
+    }
+}
+
+/// Runs one lane on the calling thread until the load ends; connects it
+/// first when it was not connected up front.
+fn run_lane(lane: Lane, on_all_written: &dyn Fn()) -> Result<LaneEnd> {
+    let Lane {
+        connection,
+        batches,
+        redirects,
+        all_settled,
+        stop,
+        config,
+        tls,
+        progress,
+        node,
+        lane_node,
+        mut replies,
+    } = lane;
+    let shared = SessionShared {
+        batches: &batches,
+        redirects: redirects
+            .as_ref()
+            .zip(all_settled)
+            .map(|(batches, all_settled)| Redirects {
+                batches,
+                all_settled,
+            }),
+        stop,
+        config: &config,
+        tls,
+        progress,
+        node: node.as_deref(),
+        lane_node,
+    };
+    let run = match connection {
+        Some(connection) => run_connection(connection, &shared, &mut replies, on_all_written)?,
+        None => match retry::connect_first(&config, tls, stop) {
+            Ok(connection) => run_connection(connection, &shared, &mut replies, on_all_written)?,
+            Err(error) => ConnectionRun::never_connected(error),
+        },
+    };
+    if run.failure.is_some() {
+        // One lane given up: the others finish what is in flight.
+        stop.request(StopReason::NodeLost);
+    }
+    // Batches still waiting for this lane were never sent.
+    let mut waiting: Vec<Batch> = batches.try_iter().collect();
+    if let Some(redirects) = &redirects {
+        waiting.extend(redirects.try_iter());
+    }
+    Ok(LaneEnd {
+        tally: replies.tally(),
+        run,
+        waiting,
+        address: node,
+    })
+}
+
 /// Runs every lane on its own thread, and the router when there is one,
-/// until the load ends; adds up what they hand back. When one lane gives
-/// up, the others finish what is in flight.
-pub(crate) fn run_lanes(
-    lanes: Vec<Lane>,
+/// until the load ends; adds up what they hand back. Lanes the route asks
+/// for meanwhile (`joining`) start as they come. When one lane gives up,
+/// the others finish what is in flight.
+pub(crate) fn run_lanes<'a>(
+    lanes: Vec<Lane<'a>>,
     route: Route,
+    joining: Option<JoiningLanes<'_, 'a>>,
     input: &mut InputWatch,
     config: &Config,
 ) -> Result<ConnectionsEnd> {
-    let lane_count = lanes.len();
-    let written = Mutex::new((input, vec![false; lane_count]));
+    let written = Mutex::new((input, Vec::<bool>::new()));
     let lane_wrote_all = |lane: usize| {
         let mut written = written.lock().unwrap_or_else(PoisonError::into_inner);
         let (input, lanes_done) = &mut *written;
@@ -103,43 +212,55 @@ pub(crate) fn run_lanes(
             input.all_written();
         }
     };
+    let (done, lane_ended) = unbounded::<()>();
+    let no_requests = never();
+    let requests = joining
+        .as_ref()
+        .map_or(&no_requests, |joining| joining.requests);
     let (routed, ends) = thread::scope(|scope| -> Result<_> {
         let router = match route {
             Route::PassThrough => None,
             Route::Router(router) => Some(scope.spawn(router)),
         };
-        let mut running = Vec::with_capacity(lane_count);
-        for (index, lane) in lanes.into_iter().enumerate() {
-            let lane_wrote_all = &lane_wrote_all;
+        let mut running = Vec::new();
+        let start = |running: &mut Vec<_>, lane: Lane<'a>| {
+            let index = {
+                let mut written = written.lock().unwrap_or_else(PoisonError::into_inner);
+                written.1.push(false);
+                written.1.len() - 1
+            };
+            let (lane_wrote_all, done) = (&lane_wrote_all, &done);
             running.push(scope.spawn(move || {
-                let Lane {
-                    connection,
-                    shared,
-                    mut replies,
-                } = lane;
-                let run =
-                    run_connection(connection, &shared, &mut replies, &|| lane_wrote_all(index));
-                if run.as_ref().map_or(true, |run| run.failure.is_some()) {
-                    // One lane given up: the others finish what is in flight.
-                    shared.stop.request(StopReason::NodeLost);
-                }
-                // Batches still waiting for this lane were never sent.
-                let mut waiting: Vec<Batch> = shared.batches.try_iter().collect();
-                if let Some(redirects) = shared.redirects {
-                    waiting.extend(redirects.batches.try_iter());
-                }
-                run.map(|run| {
-                    (
-                        replies.tally(),
-                        run,
-                        waiting,
-                        shared.node.map(str::to_owned),
-                    )
-                })
+                let _done = LaneDone(done);
+                run_lane(lane, &|| lane_wrote_all(index))
             }));
+        };
+        for lane in lanes {
+            start(&mut running, lane);
+        }
+        // A lane asks for another before it ends: once every lane started
+        // has ended and no request waits, none can come.
+        let mut ended = 0;
+        loop {
+            if let Some(joining) = &joining {
+                for request in joining.requests.try_iter() {
+                    start(&mut running, (joining.make)(request));
+                }
+            }
+            if ended == running.len() {
+                break;
+            }
+            select! {
+                recv(lane_ended) -> _ => ended += 1,
+                recv(requests) -> request => {
+                    if let (Ok(request), Some(joining)) = (request, &joining) {
+                        start(&mut running, (joining.make)(request));
+                    }
+                }
+            }
         }
         let routed = router.map(|router| router.join().unwrap_or_default());
-        let mut ends = Vec::with_capacity(lane_count);
+        let mut ends = Vec::with_capacity(running.len());
         for lane in running {
             let Ok(end) = lane.join() else {
                 anyhow::bail!("internal error: a connection thread panicked");
@@ -159,7 +280,13 @@ pub(crate) fn run_lanes(
             }
         }
     };
-    for (tally, run, waiting, address) in ends {
+    for LaneEnd {
+        tally,
+        run,
+        waiting,
+        address,
+    } in ends
+    {
         end.tally.add(&tally);
         end.reconnects += run.reconnects;
         end.commands_sent += run.commands_sent;
@@ -240,6 +367,8 @@ pub(crate) struct ConnectionsEnd {
     pub nodes: Vec<NodeCounts>,
     /// A reconnect found a new server instance (`run_id` changed).
     pub server_restarted: bool,
+    /// Cluster mode: what happened to the layout.
+    pub cluster: Option<ClusterEvents>,
 }
 
 /// Starts the progress display and the input thread. Never returns when a
@@ -276,6 +405,7 @@ pub(crate) fn start_load(
         keep_originals,
         progress: counters.clone(),
         cluster: config.cluster,
+        records: config.records.clone(),
     };
     // Not scoped: when the load stops early the input thread may be blocked
     // on a source that never ends, and must not keep the process alive.
@@ -360,6 +490,7 @@ impl LoadStart {
             first_errors: self.error_log.first(),
             failures,
             nodes: end.nodes,
+            cluster: end.cluster,
             server_restarted: end.server_restarted,
         };
         outcome.print(config.json);

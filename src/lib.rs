@@ -6,8 +6,9 @@
 //! ```text
 //! input ─► [batch channel] ─► (cluster: router) ─► per connection:
 //! (text lines → RESP,          slot → primary       writer ─► socket ─► server
-//!  RESP passed through)                             (window: in flight,  │
-//!                                                    bounded)            ▼
+//!  RESP passed through,                             (window: in flight,  │
+//!  CSV/JSONL records →                               bounded)            ▼
+//!  templates → RESP)
 //! summary ◄─ one tally, one resume point ◄─ reply reader ◄─ socket ◄─ replies
 //! ```
 //!
@@ -19,7 +20,8 @@
 //! - `engine` runs a load: the input, the connections, the summary;
 //!   `cluster` routes a cluster load to its primaries.
 //! - `connection` runs one connection: `writer` and `replies` around the
-//!   `window`, reconnecting under `--retry`.
+//!   `window`, reconnecting under `--retry`; `handover` is what it asks
+//!   when a cluster's primary is lost (the cluster answers it).
 //! - `summary` prints what `redis-cli --pipe` prints; `stop` turns signals
 //!   and `--max-errors` into an orderly stop; `progress` shows it going.
 
@@ -34,6 +36,7 @@ pub mod control;
 pub mod encode;
 pub mod engine;
 pub mod handlers;
+pub mod handover;
 pub mod input;
 pub mod input_watch;
 pub mod io_error;
@@ -65,7 +68,7 @@ use crossbeam_channel::bounded;
 use crate::batch::{Batch, Expect};
 use crate::config::{Config, Credentials, Endpoint, RepliesTarget};
 use crate::engine::BATCH_CHANNEL_CAPACITY;
-use crate::handlers::errors::{ErrorsFile, create_errors_file, write_original};
+use crate::handlers::errors::{ErrorsFile, ErrorsFileWriter};
 use crate::input::{InputError, InputOptions, OpenSource, open_sources, read_input};
 use crate::io_error::describe_io_error;
 use crate::stop::Stop;
@@ -81,7 +84,10 @@ const PASSWORD_WARNING: &str = "Warning: Using a password with '-a' or '-u' opti
 /// With `--json` a failure prints its JSON summary too, however early.
 pub fn run(config: Config) -> Result<ExitCode> {
     if config.emit_resp {
-        return emit_resp(open_sources(&config.sources)?, &config);
+        return emit_resp(
+            open_sources(&config.sources, config.format, &config.records)?,
+            &config,
+        );
     }
     if config
         .replies
@@ -139,8 +145,8 @@ fn load_as_configured(config: &Config, stop: &Arc<Stop>) -> Result<ExitCode> {
     };
     let tls = config.tls.as_ref().map(TlsConfig::load).transpose()?;
     let tls = tls.as_ref();
-    let sources = open_sources(&config.sources)?;
-    let errors_file = open_errors_file(config)?;
+    let sources = open_sources(&config.sources, config.format, &config.records)?;
+    let errors_file = open_errors_file(config, &sources)?;
     if config.warn_about_password {
         report(PASSWORD_WARNING);
     }
@@ -178,11 +184,21 @@ fn say_if_reading_the_terminal(config: &Config) {
 }
 
 /// `--errors-file`, created before anything is read or sent.
-fn open_errors_file(config: &Config) -> Result<Option<ErrorsFile>> {
+fn open_errors_file(config: &Config, sources: &[OpenSource]) -> Result<Option<ErrorsFile>> {
     let Some(path) = &config.errors_file else {
         return Ok(None);
     };
-    let file = create_errors_file(path).map_err(|error| {
+    // A CSV's failed records follow its header, so the file loads again
+    // with the same command line.
+    let mut headers = sources.iter().filter_map(|source| source.header.as_ref());
+    let header = headers.next().map(|header| header.line.clone());
+    if headers.any(|other| Some(&other.line) != header.as_ref()) {
+        report(&format!(
+            "pipeload: warning: the CSV files' headers differ: {} starts with the first one's",
+            path.display()
+        ));
+    }
+    let file = ErrorsFileWriter::create(path, header).map_err(|error| {
         anyhow::anyhow!(
             "cannot create {}: {}",
             path.display(),
@@ -204,8 +220,9 @@ fn emit_resp(sources: Vec<OpenSource>, config: &Config) -> Result<ExitCode> {
         keep_originals: config.errors_file.is_some(),
         cluster: false,
         progress: None,
+        records: config.records.clone(),
     };
-    let errors_file = open_errors_file(config)?;
+    let errors_file = open_errors_file(config, &sources)?;
     say_if_reading_the_terminal(config);
     let mut rejected = 0u64;
     let (input_result, written) = thread::scope(|scope| {
@@ -217,8 +234,9 @@ fn emit_resp(sources: Vec<OpenSource>, config: &Config) -> Result<ExitCode> {
                 if let Expect::Rejected(why) = command.expect {
                     rejected += 1;
                     let position = batch.position(index, &source_names, None);
+                    let why = batch.refusal_reason(index, why);
                     report(&format!("{position}: not sent: {why}"));
-                    keep_refused(&errors_file, batch.original(index));
+                    keep_refused(&errors_file, &batch, index);
                 }
             }
             written = stdout.write_all(&batch.bytes);
@@ -260,12 +278,12 @@ fn emit_resp(sources: Vec<OpenSource>, config: &Config) -> Result<ExitCode> {
 }
 
 /// Writes a refused line to `--errors-file` under `--emit-resp`.
-fn keep_refused(errors_file: &Option<ErrorsFile>, original: Option<&[u8]>) {
-    let (Some(file), Some(original)) = (errors_file, original) else {
+fn keep_refused(errors_file: &Option<ErrorsFile>, batch: &Batch, index: usize) {
+    let Some(file) = errors_file else {
         return;
     };
     let mut file = file.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Err(error) = write_original(&mut *file, original) {
+    if let Err(error) = file.write(batch, index) {
         report(&format!(
             "pipeload: cannot write the errors file: {}",
             describe_io_error(&error)

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use pipeload::cli::{self, Invocation};
 use pipeload::conn::ConnectError;
+use pipeload::input::records::FieldNotInHeader;
 use pipeload::summary::{Outcome, report};
 
 fn main() -> ExitCode {
@@ -30,6 +31,12 @@ fn main() -> ExitCode {
         Err(error) if error.downcast_ref::<ConnectError>().is_some() => {
             report(&error.to_string());
             ExitCode::FAILURE
+        }
+        // A template naming a field the input's header lacks: found once
+        // the header is read, still before anything is sent.
+        Err(error) if error.downcast_ref::<FieldNotInHeader>().is_some() => {
+            report(&format!("pipeload: {error:#}"));
+            ExitCode::from(2)
         }
         Err(error) => {
             report(&format!("pipeload: {error:#}"));

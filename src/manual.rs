@@ -24,7 +24,21 @@ pub fn render(command: clap::Command) -> io::Result<Vec<u8>> {
     man.render_options_section(&mut options)?;
     page.extend_from_slice(grouped_options(&String::from_utf8_lossy(&options)).as_bytes());
     page.extend_from_slice(AFTER_OPTIONS.as_bytes());
-    Ok(page)
+    Ok(roff_escaped_unicode(&String::from_utf8_lossy(&page)).into_bytes())
+}
+
+/// troff reads bytes, not UTF-8: every character beyond ASCII in the help
+/// texts (`…`, `—`) becomes its `\[uXXXX]` escape, which groff and mandoc
+/// render as the character.
+fn roff_escaped_unicode(page: &str) -> String {
+    let mut escaped = String::with_capacity(page.len());
+    for character in page.chars() {
+        match character.is_ascii() {
+            true => escaped.push(character),
+            false => escaped.push_str(&format!("\\[u{:04X}]", u32::from(character))),
+        }
+    }
+    escaped
 }
 
 /// clap_mangen makes each help heading a section of its own; a man page
@@ -261,6 +275,14 @@ pipeload \-\-emit\-resp seed.txt > seed.resp
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn characters_beyond_ascii_become_roff_escapes() {
+        assert_eq!(
+            roff_escaped_unicode("({0}, {1}\u{2026}) \u{2014} caf\u{e9}"),
+            r"({0}, {1}\[u2026]) \[u2014] caf\[u00E9]"
+        );
+    }
 
     #[test]
     fn headings_become_subsections_of_one_options_section() {

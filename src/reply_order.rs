@@ -230,10 +230,18 @@ impl RepliesOut {
     }
 
     /// Waits while the lines held for earlier commands are over the limit,
-    /// or until the load stops.
-    pub fn wait_for_room(&self, stop: &Stop) {
+    /// or until the load stops. `never_settled` tells the first command
+    /// known never to settle (a cluster redirect that could not be
+    /// followed): once the command due is at or past it, nothing that is
+    /// held can be written before the end, and waiting would stop the load
+    /// for good, so the router goes on (what is held is then reported at
+    /// the end, not written).
+    pub fn wait_for_room(&self, stop: &Stop, never_settled: &dyn Fn() -> Option<u64>) {
         let mut order = self.lock();
-        while order.held_bytes > HELD_BYTES_LIMIT && !stop.is_requested() {
+        while order.held_bytes > HELD_BYTES_LIMIT
+            && !stop.is_requested()
+            && never_settled().is_none_or(|seq| seq > order.next)
+        {
             order = self
                 .room
                 .wait_timeout(order, STOP_CHECK)

@@ -98,6 +98,39 @@ pub struct NodeCounts {
     pub errors: u64,
 }
 
+/// What happened to a cluster's layout during a load.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClusterEvents {
+    /// `MOVED` and `ASK` replies whose command was sent to the node named.
+    pub redirects_followed: u64,
+    /// Times the whole layout was read again (a failover, a node added).
+    pub layout_refreshes: u64,
+    /// Primaries found mid-load, each given a connection.
+    pub nodes_added: u64,
+    /// Primaries whose connection was lost for good, their commands handed
+    /// to the new owners of their slots.
+    pub nodes_lost: u64,
+}
+
+impl ClusterEvents {
+    /// The line of the text summary, when anything happened.
+    fn line(&self) -> Option<String> {
+        (*self != ClusterEvents::default()).then(|| {
+            format!(
+                "cluster: {} redirects followed, {} layout refreshes, {} nodes added, {} nodes lost",
+                self.redirects_followed, self.layout_refreshes, self.nodes_added, self.nodes_lost
+            )
+        })
+    }
+
+    fn to_json(self) -> String {
+        format!(
+            "{{\"redirects_followed\":{},\"layout_refreshes\":{},\"nodes_added\":{},\"nodes_lost\":{}}}",
+            self.redirects_followed, self.layout_refreshes, self.nodes_added, self.nodes_lost
+        )
+    }
+}
+
 /// Everything the end-of-load report says.
 #[derive(Debug, Clone, Default)]
 pub struct Outcome {
@@ -123,6 +156,8 @@ pub struct Outcome {
     pub failures: Vec<String>,
     /// Cluster mode: per primary.
     pub nodes: Vec<NodeCounts>,
+    /// Cluster mode: what happened to the layout.
+    pub cluster: Option<ClusterEvents>,
     /// Under `--retry`: a reconnect found a new server instance, so what
     /// the old one acknowledged may be gone.
     pub server_restarted: bool,
@@ -157,6 +192,9 @@ impl Outcome {
         print_counts(&self.tally);
         if let Some(reconnects) = self.reconnects {
             print_line(&format!("reconnects: {reconnects}"));
+        }
+        if let Some(line) = self.cluster.as_ref().and_then(ClusterEvents::line) {
+            print_line(&line);
         }
         if let Some(acknowledged) = self.resume_at {
             self.print_resume_advice(acknowledged);
@@ -232,7 +270,7 @@ impl Outcome {
             "{{\"completed\":{},\"commands\":{},\"replies\":{},\"errors\":{},\"error_replies\":{},\
              \"rejected_lines\":{},\"acknowledged\":{},\"resume_skip\":{},\"in_flight\":{},\"reconnects\":{},\
              \"server_restarted\":{},\"bytes_sent\":{},\"elapsed_seconds\":{:.3},\
-             \"commands_per_second\":{:.0},\"first_errors\":[{}],\"failures\":[{}],\"nodes\":[{}]}}",
+             \"commands_per_second\":{:.0},\"first_errors\":[{}],\"failures\":[{}],\"cluster\":{},\"nodes\":[{}]}}",
             self.resume_at.is_none() && self.last_reply_received,
             self.commands_sent,
             tally.replies,
@@ -249,6 +287,8 @@ impl Outcome {
             rate,
             first_errors.join(","),
             failures.join(","),
+            self.cluster
+                .map_or("null".to_owned(), ClusterEvents::to_json),
             nodes.join(","),
         )
     }
@@ -392,6 +432,27 @@ mod tests {
             "\"first_errors\":[{\"position\":\"line 2\",\"message\":\"ERR \\\"x\\\"\"}]"
         ));
         assert!(json.ends_with("\"nodes\":[]}"));
+    }
+
+    #[test]
+    fn cluster_events_are_null_outside_a_cluster_and_a_line_when_any_happened() {
+        let mut outcome = Outcome::default();
+        assert!(outcome.to_json().contains("\"cluster\":null,\"nodes\":[]"));
+        outcome.cluster = Some(ClusterEvents::default());
+        assert!(outcome.to_json().contains(
+            "\"cluster\":{\"redirects_followed\":0,\"layout_refreshes\":0,\"nodes_added\":0,\"nodes_lost\":0}"
+        ));
+        assert_eq!(ClusterEvents::default().line(), None);
+        let events = ClusterEvents {
+            redirects_followed: 12,
+            layout_refreshes: 1,
+            nodes_added: 1,
+            nodes_lost: 1,
+        };
+        assert_eq!(
+            events.line().as_deref(),
+            Some("cluster: 12 redirects followed, 1 layout refreshes, 1 nodes added, 1 nodes lost")
+        );
     }
 
     #[test]

@@ -9,8 +9,8 @@
 //! connection. A part is handed to the reply reader before its bytes are
 //! written, so the reader always knows the command a reply answers. When the
 //! batch channel closes (the input ended; in cluster mode, once no redirect
-//! can come any more either) or a stop is requested, the writer drops its
-//! side of the in-flight channel, which tells the reader no more batches
+//! can come any more either), a stop is requested or the reader returns
+//! (its session failed), the writer drops its side of the in-flight channel, which tells the reader no more batches
 //! are coming. Whatever it took but did not hand over goes back to
 //! the caller, so a reconnect loses nothing.
 
@@ -70,6 +70,9 @@ pub struct Writer<'a> {
     pub window: &'a Window,
     pub stop: &'a Stop,
     pub progress: Option<&'a Counters>,
+    /// Disconnects when the reply reader returns: a reader that failed
+    /// ends the session, even while this writer waits for batches.
+    pub reader_gone: &'a Receiver<Infallible>,
 }
 
 impl Writer<'_> {
@@ -95,6 +98,7 @@ impl Writer<'_> {
                             recv(redirects.batches) -> batch => batch.ok(),
                             recv(redirects.all_settled) -> _ => break WriterEnd::InputEnded,
                             recv(self.stop.woken()) -> _ => break WriterEnd::Stopped,
+                            recv(self.reader_gone) -> _ => break WriterEnd::ReaderStopped,
                         }
                     } else {
                         select! {
@@ -104,6 +108,7 @@ impl Writer<'_> {
                             }
                             recv(redirected) -> batch => batch.ok(),
                             recv(self.stop.woken()) -> _ => break WriterEnd::Stopped,
+                            recv(self.reader_gone) -> _ => break WriterEnd::ReaderStopped,
                         }
                     };
                     match batch {

@@ -223,6 +223,7 @@ fn load(
             keep_originals,
             cluster: false,
             progress: None,
+            records: Default::default(),
         };
         let result = read_input(vec![source], options, &sender).map_err(|error| error.to_string());
         drop(sender);

@@ -24,7 +24,7 @@ use anyhow::{Context, Result};
 use crate::runs::Tool;
 
 /// The names `--only` accepts, in the order the bench runs them.
-pub const DATASET_NAMES: [&str; 10] = [
+pub const DATASET_NAMES: [&str; 12] = [
     SET_1M_RESP,
     SET_1M_TEXT,
     MIXED_300K_TEXT,
@@ -35,6 +35,8 @@ pub const DATASET_NAMES: [&str; 10] = [
     SET_1M_RESP_CLUSTER3,
     SET_1M_RESP_PROGRESS,
     SET_10M_RESP,
+    USERS_1M_CSV,
+    DOCS_1M_JSONL,
 ];
 
 pub const SET_1M_RESP: &str = "set-1m.resp";
@@ -57,6 +59,11 @@ pub const SET_1M_RESP_CLUSTER3: &str = "set-1m.resp@cluster3";
 /// against `--no-progress`.
 pub const SET_1M_RESP_PROGRESS: &str = "set-1m.resp@progress";
 pub const SET_10M_RESP: &str = "set-10m.resp";
+/// 1M CSV rows (`id,name,email,age,city`, some names quoted) loaded with
+/// `--template 'HSET user:{id} {*}'`.
+const USERS_1M_CSV: &str = "users-1m.csv";
+/// 1M JSON Lines (a nested address) loaded with a template of paths.
+const DOCS_1M_JSONL: &str = "docs-1m.jsonl";
 
 /// Size of each value in `big-200.resp`.
 const BIG_VALUE_BYTES: usize = 512 * 1024;
@@ -110,11 +117,33 @@ pub struct Dataset {
     /// not to race) and the cluster (`redis-cli --pipe` ignores `-c`); the
     /// progress set races pipeload against itself, progress on and off.
     pub contenders: &'static [Tool],
+    /// For the CSV and JSON Lines sets: how each contender loads them.
+    pub records: Option<Records>,
+}
+
+/// How the contenders load a CSV or JSON Lines data set: pipeload through
+/// a template, pipeload from the same commands already encoded as RESP, and
+/// what users run today, a Python script (the `csv` or `json` module)
+/// writing RESP into `redis-cli --pipe`.
+#[derive(Clone, Debug)]
+pub struct Records {
+    /// `--format` of pipeload.
+    pub format: &'static str,
+    pub template: &'static str,
+    /// The commands the template gives, as RESP.
+    pub resp_twin: PathBuf,
+    /// The Python script writing those commands as RESP.
+    pub python_script: PathBuf,
 }
 
 const RACE: &[Tool] = &[Tool::RedisCli, Tool::Pipeload];
 const PIPELOAD_ONLY: &[Tool] = &[Tool::Pipeload];
 const PROGRESS_ON_OFF: &[Tool] = &[Tool::PipeloadNoProgress, Tool::PipeloadProgress];
+const TEMPLATE_RACE: &[Tool] = &[
+    Tool::PythonRedisCli,
+    Tool::PipeloadResp,
+    Tool::PipeloadTemplate,
+];
 
 /// Which data sets to run, in the order of `DATASET_NAMES`: those `--only`
 /// names, or all of them when it names none (the 10M one only when asked
@@ -144,6 +173,7 @@ pub fn generate(names: &[&'static str], dir: &Path, scale: f64) -> Result<Vec<Da
         let contenders = match name {
             SET_1M_RESP_CLUSTER3 | SET_10M_RESP => PIPELOAD_ONLY,
             SET_1M_RESP_PROGRESS => PROGRESS_ON_OFF,
+            USERS_1M_CSV | DOCS_1M_JSONL => TEMPLATE_RACE,
             _ => RACE,
         };
         // The `@` sets load `set-1m.resp` again (generated once): only
@@ -181,7 +211,38 @@ fn generate_one(name: &'static str, dir: &Path, scale: f64) -> Result<Dataset> {
     let mut out = BufWriter::with_capacity(1 << 20, file);
     let mut rng = SplitMix64(SEED);
     let mut preload = None;
+    let mut records = None;
     let (commands, expected_keys) = match name {
+        USERS_1M_CSV | DOCS_1M_JSONL => {
+            let twin = dir.join(format!("{name}.resp"));
+            let script = dir.join(format!("{name}.py"));
+            let (format, template, python) = match name {
+                USERS_1M_CSV => ("csv", USERS_TEMPLATE, PYTHON_CSV),
+                _ => ("jsonl", DOCS_TEMPLATE, PYTHON_JSONL),
+            };
+            std::fs::write(&script, python)
+                .with_context(|| format!("cannot write {}", script.display()))?;
+            let twin_file =
+                File::create(&twin).with_context(|| format!("cannot create {}", twin.display()))?;
+            let mut twin_out = BufWriter::with_capacity(1 << 20, twin_file);
+            let written = write_records(
+                &mut out,
+                &mut twin_out,
+                scaled(1_000_000, scale),
+                format,
+                &mut rng,
+            )?;
+            twin_out
+                .flush()
+                .with_context(|| format!("cannot write {}", twin.display()))?;
+            records = Some(Records {
+                format,
+                template,
+                resp_twin: twin,
+                python_script: script,
+            });
+            written
+        }
         GET_200K_16K_TEXT => {
             let preload_path = dir.join(format!("{name}.preload.resp"));
             let values = write_get_values(&preload_path, GET_VALUES, &mut rng)?;
@@ -216,7 +277,130 @@ fn generate_one(name: &'static str, dir: &Path, scale: f64) -> Result<Dataset> {
         route: Route::Direct,
         preload,
         contenders: RACE,
+        records,
     })
+}
+
+/// The template of `users-1m.csv`: every field into a hash.
+const USERS_TEMPLATE: &str = "HSET user:{id} {*}";
+/// The template of `docs-1m.jsonl`: fields by path, one of them nested.
+const DOCS_TEMPLATE: &str = "HSET doc:{id} name {name} email {email} age {age} city {address.city}";
+
+/// What users run today for `users-1m.csv`: Python's `csv` module, each row
+/// written as the RESP of `HSET user:<id> <field> <value>…`.
+const PYTHON_CSV: &str = r#"import csv, sys
+write = sys.stdout.buffer.write
+def resp(args):
+    out = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        data = arg.encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(out)
+for row in csv.DictReader(open(0, newline="", encoding="utf-8")):
+    args = ["HSET", "user:" + row["id"]]
+    for name, value in row.items():
+        args += [name, value]
+    write(resp(args))
+"#;
+
+/// What users run today for `docs-1m.jsonl`: Python's `json` module.
+const PYTHON_JSONL: &str = r#"import json, sys
+write = sys.stdout.buffer.write
+def resp(args):
+    out = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        data = arg.encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(out)
+for line in open(0, encoding="utf-8"):
+    doc = json.loads(line)
+    write(resp(["HSET", "doc:%s" % doc["id"], "name", doc["name"], "email", doc["email"],
+                "age", str(doc["age"]), "city", doc["address"]["city"]]))
+"#;
+
+/// `count` user records as CSV (a header first) or JSON Lines into `out`,
+/// and the commands their template gives as RESP into `twin`. Some names
+/// hold a comma or quotes, so the CSV quotes them. Returns (commands, keys).
+fn write_records(
+    out: &mut impl Write,
+    twin: &mut impl Write,
+    count: u64,
+    format: &str,
+    rng: &mut SplitMix64,
+) -> Result<(u64, u64)> {
+    const FIRST: [&str; 6] = ["Ada", "Alan", "Grace", "Edsger", "Barbara", "Donald"];
+    const LAST: [&str; 6] = [
+        "Lovelace", "Turing", "Hopper", "Dijkstra", "Liskov", "Knuth",
+    ];
+    const CITIES: [&str; 5] = ["London", "Paris", "Arlington", "Rotterdam", "São Paulo"];
+    if format == "csv" {
+        writeln!(out, "id,name,email,age,city")?;
+    }
+    for id in 0..count {
+        let first = FIRST[rng.below(FIRST.len() as u64) as usize];
+        let last = LAST[rng.below(LAST.len() as u64) as usize];
+        let name = match id % 10 {
+            0 => format!("{last}, {first}"),
+            1 => format!("{first} \"The Great\" {last}"),
+            _ => format!("{first} {last}"),
+        };
+        let email = format!(
+            "{}.{}{id}@example.com",
+            first.to_lowercase(),
+            last.to_lowercase()
+        );
+        let age = (18 + rng.below(80)).to_string();
+        let city = CITIES[rng.below(CITIES.len() as u64) as usize];
+        let id = id.to_string();
+        match format {
+            "csv" => {
+                let quoted = match name.contains([',', '"']) {
+                    true => format!("\"{}\"", name.replace('"', "\"\"")),
+                    false => name.clone(),
+                };
+                writeln!(out, "{id},{quoted},{email},{age},{city}")?;
+                let key = format!("user:{id}");
+                let fields = [
+                    ("id", &id),
+                    ("name", &name),
+                    ("email", &email),
+                    ("age", &age),
+                    ("city", &city.to_owned()),
+                ];
+                let mut args: Vec<&[u8]> = vec![b"HSET", key.as_bytes()];
+                for (field, value) in &fields {
+                    args.push(field.as_bytes());
+                    args.push(value.as_bytes());
+                }
+                write_resp(twin, &args)?;
+            }
+            _ => {
+                let json_name = name.replace('"', "\\\"");
+                writeln!(
+                    out,
+                    r#"{{"id": {id}, "name": "{json_name}", "email": "{email}", "age": {age}, "address": {{"city": "{city}", "zip": "{:05}"}}}}"#,
+                    rng.below(100_000)
+                )?;
+                let key = format!("doc:{id}");
+                write_resp(
+                    twin,
+                    &[
+                        b"HSET",
+                        key.as_bytes(),
+                        b"name",
+                        name.as_bytes(),
+                        b"email",
+                        email.as_bytes(),
+                        b"age",
+                        age.as_bytes(),
+                        b"city",
+                        city.as_bytes(),
+                    ],
+                )?;
+            }
+        }
+    }
+    Ok((count, count))
 }
 
 /// `base` shrunk (or grown) by `--scale`, never below one command.

@@ -77,6 +77,7 @@ pub fn render(setup: &Setup, datasets: &[Dataset], records: &[RunRecord]) -> Str
     render_setup(&mut out, setup);
     render_figures(&mut out, datasets, records);
     render_ratios(&mut out, datasets, records);
+    render_template_comparison(&mut out, datasets, records);
     render_cluster_comparison(&mut out, setup, records);
     render_progress_comparison(&mut out, records);
     render_server_memory(&mut out, datasets, records);
@@ -171,6 +172,40 @@ fn render_ratios(out: &mut String, datasets: &[Dataset], records: &[RunRecord]) 
             dataset.name,
             ratio(pipeload.wall_seconds, redis_cli.wall_seconds),
             ratio(pipeload.client_cpu_seconds, redis_cli.client_cpu_seconds),
+        );
+    }
+    out.push('\n');
+}
+
+/// For the CSV and JSON Lines sets: pipeload through `--template` against
+/// pipeload loading the same commands as RESP (how much templating costs)
+/// and against a Python script piped into `redis-cli --pipe` (what users
+/// run today).
+fn render_template_comparison(out: &mut String, datasets: &[Dataset], records: &[RunRecord]) {
+    let with_records: Vec<&Dataset> = datasets.iter().filter(|d| d.records.is_some()).collect();
+    if with_records.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "| data set | wall --template / RESP | wall --template / python → redis-cli | client CPU --template / RESP | client CPU --template / python → redis-cli |"
+    );
+    let _ = writeln!(out, "|---|--:|--:|--:|--:|");
+    for dataset in with_records {
+        let of = |tool| ToolSummary::of(&records_of(records, dataset.name, tool));
+        let (template, resp, python) = (
+            of(Tool::PipeloadTemplate),
+            of(Tool::PipeloadResp),
+            of(Tool::PythonRedisCli),
+        );
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} |",
+            dataset.name,
+            ratio(template.wall_seconds, resp.wall_seconds),
+            ratio(template.wall_seconds, python.wall_seconds),
+            ratio(template.client_cpu_seconds, resp.client_cpu_seconds),
+            ratio(template.client_cpu_seconds, python.client_cpu_seconds),
         );
     }
     out.push('\n');

@@ -44,6 +44,14 @@ pub enum Tool {
     PipeloadProgress,
     /// pipeload with its progress display forced off (`--no-progress`).
     PipeloadNoProgress,
+    /// A CSV or JSON Lines set as users load it today: a Python script
+    /// writing RESP, piped into `redis-cli --pipe`.
+    PythonRedisCli,
+    /// pipeload loading the commands a record set's template gives, already
+    /// encoded as RESP: the floor templating should stay near.
+    PipeloadResp,
+    /// pipeload loading a CSV or JSON Lines set through `--template`.
+    PipeloadTemplate,
 }
 
 /// The prefix of pipeload's progress lines in a log.
@@ -54,11 +62,14 @@ const OUTPUT_BUFFER_DROP: &str = "output buffer limits";
 
 impl Tool {
     /// Every tool, in the order the report lists them.
-    pub const ALL: [Tool; 4] = [
+    pub const ALL: [Tool; 7] = [
         Tool::RedisCli,
         Tool::Pipeload,
         Tool::PipeloadNoProgress,
         Tool::PipeloadProgress,
+        Tool::PythonRedisCli,
+        Tool::PipeloadResp,
+        Tool::PipeloadTemplate,
     ];
 
     pub fn name(self) -> &'static str {
@@ -67,13 +78,17 @@ impl Tool {
             Tool::Pipeload => "pipeload",
             Tool::PipeloadProgress => "pipeload --progress",
             Tool::PipeloadNoProgress => "pipeload --no-progress",
+            Tool::PythonRedisCli => "python → redis-cli --pipe",
+            Tool::PipeloadResp => "pipeload, same commands as RESP",
+            Tool::PipeloadTemplate => "pipeload --template",
         }
     }
 
     /// Flags beyond the connection and `--pipe` every tool gets.
     fn flags(self) -> &'static [&'static str] {
         match self {
-            Tool::RedisCli | Tool::Pipeload => &[],
+            Tool::RedisCli | Tool::Pipeload | Tool::PythonRedisCli => &[],
+            Tool::PipeloadResp | Tool::PipeloadTemplate => &[],
             Tool::PipeloadProgress => &["--progress"],
             Tool::PipeloadNoProgress => &["--no-progress"],
         }
@@ -90,7 +105,13 @@ impl Tools {
     fn program(&self, tool: Tool) -> &Path {
         match tool {
             Tool::RedisCli => &self.redis_cli,
-            Tool::Pipeload | Tool::PipeloadProgress | Tool::PipeloadNoProgress => &self.pipeload,
+            // The Python script and redis-cli, as one shell pipeline.
+            Tool::PythonRedisCli => Path::new("sh"),
+            Tool::Pipeload
+            | Tool::PipeloadProgress
+            | Tool::PipeloadNoProgress
+            | Tool::PipeloadResp
+            | Tool::PipeloadTemplate => &self.pipeload,
         }
     }
 }
@@ -200,13 +221,32 @@ pub fn measure_load(
         arguments.push("-c".to_owned());
     }
     arguments.extend(tool.flags().iter().map(|flag| flag.to_string()));
+    let mut input = dataset.path.as_path();
+    if let Some(records) = &dataset.records {
+        match tool {
+            Tool::PythonRedisCli => {
+                let pipeline = format!(
+                    "python3 '{}' | '{}' {}",
+                    records.python_script.display(),
+                    tools.redis_cli.display(),
+                    arguments.join(" ")
+                );
+                arguments = vec!["-c".to_owned(), pipeline];
+            }
+            Tool::PipeloadResp => input = &records.resp_twin,
+            Tool::PipeloadTemplate => arguments.extend(
+                ["--format", records.format, "--template", records.template].map(String::from),
+            ),
+            _ => {}
+        }
+    }
     let server_cpu_before = target.cpu_time()?;
     let log_before = watched.map(|server| server.log().len());
     let watch = watched.map(MemoryWatch::start).transpose()?;
     let measurement = run_measured(
         tools.program(tool),
         &arguments,
-        &dataset.path,
+        input,
         output_dir,
         time_limit,
     )

@@ -3,6 +3,14 @@
 //! directory, slots 0–5460, 5461–10922 and 10923–16383. Every node is
 //! killed and its directory removed on drop.
 //!
+//! [`TestCluster::start_with_replicas`] adds a replica to each primary
+//! (nodes 3, 4, 5 replicate 0, 1, 2) with a short `cluster-node-timeout`,
+//! for failover tests: [`TestCluster::failover`] (`CLUSTER FAILOVER` on a
+//! replica), [`TestCluster::kill_primary`] (SIGKILL, then the wait for its
+//! replica's promotion); [`TestCluster::add_node`] and
+//! [`TestCluster::remove_node`] grow and shrink any cluster. Each waits on
+//! what the nodes report, never on time.
+//!
 //! The harness computes hash slots itself ([`slot_of`], written from the
 //! cluster specification, independently of pipeload) and keeps its own map
 //! of which node owns which slot, updated by [`TestCluster::migrate_slot`],
@@ -40,8 +48,15 @@ const BUS_OFFSET: u16 = 10000;
 /// the ephemeral ports of client sockets or of other tests' servers.
 const PORT_RANGE: (u16, u16) = (12000, 22000);
 
-/// How long the cluster may take to form.
+/// How long the cluster may take to form, or to settle after a change.
 const FORMATION_GUARD: Duration = Duration::from_secs(20);
+
+/// `cluster-node-timeout` of the three-primary cluster.
+const NODE_TIMEOUT_MS: u32 = 5000;
+
+/// `cluster-node-timeout` of a cluster with replicas: a killed primary is
+/// failed over within a few seconds.
+pub const FAILOVER_NODE_TIMEOUT_MS: u32 = 1000;
 
 /// The hash slot of `key`, as the cluster specification defines it:
 /// CRC16/XMODEM of the key, or of the part between the first `{` and the
@@ -98,19 +113,33 @@ struct Node {
 }
 
 pub struct TestCluster {
+    /// Only ever grows: a removed node keeps its index (and is stopped).
     nodes: Vec<Node>,
     /// The certificates of a TLS-only cluster; `None`: plaintext.
     tls: Option<TlsFiles>,
     /// The node owning each slot (`None`: unassigned), as the harness set
-    /// it up and migrated it.
+    /// it up, migrated and failed it over.
     owners: Mutex<Vec<Option<usize>>>,
+    /// Per node: the primary it replicates (`None`: a primary).
+    replica_of: Mutex<Vec<Option<usize>>>,
+    /// Per node: killed or removed.
+    gone: Mutex<Vec<bool>>,
+    node_timeout_ms: u32,
 }
 
 impl TestCluster {
     /// Three primaries holding every slot; returns once every node reports
     /// `cluster_state:ok` and knows all three primaries and their slots.
     pub fn start() -> TestCluster {
-        TestCluster::start_assigning(&[true, true, true], None)
+        TestCluster::start_assigning(&[true, true, true], None, false)
+    }
+
+    /// Three primaries (nodes 0, 1, 2, slots as [`start`](TestCluster::start))
+    /// and a replica of each (nodes 3, 4, 5), with a `cluster-node-timeout`
+    /// of [`FAILOVER_NODE_TIMEOUT_MS`]. Returns once every node sees the
+    /// cluster ok and every replica's link to its primary is up.
+    pub fn start_with_replicas() -> TestCluster {
+        TestCluster::start_assigning(&[true, true, true], None, true)
     }
 
     /// As [`start`](TestCluster::start), but every node listens on a TLS
@@ -121,7 +150,7 @@ impl TestCluster {
     /// certificate of their own. [`port`](TestCluster::port) is a node's TLS
     /// port; [`tls_files`](TestCluster::tls_files) has the CA to trust.
     pub fn start_tls() -> TestCluster {
-        TestCluster::start_assigning(&[true, true, true], Some(TlsFiles::new()))
+        TestCluster::start_assigning(&[true, true, true], Some(TlsFiles::new()), false)
     }
 
     /// Three primaries joined into one cluster, but `unassigned` holds no
@@ -130,18 +159,25 @@ impl TestCluster {
     pub fn start_with_uncovered_range(unassigned: usize) -> TestCluster {
         let mut assign = [true; 3];
         assign[unassigned] = false;
-        TestCluster::start_assigning(&assign, None)
+        TestCluster::start_assigning(&assign, None, false)
     }
 
-    fn start_assigning(assign: &[bool; 3], tls: Option<TlsFiles>) -> TestCluster {
-        let nodes: Vec<Node> = (0..3).map(|_| start_node(tls.as_ref())).collect();
+    fn start_assigning(assign: &[bool; 3], tls: Option<TlsFiles>, replicas: bool) -> TestCluster {
+        let node_timeout_ms = match replicas {
+            true => FAILOVER_NODE_TIMEOUT_MS,
+            false => NODE_TIMEOUT_MS,
+        };
+        let node_count = if replicas { 6 } else { 3 };
+        let nodes: Vec<Node> = (0..node_count)
+            .map(|_| start_node(tls.as_ref(), node_timeout_ms))
+            .collect();
         let mut owners = vec![None; usize::from(SLOTS)];
         for (index, node) in nodes.iter().enumerate() {
             let mut client = NodeClient::connect(node.port, tls.is_some());
             // Distinct epochs up front, as `redis-cli --cluster create`
             // does, so no collision needs resolving while forming.
             client.ok(&["CLUSTER", "SET-CONFIG-EPOCH", &(index + 1).to_string()]);
-            if assign[index] {
+            if assign.get(index) == Some(&true) {
                 let (first, last) = SLOT_RANGES[index];
                 client.ok(&[
                     "CLUSTER",
@@ -158,11 +194,26 @@ impl TestCluster {
         for node in &nodes[1..] {
             first.ok(&["CLUSTER", "MEET", "127.0.0.1", &node.port.to_string()]);
         }
+        let replica_of = (0..node_count)
+            .map(|index| (index >= 3).then(|| index - 3))
+            .collect();
         let cluster = TestCluster {
+            gone: Mutex::new(vec![false; nodes.len()]),
             nodes,
             tls,
             owners: Mutex::new(owners),
+            replica_of: Mutex::new(replica_of),
+            node_timeout_ms,
         };
+        if replicas {
+            cluster.wait_until_known_everywhere();
+            for replica in 3..node_count {
+                let primary = cluster.node_id(replica - 3).to_string();
+                cluster
+                    .node_client(replica)
+                    .ok(&["CLUSTER", "REPLICATE", &primary]);
+            }
+        }
         let assigned: usize = SLOT_RANGES
             .iter()
             .zip(assign)
@@ -215,10 +266,20 @@ impl TestCluster {
             })
             .count();
         let all_assigned = assigned == usize::from(SLOTS);
+        let replicas_up = match self.replica_of(index) {
+            None => true,
+            Some(_) => {
+                info_field(
+                    &client.ok(&["INFO", "replication"]).into_text(),
+                    "master_link_status",
+                ) == Some("up")
+            }
+        };
         let formed = connected_primaries == 3
-            && field("cluster_known_nodes") == "3"
+            && field("cluster_known_nodes") == self.nodes.len().to_string()
             && field("cluster_slots_assigned") == assigned.to_string()
-            && (!all_assigned || field("cluster_state") == "ok");
+            && (!all_assigned || field("cluster_state") == "ok")
+            && replicas_up;
         (!formed).then(|| {
             format!(
                 "node {index} (port {}): state {}, known nodes {}, slots assigned {}, \
@@ -231,7 +292,206 @@ impl TestCluster {
         })
     }
 
-    /// How many nodes: three, never none.
+    /// Waits until every node knows every other (after `CLUSTER MEET`).
+    fn wait_until_known_everywhere(&self) {
+        let count = self.live_nodes().len().to_string();
+        self.wait_for("every node knows every other", |cluster, index| {
+            let info = cluster
+                .node_client(index)
+                .ok(&["CLUSTER", "INFO"])
+                .into_text();
+            info_field(&info, "cluster_known_nodes") == Some(count.as_str())
+        });
+    }
+
+    /// Waits until `holds` is true of every live node, polling; panics with
+    /// the nodes' logs after [`FORMATION_GUARD`].
+    fn wait_for(&self, what: &str, holds: impl Fn(&TestCluster, usize) -> bool) {
+        let deadline = Instant::now() + FORMATION_GUARD;
+        loop {
+            let unready: Vec<usize> = self
+                .live_nodes()
+                .into_iter()
+                .filter(|&index| !holds(self, index))
+                .collect();
+            if unready.is_empty() {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "not true within {FORMATION_GUARD:?} on nodes {unready:?}: {what}\n{}",
+                    self.logs()
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The nodes not killed or removed.
+    pub fn live_nodes(&self) -> Vec<usize> {
+        let gone = self.gone.lock().expect("gone lock");
+        (0..self.nodes.len())
+            .filter(|&index| !gone[index])
+            .collect()
+    }
+
+    /// The primary node `index` replicates, or `None` for a primary.
+    pub fn replica_of(&self, index: usize) -> Option<usize> {
+        self.replica_of.lock().expect("replica_of lock")[index]
+    }
+
+    /// The replica of primary `primary`, if it has one.
+    pub fn replica_for(&self, primary: usize) -> Option<usize> {
+        let replica_of = self.replica_of.lock().expect("replica_of lock");
+        let gone = self.gone.lock().expect("gone lock");
+        (0..self.nodes.len()).find(|&index| replica_of[index] == Some(primary) && !gone[index])
+    }
+
+    /// `cluster-node-timeout` of the nodes, in milliseconds.
+    pub fn node_timeout_ms(&self) -> u32 {
+        self.node_timeout_ms
+    }
+
+    /// Whether live node `index` sees node `id` as a healthy primary that
+    /// serves `slot`, and the cluster ok.
+    fn sees_serving(&self, index: usize, id: &str, slot: u16) -> bool {
+        let mut client = self.node_client(index);
+        let info = client.ok(&["CLUSTER", "INFO"]).into_text();
+        if info_field(&info, "cluster_state") != Some("ok") {
+            return false;
+        }
+        let nodes = client.ok(&["CLUSTER", "NODES"]).into_text();
+        nodes.lines().any(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            fields.len() >= 8
+                && fields[0] == id
+                && fields[2].split(',').any(|flag| flag == "master")
+                && !fields[2]
+                    .split(',')
+                    .any(|flag| matches!(flag, "fail" | "fail?"))
+                && fields[8..].iter().any(|range| {
+                    let (first, last) = range.split_once('-').unwrap_or((range, range));
+                    match (first.parse::<u16>(), last.parse::<u16>()) {
+                        (Ok(first), Ok(last)) => (first..=last).contains(&slot),
+                        _ => false,
+                    }
+                })
+        })
+    }
+
+    /// Hands the slots of `old` to `new` in the harness's map, and their
+    /// roles over, then waits until every live node sees `new` serving them
+    /// and its own role as primary.
+    fn promoted(&self, new: usize, old: usize) {
+        let slots: Vec<u16> = {
+            let mut owners = self.owners.lock().expect("owners lock");
+            let slots = (0..SLOTS)
+                .filter(|&slot| owners[usize::from(slot)] == Some(old))
+                .collect();
+            for owner in owners.iter_mut().filter(|owner| **owner == Some(old)) {
+                *owner = Some(new);
+            }
+            slots
+        };
+        {
+            let mut replica_of = self.replica_of.lock().expect("replica_of lock");
+            replica_of[new] = None;
+            replica_of[old] = Some(new);
+        }
+        let id = self.node_id(new).to_string();
+        let probe = slots.first().copied().unwrap_or(0);
+        self.wait_for(
+            "the promoted replica serves its slots everywhere",
+            |cluster, index| cluster.sees_serving(index, &id, probe),
+        );
+        self.wait_for(
+            "the promoted replica says it is a primary",
+            |cluster, index| {
+                index != new
+                    || cluster
+                        .node_client(index)
+                        .ok(&["ROLE"])
+                        .into_array()
+                        .first()
+                        == Some(&Value::Bulk(Some(b"master".to_vec())))
+            },
+        );
+    }
+
+    /// `CLUSTER FAILOVER` on `replica`: it takes over its primary's slots
+    /// and the primary becomes its replica. Returns once every node sees
+    /// the replica serving those slots; returns the former primary.
+    pub fn failover(&self, replica: usize) -> usize {
+        let old = self
+            .replica_of(replica)
+            .unwrap_or_else(|| panic!("node {replica} is not a replica"));
+        self.node_client(replica).ok(&["CLUSTER", "FAILOVER"]);
+        self.promoted(replica, old);
+        old
+    }
+
+    /// SIGKILL to primary `primary`, then the wait until its replica has
+    /// been promoted and every live node sees it serving the slots (about
+    /// `cluster-node-timeout` plus the election). Returns the replica.
+    pub fn kill_primary(&self, primary: usize) -> usize {
+        self.kill_node(primary);
+        self.wait_for_promotion(primary)
+    }
+
+    /// After [`kill_node`](TestCluster::kill_node) of primary `primary`:
+    /// waits until its replica has been promoted and every live node sees
+    /// it serving the slots. Returns the replica.
+    pub fn wait_for_promotion(&self, primary: usize) -> usize {
+        let replica = self
+            .replica_for(primary)
+            .unwrap_or_else(|| panic!("primary {primary} has no replica"));
+        self.promoted(replica, primary);
+        replica
+    }
+
+    /// Starts a new node, empty and without slots, and joins it to the
+    /// cluster; returns its index once every live node knows it.
+    pub fn add_node(&mut self) -> usize {
+        let node = start_node(self.tls.as_ref(), self.node_timeout_ms);
+        let port = node.port.to_string();
+        self.nodes.push(node);
+        self.replica_of.lock().expect("replica_of lock").push(None);
+        self.gone.lock().expect("gone lock").push(false);
+        let seed = self.live_nodes()[0];
+        self.node_client(seed)
+            .ok(&["CLUSTER", "MEET", "127.0.0.1", &port]);
+        self.wait_until_known_everywhere();
+        // The new node serves nothing until it has learnt every slot.
+        self.wait_for("every node sees the cluster ok", |cluster, index| {
+            let info = cluster
+                .node_client(index)
+                .ok(&["CLUSTER", "INFO"])
+                .into_text();
+            info_field(&info, "cluster_state") == Some("ok")
+        });
+        self.nodes.len() - 1
+    }
+
+    /// Removes node `index`, which must own no slot any more: every other
+    /// node forgets it, then it is stopped. Returns once no live node
+    /// knows it.
+    pub fn remove_node(&self, index: usize) {
+        let owns = self
+            .owners
+            .lock()
+            .expect("owners lock")
+            .contains(&Some(index));
+        assert!(!owns, "node {index} still owns slots");
+        let id = self.node_id(index).to_string();
+        self.gone.lock().expect("gone lock")[index] = true;
+        for other in self.live_nodes() {
+            self.node_client(other).ok(&["CLUSTER", "FORGET", &id]);
+        }
+        self.kill_process(index);
+        self.wait_until_known_everywhere();
+    }
+
+    /// How many nodes were ever started (removed ones included).
     #[expect(clippy::len_without_is_empty, reason = "a cluster always has nodes")]
     pub fn len(&self) -> usize {
         self.nodes.len()
@@ -374,7 +634,12 @@ impl TestCluster {
         };
         announce(to);
         announce(from);
-        for other in (0..self.nodes.len()).filter(|&index| index != from && index != to) {
+        // Replicas refuse SETSLOT: they learn from their primaries.
+        for other in self
+            .live_nodes()
+            .into_iter()
+            .filter(|&index| index != from && index != to && self.replica_of(index).is_none())
+        {
             announce(other);
         }
         self.owners.lock().expect("owners lock")[usize::from(slot)] = Some(to);
@@ -383,6 +648,11 @@ impl TestCluster {
 
     /// SIGKILL to node `index`: its clients see their connections reset.
     pub fn kill_node(&self, index: usize) {
+        self.gone.lock().expect("gone lock")[index] = true;
+        self.kill_process(index);
+    }
+
+    fn kill_process(&self, index: usize) {
         let mut child = self.nodes[index].child.lock().expect("child lock");
         let _ = child.kill();
         let _ = child.wait();
@@ -422,13 +692,15 @@ impl Drop for TestCluster {
 /// Starts one cluster-enabled node on a port whose bus port is free too,
 /// trying other ports when another process takes one first; with `tls`, a
 /// TLS-only node using those certificates.
-fn start_node(tls: Option<&TlsFiles>) -> Node {
-    start_with_retries("a cluster node", || try_start_node(free_port_pair(), tls))
+fn start_node(tls: Option<&TlsFiles>, node_timeout_ms: u32) -> Node {
+    start_with_retries("a cluster node", || {
+        try_start_node(free_port_pair(), tls, node_timeout_ms)
+    })
 }
 
-fn try_start_node(port: u16, tls: Option<&TlsFiles>) -> Result<Node, String> {
+fn try_start_node(port: u16, tls: Option<&TlsFiles>, node_timeout_ms: u32) -> Result<Node, String> {
     let dir = TempDir::new("cluster");
-    let mut child = spawn_node(port, dir.path(), tls)?;
+    let mut child = spawn_node(port, dir.path(), tls, node_timeout_ms)?;
     match wait_until_ready(&mut child, port, dir.path(), tls.is_some()) {
         Ok(id) => Ok(Node {
             child: Mutex::new(child),
@@ -444,7 +716,12 @@ fn try_start_node(port: u16, tls: Option<&TlsFiles>) -> Result<Node, String> {
     }
 }
 
-fn spawn_node(port: u16, dir: &Path, tls: Option<&TlsFiles>) -> Result<Child, String> {
+fn spawn_node(
+    port: u16,
+    dir: &Path,
+    tls: Option<&TlsFiles>,
+    node_timeout_ms: u32,
+) -> Result<Child, String> {
     let mut command = Command::new("redis-server");
     match tls {
         None => command.args(["--port", &port.to_string()]),
@@ -466,7 +743,13 @@ fn spawn_node(port: u16, dir: &Path, tls: Option<&TlsFiles>) -> Result<Child, St
         .args(["--bind", "127.0.0.1"])
         .args(["--cluster-enabled", "yes"])
         .args(["--cluster-config-file", "nodes.conf"])
-        .args(["--cluster-node-timeout", "5000"])
+        .args(["--cluster-node-timeout", &node_timeout_ms.to_string()])
+        // A replica whose primary was killed under load may still be
+        // catching up: it takes over all the same.
+        .args(["--cluster-replica-validity-factor", "0"])
+        // A primary whose last slot migrates away stays a primary (to be
+        // removed), rather than turning into a replica of the new owner.
+        .args(["--cluster-allow-replica-migration", "no"])
         .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
         .args(["--loglevel", "notice"])
         .arg("--dir")

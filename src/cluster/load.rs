@@ -7,33 +7,33 @@
 //! still starting under `--retry`), sets up what the lanes share (redirect
 //! channels, the count of commands not yet settled, per-slot order) and
 //! hands them to `engine::run_lanes`, which runs them like the single
-//! server's one lane and sums them into the one summary.
+//! server's one lane and sums them into the one summary. A node found
+//! mid-load (`ClusterLinks`) gets a lane made here too, which connects on
+//! its own thread.
 
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use crossbeam_channel::{bounded, unbounded};
 
 use super::ClusterLinks;
 use super::keys::KeyPositions;
 use super::outstanding::Outstanding;
 use super::router::Router;
 use super::slot::SlotOrder;
-use super::topology::Topology;
-use crate::batch::Batch;
+use super::topology::{NodeAddress, Topology};
 use crate::config::{Config, Endpoint};
-use crate::connection::SessionShared;
-use crate::engine::{BATCH_CHANNEL_CAPACITY, Lane, LoadStart, run_lanes, start_load};
+use crate::conn::Connection;
+use crate::engine::{BATCH_CHANNEL_CAPACITY, JoiningLanes, Lane, LoadStart, run_lanes, start_load};
 use crate::handlers::errors::ErrorsFile;
+use crate::handover::LaneNode;
 use crate::input::OpenSource;
 use crate::replies::{Replies, ReplyContext};
 use crate::retry;
-use crate::route::Route;
+use crate::route::{NewLane, Route};
 use crate::stop::Stop;
 use crate::stream::Stream;
 use crate::tls::TlsConfig;
-use crate::writer::Redirects;
 
 /// Loads the input into every primary of `topology`; `seed` is the
 /// connection the topology was read through.
@@ -47,28 +47,22 @@ pub fn load_cluster(
     config: &Config,
 ) -> Result<ExitCode> {
     let keys = KeyPositions::fetch(&mut seed).context("cannot read the server's command table")?;
-    let node_count = topology.primaries.len();
-    let node_configs: Vec<Config> = topology
-        .primaries
-        .iter()
-        .map(|node| Config {
-            endpoint: Endpoint::Tcp {
-                host: node.host.clone(),
-                port: node.port,
-            },
-            ..config.clone()
-        })
-        .collect();
-    let addresses: Vec<String> = topology
-        .primaries
-        .iter()
-        .map(|node| node.to_text())
-        .collect();
+    let node_config = |host: &str, port: u16| Config {
+        endpoint: Endpoint::Tcp {
+            host: host.to_owned(),
+            port,
+        },
+        ..config.clone()
+    };
     // With `--retry`, a primary still starting is waited for, as the seed
     // node was.
-    let mut connections = Vec::with_capacity(node_count);
-    for node_config in &node_configs {
-        connections.push(retry::connect_first(node_config, tls, &stop)?);
+    let mut connections = Vec::new();
+    for node in topology.nodes().iter() {
+        connections.push(retry::connect_first(
+            &node_config(&node.host, node.port),
+            tls,
+            &stop,
+        )?);
     }
     let mut load = start_load(sources, errors_file.is_some(), stop, config)?;
     let LoadStart {
@@ -84,34 +78,37 @@ pub fn load_cluster(
     let replies_out = replies_out.as_ref();
     let (stop, names, error_log, counters) = (&*stop, &*names, &*error_log, &*counters);
 
-    let (node_senders, node_receivers): (Vec<_>, Vec<_>) = (0..node_count)
-        .map(|_| bounded::<Batch>(BATCH_CHANNEL_CAPACITY))
-        .unzip();
-    let (redirect_senders, redirect_receivers): (Vec<_>, Vec<_>) =
-        (0..node_count).map(|_| unbounded::<Batch>()).unzip();
     let outstanding = Outstanding::default();
-
     let order = SlotOrder::default();
-    let links = ClusterLinks::new(&topology, &redirect_senders, &outstanding, &order);
-    let router = Router::new(keys, &topology, seed, node_senders, &outstanding, &order)
-        .holding_for(replies_out);
-    let lanes = connections
-        .into_iter()
-        .enumerate()
-        .map(|(node, connection)| Lane {
+    let (links, lane_requests) = ClusterLinks::new(
+        &topology,
+        &outstanding,
+        &order,
+        config,
+        tls,
+        BATCH_CHANNEL_CAPACITY,
+    );
+    let router =
+        Router::new(keys, &topology, seed, &links, &outstanding, &order).holding_for(replies_out);
+    let make_lane = |request: NewLane, connection: Option<Connection>| {
+        let address = NodeAddress {
+            host: request.host,
+            port: request.port,
+        };
+        Lane {
             connection,
-            shared: SessionShared {
-                batches: &node_receivers[node],
-                redirects: Some(Redirects {
-                    batches: &redirect_receivers[node],
-                    all_settled: outstanding.all_settled(),
-                }),
-                stop,
-                config: &node_configs[node],
-                tls,
-                progress: counters.as_deref(),
-                node: Some(&addresses[node]),
-            },
+            batches: request.batches,
+            redirects: Some(request.redirects),
+            all_settled: Some(outstanding.all_settled()),
+            stop,
+            config: node_config(&address.host, address.port),
+            tls,
+            progress: counters.as_deref(),
+            node: Some(address.to_text()),
+            lane_node: Some(LaneNode {
+                index: request.node,
+                loss: &links,
+            }),
             replies: Replies::new(ReplyContext {
                 source_names: names,
                 stop,
@@ -120,12 +117,29 @@ pub fn load_cluster(
                 max_errors: config.max_errors,
                 resend_transient: config.retry > 0,
                 errors_file: errors_file.clone(),
-                cluster: Some((&links, node)),
+                cluster: Some((&links, request.node)),
                 replies_out,
             }),
-        })
+        }
+    };
+    // The nodes read at the start, connected above, in node order.
+    let lanes = lane_requests
+        .try_iter()
+        .zip(connections)
+        .map(|(request, connection)| make_lane(request, Some(connection)))
         .collect();
+    // Nodes found mid-load connect on their lane's own thread.
+    let joining = JoiningLanes {
+        requests: &lane_requests,
+        make: &|request| make_lane(request, None),
+    };
     let route = Route::Router(Box::new(|| router.run(input_receiver, stop)));
-    let end = run_lanes(lanes, route, input, config)?;
+    let mut end = run_lanes(lanes, route, Some(joining), input, config)?;
+    // A redirect not followed left its command unapplied.
+    if let Some(unfollowed) = links.first_unfollowed() {
+        end.acknowledged = end.acknowledged.min(unfollowed.saturating_sub(1));
+        end.nothing_left = false;
+    }
+    end.cluster = Some(links.events());
     Ok(load.finish(end, config))
 }

@@ -5,13 +5,16 @@
 //! Commands keep their input positions (`batch::Members::Routed`), so
 //! errors still name their line. A `MULTI … EXEC` block goes whole to the node of
 //! its first key; `FLUSHALL`, `FLUSHDB`, `AUTH` and `HELLO` go to every
-//! primary (their reply is counted once, a failed copy as an error); other
-//! keyless commands go to the first primary; `SELECT` of a database other
-//! than 0 is refused, as a cluster has only db 0. A slot that changes owner
-//! keeps its commands in input order (`SlotOrder`).
+//! primary that owns slots now (their reply is counted once, a failed copy
+//! as an error); other keyless commands go to the owner of slot 0; `SELECT`
+//! of a database other than 0 is refused, as a cluster has only db 0. A
+//! slot that changes owner keeps its commands in input order (`SlotOrder`).
+//! A node found mid-load is taken on (`ClusterLinks::take_router_channels`)
+//! when the slot map first names it.
 
 use crossbeam_channel::{Receiver, Sender, select};
 
+use super::ClusterLinks;
 use super::keys::{KeyLookup, KeyPositions};
 use super::outstanding::Outstanding;
 use super::slot::{SLOT_COUNT, SlotOrder, key_slot};
@@ -29,7 +32,7 @@ use crate::stream::Stream;
 enum Route {
     /// To the owner of this hash slot.
     Slot(u16),
-    /// A keyless command: to the first primary.
+    /// A keyless command: to the owner of slot 0.
     FirstPrimary,
     EveryPrimary,
     Refused(Rejection),
@@ -40,7 +43,9 @@ pub struct Router<'a> {
     topology: &'a Topology,
     /// For `COMMAND GETKEYS`, when the metadata cannot find the keys.
     control: Stream,
+    /// Per node: the channel into its lane.
     nodes: Vec<Sender<Batch>>,
+    links: &'a ClusterLinks<'a>,
     outstanding: &'a Outstanding,
     order: &'a SlotOrder,
     /// Per slot: the node its last command was routed to, and how many
@@ -55,6 +60,7 @@ pub struct Router<'a> {
 /// writers may stop once the ones it added are settled.
 impl Drop for Router<'_> {
     fn drop(&mut self) {
+        self.links.router_finished();
         self.outstanding.router_finished();
     }
 }
@@ -64,7 +70,7 @@ impl<'a> Router<'a> {
         keys: KeyPositions,
         topology: &'a Topology,
         control: Stream,
-        nodes: Vec<Sender<Batch>>,
+        links: &'a ClusterLinks<'a>,
         outstanding: &'a Outstanding,
         order: &'a SlotOrder,
     ) -> Self {
@@ -72,7 +78,8 @@ impl<'a> Router<'a> {
             keys,
             topology,
             control,
-            nodes,
+            nodes: links.take_router_channels(),
+            links,
             outstanding,
             order,
             routed_to: vec![None; SLOT_COUNT],
@@ -107,7 +114,7 @@ impl<'a> Router<'a> {
                 continue;
             };
             if let Some(replies_out) = self.replies_out {
-                replies_out.wait_for_room(stop);
+                replies_out.wait_for_room(stop, &|| self.links.first_unfollowed());
             }
             if self.route_batch(&batch, stop).is_err() {
                 // Part of this batch may have gone out; none of it counts.
@@ -144,21 +151,27 @@ impl<'a> Router<'a> {
                     let node = self.node_for(slot, &mut split, stop)?;
                     self.push_routed(&mut split[node], batch, index, Some(slot));
                 }
-                Route::FirstPrimary => split[0].push_copy(batch, index, None, None),
+                Route::FirstPrimary => {
+                    let node = self.keyless_node(&mut split);
+                    split[node].push_copy(batch, index, None, None)
+                }
                 Route::Refused(why) => {
-                    split[0].push_copy(batch, index, Some(Expect::Rejected(why)), None)
+                    let node = self.keyless_node(&mut split);
+                    split[node].push_copy(batch, index, Some(Expect::Rejected(why)), None)
                 }
                 Route::EveryPrimary => {
-                    for (node, target) in split.iter_mut().enumerate() {
+                    let owning = self.topology.owning_nodes();
+                    for (nth, &node) in owning.iter().enumerate() {
+                        let node = self.take_on(node, &mut split);
                         // One reply counts for the input's one command; a
                         // command no node answers (CLIENT REPLY OFF) is
                         // sent as it is everywhere.
-                        let expect = match node {
+                        let expect = match nth {
                             0 => None,
                             _ if command.expect == Expect::NoReply => None,
                             _ => Some(Expect::Marker),
                         };
-                        target.push_copy(batch, index, expect, None);
+                        split[node].push_copy(batch, index, expect, None);
                     }
                 }
             }
@@ -187,12 +200,44 @@ impl<'a> Router<'a> {
         Ok(())
     }
 
+    /// `node` as an index into `split`: a node found mid-load is taken on
+    /// first (its channel, a batch of its own in `split`). Every node the
+    /// slot map names has its channel waiting (`ClusterLinks` opens it
+    /// before it names the node), so the last-node fallback is never used.
+    #[inline]
+    fn take_on(&mut self, node: usize, split: &mut Vec<Batch>) -> usize {
+        if node < split.len() {
+            return node;
+        }
+        self.take_on_new(node, split)
+    }
+
+    #[inline(never)]
+    fn take_on_new(&mut self, node: usize, split: &mut Vec<Batch>) -> usize {
+        if node >= self.nodes.len() {
+            self.nodes.extend(self.links.take_router_channels());
+        }
+        let node = node.min(self.nodes.len().saturating_sub(1));
+        while split.len() <= node {
+            let fresh = Batch::routed_from(&split[0]);
+            split.push(fresh);
+        }
+        node
+    }
+
+    /// Where a keyless command goes: the owner of slot 0, a primary now.
+    fn keyless_node(&mut self, split: &mut Vec<Batch>) -> usize {
+        let node = self.topology.slots.owner(0);
+        self.take_on(node, split)
+    }
+
     /// The node a command of `slot` goes to: its owner, but only once no
     /// earlier command of the slot is unsettled on the node it went to
     /// before (see `SlotOrder`). Waiting, it first sends what it has split,
     /// which may hold such commands.
-    fn node_for(&mut self, slot: u16, split: &mut [Batch], stop: &Stop) -> Result<usize, ()> {
+    fn node_for(&mut self, slot: u16, split: &mut Vec<Batch>, stop: &Stop) -> Result<usize, ()> {
         let owner = self.topology.slots.owner(slot);
+        let owner = self.take_on(owner, split);
         let at = usize::from(slot);
         let routed = self.routed[at];
         if self.routed_to[at].is_some_and(|last| last != owner)
@@ -221,7 +266,7 @@ impl<'a> Router<'a> {
         &mut self,
         batch: &Batch,
         block: &[usize],
-        split: &mut [Batch],
+        split: &mut Vec<Batch>,
         stop: &Stop,
     ) -> Result<(), ()> {
         let slot = block
@@ -232,7 +277,7 @@ impl<'a> Router<'a> {
             });
         let node = match slot {
             Some(slot) => self.node_for(slot, split, stop)?,
-            None => 0,
+            None => self.keyless_node(split),
         };
         for &index in block {
             self.push_routed(&mut split[node], batch, index, slot);

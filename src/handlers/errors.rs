@@ -7,6 +7,7 @@
 //! file are shared by the reply readers of a cluster load, so the lines and
 //! the `--max-errors` count cover every node.
 
+use std::collections::VecDeque;
 use std::fs::{File, OpenOptions, Permissions};
 use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -21,30 +22,75 @@ use crate::summary::{ErrorLog, report};
 
 /// `--errors-file`, shared by the reply readers of a cluster load (one lock
 /// per failed command: failures are rare next to replies).
-pub type ErrorsFile = Arc<Mutex<BufWriter<File>>>;
+pub type ErrorsFile = Arc<Mutex<ErrorsFileWriter>>;
 
-/// Creates (or empties) `--errors-file`, readable and writable by its
-/// owner only: it holds failed commands as they were in the input, which
-/// may be `AUTH` or `HELLO … AUTH` lines with their passwords.
-pub fn create_errors_file(path: &Path) -> io::Result<ErrorsFile> {
-    let file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    // An existing file keeps its mode through open: narrow it too.
-    file.set_permissions(Permissions::from_mode(0o600))?;
-    Ok(Arc::new(Mutex::new(BufWriter::new(file))))
+/// The errors file: the input bytes of each failed command, once per input
+/// record (the commands a CSV or JSON Lines record gives share its bytes),
+/// after the CSV header when the input has one, so that the file loads
+/// again with the same command line.
+pub struct ErrorsFileWriter {
+    file: BufWriter<File>,
+    /// Written before the first failed command, if any fails.
+    header: Option<Vec<u8>>,
+    /// The source and line of the last failed commands written, most
+    /// recent last: a record's commands fail one after the other (with
+    /// `-c`, on several nodes at about the same time).
+    recently_written: VecDeque<(usize, u64)>,
 }
 
-/// Writes one failed command's input bytes: a text line gets its line end
-/// back, a RESP frame is complete as it is.
-pub fn write_original(file: &mut impl Write, original: &[u8]) -> io::Result<()> {
-    file.write_all(original)?;
-    match original.first() {
-        Some(b'*') if original.ends_with(b"\r\n") => Ok(()),
-        _ => file.write_all(b"\n"),
+/// How many failed commands' positions the errors file remembers.
+const RECENTLY_WRITTEN: usize = 256;
+
+impl ErrorsFileWriter {
+    /// Creates (or empties) `--errors-file`, readable and writable by its
+    /// owner only: it holds failed commands as they were in the input,
+    /// which may be `AUTH` or `HELLO … AUTH` lines with their passwords.
+    /// `header` (a CSV's) is written before the first failed record.
+    pub fn create(path: &Path, header: Option<Vec<u8>>) -> io::Result<ErrorsFile> {
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)?;
+        // An existing file keeps its mode through open: narrow it too.
+        file.set_permissions(Permissions::from_mode(0o600))?;
+        Ok(Arc::new(Mutex::new(ErrorsFileWriter {
+            file: BufWriter::new(file),
+            header,
+            recently_written: VecDeque::with_capacity(RECENTLY_WRITTEN),
+        })))
+    }
+
+    /// Writes command `index`'s input bytes, unless they were written
+    /// lately (another command of the same record): a text line gets its
+    /// line end back, a RESP frame is complete as it is.
+    pub fn write(&mut self, batch: &Batch, index: usize) -> io::Result<()> {
+        let (Some(original), Some(command)) = (batch.original(index), batch.commands.get(index))
+        else {
+            return Ok(());
+        };
+        let position = (batch.source, command.line_no);
+        if self.recently_written.contains(&position) {
+            return Ok(());
+        }
+        if self.recently_written.len() == RECENTLY_WRITTEN {
+            self.recently_written.pop_front();
+        }
+        self.recently_written.push_back(position);
+        if let Some(header) = self.header.take() {
+            self.file.write_all(&header)?;
+            self.file.write_all(b"\n")?;
+        }
+        self.file.write_all(original)?;
+        match original.first() {
+            Some(b'*') if original.ends_with(b"\r\n") => Ok(()),
+            _ => self.file.write_all(b"\n"),
+        }
+    }
+
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
     }
 }
 
@@ -116,7 +162,7 @@ impl<'a> ErrorReport<'a> {
                     reply.index
                 }
             };
-            self.write_failed(batch.original(failed));
+            self.write_failed(batch, failed);
         }
     }
 
@@ -133,13 +179,12 @@ impl<'a> ErrorReport<'a> {
     }
 
     /// Appends a failed command's input bytes to `--errors-file`.
-    fn write_failed(&mut self, original: Option<&[u8]>) {
-        let (Some(file), Some(original)) = (self.errors_file.as_ref(), original) else {
+    fn write_failed(&mut self, batch: &Batch, index: usize) {
+        let Some(file) = self.errors_file.as_ref() else {
             return;
         };
         let mut file = file.lock().unwrap_or_else(PoisonError::into_inner);
-        let written = write_original(&mut *file, original);
-        if let Err(error) = written {
+        if let Err(error) = file.write(batch, index) {
             report(&format!(
                 "pipeload: cannot write the errors file: {}",
                 describe_io_error(&error)
@@ -156,14 +201,13 @@ impl ReplyHandler for ErrorReport<'_> {
         if reply.succeeded() && reply.errors.is_empty() {
             return Flow::Continue;
         }
-        let original = reply.batch.original(reply.index);
         if reply.command.expect == Expect::Marker {
             // Its reply counts for nothing: pipeload's own `ASKING` or
             // `CLIENT REPLY ON`, or a copy of `FLUSHALL`, `AUTH`… whose
             // reply the first primary counts. A copy that failed left its
             // primary unflushed or not set up, though: an error.
             if !reply.succeeded() && self.cluster {
-                self.write_failed(original);
+                self.write_failed(reply.batch, reply.index);
                 self.log_errors(reply);
                 self.check_max_errors();
             }
@@ -171,7 +215,7 @@ impl ReplyHandler for ErrorReport<'_> {
         }
         match reply.succeeded() {
             true => self.write_nested_failures(reply),
-            false => self.write_failed(original),
+            false => self.write_failed(reply.batch, reply.index),
         }
         self.log_errors(reply);
         self.check_max_errors();
@@ -180,8 +224,9 @@ impl ReplyHandler for ErrorReport<'_> {
 
     fn rejected(&mut self, batch: &Batch, index: usize, why: Rejection) {
         let position = batch.position(index, self.source_names, None);
+        let why = batch.refusal_reason(index, why);
         self.logged_errors = self.error_log.error(&position, &format!("not sent: {why}"));
-        self.write_failed(batch.original(index));
+        self.write_failed(batch, index);
         self.check_max_errors();
     }
 

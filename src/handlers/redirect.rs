@@ -1,8 +1,10 @@
 //! The redirect handler: replies that mean "not here" or "not now" rather
 //! than a failure of the command. In a cluster, `MOVED` and `ASK` send the
-//! command to the node named (`TRYAGAIN`, `CLUSTERDOWN`: to the same one
-//! after a pause); with `--retry`, `LOADING`, `BUSY`, `TRYAGAIN` and
-//! `MASTERDOWN` end the session so that the command is sent again.
+//! command to the node named (`TRYAGAIN`, and `CLUSTERDOWN` without
+//! `--retry`: to the same one after a pause); with `--retry`, `LOADING`,
+//! `BUSY`, `TRYAGAIN`, `MASTERDOWN` and `CLUSTERDOWN` (a failover under
+//! way) end the session so that the command is sent again, waited for as
+//! a lost connection is.
 //!
 //! Without `-c`, the first `MOVED` gets a hint to add it (the reply is
 //! still an error).
@@ -17,7 +19,13 @@ use crate::summary::report;
 
 /// Error replies that mean "not now" rather than "never": with `--retry`
 /// the command is sent again after a pause instead of being counted.
-const TRANSIENT_ERRORS: [&[u8]; 4] = [b"LOADING", b"BUSY", b"TRYAGAIN", b"MASTERDOWN"];
+const TRANSIENT_ERRORS: [&[u8]; 5] = [
+    b"LOADING",
+    b"BUSY",
+    b"TRYAGAIN",
+    b"MASTERDOWN",
+    b"CLUSTERDOWN",
+];
 
 pub struct Redirects<'a> {
     /// Cluster mode: the shared links, and which primary this reader reads.

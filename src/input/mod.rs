@@ -11,9 +11,11 @@
 //! confirms them.
 //!
 //! One framer per format turns bytes into commands: `text` (a line, split
-//! with the server's `quoting` rules, encoded as RESP) and `resp` (a RESP
-//! array, checked and copied). Every framed command then takes the one
-//! shared step, `admit` (skip, reply tracking, refusals, transactions), and
+//! with the server's `quoting` rules, encoded as RESP), `resp` (a RESP
+//! array, checked and copied), and for `--format csv|tsv|jsonl` `csv` and
+//! `jsonl` (a record, which `records` makes into one command per
+//! `template`). Every framed command then takes the one shared step,
+//! `admit` (skip, reply tracking, refusals, transactions), and
 //! `SourceReader::push_admitted` puts it in the batch; this module reads the
 //! sources, keeps line numbers and batches. A new format is a new framer
 //! file and one arm in `frame_available`.
@@ -32,7 +34,7 @@ use std::sync::Arc;
 use crossbeam_channel::Sender;
 
 use crate::batch::{Batch, CommandKind, Expect, describe_line};
-use crate::config::{Format, Source};
+use crate::config::{Format, RecordOptions, Source};
 use crate::encode::command_bytes;
 use crate::io_error::describe_io_error;
 use crate::progress::Counters;
@@ -42,9 +44,15 @@ use admit::{InputState, ReplyTracker};
 use quoting::Args;
 
 mod admit;
+mod csv;
+mod jsonl;
 pub mod quoting;
+pub mod records;
 mod resp;
+pub mod template;
 mod text;
+
+use records::{Header, RecordFramer};
 
 /// Bytes read from a source at a time.
 const READ_CHUNK: usize = 256 * 1024;
@@ -65,25 +73,42 @@ pub struct OpenSource {
     /// `None` for stdin, whose positions read `line N`.
     pub name: Option<String>,
     reader: Box<dyn Read + Send>,
+    /// A CSV or TSV source's header row, read before loading.
+    pub header: Option<Header>,
+    /// Line number of the first byte `reader` gives.
+    first_line: u64,
+    /// Bytes of the source read before `reader` (its header row).
+    bytes_before: u64,
+    /// Whether a UTF-8 byte order mark may still start `reader`.
+    skip_bom: bool,
 }
 
 impl OpenSource {
     /// A source over any reader (tests feed byte slices through this).
     pub fn from_reader(name: Option<String>, reader: Box<dyn Read + Send>) -> Self {
-        OpenSource { name, reader }
+        OpenSource {
+            name,
+            reader,
+            header: None,
+            first_line: 1,
+            bytes_before: 0,
+            skip_bom: true,
+        }
     }
 }
 
 /// Opens every source before anything is sent, so a missing file is reported
-/// before connecting.
-pub fn open_sources(sources: &[Source]) -> anyhow::Result<Vec<OpenSource>> {
-    sources
+/// before connecting; a CSV or TSV source's header row is read then too, to
+/// check the templates against it (`records::read_headers`).
+pub fn open_sources(
+    sources: &[Source],
+    format: Format,
+    records: &RecordOptions,
+) -> anyhow::Result<Vec<OpenSource>> {
+    let mut opened = sources
         .iter()
         .map(|source| match source {
-            Source::Stdin => Ok(OpenSource {
-                name: None,
-                reader: Box::new(io::stdin()),
-            }),
+            Source::Stdin => Ok(OpenSource::from_reader(None, Box::new(io::stdin()))),
             Source::File(path) => {
                 let shown = path.display().to_string();
                 let file = File::open(path).map_err(|error| {
@@ -93,13 +118,12 @@ pub fn open_sources(sources: &[Source]) -> anyhow::Result<Vec<OpenSource>> {
                 if is_dir {
                     anyhow::bail!("cannot read {shown}: Is a directory");
                 }
-                Ok(OpenSource {
-                    name: Some(shown),
-                    reader: Box::new(file),
-                })
+                Ok(OpenSource::from_reader(Some(shown), Box::new(file)))
             }
         })
-        .collect()
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    records::read_headers(&mut opened, format, records)?;
+    Ok(opened)
 }
 
 /// Names of the sources, by index, for the threads that report positions.
@@ -195,6 +219,8 @@ pub struct InputOptions {
     pub cluster: bool,
     /// Where to count the bytes read, for the progress display.
     pub progress: Option<Arc<Counters>>,
+    /// `--format csv|tsv|jsonl`: the templates and field names.
+    pub records: RecordOptions,
 }
 
 /// Reads every source in order and sends its commands as batches.
@@ -214,13 +240,24 @@ pub fn read_input(
         warned_blocking: false,
         blocking_classes: admit::BlockingClasses::new(),
     };
+    let templates = records::compile_templates(&options.records);
     let mut last_source = 0;
     for (index, source) in sources.into_iter().enumerate() {
+        if let Some(progress) = &state.progress {
+            Counters::add(&progress.input_bytes, source.bytes_before);
+        }
+        let framer = RecordFramer::for_source(
+            options.format,
+            &options.records,
+            &templates,
+            source.header.as_ref(),
+        );
         let mut reader = SourceReader::new(
             index,
             state.commands_before_source,
             source,
             options.format,
+            framer,
             batches,
         );
         reader.read_all(&mut state)?;
@@ -263,6 +300,10 @@ struct SourceReader<'a> {
     command_no: u64,
     args: Args,
     batch: Batch,
+    /// Whether a UTF-8 byte order mark may start the source.
+    skip_bom: bool,
+    /// `--format csv|tsv|jsonl`: the record framer and its templates.
+    records: Option<RecordFramer>,
 }
 
 impl<'a> SourceReader<'a> {
@@ -271,6 +312,7 @@ impl<'a> SourceReader<'a> {
         seq_offset: u64,
         source: OpenSource,
         format: Format,
+        records: Option<RecordFramer>,
         batches: &'a Sender<Batch>,
     ) -> Self {
         SourceReader {
@@ -283,16 +325,18 @@ impl<'a> SourceReader<'a> {
             buffer: ReadBuffer::new(READ_CHUNK),
             searched_without_newline: 0,
             eof: false,
-            line_no: 1,
+            line_no: source.first_line,
             command_no: 0,
             args: Args::default(),
             batch: Batch::new(index, seq_offset, 1, BATCH_BYTES + BATCH_BYTES / 4),
+            skip_bom: source.skip_bom,
+            records,
         }
     }
 
     fn read_all(&mut self, state: &mut InputState) -> Result<(), InputError> {
         self.fill(state)?;
-        if self.format != Format::Resp {
+        if self.format != Format::Resp && self.skip_bom {
             while !self.eof && self.buffer.unread().len() < UTF8_BOM.len() {
                 self.fill(state)?;
             }
@@ -330,14 +374,12 @@ impl<'a> SourceReader<'a> {
             if full && !state.tracker.in_multi {
                 self.send_batch()?;
             }
-            let is_resp = match self.format {
-                Format::Auto => first == b'*',
-                Format::Text => false,
-                Format::Resp => true,
-            };
-            let progressed = match is_resp {
-                true => self.frame_resp(state)?,
-                false => self.frame_text_line(state),
+            let progressed = match self.format {
+                Format::Auto if first == b'*' => self.frame_resp(state)?,
+                Format::Auto | Format::Text => self.frame_text_line(state),
+                Format::Resp => self.frame_resp(state)?,
+                Format::Csv | Format::Tsv => self.frame_csv_record(state),
+                Format::Jsonl => self.frame_json_line(state),
             };
             if !progressed {
                 break;

@@ -57,6 +57,11 @@ impl Args {
         self.bytes.extend_from_slice(arg);
         self.end_arg();
     }
+    /// The bytes of the argument being built, to append to (a template
+    /// builds one argument from several pieces); `end_arg` closes it.
+    pub fn building(&mut self) -> &mut Vec<u8> {
+        &mut self.bytes
+    }
     /// Sum of the argument lengths.
     pub fn total_len(&self) -> usize {
         // The arguments are stored back to back with nothing in between.
@@ -65,7 +70,7 @@ impl Args {
 
     /// Ends the argument being built: everything appended since the previous
     /// end belongs to it (possibly nothing, for `""`).
-    fn end_arg(&mut self) {
+    pub fn end_arg(&mut self) {
         self.ends.push(self.bytes.len());
     }
 }
