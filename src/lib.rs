@@ -68,7 +68,7 @@ use crossbeam_channel::bounded;
 use crate::batch::{Batch, Expect};
 use crate::config::{Config, Credentials, Endpoint, RepliesTarget};
 use crate::engine::BATCH_CHANNEL_CAPACITY;
-use crate::handlers::errors::{ErrorsFile, ErrorsFileWriter};
+use crate::handlers::errors::{ErrorsFile, ErrorsFileWriter, write_or_report};
 use crate::input::{InputError, InputOptions, OpenSource, open_sources, read_input};
 use crate::io_error::describe_io_error;
 use crate::stop::Stop;
@@ -279,14 +279,7 @@ fn emit_resp(sources: Vec<OpenSource>, config: &Config) -> Result<ExitCode> {
 
 /// Writes a refused line to `--errors-file` under `--emit-resp`.
 fn keep_refused(errors_file: &Option<ErrorsFile>, batch: &Batch, index: usize) {
-    let Some(file) = errors_file else {
-        return;
-    };
-    let mut file = file.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Err(error) = file.write(batch, index) {
-        report(&format!(
-            "pipeload: cannot write the errors file: {}",
-            describe_io_error(&error)
-        ));
+    if let Some(file) = errors_file {
+        write_or_report(file, batch, index);
     }
 }

@@ -94,6 +94,20 @@ impl ErrorsFileWriter {
     }
 }
 
+/// Writes command `index` of `batch` to the errors file; a failure is
+/// reported on stderr, and false tells the caller to stop writing there.
+pub fn write_or_report(file: &ErrorsFile, batch: &Batch, index: usize) -> bool {
+    let mut file = file.lock().unwrap_or_else(PoisonError::into_inner);
+    let written = file.write(batch, index);
+    if let Err(error) = &written {
+        report(&format!(
+            "pipeload: cannot write the errors file: {}",
+            describe_io_error(error)
+        ));
+    }
+    written.is_ok()
+}
+
 pub struct ErrorReport<'a> {
     source_names: &'a [Option<String>],
     error_log: &'a ErrorLog,
@@ -183,13 +197,7 @@ impl<'a> ErrorReport<'a> {
         let Some(file) = self.errors_file.as_ref() else {
             return;
         };
-        let mut file = file.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Err(error) = file.write(batch, index) {
-            report(&format!(
-                "pipeload: cannot write the errors file: {}",
-                describe_io_error(&error)
-            ));
-            drop(file);
+        if !write_or_report(file, batch, index) {
             self.errors_file = None;
         }
     }

@@ -334,6 +334,23 @@ impl<'a> SourceReader<'a> {
         }
     }
 
+    /// The length of the next whole line in the buffer, without its `\n`
+    /// (at the end of the input, whatever is left), or `None` while its end
+    /// has not been read yet; the next call then searches only the bytes
+    /// read since.
+    fn next_line_len(&mut self) -> Option<usize> {
+        let rest = self.buffer.unread();
+        let searched = self.searched_without_newline;
+        match memchr::memchr(b'\n', &rest[searched..]) {
+            Some(at) => Some(searched + at),
+            None if self.eof => Some(rest.len()),
+            None => {
+                self.searched_without_newline = rest.len();
+                None
+            }
+        }
+    }
+
     fn read_all(&mut self, state: &mut InputState) -> Result<(), InputError> {
         self.fill(state)?;
         if self.format != Format::Resp && self.skip_bom {

@@ -320,17 +320,10 @@ impl SourceReader<'_> {
     }
 
     fn json_line(&mut self, framer: &mut RecordFramer, state: &mut InputState) -> bool {
-        let rest = self.buffer.unread();
-        let searched = self.searched_without_newline;
-        let line_len = match memchr::memchr(b'\n', &rest[searched..]) {
-            Some(at) => searched + at,
-            None if self.eof => rest.len(),
-            None => {
-                self.searched_without_newline = rest.len();
-                return false;
-            }
+        let Some(line_len) = self.next_line_len() else {
+            return false;
         };
-        let line = &rest[..line_len];
+        let line = &self.buffer.unread()[..line_len];
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let line_no = self.line_no;
         if !line.iter().all(u8::is_ascii_whitespace) {

@@ -15,17 +15,10 @@ use crate::encode::append_command;
 impl SourceReader<'_> {
     /// Frames one text line; false when its end has not arrived yet.
     pub(super) fn frame_text_line(&mut self, state: &mut InputState) -> bool {
-        let rest = self.buffer.unread();
-        let searched = self.searched_without_newline;
-        let line_len = match memchr::memchr(b'\n', &rest[searched..]) {
-            Some(at) => searched + at,
-            None if self.eof => rest.len(),
-            None => {
-                self.searched_without_newline = rest.len();
-                return false;
-            }
+        let Some(line_len) = self.next_line_len() else {
+            return false;
         };
-        let line = &rest[..line_len];
+        let line = &self.buffer.unread()[..line_len];
         let split = split_line(line, &mut self.args);
         let blank = matches!(split, Ok(())) && self.args.is_empty();
         if !blank {
