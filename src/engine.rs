@@ -26,6 +26,7 @@ use crate::connection::{SessionShared, run_connection};
 use crate::handlers::errors::ErrorsFile;
 use crate::input::{self, InputOptions, OpenSource, read_input};
 use crate::input_watch::InputWatch;
+use crate::pace::{self, Pace, Probe};
 use crate::progress::{self, Counters};
 use crate::replies::{Replies, ReplyContext};
 use crate::route::Route;
@@ -47,7 +48,7 @@ pub(crate) fn load(
     tls: Option<&TlsConfig>,
     config: &Config,
 ) -> Result<ExitCode> {
-    let mut load = start_load(sources, errors_file.is_some(), stop, config)?;
+    let mut load = start_load(sources, errors_file.is_some(), stop, tls, config)?;
     let lane = Lane {
         connection,
         shared: SessionShared {
@@ -57,6 +58,7 @@ pub(crate) fn load(
             config,
             tls,
             progress: load.counters.as_deref(),
+            pace: load.pace.as_deref(),
             node: None,
         },
         replies: Replies::new(ReplyContext {
@@ -214,6 +216,10 @@ pub(crate) struct LoadStart {
     /// The input's batches.
     pub batches: Receiver<Batch>,
     pub input: InputWatch,
+    /// `--rate`, `--max-latency`: the budget every connection shares.
+    pub pace: Option<Arc<Pace>>,
+    /// `--max-latency`: the probe that sets the pace's rate.
+    pub probe: Option<Probe>,
 }
 
 /// What the connections of a load hand back when they have all ended.
@@ -244,8 +250,12 @@ pub(crate) fn start_load(
     sources: Vec<OpenSource>,
     keep_originals: bool,
     stop: Arc<Stop>,
+    tls: Option<&TlsConfig>,
     config: &Config,
 ) -> Result<LoadStart> {
+    // Connected before loading begins: a probe that cannot connect fails
+    // the run with nothing sent.
+    let probe_connection = pace::connect_probe(config, tls)?;
     if !stop.begin_loading() {
         wait_for_exit();
     }
@@ -253,6 +263,11 @@ pub(crate) fn start_load(
     let source_names = input::source_names(&sources);
     let error_log = Arc::new(ErrorLog::new(config.error_lines));
     let (counters, display) = start_progress(config, &error_log);
+    let pace = Pace::new(&config.pace, counters.clone()).map(Arc::new);
+    let probe = match (&pace, probe_connection) {
+        (Some(pace), Some(connection)) => Some(pace::start_probe(connection, pace, config, &stop)?),
+        _ => None,
+    };
     let (batch_sender, batches) = bounded::<Batch>(BATCH_CHANNEL_CAPACITY);
     let options = InputOptions {
         format: config.format,
@@ -276,6 +291,8 @@ pub(crate) fn start_load(
         counters,
         batches,
         input: InputWatch::new(handle, config.json, display),
+        pace,
+        probe,
     })
 }
 
@@ -286,6 +303,7 @@ impl LoadStart {
     /// otherwise the summary says where to resume.
     pub(crate) fn finish(mut self, end: ConnectionsEnd, config: &Config) -> ExitCode {
         self.input.finish_display();
+        drop(self.probe.take());
         let Some(stopped) = self.stop.conclude() else {
             wait_for_exit();
         };
@@ -340,6 +358,7 @@ impl LoadStart {
             failures,
             nodes: end.nodes,
             server_restarted: end.server_restarted,
+            paced_rate: self.pace.as_ref().map(|pace| pace.settled_rate()),
         };
         outcome.print(config.json);
         exit_status(stopped, &tally, !complete, end.server_restarted)

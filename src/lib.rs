@@ -19,7 +19,8 @@
 //! - `engine` runs a load: the input, the connections, the summary;
 //!   `cluster` routes a cluster load to its primaries.
 //! - `connection` runs one connection: `writer` and `replies` around the
-//!   `window`, reconnecting under `--retry`.
+//!   `window`, reconnecting under `--retry`; `pace` holds the writers to
+//!   `--rate` and `--max-latency`.
 //! - `summary` prints what `redis-cli --pipe` prints; `stop` turns signals
 //!   and `--max-errors` into an orderly stop; `progress` shows it going.
 
@@ -38,6 +39,7 @@ pub mod input;
 pub mod input_watch;
 pub mod io_error;
 pub mod manual;
+pub mod pace;
 pub mod progress;
 pub mod readbuf;
 pub mod replies;

@@ -70,7 +70,7 @@ pub fn load_cluster(
     for node_config in &node_configs {
         connections.push(retry::connect_first(node_config, tls, &stop)?);
     }
-    let mut load = start_load(sources, errors_file.is_some(), stop, config)?;
+    let mut load = start_load(sources, errors_file.is_some(), stop, tls, config)?;
     let LoadStart {
         stop,
         source_names: names,
@@ -78,6 +78,7 @@ pub fn load_cluster(
         counters,
         batches: input_receiver,
         input,
+        pace,
         ..
     } = &mut load;
     let (stop, names, error_log, counters) = (&*stop, &*names, &*error_log, &*counters);
@@ -107,6 +108,7 @@ pub fn load_cluster(
                 config: &node_configs[node],
                 tls,
                 progress: counters.as_deref(),
+                pace: pace.as_deref(),
                 node: Some(&addresses[node]),
             },
             replies: Replies::new(ReplyContext {

@@ -1,0 +1,376 @@
+//! Pacing: `--rate` and `--max-latency`, one budget of commands per second
+//! shared by every connection of a load (every node of a cluster).
+//!
+//! Place in the data flow: beside the writers. Before a writer acquires
+//! window room for a part, it asks the pace how many commands the part may
+//! carry (`slice_end`: a few milliseconds' worth, never cutting a
+//! transaction), and after acquiring it waits for the part's turn
+//! (`wait_turn`). Turns are handed out on one schedule for all writers, so
+//! the total is smooth: a part goes no earlier than the previous one's
+//! commands allowed, and an idle spell is not saved up for a burst. Without
+//! either flag there is no pace at all and the writers never ask.
+//!
+//! `--max-latency` adds a probe: a connection of its own to the (seed)
+//! server, sending `PING` every few milliseconds as a foreground client
+//! would, and a `Controller` that sets the rate from the probe's recent
+//! high percentile: halving, roughly, when it exceeds the target, and
+//! growing again, doubling at first, then by small steps, when it is met.
+
+use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, anyhow};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
+
+use crate::batch::{Batch, CommandKind};
+use crate::config::{Config, PaceOptions};
+use crate::conn::{Connection, connect};
+use crate::io_error::describe_io_error;
+use crate::progress::Counters;
+use crate::stop::Stop;
+use crate::summary::report;
+use crate::tls::TlsConfig;
+
+/// A part carries at most this long's worth of commands at the current
+/// rate, so that no connection sends a burst of a whole window.
+const SLICE: Duration = Duration::from_millis(5);
+
+/// A writer that woke a little late may catch up this much: without it,
+/// every oversleep would be lost and the rate would fall short; with it, an
+/// idle spell still saves up no more than this.
+const CATCH_UP: Duration = Duration::from_millis(2);
+
+/// The slowest `--max-latency` ever paces down to, in commands per second:
+/// the load still moves, and the probe still sees what it does.
+const FLOOR_RATE: u64 = 100;
+
+/// Where `--max-latency` starts without `--rate`: low enough to be gentle
+/// at once, and doubled every decision up to the first sign of pressure.
+const START_RATE: u64 = 10_000;
+
+/// How often the probe sends a PING.
+const PROBE_EVERY: Duration = Duration::from_millis(2);
+
+/// How often the controller decides, on the probe's samples since.
+const DECIDE_EVERY: Duration = Duration::from_millis(100);
+
+/// Fewer samples than this are no percentile: the decision waits.
+const MIN_SAMPLES: usize = 10;
+
+/// The high percentile the controller holds under the target.
+const PERCENTILE: f64 = 0.99;
+
+/// The shared budget of one load.
+#[derive(Debug)]
+pub struct Pace {
+    /// When the next part may go.
+    next_turn: Mutex<Instant>,
+    /// Commands per second now allowed.
+    rate: AtomicU64,
+    /// Commands let through so far, for the controller's view of the rate
+    /// actually reached.
+    granted: AtomicU64,
+    /// What `--json` reports: `--rate`, or the rate `--max-latency` settled
+    /// at (a moving average of its decisions).
+    settled: AtomicU64,
+    /// The progress display, which shows the rate.
+    counters: Option<Arc<Counters>>,
+}
+
+impl Pace {
+    /// The pace the flags ask for, or `None` without `--rate` and
+    /// `--max-latency`.
+    pub fn new(options: &PaceOptions, counters: Option<Arc<Counters>>) -> Option<Pace> {
+        let rate = match (options.rate, options.max_latency) {
+            (None, None) => return None,
+            (Some(rate), _) => rate,
+            (None, Some(_)) => START_RATE,
+        };
+        let pace = Pace {
+            next_turn: Mutex::new(Instant::now()),
+            rate: AtomicU64::new(0),
+            granted: AtomicU64::new(0),
+            settled: AtomicU64::new(rate),
+            counters,
+        };
+        pace.set_rate(rate);
+        Some(pace)
+    }
+
+    /// Commands per second now allowed.
+    pub fn rate(&self) -> u64 {
+        self.rate.load(Ordering::Relaxed)
+    }
+
+    /// The rate to report: `--rate`, or where `--max-latency` settled.
+    pub fn settled_rate(&self) -> u64 {
+        self.settled.load(Ordering::Relaxed)
+    }
+
+    fn set_rate(&self, rate: u64) {
+        let rate = rate.max(1);
+        self.rate.store(rate, Ordering::Relaxed);
+        if let Some(counters) = &self.counters {
+            counters.paced_rate.store(rate, Ordering::Relaxed);
+        }
+    }
+
+    /// Where the next paced part of commands `first..end` of `batch` ends:
+    /// after a slice's worth of commands, or at the end of the transaction
+    /// the slice ends in (a part never cuts one).
+    pub fn slice_end(&self, batch: &Batch, first: usize, end: usize) -> usize {
+        let slice = slice_commands(self.rate());
+        let end = end.min(batch.commands.len());
+        let cut = first.saturating_add(slice).min(end);
+        let mut in_transaction = false;
+        for (index, command) in batch.commands.iter().enumerate().take(end).skip(first) {
+            if index >= cut && !in_transaction {
+                return index;
+            }
+            match command.kind {
+                CommandKind::Multi => in_transaction = true,
+                CommandKind::EndMulti => in_transaction = false,
+                _ => {}
+            }
+        }
+        end
+    }
+
+    /// Waits for the turn of a part of `commands` commands, and books the
+    /// time they take at the current rate for the next part. A stop cuts
+    /// the wait short (the part then goes, and the writer stops after it).
+    pub fn wait_turn(&self, commands: usize, stop: &Stop) {
+        let now = Instant::now();
+        let turn = {
+            let mut next_turn = self.next_turn.lock().unwrap_or_else(PoisonError::into_inner);
+            let earliest = now.checked_sub(CATCH_UP).unwrap_or(now);
+            let turn = (*next_turn).max(earliest);
+            *next_turn = turn + duration_of(commands, self.rate());
+            turn
+        };
+        self.granted.fetch_add(commands as u64, Ordering::Relaxed);
+        if let Some(wait) = turn.checked_duration_since(now)
+            && !wait.is_zero()
+        {
+            let _ = stop.woken().recv_timeout(wait);
+        }
+    }
+}
+
+/// Commands in one slice at `rate` per second: at least one.
+fn slice_commands(rate: u64) -> usize {
+    let per_slice = rate.saturating_mul(SLICE.as_micros() as u64) / 1_000_000;
+    usize::try_from(per_slice.max(1)).unwrap_or(usize::MAX)
+}
+
+/// How long `commands` commands take at `rate` per second.
+fn duration_of(commands: usize, rate: u64) -> Duration {
+    Duration::from_secs_f64(commands as f64 / rate.max(1) as f64)
+}
+
+/// The `--max-latency` controller: the rate from the probe's latency, one
+/// decision per interval. Pure logic, so that it is tested with a simulated
+/// server.
+#[derive(Debug)]
+pub struct Controller {
+    target: Duration,
+    /// `--rate`, if given: never above it.
+    ceiling: Option<u64>,
+    rate: u64,
+    /// Doubling until the first time the target is exceeded.
+    starting: bool,
+    /// The additive step: a twentieth of the rate where the target was
+    /// last exceeded, so that it is found again in about twenty decisions.
+    step: u64,
+}
+
+impl Controller {
+    pub fn new(target: Duration, ceiling: Option<u64>) -> Self {
+        let rate = ceiling.unwrap_or(START_RATE);
+        Controller {
+            target,
+            ceiling,
+            rate,
+            starting: true,
+            step: (rate / 20).max(FLOOR_RATE),
+        }
+    }
+
+    pub fn rate(&self) -> u64 {
+        self.rate
+    }
+
+    /// The next rate, given the probe's high percentile over the last
+    /// interval and the rate the writers actually reached in it.
+    pub fn decide(&mut self, high_latency: Duration, reached: u64) -> u64 {
+        if high_latency > self.target {
+            // The writers may not have reached the allowed rate: slowing
+            // down from a rate never reached would change nothing.
+            let from = self.rate.min(reached.max(FLOOR_RATE));
+            self.rate = (from / 2 + from / 5).max(FLOOR_RATE);
+            self.step = (from / 20).max(FLOOR_RATE);
+            self.starting = false;
+        } else {
+            let grown = match self.starting {
+                true => self.rate.saturating_mul(2),
+                false => self.rate.saturating_add(self.step),
+            };
+            // Not far above what the writers reach (the input or the
+            // server may be the limit): a rate never tried says nothing.
+            let tried = reached.saturating_mul(2).max(START_RATE);
+            self.rate = grown.min(tried.max(self.rate));
+        }
+        if let Some(ceiling) = self.ceiling {
+            self.rate = self.rate.min(ceiling);
+        }
+        self.rate
+    }
+}
+
+/// The `PERCENTILE` of `samples` (reordered); `None` with too few.
+fn high_percentile(samples: &mut [Duration]) -> Option<Duration> {
+    if samples.len() < MIN_SAMPLES {
+        return None;
+    }
+    samples.sort_unstable();
+    let index = ((samples.len() as f64 * PERCENTILE).ceil() as usize).saturating_sub(1);
+    samples.get(index.min(samples.len() - 1)).copied()
+}
+
+/// The running probe; dropping it ends the probe thread.
+pub struct Probe {
+    _done: Sender<()>,
+}
+
+/// Under `--max-latency`: the probe's connection, to the configured (seed)
+/// server, set up as the load's connections are.
+pub fn connect_probe(config: &Config, tls: Option<&TlsConfig>) -> Result<Option<Connection>> {
+    if config.pace.max_latency.is_none() {
+        return Ok(None);
+    }
+    let probe_config = Config {
+        retry: 0,
+        ..config.clone()
+    };
+    let connection = connect(&probe_config, tls, None)
+        .map_err(|error| anyhow!("--max-latency: cannot open the probe connection: {error}"))?;
+    Ok(Some(connection))
+}
+
+/// Starts the probe's thread, which sets `pace`'s rate until the load ends
+/// (the `Probe` is dropped) or stops.
+pub fn start_probe(
+    connection: Connection,
+    pace: &Arc<Pace>,
+    config: &Config,
+    stop: &Arc<Stop>,
+) -> Result<Probe> {
+    let target = config.pace.max_latency.unwrap_or(Duration::from_millis(1));
+    let (done, finished) = bounded(0);
+    let controller = Controller::new(target, config.pace.rate);
+    let (pace, stop) = (Arc::clone(pace), Arc::clone(stop));
+    thread::Builder::new()
+        .name("probe".into())
+        .spawn(move || {
+            if let Err(error) = probe(connection.stream, controller, &pace, &stop, &finished) {
+                report(&format!(
+                    "pipeload: --max-latency probe lost ({}): the rate stays at {}/s",
+                    describe_io_error(&error),
+                    pace.rate()
+                ));
+            }
+        })
+        .map_err(|error| anyhow!("cannot start the probe thread: {error}"))?;
+    Ok(Probe { _done: done })
+}
+
+/// PINGs until `finished` disconnects or a stop is requested, and sets the
+/// rate every `DECIDE_EVERY`.
+fn probe(
+    mut stream: crate::stream::Stream,
+    mut controller: Controller,
+    pace: &Pace,
+    stop: &Stop,
+    finished: &Receiver<()>,
+) -> io::Result<()> {
+    stream.set_read_timeout(Some(DECIDE_EVERY))?;
+    let mut samples = Vec::with_capacity(128);
+    let mut decided_at = Instant::now();
+    let mut granted_then = pace.granted.load(Ordering::Relaxed);
+    // The average the summary reports: the last couple of seconds weigh most.
+    let mut settled = controller.rate() as f64;
+    loop {
+        if stop.is_requested() {
+            return Ok(());
+        }
+        let sent = Instant::now();
+        stream.write_all(b"*1\r\n$4\r\nPING\r\n")?;
+        let mut answered = false;
+        while !answered {
+            answered = read_reply(&mut stream)?;
+            // No answer for a whole interval is latency too, and enough of
+            // it to decide on at once.
+            let weight = if answered { 1 } else { MIN_SAMPLES };
+            samples.extend(std::iter::repeat_n(sent.elapsed(), weight));
+            let elapsed = decided_at.elapsed();
+            if elapsed < DECIDE_EVERY {
+                continue;
+            }
+            let Some(high) = high_percentile(&mut samples) else {
+                continue;
+            };
+            let granted = pace.granted.load(Ordering::Relaxed);
+            let reached = (granted.saturating_sub(granted_then)) as f64 / elapsed.as_secs_f64();
+            let rate = controller.decide(high, reached as u64);
+            pace.set_rate(rate);
+            settled = settled * 0.9 + rate as f64 * 0.1;
+            pace.settled.store(settled as u64, Ordering::Relaxed);
+            samples.clear();
+            decided_at = Instant::now();
+            granted_then = granted;
+        }
+        match finished.recv_timeout(PROBE_EVERY) {
+            Err(RecvTimeoutError::Timeout) => {}
+            _ => return Ok(()),
+        }
+    }
+}
+
+/// Reads one short reply (`+PONG`, or an error line: a latency all the
+/// same). `Ok(false)` when none came within the read timeout.
+fn read_reply(stream: &mut crate::stream::Stream) -> io::Result<bool> {
+    let mut reply = [0u8; 256];
+    let mut len = 0;
+    loop {
+        let read = match stream.read(&mut reply[len..]) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(read) => read,
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                match len {
+                    0 => return Ok(false),
+                    _ => continue,
+                }
+            }
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(error),
+        };
+        len += read;
+        if reply[..len].ends_with(b"\r\n") {
+            return Ok(true);
+        }
+        if len == reply.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the probe's PING got an unexpected reply",
+            ));
+        }
+    }
+}
