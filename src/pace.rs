@@ -16,6 +16,7 @@
 //! high percentile: halving, roughly, when it exceeds the target, and
 //! growing again, doubling at first, then by small steps, when it is met.
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -58,7 +59,11 @@ const PROBE_EVERY: Duration = Duration::from_millis(2);
 const DECIDE_EVERY: Duration = Duration::from_millis(100);
 
 /// Fewer samples than this are no percentile: the decision waits.
-const MIN_SAMPLES: usize = 10;
+const MIN_SAMPLES: usize = 50;
+
+/// The percentile is over at most this many recent samples (half a second
+/// of them): one slow PING among fifty is not yet a slow server.
+const MAX_SAMPLES: usize = 250;
 
 /// The high percentile the controller holds under the target.
 const PERCENTILE: f64 = 0.99;
@@ -145,7 +150,10 @@ impl Pace {
     pub fn wait_turn(&self, commands: usize, stop: &Stop) {
         let now = Instant::now();
         let turn = {
-            let mut next_turn = self.next_turn.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut next_turn = self
+                .next_turn
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             let earliest = now.checked_sub(CATCH_UP).unwrap_or(now);
             let turn = (*next_turn).max(earliest);
             *next_turn = turn + duration_of(commands, self.rate());
@@ -208,8 +216,10 @@ impl Controller {
     pub fn decide(&mut self, high_latency: Duration, reached: u64) -> u64 {
         if high_latency > self.target {
             // The writers may not have reached the allowed rate: slowing
-            // down from a rate never reached would change nothing.
-            let from = self.rate.min(reached.max(FLOOR_RATE));
+            // down from a rate never reached would change nothing. But a
+            // short interval's count is noisy: never below half the rate,
+            // or one slow interval would spiral the rate down.
+            let from = self.rate.min(reached.max(self.rate / 2));
             self.rate = (from / 2 + from / 5).max(FLOOR_RATE);
             self.step = (from / 20).max(FLOOR_RATE);
             self.starting = false;
@@ -230,14 +240,15 @@ impl Controller {
     }
 }
 
-/// The `PERCENTILE` of `samples` (reordered); `None` with too few.
-fn high_percentile(samples: &mut [Duration]) -> Option<Duration> {
+/// The `PERCENTILE` of `samples`; `None` with too few.
+fn high_percentile(samples: &VecDeque<Duration>) -> Option<Duration> {
     if samples.len() < MIN_SAMPLES {
         return None;
     }
-    samples.sort_unstable();
-    let index = ((samples.len() as f64 * PERCENTILE).ceil() as usize).saturating_sub(1);
-    samples.get(index.min(samples.len() - 1)).copied()
+    let mut sorted: Vec<Duration> = samples.iter().copied().collect();
+    sorted.sort_unstable();
+    let index = ((sorted.len() as f64 * PERCENTILE).ceil() as usize).saturating_sub(1);
+    sorted.get(index.min(sorted.len() - 1)).copied()
 }
 
 /// The running probe; dropping it ends the probe thread.
@@ -297,7 +308,7 @@ fn probe(
     finished: &Receiver<()>,
 ) -> io::Result<()> {
     stream.set_read_timeout(Some(DECIDE_EVERY))?;
-    let mut samples = Vec::with_capacity(128);
+    let mut samples = VecDeque::with_capacity(MAX_SAMPLES + MIN_SAMPLES);
     let mut decided_at = Instant::now();
     let mut granted_then = pace.granted.load(Ordering::Relaxed);
     // The average the summary reports: the last couple of seconds weigh most.
@@ -315,20 +326,27 @@ fn probe(
             // it to decide on at once.
             let weight = if answered { 1 } else { MIN_SAMPLES };
             samples.extend(std::iter::repeat_n(sent.elapsed(), weight));
+            while samples.len() > MAX_SAMPLES {
+                samples.pop_front();
+            }
             let elapsed = decided_at.elapsed();
             if elapsed < DECIDE_EVERY {
                 continue;
             }
-            let Some(high) = high_percentile(&mut samples) else {
+            let Some(high) = high_percentile(&samples) else {
                 continue;
             };
             let granted = pace.granted.load(Ordering::Relaxed);
             let reached = (granted.saturating_sub(granted_then)) as f64 / elapsed.as_secs_f64();
+            let before = controller.rate();
             let rate = controller.decide(high, reached as u64);
             pace.set_rate(rate);
             settled = settled * 0.9 + rate as f64 * 0.1;
             pace.settled.store(settled as u64, Ordering::Relaxed);
-            samples.clear();
+            if rate < before {
+                // What was measured at the old rate says nothing of the new.
+                samples.clear();
+            }
             decided_at = Instant::now();
             granted_then = granted;
         }
@@ -372,5 +390,181 @@ fn read_reply(stream: &mut crate::stream::Stream) -> io::Result<bool> {
                 "the probe's PING got an unexpected reply",
             ));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::Expect;
+    use crate::encode::command_bytes;
+    use crate::stop::StopReason;
+
+    const TARGET: Duration = Duration::from_millis(1);
+
+    /// A simulated server: its high-percentile latency is 0.1 ms up to
+    /// `knee` commands a second, then grows by 5 ms per `knee` beyond.
+    fn latency_at(rate: u64, knee: u64) -> Duration {
+        let over = rate.saturating_sub(knee) as f64 / knee as f64;
+        Duration::from_secs_f64((0.1 + over * 5.0) / 1000.0)
+    }
+
+    /// Runs the controller `decisions` times against the simulated server,
+    /// the writers reaching the allowed rate up to `capacity`; returns the
+    /// rates it chose.
+    fn simulate(
+        controller: &mut Controller,
+        knee: u64,
+        capacity: u64,
+        decisions: usize,
+    ) -> Vec<u64> {
+        let mut rates = Vec::with_capacity(decisions);
+        for _ in 0..decisions {
+            let reached = controller.rate().min(capacity);
+            let latency = latency_at(reached, knee);
+            rates.push(controller.decide(latency, reached));
+        }
+        rates
+    }
+
+    #[test]
+    fn the_controller_settles_just_under_the_rate_the_server_takes() {
+        let knee = 200_000;
+        let mut controller = Controller::new(TARGET, None);
+        let rates = simulate(&mut controller, knee, 1_000_000, 400);
+        let settled = &rates[100..];
+        let mean = settled.iter().sum::<u64>() as f64 / settled.len() as f64;
+        assert!(
+            mean >= 0.7 * knee as f64 && mean <= 1.05 * knee as f64,
+            "settled around {mean:.0}/s for a server that takes {knee}/s"
+        );
+        // The time spent over the target is the short tip of each tooth.
+        let over = settled
+            .iter()
+            .filter(|&&rate| latency_at(rate, knee) > TARGET)
+            .count();
+        assert!(
+            over * 5 <= settled.len(),
+            "{over} of {} intervals over the target",
+            settled.len()
+        );
+    }
+
+    #[test]
+    fn the_controller_doubles_until_the_first_sign_of_pressure_then_backs_off() {
+        let mut controller = Controller::new(TARGET, None);
+        let fast = Duration::from_micros(100);
+        assert_eq!(controller.decide(fast, START_RATE), START_RATE * 2);
+        assert_eq!(controller.decide(fast, START_RATE * 2), START_RATE * 4);
+        let slow = Duration::from_millis(3);
+        let backed_off = controller.decide(slow, START_RATE * 4);
+        assert_eq!(backed_off, START_RATE * 4 * 7 / 10);
+        // Then by small steps: a twentieth of where the pressure came.
+        let step = controller.decide(fast, backed_off) - backed_off;
+        assert_eq!(step, START_RATE * 4 / 20);
+    }
+
+    #[test]
+    fn the_controller_never_exceeds_rate_nor_goes_below_its_floor() {
+        let mut controller = Controller::new(TARGET, Some(5_000));
+        let rates = simulate(&mut controller, 1_000_000, 1_000_000, 50);
+        assert!(rates.iter().all(|&rate| rate <= 5_000), "{rates:?}");
+        // A server slow whatever the rate: down to the floor, not to 0.
+        let mut controller = Controller::new(TARGET, None);
+        let rates = simulate(&mut controller, 1, 1_000_000, 100);
+        assert_eq!(rates.last(), Some(&FLOOR_RATE));
+    }
+
+    #[test]
+    fn the_controller_does_not_grow_far_beyond_what_the_writers_reach() {
+        // The input is the limit (5000/s): latency is fine, but a rate of
+        // millions never tried would take many decreases to come back from.
+        let mut controller = Controller::new(TARGET, None);
+        let rates = simulate(&mut controller, 10_000_000, 5_000, 100);
+        assert!(
+            rates.iter().all(|&rate| rate <= START_RATE.max(10_000)),
+            "{rates:?}"
+        );
+    }
+
+    #[test]
+    fn one_slow_interval_with_a_low_count_does_not_spiral_the_rate_down() {
+        let mut controller = Controller::new(TARGET, Some(100_000));
+        assert_eq!(controller.rate(), 100_000);
+        // The writers sent nothing in the interval (waiting their turn).
+        let rate = controller.decide(Duration::from_millis(5), 0);
+        assert_eq!(rate, 35_000);
+    }
+
+    #[test]
+    fn the_high_percentile_waits_for_enough_samples() {
+        let mut samples: VecDeque<Duration> = (0..MIN_SAMPLES as u64 - 1)
+            .map(Duration::from_micros)
+            .collect();
+        assert_eq!(high_percentile(&samples), None);
+        samples.extend((1..=51).map(|n| Duration::from_micros(1000 + n)));
+        // 100 samples: the 99th is the second largest.
+        assert_eq!(samples.len(), 100);
+        assert_eq!(high_percentile(&samples), Some(Duration::from_micros(1050)));
+    }
+
+    fn batch_of(names: &[&str]) -> Batch {
+        let mut batch = Batch::new(0, 0, 1, 0);
+        for name in names {
+            batch
+                .bytes
+                .extend_from_slice(&command_bytes(&[name.as_bytes(), b"key"]));
+            let kind = match *name {
+                "MULTI" => CommandKind::Multi,
+                "EXEC" => CommandKind::EndMulti,
+                _ => CommandKind::Plain,
+            };
+            batch.push_command(1, true, Expect::Reply, kind);
+        }
+        batch
+    }
+
+    fn pace_at(rate: u64) -> Pace {
+        let options = PaceOptions {
+            rate: Some(rate),
+            max_latency: None,
+        };
+        Pace::new(&options, None).expect("a pace with --rate")
+    }
+
+    #[test]
+    fn no_flags_no_pace() {
+        assert!(Pace::new(&PaceOptions::default(), None).is_none());
+    }
+
+    #[test]
+    fn a_paced_part_is_a_slice_and_never_cuts_a_transaction() {
+        // 5 ms at 20000/s: 100 commands.
+        let pace = pace_at(20_000);
+        let plain = batch_of(&["SET"; 250]);
+        assert_eq!(pace.slice_end(&plain, 0, 250), 100);
+        assert_eq!(pace.slice_end(&plain, 200, 250), 250);
+        assert_eq!(pace.slice_end(&plain, 10, 50), 50);
+        let mut names = vec!["SET"; 95];
+        names.push("MULTI");
+        names.extend(["SET"; 20]);
+        names.push("EXEC");
+        names.extend(["SET"; 10]);
+        let with_transaction = batch_of(&names);
+        // The slice would end inside the transaction: the part takes it whole.
+        assert_eq!(pace.slice_end(&with_transaction, 0, names.len()), 117);
+        // At 1 command a second a slice is still one command.
+        assert_eq!(pace_at(1).slice_end(&plain, 0, 250), 1);
+    }
+
+    #[test]
+    fn a_stop_cuts_a_turn_short() {
+        let pace = pace_at(1);
+        let stop = Stop::default();
+        // Books a thousand seconds for the next turn.
+        pace.wait_turn(1000, &stop);
+        stop.request(StopReason::MaxErrors(1));
+        pace.wait_turn(1, &stop);
+        assert_eq!(pace.granted.load(Ordering::Relaxed), 1001);
     }
 }

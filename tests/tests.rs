@@ -16,6 +16,7 @@ mod formats;
 mod newcomer;
 mod no_panic;
 mod output;
+mod pace;
 mod quoting;
 mod reply_modes;
 mod resume;

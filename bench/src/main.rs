@@ -25,6 +25,7 @@
 
 mod datasets;
 mod measure;
+mod pace;
 mod proxy;
 mod report;
 mod runs;
@@ -88,6 +89,13 @@ struct Flags {
     #[arg(long, value_name = "SECONDS", default_value_t = 120,
           value_parser = clap::value_parser!(u64).range(1..))]
     timeout: u64,
+
+    /// Instead of the comparison: how well pipeload keeps to `--rate` (100k
+    /// SETs at 20000/s, one server and a cluster) and `--max-latency` (a
+    /// foreground GET per ms during 3M SETs, with and without
+    /// `--max-latency 1`). Scaled by `--scale`.
+    #[arg(long)]
+    pace: bool,
 }
 
 fn main() -> ExitCode {
@@ -120,6 +128,13 @@ fn run(flags: &Flags) -> Result<AllRunsPassed> {
     // Declared first so it is dropped last, after the tools that write
     // into it have finished.
     let scratch = ScratchDir::create()?;
+    if flags.pace {
+        print!(
+            "{}",
+            pace::run(&tools.pipeload, scratch.path(), flags.scale)?
+        );
+        return Ok(AllRunsPassed(true));
+    }
     let names = datasets::select(&flags.only, flags.rss_10m);
     let datasets = datasets::generate(&names, scratch.path(), flags.scale)?;
 
