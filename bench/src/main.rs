@@ -93,7 +93,7 @@ struct Flags {
     /// Instead of the comparison: how well pipeload keeps to `--rate` (100k
     /// SETs at 20000/s, one server and a cluster) and `--max-latency` (a
     /// foreground GET per ms during 3M SETs, with and without
-    /// `--max-latency 1`). Scaled by `--scale`.
+    /// `--max-latency 1`). `--scale` scales the 3M.
     #[arg(long)]
     pace: bool,
 }
