@@ -211,7 +211,7 @@ struct Flags {
     rate: Option<u64>,
 
     /// Slow down whenever a PING probe on a connection of its own takes
-    /// longer than MS milliseconds (its recent 99th percentile); speed up
+    /// longer than MS milliseconds (its recent 99.5th percentile); speed up
     /// again while it does not (decimals allowed)
     #[arg(long, value_name = "MS", help_heading = "Pacing")]
     max_latency: Option<f64>,

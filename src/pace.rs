@@ -61,12 +61,16 @@ const DECIDE_EVERY: Duration = Duration::from_millis(100);
 /// Fewer samples than this are no percentile: the decision waits.
 const MIN_SAMPLES: usize = 50;
 
-/// The percentile is over at most this many recent samples (half a second
-/// of them): one slow PING among fifty is not yet a slow server.
-const MAX_SAMPLES: usize = 250;
+/// The percentile is over at most this many recent samples (a second of
+/// them): a few slow PINGs, a busy machine's scheduling hiccups, are not
+/// yet a slow server.
+const MAX_SAMPLES: usize = 500;
 
-/// The high percentile the controller holds under the target.
-const PERCENTILE: f64 = 0.99;
+/// The high percentile the controller holds under the target: above the
+/// 99th, so that the tooth of each increase, which goes over the target
+/// briefly, still leaves a foreground client's 99th percentile under it
+/// (measured: `pipeload-bench --pace`).
+const PERCENTILE: f64 = 0.995;
 
 /// The shared budget of one load.
 #[derive(Debug)]
@@ -502,10 +506,10 @@ mod tests {
             .map(Duration::from_micros)
             .collect();
         assert_eq!(high_percentile(&samples), None);
-        samples.extend((1..=51).map(|n| Duration::from_micros(1000 + n)));
-        // 100 samples: the 99th is the second largest.
-        assert_eq!(samples.len(), 100);
-        assert_eq!(high_percentile(&samples), Some(Duration::from_micros(1050)));
+        samples.extend((1..=151).map(|n| Duration::from_micros(1000 + n)));
+        // 200 samples: the 99.5th is the second largest.
+        assert_eq!(samples.len(), 200);
+        assert_eq!(high_percentile(&samples), Some(Duration::from_micros(1150)));
     }
 
     fn batch_of(names: &[&str]) -> Batch {
