@@ -17,8 +17,8 @@ use clap::{ArgAction, CommandFactory, Parser, ValueEnum};
 use clap_complete::Shell;
 
 use crate::config::{
-    Config, Credentials, Endpoint, FieldNames, Format, IpFamily, RecordOptions, RepliesFormat,
-    RepliesOptions, RepliesTarget, Source, TlsOptions,
+    Config, Credentials, Endpoint, FieldNames, Format, IpFamily, PaceOptions, RecordOptions,
+    RepliesFormat, RepliesOptions, RepliesTarget, Source, TlsOptions,
 };
 use crate::input::template::compile_all;
 use crate::window::WindowLimits;
@@ -259,6 +259,18 @@ struct Flags {
     #[arg(long, value_name = "NAMES", help_heading = "Records")]
     fields: Option<String>,
 
+    // Pacing (`pace`): gentle on a live server.
+    /// Send at most N commands per second in total (over all connections
+    /// and cluster nodes), evenly
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..), help_heading = "Pacing")]
+    rate: Option<u64>,
+
+    /// Slow down whenever a PING probe on a connection of its own takes
+    /// longer than MS milliseconds (its recent 99.5th percentile); speed up
+    /// again while it does not (decimals allowed)
+    #[arg(long, value_name = "MS", help_heading = "Pacing")]
+    max_latency: Option<f64>,
+
     /// Skip the first N commands of the input (resume a stopped load with
     /// the value it printed)
     #[arg(long, value_name = "N", default_value_t = 0, help_heading = "Faults")]
@@ -461,6 +473,15 @@ fn config_from_flags(flags: Flags, env_password: Option<String>) -> Result<Confi
         }
     };
 
+    let max_latency = match flags.max_latency {
+        None => None,
+        Some(ms) if ms > 0.0 => match Duration::try_from_secs_f64(ms / 1000.0) {
+            Ok(latency) if !latency.is_zero() => Some(latency),
+            _ => bail!("--max-latency: {ms} ms is out of range"),
+        },
+        Some(ms) => bail!("--max-latency needs a positive number of milliseconds, got {ms}"),
+    };
+
     if flags.cluster && db != 0 {
         bail!("-n {db}: a cluster has only database 0");
     }
@@ -526,6 +547,10 @@ fn config_from_flags(flags: Flags, env_password: Option<String>) -> Result<Confi
             (true, _) => Some(true),
             (_, true) => Some(false),
             _ => None,
+        },
+        pace: PaceOptions {
+            rate: flags.rate,
+            max_latency,
         },
     })
 }

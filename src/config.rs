@@ -152,6 +152,19 @@ pub struct Config {
     /// `Some(true)` forces the progress display, `Some(false)` turns it
     /// off, `None` shows it when stderr is a terminal.
     pub progress: Option<bool>,
+    /// `--rate`, `--max-latency`: how gently to load.
+    pub pace: PaceOptions,
+}
+
+/// How gently to load a live server; both `None`: as fast as it goes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PaceOptions {
+    /// `--rate`: at most this many commands per second, over all
+    /// connections.
+    pub rate: Option<u64>,
+    /// `--max-latency`: slow down while the server's answer to a probe
+    /// takes longer than this (its recent high percentile).
+    pub max_latency: Option<Duration>,
 }
 
 impl fmt::Display for Endpoint {

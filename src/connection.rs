@@ -24,6 +24,7 @@ use crate::config::Config;
 use crate::conn::{self, ConnectError, Connection, SessionReplay};
 use crate::handover::LaneNode;
 use crate::io_error::describe_io_error;
+use crate::pace::Pace;
 use crate::progress::Counters;
 use crate::replies::{Replies, SessionEnd};
 use crate::reply_failure::ReplyFailure;
@@ -46,6 +47,8 @@ pub(crate) struct SessionShared<'a> {
     /// The TLS files of the configuration, loaded.
     pub tls: Option<&'a TlsConfig>,
     pub progress: Option<&'a Counters>,
+    /// `--rate`, `--max-latency`: the budget shared by every connection.
+    pub pace: Option<&'a Pace>,
     /// Cluster mode: the node's address, which messages start with.
     pub node: Option<&'a str>,
     /// Cluster mode: the node's index, and its hand-over when lost.
@@ -323,6 +326,7 @@ fn run_session(
         stop,
         config,
         progress,
+        pace,
         ..
     } = *shared;
     let writer_stream = stream.try_clone().context("cannot set up the connection")?;
@@ -348,6 +352,7 @@ fn run_session(
                 stop,
                 progress,
                 reader_gone,
+                pace,
             }
             .run(resend)
         });

@@ -29,6 +29,7 @@ use crate::handlers::errors::ErrorsFile;
 use crate::handover::LaneNode;
 use crate::input::{self, InputOptions, OpenSource, read_input};
 use crate::input_watch::InputWatch;
+use crate::pace::{self, Pace, Probe};
 use crate::progress::{self, Counters};
 use crate::replies::{Replies, ReplyContext};
 use crate::reply_order::RepliesOut;
@@ -53,7 +54,7 @@ pub(crate) fn load(
     tls: Option<&TlsConfig>,
     config: &Config,
 ) -> Result<ExitCode> {
-    let mut load = start_load(sources, errors_file.is_some(), stop, config)?;
+    let mut load = start_load(sources, errors_file.is_some(), stop, tls, config)?;
     let lane = Lane {
         connection: Some(connection),
         batches: load.batches.clone(),
@@ -65,6 +66,7 @@ pub(crate) fn load(
         progress: load.counters.as_deref(),
         node: None,
         lane_node: None,
+        pace: load.pace.as_deref(),
         replies: Replies::new(ReplyContext {
             source_names: &load.source_names,
             stop: &load.stop,
@@ -107,6 +109,8 @@ pub(crate) struct Lane<'a> {
     pub node: Option<String>,
     /// Cluster mode: the node's index, and its hand-over when lost.
     pub lane_node: Option<LaneNode<'a>>,
+    /// `--rate`, `--max-latency`: the budget shared by every lane.
+    pub pace: Option<&'a Pace>,
     pub replies: Replies<'a>,
 }
 
@@ -150,6 +154,7 @@ fn run_lane(lane: Lane, on_all_written: &dyn Fn()) -> Result<LaneEnd> {
         progress,
         node,
         lane_node,
+        pace,
         mut replies,
     } = lane;
     let shared = SessionShared {
@@ -167,6 +172,7 @@ fn run_lane(lane: Lane, on_all_written: &dyn Fn()) -> Result<LaneEnd> {
         progress,
         node: node.as_deref(),
         lane_node,
+        pace,
     };
     let run = match connection {
         Some(connection) => run_connection(connection, &shared, &mut replies, on_all_written)?,
@@ -345,6 +351,10 @@ pub(crate) struct LoadStart {
     pub input: InputWatch,
     /// `--replies`: where every reply is written, in input order.
     pub replies_out: Option<RepliesOut>,
+    /// `--rate`, `--max-latency`: the budget every connection shares.
+    pub pace: Option<Arc<Pace>>,
+    /// `--max-latency`: the probe that sets the pace's rate.
+    pub probe: Option<Probe>,
 }
 
 /// What the connections of a load hand back when they have all ended.
@@ -377,6 +387,7 @@ pub(crate) fn start_load(
     sources: Vec<OpenSource>,
     keep_originals: bool,
     stop: Arc<Stop>,
+    tls: Option<&TlsConfig>,
     config: &Config,
 ) -> Result<LoadStart> {
     // Before loading begins: a file that cannot be created fails the run
@@ -390,6 +401,9 @@ pub(crate) fn start_load(
         )?),
         None => None,
     };
+    // Connected before loading begins: a probe that cannot connect fails
+    // the run with nothing sent.
+    let probe_connection = pace::connect_probe(config, tls)?;
     if !stop.begin_loading() {
         wait_for_exit();
     }
@@ -397,6 +411,11 @@ pub(crate) fn start_load(
     let source_names = input::source_names(&sources);
     let error_log = Arc::new(ErrorLog::new(config.error_lines));
     let (counters, display) = start_progress(config, &error_log);
+    let pace = Pace::new(&config.pace, counters.clone()).map(Arc::new);
+    let probe = match (&pace, probe_connection) {
+        (Some(pace), Some(connection)) => Some(pace::start_probe(connection, pace, config, &stop)?),
+        _ => None,
+    };
     let (batch_sender, batches) = bounded::<Batch>(BATCH_CHANNEL_CAPACITY);
     let options = InputOptions {
         format: config.format,
@@ -422,6 +441,8 @@ pub(crate) fn start_load(
         batches,
         input: InputWatch::new(handle, config.json, display),
         replies_out,
+        pace,
+        probe,
     })
 }
 
@@ -432,6 +453,7 @@ impl LoadStart {
     /// otherwise the summary says where to resume.
     pub(crate) fn finish(mut self, end: ConnectionsEnd, config: &Config) -> ExitCode {
         self.input.finish_display();
+        drop(self.probe.take());
         let Some(stopped) = self.stop.conclude() else {
             wait_for_exit();
         };
@@ -492,6 +514,7 @@ impl LoadStart {
             nodes: end.nodes,
             cluster: end.cluster,
             server_restarted: end.server_restarted,
+            paced_rate: self.pace.as_ref().map(|pace| pace.settled_rate()),
         };
         outcome.print(config.json);
         exit_status(stopped, &tally, !complete, end.server_restarted)

@@ -21,7 +21,8 @@
 //!   `cluster` routes a cluster load to its primaries.
 //! - `connection` runs one connection: `writer` and `replies` around the
 //!   `window`, reconnecting under `--retry`; `handover` is what it asks
-//!   when a cluster's primary is lost (the cluster answers it).
+//!   when a cluster's primary is lost (the cluster answers it); `pace`
+//!   holds the writers to `--rate` and `--max-latency`.
 //! - `summary` prints what `redis-cli --pipe` prints; `stop` turns signals
 //!   and `--max-errors` into an orderly stop; `progress` shows it going.
 
@@ -41,6 +42,7 @@ pub mod input;
 pub mod input_watch;
 pub mod io_error;
 pub mod manual;
+pub mod pace;
 pub mod progress;
 pub mod readbuf;
 pub mod replies;

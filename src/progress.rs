@@ -34,6 +34,8 @@ pub struct Counters {
     pub sent: AtomicU64,
     /// Commands answered (or settled without a reply).
     pub answered: AtomicU64,
+    /// Under `--rate` or `--max-latency`: commands per second now allowed.
+    pub paced_rate: AtomicU64,
 }
 
 impl Counters {
@@ -164,8 +166,12 @@ fn time_left(read: u64, total: u64, seconds: f64) -> Option<u64> {
 fn status(counters: &Counters, errors: &ErrorLog, seconds: f64) -> String {
     let sent = counters.sent.load(Ordering::Relaxed);
     let answered = counters.answered.load(Ordering::Relaxed);
+    let paced = match counters.paced_rate.load(Ordering::Relaxed) {
+        0 => String::new(),
+        rate => format!(" (paced at {rate}/s)"),
+    };
     format!(
-        "sent {sent} · acked {answered} · {:.0}/s · errors {}",
+        "sent {sent} · acked {answered} · {:.0}/s{paced} · errors {}",
         answered as f64 / seconds.max(0.001),
         errors.count()
     )

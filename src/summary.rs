@@ -161,6 +161,9 @@ pub struct Outcome {
     /// Under `--retry`: a reconnect found a new server instance, so what
     /// the old one acknowledged may be gone.
     pub server_restarted: bool,
+    /// Under `--rate` or `--max-latency`: the rate paced at (where
+    /// `--max-latency` settled).
+    pub paced_rate: Option<u64>,
 }
 
 impl Outcome {
@@ -270,7 +273,7 @@ impl Outcome {
             "{{\"completed\":{},\"commands\":{},\"replies\":{},\"errors\":{},\"error_replies\":{},\
              \"rejected_lines\":{},\"acknowledged\":{},\"resume_skip\":{},\"in_flight\":{},\"reconnects\":{},\
              \"server_restarted\":{},\"bytes_sent\":{},\"elapsed_seconds\":{:.3},\
-             \"commands_per_second\":{:.0},\"first_errors\":[{}],\"failures\":[{}],\"cluster\":{},\"nodes\":[{}]}}",
+             \"commands_per_second\":{:.0},\"paced_rate\":{},\"first_errors\":[{}],\"failures\":[{}],\"cluster\":{},\"nodes\":[{}]}}",
             self.resume_at.is_none() && self.last_reply_received,
             self.commands_sent,
             tally.replies,
@@ -285,6 +288,7 @@ impl Outcome {
             self.bytes_sent,
             self.elapsed_seconds,
             rate,
+            optional(self.paced_rate),
             first_errors.join(","),
             failures.join(","),
             self.cluster

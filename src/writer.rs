@@ -3,7 +3,9 @@
 //! sends each in parts that fit the window (the whole batch in one part
 //! unless its replies are big, see `window`): for each part it makes room in
 //! the window, hands the part to the reply reader, and writes its bytes with
-//! one `write_all` on the blocking socket.
+//! one `write_all` on the blocking socket. Under `--rate` or
+//! `--max-latency` the parts are a few milliseconds' worth of commands, and
+//! each waits its turn on the shared `pace`.
 //!
 //! Place in the data flow: between input and the socket, one per
 //! connection. A part is handed to the reply reader before its bytes are
@@ -21,6 +23,7 @@ use std::sync::Arc;
 use crossbeam_channel::{Receiver, Sender, select};
 
 use crate::batch::{Batch, InFlight};
+use crate::pace::Pace;
 use crate::progress::Counters;
 use crate::stop::Stop;
 use crate::stream::Stream;
@@ -73,6 +76,8 @@ pub struct Writer<'a> {
     /// Disconnects when the reply reader returns: a reader that failed
     /// ends the session, even while this writer waits for batches.
     pub reader_gone: &'a Receiver<Infallible>,
+    /// `--rate`, `--max-latency`: parts wait their turn on it.
+    pub pace: Option<&'a Pace>,
 }
 
 impl Writer<'_> {
@@ -140,9 +145,16 @@ impl Writer<'_> {
     /// bytes are written.
     fn send(&mut self, mut rest: InFlight, sent: &mut Sent) -> Result<(), SendFailure> {
         while rest.first < rest.end {
-            let Ok(part) = self.window.acquire(&rest.batch, rest.first, rest.end) else {
+            let end = match self.pace {
+                Some(pace) => pace.slice_end(&rest.batch, rest.first, rest.end),
+                None => rest.end,
+            };
+            let Ok(part) = self.window.acquire(&rest.batch, rest.first, end) else {
                 return Err(SendFailure::reader_stopped(Some(rest)));
             };
+            if let Some(pace) = self.pace {
+                pace.wait_turn(part.end - rest.first, self.stop);
+            }
             let part = InFlight {
                 end: part.end,
                 reply_estimate: part.reply_estimate,

@@ -21,7 +21,7 @@ const GUARD: Duration = Duration::from_secs(120);
 const NOT_AN_INTEGER: &str = "ERR value is not an integer or out of range";
 
 /// The fields of the `--json` summary, as the README documents them.
-const JSON_FIELDS: [&str; 18] = [
+const JSON_FIELDS: [&str; 19] = [
     "completed",
     "commands",
     "replies",
@@ -36,6 +36,7 @@ const JSON_FIELDS: [&str; 18] = [
     "bytes_sent",
     "elapsed_seconds",
     "commands_per_second",
+    "paced_rate",
     "first_errors",
     "failures",
     "cluster",

@@ -17,6 +17,7 @@ mod formats;
 mod newcomer;
 mod no_panic;
 mod output;
+mod pace;
 mod quoting;
 mod replies_out;
 mod reply_modes;

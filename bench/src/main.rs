@@ -26,6 +26,7 @@
 
 mod datasets;
 mod measure;
+mod pace;
 mod proxy;
 mod reads;
 mod report;
@@ -97,6 +98,13 @@ struct Flags {
     #[arg(long, value_name = "SECONDS", default_value_t = 120,
           value_parser = clap::value_parser!(u64).range(1..))]
     timeout: u64,
+
+    /// Instead of the comparison: how well pipeload keeps to `--rate` (100k
+    /// SETs at 20000/s, one server and a cluster) and `--max-latency` (a
+    /// foreground GET per ms during 3M SETs, with and without
+    /// `--max-latency 1`). `--scale` scales the 3M.
+    #[arg(long)]
+    pace: bool,
 }
 
 fn main() -> ExitCode {
@@ -129,6 +137,13 @@ fn run(flags: &Flags) -> Result<AllRunsPassed> {
     // Declared first so it is dropped last, after the tools that write
     // into it have finished.
     let scratch = ScratchDir::create()?;
+    if flags.pace {
+        print!(
+            "{}",
+            pace::run(&tools.pipeload, scratch.path(), flags.scale)?
+        );
+        return Ok(AllRunsPassed(true));
+    }
     if flags.reads {
         reads::run(
             &tools.pipeload,

@@ -64,7 +64,7 @@ pub fn load_cluster(
             &stop,
         )?);
     }
-    let mut load = start_load(sources, errors_file.is_some(), stop, config)?;
+    let mut load = start_load(sources, errors_file.is_some(), stop, tls, config)?;
     let LoadStart {
         stop,
         source_names: names,
@@ -73,6 +73,7 @@ pub fn load_cluster(
         batches: input_receiver,
         input,
         replies_out,
+        pace,
         ..
     } = &mut load;
     let replies_out = replies_out.as_ref();
@@ -109,6 +110,7 @@ pub fn load_cluster(
                 index: request.node,
                 loss: &links,
             }),
+            pace: pace.as_deref(),
             replies: Replies::new(ReplyContext {
                 source_names: names,
                 stop,
