@@ -42,6 +42,7 @@ pub mod input;
 pub mod input_watch;
 pub mod io_error;
 pub mod manual;
+pub mod output_file;
 pub mod pace;
 pub mod progress;
 pub mod readbuf;
@@ -72,7 +73,7 @@ use crate::config::{Config, Credentials, Endpoint, RepliesTarget};
 use crate::engine::BATCH_CHANNEL_CAPACITY;
 use crate::handlers::errors::{ErrorsFile, ErrorsFileWriter, write_or_report};
 use crate::input::{InputError, InputOptions, OpenSource, open_sources, read_input};
-use crate::io_error::describe_io_error;
+use crate::output_file::{Readers, create_output};
 use crate::stop::Stop;
 use crate::summary::{Outcome, report};
 use crate::tls::TlsConfig;
@@ -200,14 +201,8 @@ fn open_errors_file(config: &Config, sources: &[OpenSource]) -> Result<Option<Er
             path.display()
         ));
     }
-    let file = ErrorsFileWriter::create(path, header).map_err(|error| {
-        anyhow::anyhow!(
-            "cannot create {}: {}",
-            path.display(),
-            describe_io_error(&error)
-        )
-    })?;
-    Ok(Some(file))
+    let file = create_output(path, "--errors-file", &config.sources, Readers::OwnerOnly)?;
+    Ok(Some(ErrorsFileWriter::new(file, header)))
 }
 
 /// `--emit-resp`: the input's commands as RESP on stdout, no server; the

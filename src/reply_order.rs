@@ -31,10 +31,7 @@
 //!   is written: the summary then says where to resume.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::fs::{self, File};
 use std::io::{self, Write};
-use std::os::unix::fs::MetadataExt;
-use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
@@ -44,6 +41,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 
 use crate::config::{RepliesFormat, RepliesOptions, RepliesTarget, Source};
 use crate::io_error::describe_io_error;
+use crate::output_file::{Readers, create_output};
 use crate::stop::{Stop, StopReason};
 use crate::summary::report;
 
@@ -111,23 +109,7 @@ impl RepliesOut {
         let (writer, name): (Box<dyn Write + Send>, String) = match &options.target {
             RepliesTarget::Stdout => (Box::new(io::stdout()), "stdout".to_owned()),
             RepliesTarget::File(path) => {
-                if let Some(input) = sources.iter().find_map(|source| match source {
-                    Source::File(input) if same_file(input, path) => Some(input),
-                    _ => None,
-                }) {
-                    anyhow::bail!(
-                        "--replies {} is the input file {}: it would be emptied",
-                        path.display(),
-                        input.display()
-                    );
-                }
-                let file = File::create(path).map_err(|error| {
-                    anyhow::anyhow!(
-                        "cannot create {}: {}",
-                        path.display(),
-                        describe_io_error(&error)
-                    )
-                })?;
+                let file = create_output(path, "--replies", sources, Readers::Anyone)?;
                 (Box::new(file), path.display().to_string())
             }
         };
@@ -443,14 +425,6 @@ impl LaneQueue {
             })
             .filter(|has_line| *has_line)
             .count()
-    }
-}
-
-/// Whether two paths name one existing file.
-fn same_file(one: &Path, other: &Path) -> bool {
-    match (fs::metadata(one), fs::metadata(other)) {
-        (Ok(one), Ok(other)) => one.dev() == other.dev() && one.ino() == other.ino(),
-        _ => false,
     }
 }
 

@@ -315,3 +315,26 @@ fn subscribe_as_resp_is_refused_too() {
     );
     assert_eq!(server.client().get("c"), Some(b"3".to_vec()));
 }
+
+#[test]
+fn an_errors_file_that_is_the_input_is_refused_and_the_input_kept() {
+    let server = RedisServer::start();
+    let dir = TempDir::new("errors-onto-input");
+    let input = dir.write("input.txt", "SET never sent\n");
+    let outcome = Pipeload::new()
+        .port(server.port())
+        .arg("--errors-file")
+        .arg(dir.path().join(".").join("input.txt"))
+        .arg(&input)
+        .run();
+    outcome
+        .assert_code(1)
+        .assert_stderr_contains("--errors-file")
+        .assert_stderr_contains("is the input file");
+    assert_eq!(server.client().get("never"), None, "{outcome}");
+    assert_eq!(
+        std::fs::read_to_string(&input).expect("the input"),
+        "SET never sent\n",
+        "the input is left as it was\n{outcome}"
+    );
+}

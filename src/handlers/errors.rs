@@ -8,10 +8,8 @@
 //! the `--max-errors` count cover every node.
 
 use std::collections::VecDeque;
-use std::fs::{File, OpenOptions, Permissions};
+use std::fs::File;
 use std::io::{self, BufWriter, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use super::{Flow, Reply, ReplyHandler};
@@ -42,24 +40,15 @@ pub struct ErrorsFileWriter {
 const RECENTLY_WRITTEN: usize = 256;
 
 impl ErrorsFileWriter {
-    /// Creates (or empties) `--errors-file`, readable and writable by its
-    /// owner only: it holds failed commands as they were in the input,
-    /// which may be `AUTH` or `HELLO … AUTH` lines with their passwords.
-    /// `header` (a CSV's) is written before the first failed record.
-    pub fn create(path: &Path, header: Option<Vec<u8>>) -> io::Result<ErrorsFile> {
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(path)?;
-        // An existing file keeps its mode through open: narrow it too.
-        file.set_permissions(Permissions::from_mode(0o600))?;
-        Ok(Arc::new(Mutex::new(ErrorsFileWriter {
+    /// The errors file over `file` (see `output_file`: it is readable by
+    /// its owner only); `header` (a CSV's) goes before the first failed
+    /// record.
+    pub fn new(file: File, header: Option<Vec<u8>>) -> ErrorsFile {
+        Arc::new(Mutex::new(ErrorsFileWriter {
             file: BufWriter::new(file),
             header,
             recently_written: VecDeque::with_capacity(RECENTLY_WRITTEN),
-        })))
+        }))
     }
 
     /// Writes command `index`'s input bytes, unless they were written
