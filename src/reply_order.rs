@@ -24,8 +24,10 @@
 //!   readers themselves never wait here, so the command everyone waits for
 //!   is always being read.
 //! - Lines due are gathered into 256 KiB chunks that a thread of its own
-//!   writes to the file, so that a slow disk never stops the reply readers
-//!   for long; a bounded channel of chunks keeps the memory flat. When
+//!   writes to the file, so the reply readers do not wait on each write; a
+//!   bounded channel of chunks keeps the memory flat, so a file (or a
+//!   `--replies -` reader) slower than the server holds the load back
+//!   rather than grow. A quit (second Ctrl-C) is not held back by it. When
 //!   replies come slowly, what is due is written within `IDLE_FLUSH`.
 //! - A failure to write is reported once, stops the load, and nothing more
 //!   is written: the summary then says where to resume.
@@ -37,7 +39,7 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
+use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender, bounded};
 
 use crate::config::{RepliesFormat, RepliesOptions, RepliesTarget, Source};
 use crate::io_error::describe_io_error;
@@ -199,11 +201,23 @@ impl RepliesOut {
         }
     }
 
-    fn hand_over(&self, order: &mut Order, chunk: Vec<u8>) {
-        let handed = order
-            .to_file
-            .as_ref()
-            .is_some_and(|to_file| to_file.send(chunk).is_ok());
+    /// Hands a chunk to the file writer, waiting while it has enough to do
+    /// (the reply readers wait with it: a slow file holds the load back,
+    /// and the reply-byte window bounds what the server holds meanwhile).
+    /// A quit (a second Ctrl-C) drops the chunk rather than wait on.
+    fn hand_over(&self, order: &mut Order, mut chunk: Vec<u8>) {
+        let mut handed = false;
+        while let Some(to_file) = &order.to_file {
+            match to_file.send_timeout(chunk, STOP_CHECK) {
+                Ok(()) => handed = true,
+                Err(SendTimeoutError::Timeout(unsent)) if !self.stop.is_quit() => {
+                    chunk = unsent;
+                    continue;
+                }
+                Err(_) => {}
+            }
+            break;
+        }
         if !handed {
             // The writer failed (and said so): nothing more is written.
             order.to_file = None;
@@ -265,11 +279,21 @@ impl RepliesOut {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        if let Some(file_writer) = file_writer
-            && file_writer.join().is_err()
-        {
-            self.stop.request(StopReason::RepliesUnwritable);
-            return Some("internal error: the replies writer thread panicked".into());
+        if let Some(file_writer) = file_writer {
+            // A file (or a `--replies -` reader) that takes no more would
+            // hold the summary back for ever: a quit does not wait for it.
+            while !file_writer.is_finished() {
+                if self.stop.is_quit() {
+                    let dropped = "quit at once: replies still to be written were dropped";
+                    report(&format!("pipeload: {dropped}"));
+                    return Some(dropped.into());
+                }
+                thread::sleep(STOP_CHECK);
+            }
+            if file_writer.join().is_err() {
+                self.stop.request(StopReason::RepliesUnwritable);
+                return Some("internal error: the replies writer thread panicked".into());
+            }
         }
         self.failure
             .lock()

@@ -19,6 +19,7 @@ use serde_json::json;
 
 use crate::common::client::{info_field, read_value};
 use crate::common::cluster::tag_on_node;
+use crate::common::run::Sink;
 use crate::common::{
     Client, Pipeload, RedisServer, TempDir, TestCluster, Value, slot_of, wait_until,
 };
@@ -643,4 +644,40 @@ fn replies_of_a_slow_stream_are_written_as_they_come() {
     let outcome = running.finish();
     outcome.assert_summary(0, 2);
     assert_eq!(written(), "hello\n10\n", "{outcome}");
+}
+
+#[test]
+fn a_second_ctrl_c_quits_though_the_replies_reader_takes_nothing() {
+    let server = RedisServer::start();
+    let mut client = server.client();
+    client.ok(&["SET", "value", &"v".repeat(1000)]);
+    let dir = TempDir::new("replies-unread");
+    // Far more replies than a pipe and the chunks waiting for it hold.
+    let mut reads = String::from("SET started 1\n");
+    reads.push_str(&"GET value\n".repeat(50_000));
+    let input = dir.write("reads.txt", &reads);
+    let mut running = Pipeload::new()
+        .port(server.port())
+        .args(["--replies", "-"])
+        .arg(&input)
+        .stdout_sink(Sink::Unread)
+        .spawn();
+    wait_until(Duration::from_secs(30), "the load started", || {
+        client.exists("started")
+    });
+    running.signal("INT");
+    running.wait_for_stderr("interrupted", Duration::from_secs(30));
+    running.signal("INT");
+    running.wait_for_stderr("quitting at once", Duration::from_secs(30));
+    // The reader still takes nothing: the quit must not wait for it.
+    let exited = running.wait_for_exit(Duration::from_secs(20));
+    assert!(
+        exited.is_some(),
+        "pipeload still runs after a second Ctrl-C"
+    );
+    running
+        .finish()
+        .assert_code(130)
+        .assert_stderr_contains("replies still to be written were dropped")
+        .assert_stderr_contains("acknowledged: ");
 }

@@ -441,8 +441,8 @@ impl<'a> SourceReader<'a> {
     ) {
         self.batch.push_command(line_no, is_resp, expect, kind);
         if let Some(command) = self.batch.commands.last()
-            && state.blocking_classes.may_block(command.reply_class)
             && !state.warned_blocking
+            && state.blocking_classes.may_block(command.reply_class)
         {
             self.warn_if_blocking(state, line_no);
         }

@@ -12,7 +12,7 @@ use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -38,6 +38,9 @@ pub enum Sink {
     ClosedPipe,
     /// No such descriptor at all, as after `pipeload … >&-`.
     Closed,
+    /// A pipe the test keeps open and never reads, as after `pipeload … |
+    /// less` left waiting: once the pipe is full, every write blocks.
+    Unread,
 }
 
 /// One pipeload invocation, built up and then [`run`](Pipeload::run).
@@ -145,6 +148,7 @@ impl Pipeload {
                     text.push_str(&format!(" {fd}>(a pipe closed at its read end)"))
                 }
                 Sink::Closed => text.push_str(&format!(" {fd}>&-")),
+                Sink::Unread => text.push_str(&format!(" {fd}>(a pipe never read)")),
             }
         }
         text.push_str(&format!(
@@ -208,6 +212,10 @@ impl Pipeload {
             .spawn()
             .unwrap_or_else(|err| panic!("spawn {invocation}: {err}"));
         let stdin = child.stdin.take();
+        let unread_stdout = match self.stdout_sink {
+            Sink::Unread => child.stdout.take(),
+            _ => None,
+        };
         let stdout = child.stdout.take().map(collect);
         let stderr = child.stderr.take().map(collect);
         Running {
@@ -216,6 +224,7 @@ impl Pipeload {
             stdin,
             stdout,
             stderr,
+            _unread_stdout: unread_stdout,
             guard: self.guard,
         }
     }
@@ -224,7 +233,7 @@ impl Pipeload {
 /// The `Stdio` for one output sink; a closed fd is arranged by the shell.
 fn sink_stdio(sink: Sink) -> Stdio {
     match sink {
-        Sink::Collected | Sink::Closed => Stdio::piped(),
+        Sink::Collected | Sink::Closed | Sink::Unread => Stdio::piped(),
         Sink::ClosedPipe => {
             let (reader, writer) = io::pipe().expect("create a pipe");
             drop(reader);
@@ -241,6 +250,8 @@ pub struct Running {
     stdin: Option<ChildStdin>,
     stdout: Option<Collector>,
     stderr: Option<Collector>,
+    /// [`Sink::Unread`]: held open, never read, until the child is finished.
+    _unread_stdout: Option<ChildStdout>,
     guard: Duration,
 }
 
