@@ -227,8 +227,8 @@ impl RepliesOut {
 
     /// Waits while the lines held for earlier commands are over the limit,
     /// or until the load stops. `never_settled` tells the first command
-    /// known never to settle (a cluster redirect that could not be
-    /// followed): once the command due is at or past it, nothing that is
+    /// known never to settle (a cluster redirect for a lane that had
+    /// ended): once the command due is at or past it, nothing that is
     /// held can be written before the end, and waiting would stop the load
     /// for good, so the router goes on (what is held is then reported at
     /// the end, not written).

@@ -89,6 +89,9 @@ pub struct ClusterLinks<'a> {
     /// The input position (`Batch::seq`) of the first command whose
     /// redirect could not be followed; `u64::MAX`: none.
     first_unfollowed: AtomicU64,
+    /// Of those, the first that never reaches a reply handler either (its
+    /// lane ended before it could be forwarded); `u64::MAX`: none.
+    first_lost: AtomicU64,
 }
 
 /// The channels into each node's lane, by node index.
@@ -146,6 +149,7 @@ impl<'a> ClusterLinks<'a> {
             nodes_lost: AtomicU64::new(0),
             promotion_wait: OnceLock::new(),
             first_unfollowed: AtomicU64::new(u64::MAX),
+            first_lost: AtomicU64::new(u64::MAX),
         };
         {
             let mut lanes = links.lanes();
@@ -220,6 +224,17 @@ impl<'a> ClusterLinks<'a> {
     /// followed, if any.
     pub fn first_unfollowed(&self) -> Option<u64> {
         match self.first_unfollowed.load(Ordering::SeqCst) {
+            u64::MAX => None,
+            seq => Some(seq),
+        }
+    }
+
+    /// The input position of the first command that will never be
+    /// settled by any lane (its redirect was for a lane that had ended),
+    /// if any: `--replies` cannot write past it. A redirect refused
+    /// otherwise still settles its command, as an error.
+    pub fn first_lost(&self) -> Option<u64> {
+        match self.first_lost.load(Ordering::SeqCst) {
             u64::MAX => None,
             seq => Some(seq),
         }
@@ -473,6 +488,7 @@ impl NodeLoss for ClusterLinks<'_> {
                 if !sent {
                     self.settled(count);
                     self.first_unfollowed.fetch_min(first, Ordering::SeqCst);
+                    self.first_lost.fetch_min(first, Ordering::SeqCst);
                 }
             }
         }

@@ -114,7 +114,7 @@ impl<'a> Router<'a> {
                 continue;
             };
             if let Some(replies_out) = self.replies_out {
-                replies_out.wait_for_room(stop, &|| self.links.first_unfollowed());
+                replies_out.wait_for_room(stop, &|| self.links.first_lost());
             }
             if self.route_batch(&batch, stop).is_err() {
                 // Part of this batch may have gone out; none of it counts.
