@@ -53,6 +53,7 @@ pub mod template;
 mod text;
 
 use records::{Header, RecordFramer};
+use template::{Template, TemplateError, compile_all};
 
 /// Bytes read from a source at a time.
 const READ_CHUNK: usize = 256 * 1024;
@@ -158,6 +159,9 @@ pub enum InputError {
     /// `--skip` asked to leave out more commands than the input has:
     /// usually the wrong file, so not a quiet success.
     SkipBeyondInput { skip: u64, commands: u64 },
+    /// A `--template` does not compile (the command line checks them
+    /// first, so only a caller that skipped that check meets it).
+    Template(TemplateError),
     /// The batch channel was closed: the pipeline stopped downstream.
     Stopped,
     /// The input thread panicked (a bug: reported, never hidden).
@@ -197,6 +201,7 @@ impl fmt::Display for InputError {
                 "--skip {skip} is beyond the end of the input, which has {commands} command{}: nothing was sent (is it the right file?)",
                 if *commands == 1 { "" } else { "s" }
             ),
+            InputError::Template(error) => write!(f, "{error}"),
             InputError::Stopped => write!(f, "input stopped: the pipeline ended early"),
             InputError::Panicked => write!(f, "internal error: the input thread panicked"),
         }
@@ -240,7 +245,9 @@ pub fn read_input(
         warned_blocking: false,
         blocking_classes: admit::BlockingClasses::new(),
     };
-    let templates = records::compile_templates(&options.records);
+    let templates: Arc<[Template]> = compile_all(&options.records.templates)
+        .map_err(InputError::Template)?
+        .into();
     let mut last_source = 0;
     for (index, source) in sources.into_iter().enumerate() {
         if let Some(progress) = &state.progress {

@@ -242,12 +242,6 @@ impl Expansion {
     }
 }
 
-/// Compiles the templates for the input thread (checked on the command line
-/// already).
-pub(super) fn compile_templates(options: &RecordOptions) -> Arc<[Template]> {
-    compile_all(&options.templates).unwrap_or_default().into()
-}
-
 impl SourceReader<'_> {
     /// Frames one CSV or TSV record; false when its end has not arrived.
     pub(super) fn frame_csv_record(&mut self, state: &mut InputState) -> bool {
