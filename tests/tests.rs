@@ -24,4 +24,5 @@ mod resume;
 mod stops;
 mod templates;
 mod tls;
+mod valkey;
 mod volume;
