@@ -25,4 +25,5 @@ mod resume;
 mod stops;
 mod templates;
 mod tls;
+mod valkey;
 mod volume;

