@@ -52,8 +52,12 @@ fn the_quoting_sample_stores_every_value_byte_for_byte() {
 
 #[test]
 fn the_bad_lines_sample_reports_four_errors_by_line_and_loads_the_rest() {
-    let server = RedisServer::start();
+    bad_lines_sample_loads_around_its_errors(&RedisServer::start());
+}
 
+/// The bad-lines sample loaded into `server`: four errors named by file
+/// and line, every other line loaded (shared with the Valkey tests).
+pub(crate) fn bad_lines_sample_loads_around_its_errors(server: &RedisServer) {
     let outcome = from_the_top()
         .port(server.port())
         .arg("testdata/mixed-with-bad-lines.txt")

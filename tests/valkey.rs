@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use crate::common::{Client, Pipeload, RedisServer, TestCluster, sets, slot_of, wait_until};
+use crate::newcomer::bad_lines_sample_loads_around_its_errors;
 use pipeload_harness::info_field;
 
 /// A load of this many `SET key:i value:i` spans many batches.
@@ -92,24 +93,7 @@ fn resp_input_and_an_aof_with_select_and_multi_load_into_valkey() {
 
 #[test]
 fn valkey_errors_are_reported_by_position_and_the_rest_loads() {
-    let server = start_valkey();
-
-    let outcome = from_the_top()
-        .port(server.port())
-        .arg("testdata/mixed-with-bad-lines.txt")
-        .run();
-
-    outcome
-        .assert_code(1)
-        .assert_summary(4, 7)
-        .assert_stderr_line("testdata/mixed-with-bad-lines.txt:3: not sent: unbalanced quotes")
-        .assert_stderr_line_starts("testdata/mixed-with-bad-lines.txt:5: WRONGTYPE")
-        .assert_stderr_line_starts("testdata/mixed-with-bad-lines.txt:7: ERR unknown command")
-        .assert_stderr_line_starts("testdata/mixed-with-bad-lines.txt:8: not sent:");
-    let mut client = server.client();
-    assert_eq!(client.get("counter"), Some(b"15".to_vec()));
-    assert_eq!(client.get("after"), Some(b"still loaded".to_vec()));
-    assert_eq!(client.dbsize(), 4, "counter, list, after, h\n{outcome}");
+    bad_lines_sample_loads_around_its_errors(&start_valkey());
 }
 
 #[test]
