@@ -31,6 +31,7 @@ use crate::config::{Config, PaceOptions};
 use crate::conn::{Connection, connect};
 use crate::io_error::describe_io_error;
 use crate::progress::Counters;
+use crate::retry;
 use crate::stop::Stop;
 use crate::summary::report;
 use crate::tls::TlsConfig;
@@ -167,7 +168,7 @@ impl Pace {
         if let Some(wait) = turn.checked_duration_since(now)
             && !wait.is_zero()
         {
-            let _ = stop.woken().recv_timeout(wait);
+            retry::pause_unless_stopped(stop, wait);
         }
     }
 }

@@ -24,13 +24,11 @@ use super::csv::{CsvParser, CsvRecord, CsvStep, resolve_columns, trim_record};
 use super::jsonl::JsonRecord;
 use super::quoting::Args;
 use super::template::{Record, Template, compile_all};
-use super::{OpenSource, SourceReader, count_newlines};
+use super::{OpenSource, SourceReader, UTF8_BOM, count_newlines};
 use crate::batch::{Expect, Rejection};
 use crate::config::{FieldNames, Format, RecordOptions};
 use crate::encode::append_command;
 use crate::io_error::describe_io_error;
-
-const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// A source's header row, read before anything is sent.
 #[derive(Debug, Clone)]
