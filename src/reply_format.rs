@@ -366,6 +366,11 @@ fn write_json_string(text: &[u8], out: &mut Vec<u8>) {
         out.extend_from_slice(b"\"}");
         return;
     };
+    write_json_text(text, out);
+}
+
+/// `text` as a JSON string, quoted and escaped (also the JSON summary's).
+pub fn write_json_text(text: &str, out: &mut Vec<u8>) {
     out.reserve(text.len() + 2);
     out.push(b'"');
     let bytes = text.as_bytes();

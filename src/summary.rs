@@ -10,6 +10,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 
+use crate::reply_format::write_json_text;
+
 /// Set once, before loading, when stdout carries the replies (`--replies -`).
 static SUMMARY_ON_STDERR: AtomicBool = AtomicBool::new(false);
 
@@ -300,23 +302,10 @@ impl Outcome {
 
 /// `text` as a JSON string literal.
 fn json_string(text: &str) -> String {
-    let mut quoted = String::with_capacity(text.len() + 2);
-    quoted.push('"');
-    for character in text.chars() {
-        match character {
-            '"' => quoted.push_str("\\\""),
-            '\\' => quoted.push_str("\\\\"),
-            '\n' => quoted.push_str("\\n"),
-            '\r' => quoted.push_str("\\r"),
-            '\t' => quoted.push_str("\\t"),
-            control if u32::from(control) < 0x20 => {
-                quoted.push_str(&format!("\\u{:04x}", u32::from(control)));
-            }
-            other => quoted.push(other),
-        }
-    }
-    quoted.push('"');
-    quoted
+    let mut quoted = Vec::with_capacity(text.len() + 2);
+    write_json_text(text, &mut quoted);
+    // Escaping keeps UTF-8 as it is.
+    String::from_utf8(quoted).unwrap_or_default()
 }
 
 /// How many errors `--json` lists with their positions.
