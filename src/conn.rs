@@ -58,7 +58,7 @@ impl std::error::Error for ConnectError {}
 /// What the input set up on its connection, which a new connection must
 /// set up again: the last `AUTH`, `HELLO` and `SELECT` of the input that
 /// succeeded, encoded as they were sent.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct SessionReplay {
     auth: Option<Vec<u8>>,
     hello: Option<Vec<u8>>,

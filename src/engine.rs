@@ -176,7 +176,8 @@ fn run_lane(lane: Lane, on_all_written: &dyn Fn()) -> Result<LaneEnd> {
     };
     let run = match connection {
         Some(connection) => run_connection(connection, &shared, &mut replies, on_all_written)?,
-        None => match retry::connect_first(&config, tls, stop) {
+        // A node found mid-load: set up as the input set up the others.
+        None => match retry::connect_first(&config, tls, stop, Some(replies.replay())) {
             Ok(connection) => run_connection(connection, &shared, &mut replies, on_all_written)?,
             Err(error) => ConnectionRun::never_connected(error),
         },

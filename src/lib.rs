@@ -154,7 +154,7 @@ fn load_as_configured(config: &Config, stop: &Arc<Stop>) -> Result<ExitCode> {
         report(PASSWORD_WARNING);
     }
     let stop = Arc::clone(stop);
-    let mut connection = retry::connect_first(config, tls, &stop)?;
+    let mut connection = retry::connect_first(config, tls, &stop, None)?;
     say_if_reading_the_terminal(config);
     if config.cluster {
         let seed_host = match &config.endpoint {

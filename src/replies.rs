@@ -126,7 +126,13 @@ impl<'a> Replies<'a> {
                     context.errors_file,
                     in_cluster,
                 ),
-                replay: Replay::default(),
+                replay: Replay {
+                    kept: context
+                        .cluster
+                        .map(|(links, _)| links.session())
+                        .unwrap_or_default(),
+                    links: context.cluster.map(|(links, _)| links),
+                },
                 replies_out: context.replies_out.map(|out| {
                     let lane = context.cluster.map_or(0, |(_, node)| node);
                     RepliesWriter::new(out, context.source_names, lane)

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use crate::batch::InFlight;
 use crate::config::Config;
-use crate::conn::{self, ConnectError, Connection};
+use crate::conn::{self, ConnectError, Connection, SessionReplay};
 use crate::stop::Stop;
 use crate::summary::report;
 use crate::tls::TlsConfig;
@@ -70,14 +70,17 @@ pub fn pause_unless_stopped(stop: &Stop, pause: Duration) -> bool {
 /// reached yet (still starting) is tried again up to N times, each wait
 /// said on stderr. Fails with the last error when it is not that the server
 /// is unreachable, when the attempts are used up, or on a stop request.
+/// `replay`: what the input set up on the load's other connections, for
+/// a cluster node that joins mid-load.
 pub fn connect_first(
     config: &Config,
     tls: Option<&TlsConfig>,
     stop: &Stop,
+    replay: Option<&SessionReplay>,
 ) -> Result<Connection, ConnectError> {
     let mut attempts = Attempts::new(config.retry);
     loop {
-        let unreachable = match conn::connect(config, tls, None) {
+        let unreachable = match conn::connect(config, tls, replay) {
             Ok(connection) => return Ok(connection),
             Err(error @ ConnectError::Unreachable { .. }) => error,
             Err(refused) => return Err(refused),

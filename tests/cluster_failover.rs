@@ -219,6 +219,51 @@ fn a_graceful_failover_mid_load_loses_nothing_and_keeps_order() {
 }
 
 #[test]
+fn the_inputs_auth_sets_up_a_replica_promoted_mid_load() {
+    let cluster = TestCluster::start_with_replicas();
+    // The default user may read every key (the checks do) but write none:
+    // every write must run as the input's user, on the promoted replica
+    // too, which pipeload first meets mid-load.
+    for node in cluster.live_nodes() {
+        let mut client = cluster.node_client(node);
+        client.ok(&[
+            "ACL",
+            "SETUSER",
+            "loader",
+            "on",
+            ">loader-pw",
+            "~*",
+            "&*",
+            "+@all",
+        ]);
+        client.ok(&["ACL", "SETUSER", "default", "resetkeys", "%R~*"]);
+    }
+    let mut input = Input::new(60_000, &tag_on_node("auth", 0));
+    let auth = b"AUTH loader loader-pw\n";
+    input.lines.splice(0..0, auth.iter().copied());
+    input.half += auth.len();
+    let replica = cluster.replica_for(0).expect("node 0 has a replica");
+    let outcome = load_with_change(
+        Pipeload::new().args(["-c", "--json"]).port(cluster.port(1)),
+        &input,
+        || list_length(&cluster, &input.list) > 0,
+        || {
+            cluster.failover(replica);
+        },
+    );
+    outcome.assert_code(0);
+    let text = outcome.stdout_text();
+    outcome
+        .check(text.contains("\"errors\":0,"), "no errors")
+        .check(
+            cluster_event(&outcome, "nodes_added") == 1,
+            "the promoted replica was added",
+        );
+    assert_eq!(cluster.owner_of_key(&input.list), replica);
+    assert_everything_loaded(&cluster, &input, &outcome);
+}
+
+#[test]
 fn slots_migrated_to_a_node_added_mid_load_are_followed() {
     let mut cluster = TestCluster::start();
     let input = Input::new(300_000, &tag_on_node("scaleout", 2));

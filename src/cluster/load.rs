@@ -62,6 +62,7 @@ pub fn load_cluster(
             &node_config(&node.host, node.port),
             tls,
             &stop,
+            None,
         )?);
     }
     let mut load = start_load(sources, errors_file.is_some(), stop, tls, config)?;

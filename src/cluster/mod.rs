@@ -35,7 +35,7 @@ use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use crate::batch::InFlight;
 use crate::batch::{Batch, CommandKind, Expect};
 use crate::config::{Config, Endpoint};
-use crate::conn;
+use crate::conn::{self, SessionReplay};
 use crate::control::{Value, query};
 use crate::encode::command_bytes;
 use crate::handover::NodeLoss;
@@ -92,6 +92,9 @@ pub struct ClusterLinks<'a> {
     /// Of those, the first that never reaches a reply handler either (its
     /// lane ended before it could be forwarded); `u64::MAX`: none.
     first_lost: AtomicU64,
+    /// The input's last `AUTH` and `HELLO` that succeeded on any node: a
+    /// node that joins mid-load is set up with them, as the others were.
+    session: Mutex<SessionReplay>,
 }
 
 /// The channels into each node's lane, by node index.
@@ -150,6 +153,7 @@ impl<'a> ClusterLinks<'a> {
             promotion_wait: OnceLock::new(),
             first_unfollowed: AtomicU64::new(u64::MAX),
             first_lost: AtomicU64::new(u64::MAX),
+            session: Mutex::new(SessionReplay::default()),
         };
         {
             let mut lanes = links.lanes();
@@ -238,6 +242,23 @@ impl<'a> ClusterLinks<'a> {
             u64::MAX => None,
             seq => Some(seq),
         }
+    }
+
+    /// Keeps a session command (`AUTH`, `HELLO`) of the input that
+    /// succeeded on a node, for the nodes that join later.
+    pub fn record_session(&self, kind: CommandKind, encoded: &[u8]) {
+        self.session
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .record(kind, encoded);
+    }
+
+    /// What a node that joins now sets up before its first command.
+    pub fn session(&self) -> SessionReplay {
+        self.session
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     fn unfollowed(&self, batch: &Batch, index: usize) -> Redirect {

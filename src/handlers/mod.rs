@@ -103,7 +103,7 @@ pub struct Handlers<'a> {
     pub redirect: redirect::Redirects<'a>,
     pub tally: tally::TallyHandler,
     pub errors: errors::ErrorReport<'a>,
-    pub replay: replay::Replay,
+    pub replay: replay::Replay<'a>,
     pub replies_out: Option<replies_out::RepliesWriter<'a>>,
 }
 
