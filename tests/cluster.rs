@@ -15,7 +15,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::common::cluster::{crc16_xmodem, tag_on_node};
-use crate::common::{Outcome, Pipeload, RedisServer, TempDir, TestCluster, Value, slot_of};
+use crate::common::{
+    LOADER_AUTH, Outcome, Pipeload, RedisServer, TempDir, TestCluster, Value, slot_of,
+    writes_only_as_loader,
+};
 
 /// Debug builds and three servers on two cores: a wide hang guard (a run
 /// here takes seconds).
@@ -1020,24 +1023,12 @@ fn retry_gives_up_on_a_node_that_stays_down_and_gives_the_true_summary() {
 #[test]
 fn auth_in_the_input_reaches_every_primary() {
     let cluster = TestCluster::start();
-    // The default user may read every key (the checks below do) but write
-    // none: every SET must run as the input's user, on every primary.
+    // Every SET must run as the input's user, on every primary.
     for node in 0..cluster.len() {
-        let mut client = cluster.client(node);
-        client.ok(&[
-            "ACL",
-            "SETUSER",
-            "loader",
-            "on",
-            ">loader-pw",
-            "~*",
-            "&*",
-            "+@all",
-        ]);
-        client.ok(&["ACL", "SETUSER", "default", "resetkeys", "%R~*"]);
+        writes_only_as_loader(&mut cluster.client(node));
     }
     let (lines, keys) = set_lines(3_000, "v");
-    let mut input = b"AUTH loader loader-pw\n".to_vec();
+    let mut input = LOADER_AUTH.as_bytes().to_vec();
     input.extend_from_slice(&lines);
 
     let outcome = load_into(&cluster).stdin(input).run();

@@ -17,7 +17,9 @@ use std::time::Duration;
 
 use crate::common::client::info_field;
 use crate::common::cluster::{initial_owner, tag_on_node};
-use crate::common::{Outcome, Pipeload, TestCluster, Value, slot_of, wait_until};
+use crate::common::{
+    LOADER_AUTH, Outcome, Pipeload, TestCluster, Value, slot_of, wait_until, writes_only_as_loader,
+};
 
 /// Debug builds, six servers on two cores: a wide hang guard.
 const GUARD: Duration = Duration::from_secs(120);
@@ -192,11 +194,31 @@ fn cluster_event(outcome: &Outcome, name: &str) -> u64 {
 fn a_graceful_failover_mid_load_loses_nothing_and_keeps_order() {
     let cluster = TestCluster::start_with_replicas();
     let input = Input::new(300_000, &tag_on_node("failover", 0));
+    fail_over_node_0_mid_load_and_check_everything(&cluster, &input);
+}
+
+#[test]
+fn the_inputs_auth_sets_up_a_replica_promoted_mid_load() {
+    let cluster = TestCluster::start_with_replicas();
+    // Every write must run as the input's user, on the promoted replica
+    // too, which pipeload first meets mid-load.
+    for node in cluster.live_nodes() {
+        writes_only_as_loader(&mut cluster.client(node));
+    }
+    let mut input = Input::new(60_000, &tag_on_node("auth", 0));
+    input.lines.splice(0..0, LOADER_AUTH.bytes());
+    input.half += LOADER_AUTH.len();
+    fail_over_node_0_mid_load_and_check_everything(&cluster, &input);
+}
+
+/// Loads `input` with `CLUSTER FAILOVER` on node 0's replica between its
+/// halves: complete, no error, every key on its owner, the list in order.
+fn fail_over_node_0_mid_load_and_check_everything(cluster: &TestCluster, input: &Input) {
     let replica = cluster.replica_for(0).expect("node 0 has a replica");
     let outcome = load_with_change(
         Pipeload::new().args(["-c", "--json"]).port(cluster.port(1)),
-        &input,
-        || list_length(&cluster, &input.list) > 0,
+        input,
+        || list_length(cluster, &input.list) > 0,
         || {
             cluster.failover(replica);
         },
@@ -215,52 +237,7 @@ fn a_graceful_failover_mid_load_loses_nothing_and_keeps_order() {
             "the layout was read again",
         );
     assert_eq!(cluster.owner_of_key(&input.list), replica);
-    assert_everything_loaded(&cluster, &input, &outcome);
-}
-
-#[test]
-fn the_inputs_auth_sets_up_a_replica_promoted_mid_load() {
-    let cluster = TestCluster::start_with_replicas();
-    // The default user may read every key (the checks do) but write none:
-    // every write must run as the input's user, on the promoted replica
-    // too, which pipeload first meets mid-load.
-    for node in cluster.live_nodes() {
-        let mut client = cluster.node_client(node);
-        client.ok(&[
-            "ACL",
-            "SETUSER",
-            "loader",
-            "on",
-            ">loader-pw",
-            "~*",
-            "&*",
-            "+@all",
-        ]);
-        client.ok(&["ACL", "SETUSER", "default", "resetkeys", "%R~*"]);
-    }
-    let mut input = Input::new(60_000, &tag_on_node("auth", 0));
-    let auth = b"AUTH loader loader-pw\n";
-    input.lines.splice(0..0, auth.iter().copied());
-    input.half += auth.len();
-    let replica = cluster.replica_for(0).expect("node 0 has a replica");
-    let outcome = load_with_change(
-        Pipeload::new().args(["-c", "--json"]).port(cluster.port(1)),
-        &input,
-        || list_length(&cluster, &input.list) > 0,
-        || {
-            cluster.failover(replica);
-        },
-    );
-    outcome.assert_code(0);
-    let text = outcome.stdout_text();
-    outcome
-        .check(text.contains("\"errors\":0,"), "no errors")
-        .check(
-            cluster_event(&outcome, "nodes_added") == 1,
-            "the promoted replica was added",
-        );
-    assert_eq!(cluster.owner_of_key(&input.list), replica);
-    assert_everything_loaded(&cluster, &input, &outcome);
+    assert_everything_loaded(cluster, input, &outcome);
 }
 
 #[test]

@@ -12,7 +12,9 @@
 //!   cue (never answer, hang up mid-stream, answer garbage);
 //!   [`FakeServer::serve`] scripts every connection of a reconnecting client.
 //! - [`sets`]: the `SET key:i value:i` lines many topics load;
-//!   [`wait_until`]: polls a condition under a time limit.
+//!   [`wait_until`]: polls a condition under a time limit;
+//!   [`writes_only_as_loader`]: a server whose writes need the input's
+//!   own `AUTH`.
 
 pub mod fake;
 pub mod run;
@@ -43,4 +45,25 @@ pub fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut() -> bo
         assert!(Instant::now() < deadline, "timed out waiting until {what}");
         thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// The `AUTH` line a load needs on a server set up by
+/// [`writes_only_as_loader`].
+pub const LOADER_AUTH: &str = "AUTH loader loader-pw\n";
+
+/// Sets the server `client` talks to so that the default user may read
+/// every key (checks can) but write none, and user `loader` may do
+/// anything: every write must run after the input's [`LOADER_AUTH`].
+pub fn writes_only_as_loader(client: &mut Client) {
+    client.ok(&[
+        "ACL",
+        "SETUSER",
+        "loader",
+        "on",
+        ">loader-pw",
+        "~*",
+        "&*",
+        "+@all",
+    ]);
+    client.ok(&["ACL", "SETUSER", "default", "resetkeys", "%R~*"]);
 }
