@@ -79,8 +79,13 @@ pub(crate) fn bad_lines_sample_loads_around_its_errors(server: &RedisServer) {
 
 #[test]
 fn the_resp_samples_load_binary_values_databases_and_transactions() {
-    let server = RedisServer::start();
+    resp_samples_load_binary_values_databases_and_transactions(&RedisServer::start());
+}
 
+/// The RESP samples loaded into `server`: binary values byte for byte, the
+/// AOF's `SELECT` and `MULTI`/`EXEC` into db 0 and db 2 (shared with the
+/// Valkey tests).
+pub(crate) fn resp_samples_load_binary_values_databases_and_transactions(server: &RedisServer) {
     let outcome = from_the_top()
         .port(server.port())
         .arg("testdata/binary-values.resp")
@@ -99,6 +104,7 @@ fn the_resp_samples_load_binary_values_databases_and_transactions() {
     );
     assert_eq!(client.get("aof:a"), Some(b"2".to_vec()));
     assert_eq!(client.lrange("aof:log"), [b"incremented".to_vec()]);
+    assert!(!client.exists("aof:in-db-2"), "db 2's key leaked into db 0");
     client.select(2);
     assert_eq!(client.get("aof:in-db-2"), Some(b"yes".to_vec()));
     assert_eq!(

@@ -8,7 +8,10 @@
 use std::time::Duration;
 
 use crate::common::{Client, Pipeload, RedisServer, TestCluster, sets, slot_of, wait_until};
-use crate::newcomer::bad_lines_sample_loads_around_its_errors;
+use crate::newcomer::{
+    bad_lines_sample_loads_around_its_errors,
+    resp_samples_load_binary_values_databases_and_transactions,
+};
 use pipeload_harness::info_field;
 
 /// A load of this many `SET key:i value:i` spans many batches.
@@ -24,11 +27,6 @@ fn start_valkey() -> RedisServer {
         "expected Valkey 9, INFO server says valkey_version:{version:?}"
     );
     server
-}
-
-/// Runs from the repository root, where `testdata/` is.
-fn from_the_top() -> Pipeload {
-    Pipeload::new().current_dir(env!("CARGO_MANIFEST_DIR"))
 }
 
 fn assert_sets_loaded(client: &mut Client, count: usize) {
@@ -66,29 +64,7 @@ fn text_input_loads_into_valkey() {
 
 #[test]
 fn resp_input_and_an_aof_with_select_and_multi_load_into_valkey() {
-    let server = start_valkey();
-
-    let outcome = from_the_top()
-        .port(server.port())
-        .arg("testdata/binary-values.resp")
-        .arg("testdata/select-and-multi.aof")
-        .run();
-
-    outcome.assert_summary(0, 17);
-    let mut client = server.client();
-    assert_eq!(
-        client.get("resp:binary"),
-        Some(b"\x00\x01\xfe\xff".to_vec())
-    );
-    assert_eq!(client.get("aof:a"), Some(b"2".to_vec()));
-    assert_eq!(client.lrange("aof:log"), [b"incremented".to_vec()]);
-    assert!(!client.exists("aof:in-db-2"), "db 2's key leaked into db 0");
-    client.select(2);
-    assert_eq!(client.get("aof:in-db-2"), Some(b"yes".to_vec()));
-    assert_eq!(
-        client.hgetall("aof:h").get(b"f".as_slice()).cloned(),
-        Some(b"v".to_vec())
-    );
+    resp_samples_load_binary_values_databases_and_transactions(&start_valkey());
 }
 
 #[test]
