@@ -220,7 +220,7 @@ fn generate_one(name: &'static str, dir: &Path, scale: f64) -> Result<Dataset> {
                 USERS_1M_CSV => ("csv", USERS_TEMPLATE, PYTHON_CSV),
                 _ => ("jsonl", DOCS_TEMPLATE, PYTHON_JSONL),
             };
-            std::fs::write(&script, python)
+            std::fs::write(&script, format!("{PYTHON_RESP_WRITER}{python}"))
                 .with_context(|| format!("cannot write {}", script.display()))?;
             let twin_file =
                 File::create(&twin).with_context(|| format!("cannot create {}", twin.display()))?;
@@ -286,9 +286,9 @@ const USERS_TEMPLATE: &str = "HSET user:{id} {*}";
 /// The template of `docs-1m.jsonl`: fields by path, one of them nested.
 const DOCS_TEMPLATE: &str = "HSET doc:{id} name {name} email {email} age {age} city {address.city}";
 
-/// What users run today for `users-1m.csv`: Python's `csv` module, each row
-/// written as the RESP of `HSET user:<id> <field> <value>…`.
-const PYTHON_CSV: &str = r#"import csv, sys
+/// The RESP encoder both Python scripts start with (each command a list of
+/// str arguments, written to stdout).
+const PYTHON_RESP_WRITER: &str = r#"import sys
 write = sys.stdout.buffer.write
 def resp(args):
     out = [b"*%d\r\n" % len(args)]
@@ -296,6 +296,11 @@ def resp(args):
         data = arg.encode()
         out.append(b"$%d\r\n%s\r\n" % (len(data), data))
     return b"".join(out)
+"#;
+
+/// What users run today for `users-1m.csv`: Python's `csv` module, each row
+/// written as the RESP of `HSET user:<id> <field> <value>…`.
+const PYTHON_CSV: &str = r#"import csv
 for row in csv.DictReader(open(0, newline="", encoding="utf-8")):
     args = ["HSET", "user:" + row["id"]]
     for name, value in row.items():
@@ -304,14 +309,7 @@ for row in csv.DictReader(open(0, newline="", encoding="utf-8")):
 "#;
 
 /// What users run today for `docs-1m.jsonl`: Python's `json` module.
-const PYTHON_JSONL: &str = r#"import json, sys
-write = sys.stdout.buffer.write
-def resp(args):
-    out = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        data = arg.encode()
-        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(out)
+const PYTHON_JSONL: &str = r#"import json
 for line in open(0, encoding="utf-8"):
     doc = json.loads(line)
     write(resp(["HSET", "doc:%s" % doc["id"], "name", doc["name"], "email", doc["email"],
