@@ -30,7 +30,9 @@
 //!   rather than grow. A quit (second Ctrl-C) is not held back by it. When
 //!   replies come slowly, what is due is written within `IDLE_FLUSH`.
 //! - A failure to write is reported once, stops the load, and nothing more
-//!   is written: the summary then says where to resume.
+//!   is written: the summary then says where to resume. A reader that went
+//!   away (a broken pipe: `--replies - | head`) stops the load the same
+//!   way, but is no error: it had what it wanted.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, Write};
@@ -131,8 +133,16 @@ impl RepliesOut {
             let state = Arc::clone(&state);
             thread::Builder::new()
                 .name("replies".into())
-                .spawn(move || {
-                    if let Err(error) = write_chunks(writer, &chunks, &give_back, &state) {
+                .spawn(move || match write_chunks(writer, &chunks, &give_back, &state) {
+                    Ok(()) => {}
+                    // `--replies - | head`: the reader has what it wanted.
+                    Err(error) if error.kind() == io::ErrorKind::BrokenPipe => {
+                        report(&format!(
+                            "pipeload: the reader of the replies ({name}) stopped reading: no more commands are sent"
+                        ));
+                        stop.request(StopReason::RepliesReaderGone);
+                    }
+                    Err(error) => {
                         let message = format!(
                             "cannot write the replies to {name}: {}",
                             describe_io_error(&error)

@@ -7,7 +7,8 @@
 //! order across the primaries of a cluster with keys over every slot, a
 //! connection dropped under `--retry` in the middle of a reads file, a
 //! reply after an `ASK` redirect, and a load that stops early (its file
-//! holds the replies of what it acknowledged; `--skip` writes the rest).
+//! holds the replies of what it acknowledged; `--skip` writes the rest),
+//! and a reader of `--replies -` that goes away (the load ends, exit 0).
 
 use std::io::{BufReader, Write};
 use std::sync::mpsc;
@@ -680,4 +681,39 @@ fn a_second_ctrl_c_quits_though_the_replies_reader_takes_nothing() {
         .assert_code(130)
         .assert_stderr_contains("replies still to be written were dropped")
         .assert_stderr_contains("acknowledged: ");
+}
+
+#[test]
+fn a_replies_reader_that_goes_away_ends_the_load_without_an_error() {
+    let server = RedisServer::start();
+    let mut client = server.client();
+    client.ok(&["SET", "value", &"v".repeat(1000)]);
+    let dir = TempDir::new("replies-reader-gone");
+    // Far more replies than the reply-byte window lets the server owe
+    // before the first write finds the pipe closed.
+    let mut reads = String::from("SET first 1\n");
+    reads.push_str(&"GET value\n".repeat(50_000));
+    reads.push_str("SET last 1\n");
+    let input = dir.write("reads.txt", &reads);
+    let outcome = Pipeload::new()
+        .port(server.port())
+        .args(["--replies", "-"])
+        .arg(&input)
+        .stdout_sink(Sink::ClosedPipe)
+        .run();
+    outcome
+        .assert_code(0)
+        .assert_stderr_line(
+            "pipeload: the reader of the replies (stdout) stopped reading: no more commands are sent",
+        )
+        .assert_stderr_lacks("errors: 1");
+    let acknowledged = outcome
+        .stderr_lines()
+        .iter()
+        .find_map(|line| line.strip_prefix("acknowledged: ")?.parse::<u64>().ok())
+        .unwrap_or_else(|| outcome.fail("no `acknowledged: K` line on stderr"));
+    outcome.assert_stderr_line(&format!("resume with: --skip {acknowledged}"));
+    assert!(acknowledged < 50_002, "{outcome}");
+    assert!(client.exists("first"), "{outcome}");
+    assert!(!client.exists("last"), "the load went on\n{outcome}");
 }
