@@ -2,16 +2,20 @@
 //! whichever connection they came back on.
 //!
 //! Place in the data flow: the replies-out handler of every reply reader
-//! hands it, for each input command settled, the command's number in the
+//! gathers, for each input command settled, the command's number in the
 //! input (`Batch::seq`) and its formatted reply, or no line (a refused
-//! line, a command sent while `CLIENT REPLY OFF|SKIP` was in effect). It
-//! writes the line of the next command in input order at once and keeps a
-//! later one until every earlier command has been settled: with one
-//! connection replies come in input order and nothing waits; with `-c` a
-//! node ahead of the others waits for them here. A connection settles its
-//! commands in input order but for a redirect or a resend, so its held
-//! lines queue back to back in one buffer of its own, and the line due is
-//! at the head of one queue (or in a map, for the few out of order).
+//! line, a command sent while `CLIENT REPLY OFF|SKIP` was in effect), in a
+//! `LaneLines` of its own, and hands them over together (`hand_over`)
+//! before its reader waits for the socket, so the shared state is locked
+//! once per read, not once per reply. It writes the line of the next
+//! command in input order at once and keeps a later one until every
+//! earlier command has been settled: with one connection replies come in
+//! input order and nothing waits (a run of lines that follows on what was
+//! written goes out as it is, no copy); with `-c` a node ahead of the
+//! others waits for them here. A connection settles its commands in input
+//! order but for a redirect or a resend, so its held lines queue back to
+//! back in one buffer of its own, and the line due is at the head of one
+//! queue (or in a map, for the few out of order).
 //!
 //! Invariants:
 //! - Each input command's line is written at most once: a command settled
@@ -63,8 +67,60 @@ const CHUNKS_WAITING: usize = 4;
 /// When no chunk has filled for this long, what is due is written anyway.
 const IDLE_FLUSH: Duration = Duration::from_millis(100);
 
-/// Appends one command's line to the buffer it is given.
-pub type LineWriter<'f> = &'f mut dyn FnMut(&mut Vec<u8>);
+/// The lines one reply reader settled since it last handed them over, in
+/// the order it settled them, back to back in one buffer.
+#[derive(Default)]
+pub struct LaneLines {
+    bytes: Vec<u8>,
+    /// Per command: its input number and the offset of its line's end; an
+    /// empty line is no line.
+    lines: Vec<(u64, usize)>,
+    /// Whether each command's number is the one before it plus one.
+    consecutive: bool,
+}
+
+impl LaneLines {
+    /// Appends command `seq`'s line, which `format` writes.
+    #[inline]
+    pub fn push_line(&mut self, seq: u64, format: impl FnOnce(&mut Vec<u8>)) {
+        format(&mut self.bytes);
+        self.push_no_line(seq);
+    }
+
+    /// Command `seq` was settled with no line.
+    #[inline]
+    pub fn push_no_line(&mut self, seq: u64) {
+        self.consecutive = match self.lines.last() {
+            Some(&(last, _)) => self.consecutive && last.checked_add(1) == Some(seq),
+            None => true,
+        };
+        self.lines.push((seq, self.bytes.len()));
+    }
+
+    /// Whether the bytes gathered are enough to hand over now.
+    #[inline]
+    pub fn is_full(&self) -> bool {
+        self.bytes.len() >= CHUNK
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+
+    /// Each command's number and line (`None`: no line).
+    fn each(&self) -> impl Iterator<Item = (u64, Option<&[u8]>)> {
+        self.lines.iter().scan(0, |start, &(seq, end)| {
+            let line = self.bytes.get(*start..end).unwrap_or_default();
+            *start = end;
+            Some((seq, (!line.is_empty()).then_some(line)))
+        })
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.lines.clear();
+    }
+}
 
 pub struct RepliesOut {
     pub format: RepliesFormat,
@@ -169,25 +225,29 @@ impl RepliesOut {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Input command `seq` is settled on connection `lane`; `format`
-    /// appends its line, if it has one. A line due is formatted straight
-    /// into the chunk for the file, a later one into the lane's queue.
-    pub fn settled(&self, lane: usize, seq: u64, format: Option<LineWriter<'_>>) {
+    /// The commands in `lines` are settled on connection `lane`: their
+    /// lines are written if due, else held; `lines` is left empty. A run of
+    /// consecutive commands that starts with the one due (every load with
+    /// one connection) becomes the chunk itself, with no copy.
+    pub fn hand_over(&self, lane: usize, lines: &mut LaneLines) {
+        if lines.is_empty() {
+            return;
+        }
         let mut guard = self.lock();
         let order = &mut *guard;
-        if seq < order.next {
-            return;
-        }
-        if seq > order.next {
-            order.hold(lane, seq, format);
-            return;
-        }
-        order.next += 1;
-        if let Some(format) = format {
-            format(&mut order.chunk);
-            self.chunk_written(order);
-        }
         let mut released = false;
+        match lines.lines.first() {
+            Some(&(first, _)) if lines.consecutive && first == order.next => {
+                order.next = first.saturating_add(lines.lines.len() as u64);
+                self.take_run(order, &mut lines.bytes);
+            }
+            _ => {
+                for (seq, line) in lines.each() {
+                    released |= self.settled(order, lane, seq, line);
+                }
+            }
+        }
+        lines.clear();
         while order.write_next() {
             released = true;
             self.chunk_written(order);
@@ -198,16 +258,67 @@ impl RepliesOut {
         }
     }
 
+    /// Input command `seq` is settled on connection `lane`, with `line` or
+    /// none: written if due, else held. Returns whether held lines were
+    /// written after it.
+    fn settled(&self, order: &mut Order, lane: usize, seq: u64, line: Option<&[u8]>) -> bool {
+        if seq < order.next {
+            return false;
+        }
+        if seq > order.next {
+            order.hold(lane, seq, line);
+            return false;
+        }
+        order.next += 1;
+        if let Some(line) = line {
+            order.chunk.extend_from_slice(line);
+            self.chunk_written(order);
+        }
+        let mut released = false;
+        while order.write_next() {
+            released = true;
+            self.chunk_written(order);
+        }
+        released
+    }
+
+    /// Puts the lines of a run due at the end of what is to be written:
+    /// they become the chunk (the chunk so far is handed to the file writer
+    /// first), but for a small run after a small chunk, which is copied
+    /// there (each hand-over to the writer wakes it). `run` is left empty,
+    /// with room for a chunk.
+    fn take_run(&self, order: &mut Order, run: &mut Vec<u8>) {
+        let small = CHUNK / 4;
+        if !order.chunk.is_empty() && (order.chunk.len() >= small || run.len() >= small) {
+            let before = std::mem::take(&mut order.chunk);
+            self.send_chunk(order, before);
+        }
+        if order.chunk.is_empty() {
+            std::mem::swap(&mut order.chunk, run);
+        } else {
+            order.chunk.extend_from_slice(run);
+            run.clear();
+        }
+        self.chunk_written(order);
+        if run.capacity() < CHUNK {
+            *run = self.spare_chunk();
+        }
+    }
+
+    /// An empty buffer for a chunk: one the file writer is done with, if
+    /// there is one.
+    fn spare_chunk(&self) -> Vec<u8> {
+        self.spare
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(CHUNK))
+    }
+
     /// Hands the chunk to the file writer once it is full (waiting while
     /// the writer has enough to do).
     fn chunk_written(&self, order: &mut Order) {
         if order.chunk.len() >= CHUNK {
-            let empty = self
-                .spare
-                .try_recv()
-                .unwrap_or_else(|_| Vec::with_capacity(CHUNK));
-            let full = std::mem::replace(&mut order.chunk, empty);
-            self.hand_over(order, full);
+            let full = std::mem::replace(&mut order.chunk, self.spare_chunk());
+            self.send_chunk(order, full);
         }
     }
 
@@ -215,7 +326,7 @@ impl RepliesOut {
     /// (the reply readers wait with it: a slow file holds the load back,
     /// and the reply-byte window bounds what the server holds meanwhile).
     /// A quit (a second Ctrl-C) drops the chunk rather than wait on.
-    fn hand_over(&self, order: &mut Order, mut chunk: Vec<u8>) {
+    fn send_chunk(&self, order: &mut Order, mut chunk: Vec<u8>) {
         let mut handed = false;
         while let Some(to_file) = &order.to_file {
             match to_file.send_timeout(chunk, STOP_CHECK) {
@@ -264,7 +375,7 @@ impl RepliesOut {
         let mut order = self.lock();
         let last = std::mem::take(&mut order.chunk);
         if !last.is_empty() {
-            self.hand_over(&mut order, last);
+            self.send_chunk(&mut order, last);
         }
         // Closing the channel ends the file writer once it has written all.
         order.to_file = None;
@@ -314,25 +425,20 @@ impl RepliesOut {
 
 impl Order {
     /// Keeps the line of command `seq`, settled on `lane` before its turn.
-    fn hold(&mut self, lane: usize, seq: u64, format: Option<LineWriter<'_>>) {
+    fn hold(&mut self, lane: usize, seq: u64, line: Option<&[u8]>) {
         if self.lanes.len() <= lane {
             self.lanes.resize_with(lane + 1, LaneQueue::default);
         }
         let queue = &mut self.lanes[lane];
         if queue.last_seq.is_none_or(|last| seq > last) {
-            self.held_bytes += queue.push(seq, format);
+            self.held_bytes += queue.push(seq, line);
             return;
         }
         if self.out_of_order.contains_key(&seq) {
             return;
         }
-        let line = format.map(|format| {
-            let mut line = Vec::new();
-            format(&mut line);
-            line
-        });
-        self.held_bytes += line.as_ref().map_or(0, Vec::len);
-        self.out_of_order.insert(seq, line);
+        self.held_bytes += line.map_or(0, <[u8]>::len);
+        self.out_of_order.insert(seq, line.map(<[u8]>::to_vec));
     }
 
     /// Moves the held line of the command whose turn it is, if it was
@@ -409,15 +515,12 @@ const LANE_COMPACT: usize = 256 * 1024;
 
 impl LaneQueue {
     /// Appends the line of command `seq`; returns its length.
-    fn push(&mut self, seq: u64, format: Option<LineWriter<'_>>) -> usize {
-        let start = self.bytes.len();
-        if let Some(format) = format {
-            format(&mut self.bytes);
-        }
-        let len = self.bytes.len() - start;
+    fn push(&mut self, seq: u64, line: Option<&[u8]>) -> usize {
+        let line = line.unwrap_or_default();
+        self.bytes.extend_from_slice(line);
         self.lines.push_back((seq, self.base + self.bytes.len()));
         self.last_seq = Some(seq);
-        len
+        line.len()
     }
 
     fn front_seq(&self) -> Option<u64> {
@@ -520,9 +623,28 @@ mod tests {
     }
 
     fn line(out: &RepliesOut, lane: usize, seq: u64) {
-        let mut write =
-            |buffer: &mut Vec<u8>| buffer.extend_from_slice(format!("{seq}\n").as_bytes());
-        out.settled(lane, seq, Some(&mut write));
+        let mut lines = LaneLines::default();
+        lines.push_line(seq, |buffer| {
+            buffer.extend_from_slice(format!("{seq}\n").as_bytes())
+        });
+        out.hand_over(lane, &mut lines);
+    }
+
+    fn no_line(out: &RepliesOut, lane: usize, seq: u64) {
+        let mut lines = LaneLines::default();
+        lines.push_no_line(seq);
+        out.hand_over(lane, &mut lines);
+    }
+
+    /// Lines handed over together, as a reader hands them after a read.
+    fn lines(out: &RepliesOut, lane: usize, seqs: &[u64]) {
+        let mut lines = LaneLines::default();
+        for &seq in seqs {
+            lines.push_line(seq, |buffer| {
+                buffer.extend_from_slice(format!("{seq}\n").as_bytes())
+            });
+        }
+        out.hand_over(lane, &mut lines);
     }
 
     #[test]
@@ -530,7 +652,7 @@ mod tests {
         let written = written_by(|out| {
             line(out, 1, 2);
             line(out, 2, 3);
-            out.settled(2, 5, None);
+            no_line(out, 2, 5);
             line(out, 1, 4);
             line(out, 1, 6);
             line(out, 0, 1);
@@ -567,6 +689,22 @@ mod tests {
             line(out, 2, 3);
         });
         assert_eq!(written, "1\n2\n3\n4\n5\n");
+    }
+
+    #[test]
+    fn runs_handed_over_together_keep_input_order_and_each_line_once() {
+        let written = written_by(|out| {
+            lines(out, 1, &[3, 4, 6]);
+            lines(out, 0, &[1, 2, 5]);
+            // Consecutive and due: taken as a whole.
+            lines(out, 0, &[7, 8, 9]);
+            // Consecutive but written already, then one due after them.
+            lines(out, 1, &[8, 9, 10]);
+            lines(out, 2, &[12, 13]);
+            lines(out, 0, &[11]);
+        });
+        let expected: String = (1..=13).map(|seq| format!("{seq}\n")).collect();
+        assert_eq!(written, expected);
     }
 
     #[test]
