@@ -37,7 +37,7 @@ impl<'a> RepliesWriter<'a> {
             format: out.format,
             source_names,
             lane,
-            gathered: LaneLines::default(),
+            gathered: LaneLines::with_room(),
         }
     }
 
