@@ -11,6 +11,7 @@
 //! and a reader of `--replies -` that goes away (the load ends, exit 0).
 
 use std::io::{BufReader, Write};
+use std::path::PathBuf;
 use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
@@ -647,16 +648,31 @@ fn replies_of_a_slow_stream_are_written_as_they_come() {
     assert_eq!(written(), "hello\n10\n", "{outcome}");
 }
 
-#[test]
-fn a_second_ctrl_c_quits_though_the_replies_reader_takes_nothing() {
+/// A server holding one 1000-byte value and, in a file, the line `first`,
+/// 50,000 `GET`s of the value, then the line `last` (if not empty): far
+/// more replies than a pipe, the chunks waiting for it and the reply-byte
+/// window hold.
+fn many_big_reads(
+    dir_name: &str,
+    first: &str,
+    last: &str,
+) -> (RedisServer, Client, TempDir, PathBuf) {
     let server = RedisServer::start();
     let mut client = server.client();
     client.ok(&["SET", "value", &"v".repeat(1000)]);
-    let dir = TempDir::new("replies-unread");
-    // Far more replies than a pipe and the chunks waiting for it hold.
-    let mut reads = String::from("SET started 1\n");
+    let dir = TempDir::new(dir_name);
+    let mut reads = format!("{first}\n");
     reads.push_str(&"GET value\n".repeat(50_000));
+    if !last.is_empty() {
+        reads.push_str(&format!("{last}\n"));
+    }
     let input = dir.write("reads.txt", &reads);
+    (server, client, dir, input)
+}
+
+#[test]
+fn a_second_ctrl_c_quits_though_the_replies_reader_takes_nothing() {
+    let (server, mut client, _dir, input) = many_big_reads("replies-unread", "SET started 1", "");
     let mut running = Pipeload::new()
         .port(server.port())
         .args(["--replies", "-"])
@@ -685,16 +701,8 @@ fn a_second_ctrl_c_quits_though_the_replies_reader_takes_nothing() {
 
 #[test]
 fn a_replies_reader_that_goes_away_ends_the_load_without_an_error() {
-    let server = RedisServer::start();
-    let mut client = server.client();
-    client.ok(&["SET", "value", &"v".repeat(1000)]);
-    let dir = TempDir::new("replies-reader-gone");
-    // Far more replies than the reply-byte window lets the server owe
-    // before the first write finds the pipe closed.
-    let mut reads = String::from("SET first 1\n");
-    reads.push_str(&"GET value\n".repeat(50_000));
-    reads.push_str("SET last 1\n");
-    let input = dir.write("reads.txt", &reads);
+    let (server, mut client, _dir, input) =
+        many_big_reads("replies-reader-gone", "SET first 1", "SET last 1");
     let outcome = Pipeload::new()
         .port(server.port())
         .args(["--replies", "-"])
