@@ -547,14 +547,17 @@ fn start_progress(
 }
 
 /// The exit status of a load: 128 + the signal that stopped it, else 0 for
-/// a complete load without errors into one server instance, else 1: after
-/// a restart, what the old instance acknowledged may be gone.
+/// a complete load without errors into one server instance, or one whose
+/// replies' reader stopped reading (`--replies - | head`, as `rg | head`
+/// exits 0), else 1: after a restart, what the old instance acknowledged
+/// may be gone.
 fn exit_status(
     stopped: Option<StopReason>,
     tally: &Tally,
     stopped_early: bool,
     server_restarted: bool,
 ) -> ExitCode {
+    let stopped_early = stopped_early && stopped != Some(StopReason::RepliesReaderGone);
     match stopped {
         Some(StopReason::Signal(signal)) => ExitCode::from((128 + signal) as u8),
         _ if tally.errors() == 0 && !stopped_early && !server_restarted => ExitCode::SUCCESS,

@@ -229,6 +229,7 @@ impl<'a> Replies<'a> {
             self.settle_rejected(session, window);
             if session.replies_due == 0 {
                 session.owe_nothing(window);
+                self.handlers.before_wait();
                 match incoming.recv() {
                     Ok(batch) => {
                         session.push(batch);
@@ -247,9 +248,11 @@ impl<'a> Replies<'a> {
                     self.errors.clear();
                     self.buffer.consume(reply.len);
                 }
-                ReplyScan::Incomplete => self
-                    .receive(stream, window, pipe_timeout)
-                    .map_err(|failure| self.name_the_waiting(failure, session))?,
+                ReplyScan::Incomplete => {
+                    self.handlers.before_wait();
+                    self.receive(stream, window, pipe_timeout)
+                        .map_err(|failure| self.name_the_waiting(failure, session))?
+                }
                 ReplyScan::Invalid(error) => {
                     return Err(ReplyFailure::Garbled(
                         error.describe_with(self.buffer.unread()),

@@ -2,16 +2,21 @@
 //! whichever connection they came back on.
 //!
 //! Place in the data flow: the replies-out handler of every reply reader
-//! hands it, for each input command settled, the command's number in the
+//! gathers, for each input command settled, the command's number in the
 //! input (`Batch::seq`) and its formatted reply, or no line (a refused
-//! line, a command sent while `CLIENT REPLY OFF|SKIP` was in effect). It
-//! writes the line of the next command in input order at once and keeps a
-//! later one until every earlier command has been settled: with one
-//! connection replies come in input order and nothing waits; with `-c` a
-//! node ahead of the others waits for them here. A connection settles its
-//! commands in input order but for a redirect or a resend, so its held
-//! lines queue back to back in one buffer of its own, and the line due is
-//! at the head of one queue (or in a map, for the few out of order).
+//! line, a command sent while `CLIENT REPLY OFF|SKIP` was in effect), in a
+//! `LaneLines` of its own, and hands them over together (`hand_over`)
+//! before its reader waits for the socket, so the shared state is locked
+//! once per read, not once per reply. It writes the line of the next
+//! command in input order at once and keeps a later one until every
+//! earlier command has been settled: with one connection replies come in
+//! input order and nothing waits (a run of lines that follows on what was
+//! written goes out as it is, no copy); with `-c` a node ahead of the
+//! others waits for them here. A connection settles its commands in input
+//! order but for a redirect or a resend, so its held lines queue in the
+//! buffers its reader handed over (kept as they are, a few reused), and
+//! the line due is at the head of one queue (or in a map, for the few out
+//! of order).
 //!
 //! Invariants:
 //! - Each input command's line is written at most once: a command settled
@@ -30,7 +35,9 @@
 //!   rather than grow. A quit (second Ctrl-C) is not held back by it. When
 //!   replies come slowly, what is due is written within `IDLE_FLUSH`.
 //! - A failure to write is reported once, stops the load, and nothing more
-//!   is written: the summary then says where to resume.
+//!   is written: the summary then says where to resume. A reader that went
+//!   away (a broken pipe: `--replies - | head`) stops the load the same
+//!   way, but is no error: it had what it wanted.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, Write};
@@ -56,13 +63,94 @@ const STOP_CHECK: Duration = Duration::from_millis(50);
 
 /// Lines due are handed to the file writer in chunks of this size...
 const CHUNK: usize = 256 * 1024;
+/// The room a buffer of lines is made with: a chunk, and what the line
+/// that fills it may need beyond it, so that it rarely has to grow.
+const BUFFER: usize = CHUNK + CHUNK / 4;
 /// ...at most this many waiting for it.
 const CHUNKS_WAITING: usize = 4;
 /// When no chunk has filled for this long, what is due is written anyway.
 const IDLE_FLUSH: Duration = Duration::from_millis(100);
 
-/// Appends one command's line to the buffer it is given.
-pub type LineWriter<'f> = &'f mut dyn FnMut(&mut Vec<u8>);
+/// The lines one reply reader settled since it last handed them over, in
+/// the order it settled them, back to back in one buffer.
+#[derive(Default)]
+pub struct LaneLines {
+    bytes: Vec<u8>,
+    /// Per command: its input number and the offset of its line's end; an
+    /// empty line is no line.
+    lines: Vec<(u64, usize)>,
+    /// Whether each command's number is the one before it plus one...
+    consecutive: bool,
+    /// ...or at least above it.
+    increasing: bool,
+}
+
+impl LaneLines {
+    /// Appends command `seq`'s line, which `format` writes.
+    #[inline]
+    pub fn push_line(&mut self, seq: u64, format: impl FnOnce(&mut Vec<u8>)) {
+        format(&mut self.bytes);
+        self.push_no_line(seq);
+    }
+
+    /// Command `seq` was settled with no line.
+    #[inline]
+    pub fn push_no_line(&mut self, seq: u64) {
+        (self.consecutive, self.increasing) = match self.lines.last() {
+            Some(&(last, _)) => (
+                self.consecutive && last.checked_add(1) == Some(seq),
+                self.increasing && seq > last,
+            ),
+            None => (true, true),
+        };
+        self.lines.push((seq, self.bytes.len()));
+    }
+
+    /// Whether the bytes gathered are enough to hand over now.
+    #[inline]
+    pub fn is_full(&self) -> bool {
+        self.bytes.len() >= CHUNK
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+
+    /// Room for a chunk of lines.
+    pub fn with_room() -> Self {
+        LaneLines::with_capacity(BUFFER)
+    }
+
+    fn with_capacity(bytes: usize) -> Self {
+        LaneLines {
+            bytes: Vec::with_capacity(bytes),
+            ..LaneLines::default()
+        }
+    }
+
+    /// Where line `index` starts in `bytes`.
+    fn start_of(&self, index: usize) -> usize {
+        match index.checked_sub(1) {
+            Some(before) => self.lines.get(before).map_or(0, |&(_, end)| end),
+            None => 0,
+        }
+    }
+
+    /// The command number and line (`None`: no line) at `index`.
+    fn line(&self, index: usize) -> Option<(u64, Option<&[u8]>)> {
+        let &(seq, end) = self.lines.get(index)?;
+        let line = self
+            .bytes
+            .get(self.start_of(index)..end)
+            .unwrap_or_default();
+        Some((seq, (!line.is_empty()).then_some(line)))
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.lines.clear();
+    }
+}
 
 pub struct RepliesOut {
     pub format: RepliesFormat,
@@ -92,6 +180,8 @@ struct Order {
     held_bytes: usize,
     /// Lines due, not yet handed to the file writer.
     chunk: Vec<u8>,
+    /// Buffers of held lines, all written, for the next lines held.
+    spare_lines: Vec<LaneLines>,
     /// To the file writer; `None` once it failed or was finished.
     to_file: Option<Sender<Vec<u8>>>,
 }
@@ -123,7 +213,8 @@ impl RepliesOut {
             lanes: Vec::new(),
             out_of_order: BTreeMap::new(),
             held_bytes: 0,
-            chunk: Vec::with_capacity(CHUNK),
+            chunk: Vec::with_capacity(BUFFER),
+            spare_lines: Vec::new(),
             to_file: Some(to_file),
         }));
         let file_writer = {
@@ -131,8 +222,16 @@ impl RepliesOut {
             let state = Arc::clone(&state);
             thread::Builder::new()
                 .name("replies".into())
-                .spawn(move || {
-                    if let Err(error) = write_chunks(writer, &chunks, &give_back, &state) {
+                .spawn(move || match write_chunks(writer, &chunks, &give_back, &state) {
+                    Ok(()) => {}
+                    // `--replies - | head`: the reader has what it wanted.
+                    Err(error) if error.kind() == io::ErrorKind::BrokenPipe => {
+                        report(&format!(
+                            "pipeload: the reader of the replies ({name}) stopped reading: no more commands are sent"
+                        ));
+                        stop.request(StopReason::RepliesReaderGone);
+                    }
+                    Err(error) => {
                         let message = format!(
                             "cannot write the replies to {name}: {}",
                             describe_io_error(&error)
@@ -159,25 +258,38 @@ impl RepliesOut {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Input command `seq` is settled on connection `lane`; `format`
-    /// appends its line, if it has one. A line due is formatted straight
-    /// into the chunk for the file, a later one into the lane's queue.
-    pub fn settled(&self, lane: usize, seq: u64, format: Option<LineWriter<'_>>) {
+    /// The commands in `lines` are settled on connection `lane`: their
+    /// lines are written if due, else held; `lines` is left empty. A run of
+    /// consecutive commands that starts with the one due (every load with
+    /// one connection) becomes the chunk itself, with no copy.
+    pub fn hand_over(&self, lane: usize, lines: &mut LaneLines) {
+        if lines.is_empty() {
+            return;
+        }
         let mut guard = self.lock();
         let order = &mut *guard;
-        if seq < order.next {
-            return;
-        }
-        if seq > order.next {
-            order.hold(lane, seq, format);
-            return;
-        }
-        order.next += 1;
-        if let Some(format) = format {
-            format(&mut order.chunk);
-            self.chunk_written(order);
-        }
         let mut released = false;
+        match lines.lines.first() {
+            Some(&(first, _)) if lines.consecutive && first == order.next => {
+                order.next = first.saturating_add(lines.lines.len() as u64);
+                self.take_run(order, &mut lines.bytes);
+            }
+            _ => {
+                // The lines due (or written already) go one by one; at the
+                // first one ahead, the rest is held.
+                let mut index = 0;
+                while let Some((seq, line)) = lines.line(index)
+                    && seq <= order.next
+                {
+                    released |= self.settled(order, lane, seq, line);
+                    index += 1;
+                }
+                if index < lines.lines.len() {
+                    released |= self.hold_rest(order, lane, lines, index);
+                }
+            }
+        }
+        lines.clear();
         while order.write_next() {
             released = true;
             self.chunk_written(order);
@@ -188,16 +300,102 @@ impl RepliesOut {
         }
     }
 
+    /// Input command `seq` is settled on connection `lane`, with `line` or
+    /// none: written if due, else held. Returns whether held lines were
+    /// written after it.
+    fn settled(&self, order: &mut Order, lane: usize, seq: u64, line: Option<&[u8]>) -> bool {
+        if seq < order.next {
+            return false;
+        }
+        if seq > order.next {
+            order.hold(lane, seq, line);
+            return false;
+        }
+        order.next += 1;
+        if let Some(line) = line {
+            order.chunk.extend_from_slice(line);
+            self.chunk_written(order);
+        }
+        let mut released = false;
+        while order.write_next() {
+            released = true;
+            self.chunk_written(order);
+        }
+        released
+    }
+
+    /// Holds the lines of `lines` from `from` on, the first of them ahead
+    /// of the one due: when they follow on what the lane holds in order (a
+    /// lane settles in input order but for a redirect or a resend) and
+    /// fill a good part of their buffer, the buffer itself joins the lane's
+    /// queue, replaced by a spare one; otherwise each is settled alone (so
+    /// small runs are copied together, and what is held stays close to the
+    /// memory it takes). Returns whether held lines were written.
+    fn hold_rest(
+        &self,
+        order: &mut Order,
+        lane: usize,
+        lines: &mut LaneLines,
+        from: usize,
+    ) -> bool {
+        let queue = order.lane(lane);
+        let first_ahead = lines.line(from).map(|(seq, _)| seq);
+        let rest_bytes = lines.bytes.len() - lines.start_of(from);
+        if lines.increasing
+            && rest_bytes >= lines.bytes.capacity() / 4
+            && first_ahead.is_some_and(|first| queue.last_seq.is_none_or(|last| first > last))
+        {
+            let spare = order.spare_lines.pop().unwrap_or_else(LaneLines::with_room);
+            let held = std::mem::replace(lines, spare);
+            order.held_bytes += order.lane(lane).push_run(held, from);
+            return false;
+        }
+        let mut released = false;
+        let mut index = from;
+        while let Some((seq, line)) = lines.line(index) {
+            released |= self.settled(order, lane, seq, line);
+            index += 1;
+        }
+        released
+    }
+
+    /// Puts the lines of a run due at the end of what is to be written:
+    /// they become the chunk (the chunk so far is handed to the file writer
+    /// first), but for a small run after a small chunk, which is copied
+    /// there (each hand-over to the writer wakes it). `run` is left empty,
+    /// with room for a chunk.
+    fn take_run(&self, order: &mut Order, run: &mut Vec<u8>) {
+        let small = CHUNK / 4;
+        if !order.chunk.is_empty() && (order.chunk.len() >= small || run.len() >= small) {
+            let before = std::mem::take(&mut order.chunk);
+            self.send_chunk(order, before);
+        }
+        if order.chunk.is_empty() {
+            std::mem::swap(&mut order.chunk, run);
+        } else {
+            order.chunk.extend_from_slice(run);
+            run.clear();
+        }
+        self.chunk_written(order);
+        if run.capacity() < BUFFER {
+            *run = self.spare_chunk();
+        }
+    }
+
+    /// An empty buffer for a chunk: one the file writer is done with, if
+    /// there is one.
+    fn spare_chunk(&self) -> Vec<u8> {
+        self.spare
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(BUFFER))
+    }
+
     /// Hands the chunk to the file writer once it is full (waiting while
     /// the writer has enough to do).
     fn chunk_written(&self, order: &mut Order) {
         if order.chunk.len() >= CHUNK {
-            let empty = self
-                .spare
-                .try_recv()
-                .unwrap_or_else(|_| Vec::with_capacity(CHUNK));
-            let full = std::mem::replace(&mut order.chunk, empty);
-            self.hand_over(order, full);
+            let full = std::mem::replace(&mut order.chunk, self.spare_chunk());
+            self.send_chunk(order, full);
         }
     }
 
@@ -205,7 +403,7 @@ impl RepliesOut {
     /// (the reply readers wait with it: a slow file holds the load back,
     /// and the reply-byte window bounds what the server holds meanwhile).
     /// A quit (a second Ctrl-C) drops the chunk rather than wait on.
-    fn hand_over(&self, order: &mut Order, mut chunk: Vec<u8>) {
+    fn send_chunk(&self, order: &mut Order, mut chunk: Vec<u8>) {
         let mut handed = false;
         while let Some(to_file) = &order.to_file {
             match to_file.send_timeout(chunk, STOP_CHECK) {
@@ -254,7 +452,7 @@ impl RepliesOut {
         let mut order = self.lock();
         let last = std::mem::take(&mut order.chunk);
         if !last.is_empty() {
-            self.hand_over(&mut order, last);
+            self.send_chunk(&mut order, last);
         }
         // Closing the channel ends the file writer once it has written all.
         order.to_file = None;
@@ -302,27 +500,36 @@ impl RepliesOut {
     }
 }
 
+/// Spare buffers of held lines kept for reuse, at most.
+const SPARE_LINES: usize = 8;
+
 impl Order {
-    /// Keeps the line of command `seq`, settled on `lane` before its turn.
-    fn hold(&mut self, lane: usize, seq: u64, format: Option<LineWriter<'_>>) {
+    /// The queue of lines held for connection `lane`.
+    fn lane(&mut self, lane: usize) -> &mut LaneQueue {
         if self.lanes.len() <= lane {
             self.lanes.resize_with(lane + 1, LaneQueue::default);
         }
-        let queue = &mut self.lanes[lane];
+        &mut self.lanes[lane]
+    }
+
+    /// Keeps the line of command `seq`, settled on `lane` before its turn.
+    fn hold(&mut self, lane: usize, seq: u64, line: Option<&[u8]>) {
+        let queue = self.lane(lane);
         if queue.last_seq.is_none_or(|last| seq > last) {
-            self.held_bytes += queue.push(seq, format);
+            let len = line.map_or(0, <[u8]>::len);
+            let spare = &mut self.spare_lines;
+            let queue = &mut self.lanes[lane];
+            queue.push(seq, line, || {
+                spare.pop().unwrap_or_else(LaneLines::with_room)
+            });
+            self.held_bytes += len;
             return;
         }
         if self.out_of_order.contains_key(&seq) {
             return;
         }
-        let line = format.map(|format| {
-            let mut line = Vec::new();
-            format(&mut line);
-            line
-        });
-        self.held_bytes += line.as_ref().map_or(0, Vec::len);
-        self.out_of_order.insert(seq, line);
+        self.held_bytes += line.map_or(0, <[u8]>::len);
+        self.out_of_order.insert(seq, line.map(<[u8]>::to_vec));
     }
 
     /// Moves the held line of the command whose turn it is, if it was
@@ -350,13 +557,13 @@ impl Order {
         let line = queue.front_line();
         self.chunk.extend_from_slice(line);
         self.held_bytes -= line.len();
-        queue.pop_front();
+        if let Some(done) = queue.pop_front() {
+            recycle(&mut self.spare_lines, done);
+        }
         self.next += 1;
         true
     }
-}
 
-impl Order {
     /// Drops held lines of commands before `next`: a second settling (a
     /// transaction resent from its `MULTI`) of a command written already.
     fn drop_passed(&mut self, next: u64) {
@@ -370,85 +577,108 @@ impl Order {
         for queue in &mut self.lanes {
             while queue.front_seq().is_some_and(|seq| seq < next) {
                 self.held_bytes -= queue.front_line().len();
-                queue.pop_front();
+                if let Some(done) = queue.pop_front() {
+                    recycle(&mut self.spare_lines, done);
+                }
             }
         }
     }
 }
 
-/// The lines one connection settled before their turn, back to back in
-/// one buffer (no allocation per line), in the order it settled them.
+/// Keeps a buffer of held lines, all written, for reuse (a few at most).
+fn recycle(spare_lines: &mut Vec<LaneLines>, mut done: LaneLines) {
+    if spare_lines.len() < SPARE_LINES {
+        done.clear();
+        spare_lines.push(done);
+    }
+}
+
+/// The lines one connection settled before their turn, in the order it
+/// settled them: the buffers its reader handed over, kept as they were (no
+/// copy, no allocation per line), each read from a cursor on.
 #[derive(Default)]
 struct LaneQueue {
-    /// The lines from offset `base` on (offsets count every byte ever
-    /// pushed, so that taking lines never rewrites `lines`).
-    bytes: Vec<u8>,
-    base: usize,
-    /// Where the first line not taken starts.
-    taken: usize,
-    /// Per line: its command's input number and the offset of its end; an
-    /// empty line is no line.
-    lines: VecDeque<(u64, usize)>,
+    buffers: VecDeque<HeldLines>,
     /// The input number of the last line pushed.
     last_seq: Option<u64>,
 }
 
-/// A queue drops the bytes of lines taken once they are this many and
-/// half its buffer.
-const LANE_COMPACT: usize = 256 * 1024;
+struct HeldLines {
+    lines: LaneLines,
+    /// The index in `lines` of the first line not taken.
+    taken: usize,
+}
 
 impl LaneQueue {
-    /// Appends the line of command `seq`; returns its length.
-    fn push(&mut self, seq: u64, format: Option<LineWriter<'_>>) -> usize {
-        let start = self.bytes.len();
-        if let Some(format) = format {
-            format(&mut self.bytes);
+    /// Appends the line of command `seq`, to the last buffer while it has
+    /// room, else to a new one `spare` gives.
+    fn push(&mut self, seq: u64, line: Option<&[u8]>, spare: impl FnOnce() -> LaneLines) {
+        if self.buffers.back().is_none_or(|held| held.lines.is_full()) {
+            self.buffers.push_back(HeldLines {
+                lines: spare(),
+                taken: 0,
+            });
         }
-        let len = self.bytes.len() - start;
-        self.lines.push_back((seq, self.base + self.bytes.len()));
+        if let Some(held) = self.buffers.back_mut() {
+            match line {
+                Some(line) => held
+                    .lines
+                    .push_line(seq, |bytes| bytes.extend_from_slice(line)),
+                None => held.lines.push_no_line(seq),
+            }
+        }
         self.last_seq = Some(seq);
+    }
+
+    /// Appends the lines of `lines` from `from` on, whose numbers increase
+    /// from above `last_seq`; returns their length in bytes.
+    fn push_run(&mut self, lines: LaneLines, from: usize) -> usize {
+        let len = lines.bytes.len().saturating_sub(lines.start_of(from));
+        if let Some(&(last, _)) = lines.lines.last() {
+            self.last_seq = Some(last);
+        }
+        self.buffers.push_back(HeldLines { lines, taken: from });
         len
     }
 
+    fn front(&self) -> Option<(u64, Option<&[u8]>)> {
+        let held = self.buffers.front()?;
+        held.lines.line(held.taken)
+    }
+
     fn front_seq(&self) -> Option<u64> {
-        self.lines.front().map(|&(seq, _)| seq)
+        self.front().map(|(seq, _)| seq)
     }
 
     /// The first line's bytes (empty: the command has no line).
     fn front_line(&self) -> &[u8] {
-        let Some(&(_, end)) = self.lines.front() else {
-            return &[];
-        };
-        self.bytes
-            .get(self.taken - self.base..end - self.base)
-            .unwrap_or_default()
+        self.front().and_then(|(_, line)| line).unwrap_or_default()
     }
 
-    fn pop_front(&mut self) {
-        let Some((_, end)) = self.lines.pop_front() else {
-            return;
-        };
-        self.taken = end;
-        let taken_bytes = self.taken - self.base;
-        if self.lines.is_empty() {
-            self.bytes.clear();
-            self.base = self.taken;
-        } else if taken_bytes >= LANE_COMPACT && taken_bytes * 2 >= self.bytes.len() {
-            self.bytes.drain(..taken_bytes);
-            self.base = self.taken;
+    /// Takes the first line; returns its buffer once all of it is taken.
+    fn pop_front(&mut self) -> Option<LaneLines> {
+        let held = self.buffers.front_mut()?;
+        held.taken += 1;
+        if held.taken < held.lines.lines.len() {
+            return None;
         }
+        self.buffers.pop_front().map(|held| held.lines)
     }
 
+    /// How many lines it holds (commands held with no line not counted).
     fn lines(&self) -> usize {
-        self.lines
+        self.buffers
             .iter()
-            .scan(self.taken, |start, &(_, end)| {
-                let has_line = end > *start;
-                *start = end;
-                Some(has_line)
+            .map(|held| {
+                (held.taken..held.lines.lines.len())
+                    .filter(|&index| {
+                        held.lines
+                            .line(index)
+                            .is_some_and(|(_, line)| line.is_some())
+                    })
+                    .count()
             })
-            .filter(|has_line| *has_line)
-            .count()
+            .sum()
     }
 }
 
@@ -510,9 +740,28 @@ mod tests {
     }
 
     fn line(out: &RepliesOut, lane: usize, seq: u64) {
-        let mut write =
-            |buffer: &mut Vec<u8>| buffer.extend_from_slice(format!("{seq}\n").as_bytes());
-        out.settled(lane, seq, Some(&mut write));
+        let mut lines = LaneLines::with_room();
+        lines.push_line(seq, |buffer| {
+            buffer.extend_from_slice(format!("{seq}\n").as_bytes())
+        });
+        out.hand_over(lane, &mut lines);
+    }
+
+    fn no_line(out: &RepliesOut, lane: usize, seq: u64) {
+        let mut lines = LaneLines::with_room();
+        lines.push_no_line(seq);
+        out.hand_over(lane, &mut lines);
+    }
+
+    /// Lines handed over together, as a reader hands them after a read.
+    fn lines(out: &RepliesOut, lane: usize, seqs: &[u64]) {
+        let mut lines = LaneLines::with_room();
+        for &seq in seqs {
+            lines.push_line(seq, |buffer| {
+                buffer.extend_from_slice(format!("{seq}\n").as_bytes())
+            });
+        }
+        out.hand_over(lane, &mut lines);
     }
 
     #[test]
@@ -520,7 +769,7 @@ mod tests {
         let written = written_by(|out| {
             line(out, 1, 2);
             line(out, 2, 3);
-            out.settled(2, 5, None);
+            no_line(out, 2, 5);
             line(out, 1, 4);
             line(out, 1, 6);
             line(out, 0, 1);
@@ -557,6 +806,22 @@ mod tests {
             line(out, 2, 3);
         });
         assert_eq!(written, "1\n2\n3\n4\n5\n");
+    }
+
+    #[test]
+    fn runs_handed_over_together_keep_input_order_and_each_line_once() {
+        let written = written_by(|out| {
+            lines(out, 1, &[3, 4, 6]);
+            lines(out, 0, &[1, 2, 5]);
+            // Consecutive and due: taken as a whole.
+            lines(out, 0, &[7, 8, 9]);
+            // Consecutive but written already, then one due after them.
+            lines(out, 1, &[8, 9, 10]);
+            lines(out, 2, &[12, 13]);
+            lines(out, 0, &[11]);
+        });
+        let expected: String = (1..=13).map(|seq| format!("{seq}\n")).collect();
+        assert_eq!(written, expected);
     }
 
     #[test]

@@ -44,6 +44,9 @@ pub enum StopReason {
     /// `--replies` cannot be written: reads whose replies are lost are
     /// not worth sending.
     RepliesUnwritable,
+    /// The reader of `--replies` (a pipe: `--replies - | head`) went away:
+    /// it has what it wanted, so the load ends there, with no error.
+    RepliesReaderGone,
 }
 
 /// Where the run is, as far as a signal is concerned.

@@ -7,9 +7,11 @@
 //! order across the primaries of a cluster with keys over every slot, a
 //! connection dropped under `--retry` in the middle of a reads file, a
 //! reply after an `ASK` redirect, and a load that stops early (its file
-//! holds the replies of what it acknowledged; `--skip` writes the rest).
+//! holds the replies of what it acknowledged; `--skip` writes the rest),
+//! and a reader of `--replies -` that goes away (the load ends, exit 0).
 
 use std::io::{BufReader, Write};
+use std::path::PathBuf;
 use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
@@ -646,16 +648,31 @@ fn replies_of_a_slow_stream_are_written_as_they_come() {
     assert_eq!(written(), "hello\n10\n", "{outcome}");
 }
 
-#[test]
-fn a_second_ctrl_c_quits_though_the_replies_reader_takes_nothing() {
+/// A server holding one 1000-byte value and, in a file, the line `first`,
+/// 50,000 `GET`s of the value, then the line `last` (if not empty): far
+/// more replies than a pipe, the chunks waiting for it and the reply-byte
+/// window hold.
+fn many_big_reads(
+    dir_name: &str,
+    first: &str,
+    last: &str,
+) -> (RedisServer, Client, TempDir, PathBuf) {
     let server = RedisServer::start();
     let mut client = server.client();
     client.ok(&["SET", "value", &"v".repeat(1000)]);
-    let dir = TempDir::new("replies-unread");
-    // Far more replies than a pipe and the chunks waiting for it hold.
-    let mut reads = String::from("SET started 1\n");
+    let dir = TempDir::new(dir_name);
+    let mut reads = format!("{first}\n");
     reads.push_str(&"GET value\n".repeat(50_000));
+    if !last.is_empty() {
+        reads.push_str(&format!("{last}\n"));
+    }
     let input = dir.write("reads.txt", &reads);
+    (server, client, dir, input)
+}
+
+#[test]
+fn a_second_ctrl_c_quits_though_the_replies_reader_takes_nothing() {
+    let (server, mut client, _dir, input) = many_big_reads("replies-unread", "SET started 1", "");
     let mut running = Pipeload::new()
         .port(server.port())
         .args(["--replies", "-"])
@@ -680,4 +697,31 @@ fn a_second_ctrl_c_quits_though_the_replies_reader_takes_nothing() {
         .assert_code(130)
         .assert_stderr_contains("replies still to be written were dropped")
         .assert_stderr_contains("acknowledged: ");
+}
+
+#[test]
+fn a_replies_reader_that_goes_away_ends_the_load_without_an_error() {
+    let (server, mut client, _dir, input) =
+        many_big_reads("replies-reader-gone", "SET first 1", "SET last 1");
+    let outcome = Pipeload::new()
+        .port(server.port())
+        .args(["--replies", "-"])
+        .arg(&input)
+        .stdout_sink(Sink::ClosedPipe)
+        .run();
+    outcome
+        .assert_code(0)
+        .assert_stderr_line(
+            "pipeload: the reader of the replies (stdout) stopped reading: no more commands are sent",
+        )
+        .assert_stderr_lacks("errors: 1");
+    let acknowledged = outcome
+        .stderr_lines()
+        .iter()
+        .find_map(|line| line.strip_prefix("acknowledged: ")?.parse::<u64>().ok())
+        .unwrap_or_else(|| outcome.fail("no `acknowledged: K` line on stderr"));
+    outcome.assert_stderr_line(&format!("resume with: --skip {acknowledged}"));
+    assert!(acknowledged < 50_002, "{outcome}");
+    assert!(client.exists("first"), "{outcome}");
+    assert!(!client.exists("last"), "the load went on\n{outcome}");
 }

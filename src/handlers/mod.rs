@@ -94,6 +94,10 @@ pub trait ReplyHandler {
     /// run by a later reply.
     fn unanswered(&mut self, _batch: &Batch, _index: usize) {}
 
+    /// The reader is about to wait (for reply bytes or for batches): what a
+    /// handler gathers must not wait with it.
+    fn before_wait(&mut self) {}
+
     /// A session ended, however.
     fn session_ended(&mut self) {}
 }
@@ -137,7 +141,17 @@ impl Handlers<'_> {
         }
     }
 
+    #[inline]
+    pub fn before_wait(&mut self) {
+        if let Some(replies_out) = self.replies_out.as_mut() {
+            replies_out.before_wait();
+        }
+    }
+
     pub fn session_ended(&mut self) {
         self.errors.session_ended();
+        if let Some(replies_out) = self.replies_out.as_mut() {
+            replies_out.session_ended();
+        }
     }
 }

@@ -1,6 +1,8 @@
 //! The replies-out handler (`--replies`): formats each reply of an input
-//! command (`reply_format`) and hands it, with the command's number in the
-//! input, to `reply_order`, which writes the lines out in input order.
+//! command (`reply_format`) into the lines its reader gathers, with the
+//! command's number in the input, and hands them to `reply_order`, which
+//! writes the lines out in input order, together: before the reader waits
+//! (`before_wait`), when they fill a chunk, and when the session ends.
 //! Commands that settle without a reply (a refused line, a command sent
 //! while `CLIENT REPLY OFF|SKIP` was in effect) are handed over as no line,
 //! so that the commands after them are not held back.
@@ -16,7 +18,7 @@ use super::{Flow, Reply, ReplyHandler};
 use crate::batch::{Batch, Expect, Rejection};
 use crate::config::RepliesFormat;
 use crate::reply_format::{InputPosition, format_reply};
-use crate::reply_order::RepliesOut;
+use crate::reply_order::{LaneLines, RepliesOut};
 
 pub struct RepliesWriter<'a> {
     out: &'a RepliesOut,
@@ -24,6 +26,8 @@ pub struct RepliesWriter<'a> {
     source_names: &'a [Option<String>],
     /// Which connection of the load this reader reads.
     lane: usize,
+    /// Settled since they were last handed over.
+    gathered: LaneLines,
 }
 
 impl<'a> RepliesWriter<'a> {
@@ -33,7 +37,13 @@ impl<'a> RepliesWriter<'a> {
             format: out.format,
             source_names,
             lane,
+            gathered: LaneLines::with_room(),
         }
+    }
+
+    /// Hands the lines gathered to `reply_order`.
+    pub fn hand_over(&mut self) {
+        self.out.hand_over(self.lane, &mut self.gathered);
     }
 
     fn position(&self, batch: &Batch, index: usize) -> InputPosition<'a> {
@@ -51,7 +61,7 @@ impl<'a> RepliesWriter<'a> {
 
     /// A command settled with no reply of its own to write.
     fn no_line(&mut self, batch: &Batch, index: usize) {
-        self.out.settled(self.lane, batch.seq(index), None);
+        self.gathered.push_no_line(batch.seq(index));
     }
 }
 
@@ -63,12 +73,13 @@ impl ReplyHandler for RepliesWriter<'_> {
         }
         let position = self.position(reply.batch, reply.index);
         let format = self.format;
-        let mut write_line = |out: &mut Vec<u8>| format_reply(format, reply.bytes, &position, out);
-        self.out.settled(
-            self.lane,
-            reply.batch.seq(reply.index),
-            Some(&mut write_line),
-        );
+        self.gathered
+            .push_line(reply.batch.seq(reply.index), |out: &mut Vec<u8>| {
+                format_reply(format, reply.bytes, &position, out)
+            });
+        if self.gathered.is_full() {
+            self.hand_over();
+        }
         Flow::Continue
     }
 
@@ -78,5 +89,13 @@ impl ReplyHandler for RepliesWriter<'_> {
 
     fn unanswered(&mut self, batch: &Batch, index: usize) {
         self.no_line(batch, index);
+    }
+
+    fn before_wait(&mut self) {
+        self.hand_over();
+    }
+
+    fn session_ended(&mut self) {
+        self.hand_over();
     }
 }
