@@ -77,6 +77,7 @@ pub(crate) fn load(
             errors_file,
             cluster: None,
             replies_out: load.replies_out.as_ref(),
+            spread: None,
         }),
     };
     let end = run_lanes(

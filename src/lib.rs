@@ -164,6 +164,11 @@ fn load_as_configured(config: &Config, stop: &Arc<Stop>) -> Result<ExitCode> {
         if let Some(topology) =
             cluster::topology::discover(&mut connection.stream, &seed_host, config.tls.is_some())?
         {
+            if config.connections > 1 {
+                anyhow::bail!(
+                    "--connections with a cluster (-c) is not supported yet: one connection per primary"
+                );
+            }
             return cluster::load::load_cluster(
                 connection.stream,
                 topology,
@@ -174,6 +179,9 @@ fn load_as_configured(config: &Config, stop: &Arc<Stop>) -> Result<ExitCode> {
                 config,
             );
         }
+    }
+    if config.connections > 1 {
+        return cluster::load::load_spread(connection, sources, errors_file, stop, tls, config);
     }
     engine::load(connection, sources, errors_file, stop, tls, config)
 }

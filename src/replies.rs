@@ -27,6 +27,7 @@ use crossbeam_channel::Receiver;
 
 use crate::batch::{Batch, CommandKind, Expect, InFlight};
 use crate::cluster::ClusterLinks;
+use crate::cluster::outstanding::Outstanding;
 use crate::conn::SessionReplay;
 use crate::handlers::errors::{ErrorReport, ErrorsFile};
 use crate::handlers::redirect::Redirects;
@@ -69,6 +70,9 @@ pub struct ReplyContext<'a> {
     pub cluster: Option<(&'a ClusterLinks<'a>, usize)>,
     /// `--replies`: where every reply is written, in input order.
     pub replies_out: Option<&'a RepliesOut>,
+    /// `--connections`: which of the server's connections this reader
+    /// reads, and where the commands settled on any of them are counted.
+    pub spread: Option<(&'a Outstanding, usize)>,
 }
 
 /// What the reply side keeps across sessions: the handlers' state.
@@ -77,6 +81,8 @@ pub struct Replies<'a> {
     source_names: &'a [Option<String>],
     /// Cluster mode: where commands settled are counted over all nodes.
     links: Option<&'a ClusterLinks<'a>>,
+    /// `--connections`: the same, over the server's connections.
+    outstanding: Option<&'a Outstanding>,
     handlers: Handlers<'a>,
     buffer: ReadBuffer,
     errors: Vec<ErrorSpan>,
@@ -115,6 +121,7 @@ impl<'a> Replies<'a> {
             progress: context.progress,
             source_names: context.source_names,
             links: context.cluster.map(|(links, _)| links),
+            outstanding: context.spread.map(|(outstanding, _)| outstanding),
             handlers: Handlers {
                 redirect,
                 tally: TallyHandler::new(in_cluster),
@@ -134,7 +141,11 @@ impl<'a> Replies<'a> {
                     links: context.cluster.map(|(links, _)| links),
                 },
                 replies_out: context.replies_out.map(|out| {
-                    let lane = context.cluster.map_or(0, |(_, node)| node);
+                    let lane = match (context.cluster, context.spread) {
+                        (Some((_, node)), _) => node,
+                        (None, Some((_, lane))) => lane,
+                        (None, None) => 0,
+                    };
                     RepliesWriter::new(out, context.source_names, lane)
                 }),
             },
@@ -158,6 +169,8 @@ impl<'a> Replies<'a> {
     fn settled(&self, batch: &Batch, index: usize) {
         if let Some(links) = self.links {
             links.command_settled(batch, index);
+        } else if let Some(outstanding) = self.outstanding {
+            outstanding.settle(1);
         }
         if let Some(progress) = self.progress {
             Counters::add(&progress.answered, 1);

@@ -15,12 +15,14 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use crossbeam_channel::bounded;
 
 use super::ClusterLinks;
 use super::keys::KeyPositions;
 use super::outstanding::Outstanding;
 use super::router::Router;
 use super::slot::SlotOrder;
+use super::spread::SpreadRouter;
 use super::topology::{NodeAddress, Topology};
 use crate::config::{Config, Endpoint};
 use crate::conn::Connection;
@@ -33,6 +35,7 @@ use crate::retry;
 use crate::route::{NewLane, Route};
 use crate::stop::Stop;
 use crate::stream::Stream;
+use crate::summary::report;
 use crate::tls::TlsConfig;
 
 /// Loads the input into every primary of `topology`; `seed` is the
@@ -122,6 +125,7 @@ pub fn load_cluster(
                 errors_file: errors_file.clone(),
                 cluster: Some((&links, request.node)),
                 replies_out,
+                spread: None,
             }),
         }
     };
@@ -144,5 +148,86 @@ pub fn load_cluster(
         end.nothing_left = false;
     }
     end.cluster = Some(links.events());
+    Ok(load.finish(end, config))
+}
+
+/// Loads the input into one server over `config.connections` connections;
+/// `first` is the one `run` connected.
+pub fn load_spread(
+    first: Connection,
+    sources: Vec<OpenSource>,
+    errors_file: Option<ErrorsFile>,
+    stop: Arc<Stop>,
+    tls: Option<&TlsConfig>,
+    config: &Config,
+) -> Result<ExitCode> {
+    // The router's own connection, for the command table and `COMMAND
+    // GETKEYS`.
+    let mut control = retry::connect_first(config, tls, &stop, None)?;
+    let keys = match KeyPositions::fetch(&mut control.stream) {
+        Ok(keys) => keys,
+        Err(error) => {
+            report(&format!(
+                "pipeload: warning: cannot read the server's command table ({error:#}): every command waits for the others"
+            ));
+            KeyPositions::default()
+        }
+    };
+    let mut connections = vec![first];
+    while connections.len() < config.connections {
+        connections.push(retry::connect_first(config, tls, &stop, None)?);
+    }
+    let mut load = start_load(sources, errors_file.is_some(), stop, tls, config)?;
+    let LoadStart {
+        stop,
+        source_names: names,
+        error_log,
+        counters,
+        batches: input_receiver,
+        input,
+        replies_out,
+        pace,
+        ..
+    } = &mut load;
+    let replies_out = replies_out.as_ref();
+    let (stop, names, error_log, counters) = (&*stop, &*names, &*error_log, &*counters);
+    let outstanding = Outstanding::default();
+    let (senders, receivers): (Vec<_>, Vec<_>) = connections
+        .iter()
+        .map(|_| bounded(BATCH_CHANNEL_CAPACITY))
+        .unzip();
+    let router = SpreadRouter::new(keys, control.stream, senders, &outstanding, replies_out);
+    let lanes = connections
+        .into_iter()
+        .zip(receivers)
+        .enumerate()
+        .map(|(lane, (connection, batches))| Lane {
+            connection: Some(connection),
+            batches,
+            redirects: None,
+            all_settled: None,
+            stop,
+            config: config.clone(),
+            tls,
+            progress: counters.as_deref(),
+            node: None,
+            lane_node: None,
+            pace: pace.as_deref(),
+            replies: Replies::new(ReplyContext {
+                source_names: names,
+                stop,
+                error_log,
+                progress: counters.as_deref(),
+                max_errors: config.max_errors,
+                resend_transient: config.retry > 0,
+                errors_file: errors_file.clone(),
+                cluster: None,
+                replies_out,
+                spread: Some((&outstanding, lane)),
+            }),
+        })
+        .collect();
+    let route = Route::Router(Box::new(|| router.run(input_receiver, stop)));
+    let end = run_lanes(lanes, route, None, input, config)?;
     Ok(load.finish(end, config))
 }

@@ -7,6 +7,8 @@
 //! - `router`: splits input batches into per-primary batches.
 //! - `outstanding`: commands routed and not yet settled; it tells the
 //!   writers when no redirect can come any more.
+//! - `spread`: `--connections N` into one server: the same slot rule
+//!   spreads the commands over N connections, with barriers.
 //!
 //! A command answered `MOVED` or `ASK` was not executed, so it is resent
 //! exactly once to the named node (after `ASKING` for `ASK`); `MOVED` also
@@ -23,6 +25,7 @@ pub mod load;
 pub mod outstanding;
 pub mod router;
 pub mod slot;
+pub mod spread;
 pub mod topology;
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};

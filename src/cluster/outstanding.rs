@@ -8,7 +8,9 @@
 //! settles. A writer whose input has ended must not stop while a `MOVED` or
 //! `ASK` may still send it a command, that is while any command routed
 //! anywhere is unsettled: it waits on `all_settled`, which disconnects once
-//! the router has finished and the count has reached 0.
+//! the router has finished and the count has reached 0. A router that
+//! orders a command after everything routed before it (a barrier of
+//! `--connections`) waits for the count to reach 0 with `wait_all_settled`.
 //!
 //! Invariant: after the router has finished, the count never rises from 0
 //! again, so once it is 0 no redirect can come any more. Only the router
@@ -32,16 +34,25 @@ pub struct Outstanding {
     /// finished and `count` is 0. Nothing is ever sent on it.
     wake_writers: Mutex<Option<Sender<Infallible>>>,
     all_settled: Receiver<Infallible>,
+    /// The router waits for the count to reach 0 (`wait_all_settled`).
+    router_waiting: AtomicBool,
+    /// Holds at most one wake-up for it; extra ones are dropped.
+    wake_router: Sender<()>,
+    router_woken: Receiver<()>,
 }
 
 impl Default for Outstanding {
     fn default() -> Self {
         let (wake_writers, all_settled) = bounded(0);
+        let (wake_router, router_woken) = bounded(1);
         Outstanding {
             count: AtomicUsize::new(0),
             router_finished: AtomicBool::new(false),
             wake_writers: Mutex::new(Some(wake_writers)),
             all_settled,
+            router_waiting: AtomicBool::new(false),
+            wake_router,
+            router_woken,
         }
     }
 }
@@ -64,9 +75,34 @@ impl Outstanding {
     /// `commands` are settled (or were never sent after all).
     pub fn settle(&self, commands: usize) {
         let before = self.count.fetch_sub(commands, Ordering::SeqCst);
-        if before == commands && self.router_finished.load(Ordering::SeqCst) {
-            self.wake_writers();
+        if before == commands {
+            if self.router_finished.load(Ordering::SeqCst) {
+                self.wake_writers();
+            }
+            // The same handshake with a router that waits: it says so, then
+            // reads the count; a reader brings the count to 0, then reads
+            // whether it waits.
+            if self.router_waiting.load(Ordering::SeqCst) {
+                let _ = self.wake_router.try_send(());
+            }
         }
+    }
+
+    /// The router waits until every command routed so far is settled, or
+    /// `stopped` is ready (then returns false).
+    pub fn wait_all_settled(&self, stopped: &Receiver<()>) -> bool {
+        self.router_waiting.store(true, Ordering::SeqCst);
+        let drained = loop {
+            if self.count.load(Ordering::SeqCst) == 0 {
+                break true;
+            }
+            crossbeam_channel::select! {
+                recv(self.router_woken) -> _ => {}
+                recv(stopped) -> _ => break false,
+            }
+        };
+        self.router_waiting.store(false, Ordering::SeqCst);
+        drained
     }
 
     /// The router has handed over everything it will: it adds no more.
@@ -118,6 +154,21 @@ mod tests {
         assert!(!woken(&outstanding));
         outstanding.settle(1);
         assert!(woken(&outstanding));
+    }
+
+    #[test]
+    fn a_waiting_router_wakes_once_every_command_settled() {
+        let outstanding = Outstanding::default();
+        let (_stop, stopped) = bounded::<()>(0);
+        for _ in 0..200 {
+            outstanding.add(100);
+            std::thread::scope(|scope| {
+                for _ in 0..4 {
+                    scope.spawn(|| (0..25).for_each(|_| outstanding.settle(1)));
+                }
+                assert!(outstanding.wait_all_settled(&stopped));
+            });
+        }
     }
 
     #[test]
