@@ -36,7 +36,9 @@ use crate::reply_order::RepliesOut;
 use crate::retry;
 use crate::route::{NewLane, Route};
 use crate::stop::{Stop, StopReason};
-use crate::summary::{ClusterEvents, ErrorLog, NodeCounts, Outcome, Tally, report};
+use crate::summary::{
+    ClusterEvents, ConnectionCounts, ErrorLog, NodeCounts, Outcome, Tally, report,
+};
 use crate::tls::TlsConfig;
 use crate::writer::Redirects;
 
@@ -301,6 +303,12 @@ pub(crate) fn run_lanes<'a>(
         end.bytes_sent += run.bytes_sent;
         end.in_flight += run.in_flight;
         end.server_restarted |= run.server_restarted;
+        end.connections.push(ConnectionCounts {
+            replies: tally.replies,
+            errors: tally.errors(),
+            commands_sent: run.commands_sent,
+            reconnects: run.reconnects,
+        });
         if let Some(failure) = run.failure {
             let message = match &address {
                 Some(address) => format!("{address}: {failure}"),
@@ -377,6 +385,8 @@ pub(crate) struct ConnectionsEnd {
     pub nothing_left: bool,
     /// Cluster mode: per primary.
     pub nodes: Vec<NodeCounts>,
+    /// Per connection, in lane order.
+    pub connections: Vec<ConnectionCounts>,
     /// A reconnect found a new server instance (`run_id` changed).
     pub server_restarted: bool,
     /// Cluster mode: what happened to the layout.
@@ -501,6 +511,11 @@ impl LoadStart {
         // Counted from the very start of the input, `--skip` included, as
         // the summary reports it, complete or not.
         tally.acknowledged = acknowledged;
+        // One server over several connections: per connection.
+        let connections = match end.nodes.is_empty() && end.connections.len() > 1 {
+            true => end.connections,
+            false => Vec::new(),
+        };
         let outcome = Outcome {
             tally,
             last_reply_received: failures.is_empty() && end.in_flight == 0,
@@ -515,6 +530,7 @@ impl LoadStart {
             failures,
             nodes: end.nodes,
             cluster: end.cluster,
+            connections,
             server_restarted: end.server_restarted,
             paced_rate: self.pace.as_ref().map(|pace| pace.settled_rate()),
         };

@@ -508,3 +508,56 @@ fn connections_out_of_range_or_with_emit_resp_are_usage_errors() {
         .run()
         .assert_code(2);
 }
+
+#[test]
+fn the_summary_counts_each_connection() {
+    let server = RedisServer::start();
+    let input = crate::common::sets(3_000);
+
+    let text = Pipeload::new()
+        .port(server.port())
+        .args(["--connections", "3"])
+        .stdin(input.as_str())
+        .run();
+    text.assert_summary(0, 3_000);
+    let line = text
+        .connections_line()
+        .unwrap_or_else(|| text.fail("no `connections: …` line"));
+    let each: Vec<u64> = line
+        .strip_prefix("connections: 3, replies each: ")
+        .unwrap_or_else(|| text.fail("the line starts `connections: 3, replies each: `"))
+        .split(' ')
+        .map(|count| count.parse().expect("a count"))
+        .collect();
+    text.check(
+        each.len() == 3 && each.iter().sum::<u64>() == 3_000 && each.iter().all(|&n| n > 0),
+        "three connections, each with some of the 3000 replies",
+    );
+
+    server.client().ok(&["FLUSHALL"]);
+    let json = Pipeload::new()
+        .port(server.port())
+        .args(["--connections", "3", "--json"])
+        .stdin(input.as_str())
+        .run();
+    json.assert_code(0);
+    let summary: serde_json::Value =
+        serde_json::from_str(json.stdout_text().trim()).expect("one JSON object");
+    assert_eq!(summary["completed"], true);
+    assert_eq!(summary["replies"], 3_000);
+    assert_eq!(summary["nodes"], serde_json::json!([]));
+    let connections = summary["connections"]
+        .as_array()
+        .expect("a connections array");
+    assert_eq!(connections.len(), 3);
+    let replies: u64 = connections
+        .iter()
+        .map(|connection| connection["replies"].as_u64().expect("replies"))
+        .sum();
+    assert_eq!(replies, 3_000);
+    assert!(
+        connections
+            .iter()
+            .all(|connection| connection["errors"] == 0)
+    );
+}
