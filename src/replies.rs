@@ -75,14 +75,36 @@ pub struct ReplyContext<'a> {
     pub spread: Option<(&'a Outstanding, usize)>,
 }
 
+/// Where the commands a reader settles are counted over every lane.
+#[derive(Clone, Copy)]
+enum SettledCount<'a> {
+    /// A cluster: over all nodes, and per slot.
+    Cluster(&'a ClusterLinks<'a>),
+    /// `--connections`: over the server's connections.
+    Spread(&'a Outstanding),
+}
+
+impl SettledCount<'_> {
+    // Out of line: a load into one server over one connection has none,
+    // and its path of a plain `+OK` stays as short as it was.
+    #[inline(never)]
+    fn settled(self, batch: &Batch, index: usize) {
+        match self {
+            SettledCount::Cluster(links) => links.command_settled(batch, index),
+            SettledCount::Spread(outstanding) => outstanding.settle(1),
+        }
+    }
+}
+
 /// What the reply side keeps across sessions: the handlers' state.
 pub struct Replies<'a> {
     progress: Option<&'a Counters>,
     source_names: &'a [Option<String>],
     /// Cluster mode: where commands settled are counted over all nodes.
     links: Option<&'a ClusterLinks<'a>>,
-    /// `--connections`: the same, over the server's connections.
-    outstanding: Option<&'a Outstanding>,
+    /// Where each command settled is counted beyond this connection, if
+    /// anywhere.
+    settled_count: Option<SettledCount<'a>>,
     handlers: Handlers<'a>,
     buffer: ReadBuffer,
     errors: Vec<ErrorSpan>,
@@ -121,7 +143,11 @@ impl<'a> Replies<'a> {
             progress: context.progress,
             source_names: context.source_names,
             links: context.cluster.map(|(links, _)| links),
-            outstanding: context.spread.map(|(outstanding, _)| outstanding),
+            settled_count: match (context.cluster, context.spread) {
+                (Some((links, _)), _) => Some(SettledCount::Cluster(links)),
+                (None, Some((outstanding, _))) => Some(SettledCount::Spread(outstanding)),
+                (None, None) => None,
+            },
             handlers: Handlers {
                 redirect,
                 tally: TallyHandler::new(in_cluster),
@@ -167,10 +193,8 @@ impl<'a> Replies<'a> {
     /// Counts a command of this connection as settled (cluster mode keeps a
     /// total over all nodes).
     fn settled(&self, batch: &Batch, index: usize) {
-        if let Some(links) = self.links {
-            links.command_settled(batch, index);
-        } else if let Some(outstanding) = self.outstanding {
-            outstanding.settle(1);
+        if let Some(count) = self.settled_count {
+            count.settled(batch, index);
         }
         if let Some(progress) = self.progress {
             Counters::add(&progress.answered, 1);

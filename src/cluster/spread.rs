@@ -131,7 +131,16 @@ impl<'a> SpreadRouter<'a> {
             let batch = select! {
                 recv(input) -> batch => match batch {
                     Ok(batch) => batch,
-                    Err(_) => return Routed { delivered_up_to: delivered, input_ended: true },
+                    Err(_) => {
+                        // A `CLIENT REPLY SKIP` with no command after it is
+                        // sent all the same, as one connection sends it.
+                        if let Some(PendingSkip::Held(skip)) = self.pending_skip.take()
+                            && self.send_to(0, skip, stop).is_err()
+                        {
+                            return stopped(delivered);
+                        }
+                        return Routed { delivered_up_to: delivered, input_ended: true };
+                    }
                 },
                 recv(stop.woken()) -> _ => return stopped(delivered),
             };
