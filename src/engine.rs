@@ -57,38 +57,10 @@ pub(crate) fn load(
     config: &Config,
 ) -> Result<ExitCode> {
     let mut load = start_load(sources, errors_file.is_some(), stop, tls, config)?;
-    let lane = Lane {
-        connection: Some(connection),
-        batches: load.batches.clone(),
-        redirects: None,
-        all_settled: None,
-        stop: &load.stop,
-        config: config.clone(),
-        tls,
-        progress: load.counters.as_deref(),
-        node: None,
-        lane_node: None,
-        pace: load.pace.as_deref(),
-        replies: Replies::new(ReplyContext {
-            source_names: &load.source_names,
-            stop: &load.stop,
-            error_log: &load.error_log,
-            progress: load.counters.as_deref(),
-            max_errors: config.max_errors,
-            resend_transient: config.retry > 0,
-            errors_file,
-            cluster: None,
-            replies_out: load.replies_out.as_ref(),
-            spread: None,
-        }),
-    };
-    let end = run_lanes(
-        vec![lane],
-        Route::PassThrough,
-        None,
-        &mut load.input,
-        config,
-    )?;
+    let (shared, batches, input) = load.parts(tls, config);
+    let replies = shared.replies(errors_file);
+    let lane = shared.lane(Some(connection), batches.clone(), config.clone(), replies);
+    let end = run_lanes(vec![lane], Route::PassThrough, None, input, config)?;
     Ok(load.finish(end, config))
 }
 
@@ -115,6 +87,65 @@ pub(crate) struct Lane<'a> {
     /// `--rate`, `--max-latency`: the budget shared by every lane.
     pub pace: Option<&'a Pace>,
     pub replies: Replies<'a>,
+}
+
+/// What every lane of a load shares, borrowed from its `LoadStart`.
+pub(crate) struct LaneShared<'a> {
+    pub stop: &'a Stop,
+    source_names: &'a [Option<String>],
+    error_log: &'a ErrorLog,
+    progress: Option<&'a Counters>,
+    pace: Option<&'a Pace>,
+    /// `--replies`: where every reply is written, in input order.
+    pub replies_out: Option<&'a RepliesOut>,
+    tls: Option<&'a TlsConfig>,
+    max_errors: Option<u64>,
+    resend_transient: bool,
+}
+
+impl<'a> LaneShared<'a> {
+    /// A lane's reply context with the shared parts only (no cluster
+    /// links, no `--connections` count).
+    pub(crate) fn replies(&self, errors_file: Option<ErrorsFile>) -> ReplyContext<'a> {
+        ReplyContext {
+            source_names: self.source_names,
+            stop: self.stop,
+            error_log: self.error_log,
+            progress: self.progress,
+            max_errors: self.max_errors,
+            resend_transient: self.resend_transient,
+            errors_file,
+            cluster: None,
+            replies_out: self.replies_out,
+            spread: None,
+        }
+    }
+
+    /// A lane that takes `batches` on `connection` (`None`: it connects
+    /// when it starts), with its own `config` (its endpoint) and reply
+    /// context; no redirects, no node.
+    pub(crate) fn lane(
+        &self,
+        connection: Option<Connection>,
+        batches: Receiver<Batch>,
+        config: Config,
+        replies: ReplyContext<'a>,
+    ) -> Lane<'a> {
+        Lane {
+            connection,
+            batches,
+            redirects: None,
+            all_settled: None,
+            stop: self.stop,
+            config,
+            tls: self.tls,
+            progress: self.progress,
+            node: None,
+            lane_node: None,
+            pace: self.pace,
+            replies: Replies::new(replies),
+        }
+    }
 }
 
 /// Lanes a route asks for mid-load (a cluster's node found by a redirect
@@ -459,6 +490,27 @@ pub(crate) fn start_load(
 }
 
 impl LoadStart {
+    /// What the lanes share, the input's batches (for the route), and the
+    /// input thread as `run_lanes` watches it.
+    pub(crate) fn parts<'a>(
+        &'a mut self,
+        tls: Option<&'a TlsConfig>,
+        config: &Config,
+    ) -> (LaneShared<'a>, &'a Receiver<Batch>, &'a mut InputWatch) {
+        let shared = LaneShared {
+            stop: &self.stop,
+            source_names: &self.source_names,
+            error_log: &self.error_log,
+            progress: self.counters.as_deref(),
+            pace: self.pace.as_deref(),
+            replies_out: self.replies_out.as_ref(),
+            tls,
+            max_errors: config.max_errors,
+            resend_transient: config.retry > 0,
+        };
+        (shared, &self.batches, &mut self.input)
+    }
+
     /// Prints the summary of a load whose connections have all ended and
     /// returns its exit status. The load is complete when the whole input
     /// was read and every command of it settled, with no signal received;

@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use crate::common::{Client, Pipeload, RedisServer, TempDir, Value, wait_until};
+use crate::common::{Client, Pipeload, RedisServer, TempDir, Value, load_first_lines};
 use pipeload_harness::ServerKind;
 
 /// Loads `input` with `--connections connections` into `server` (flushed
@@ -223,6 +223,24 @@ fn per_connection_state_from_the_input_reaches_every_connection() {
     }
 }
 
+#[test]
+fn a_client_reply_skip_at_the_end_of_an_input_batch_goes_with_the_next_command() {
+    // The input packs at most 2048 commands in a batch: the SKIP is the
+    // last of the first, the command it skips the first of the next.
+    let pair = Pair::start(ServerKind::Redis);
+    let filler: String = (0..2047).map(|i| format!("INCR n{}\n", i % 8)).collect();
+    for (next, what) in [
+        ("SET skipped 1\nINCR n3\n", "a keyed command"),
+        ("FLUSHDB\nSET after 1\n", "a barrier"),
+        ("SELECT 1\nSET in-db1 1\n", "a command for every connection"),
+        ("MULTI\nSET t 1\nEXEC\nINCR n2\n", "a transaction"),
+        ("", "the end of the input"),
+    ] {
+        let input = format!("{filler}CLIENT REPLY SKIP\n{next}");
+        pair.assert_same(4, &input, &format!("SKIP before {what}"));
+    }
+}
+
 /// A seeded generator of small mixed inputs: writes of every type on a
 /// small key space, commands across keys, FLUSHDB, SELECT, transactions,
 /// scripts and CLIENT REPLY.
@@ -370,20 +388,15 @@ fn a_killed_connection_under_retry_resends_its_own_commands() {
     let server = RedisServer::start();
     let count = 20_000;
     let input = increments(count);
-    let (first_half, second_half) = input.split_at(increments(count / 2).len());
-
-    let mut running = Pipeload::new()
-        .port(server.port())
-        .args(["--connections", "4", "--retry", "5"])
-        .guard(Duration::from_secs(120))
-        .spawn();
-    running
-        .write_stdin(first_half.as_bytes())
-        .expect("write the first half");
+    let (mut running, second_half) = load_first_lines(
+        Pipeload::new()
+            .port(server.port())
+            .args(["--connections", "4", "--retry", "5"]),
+        &server,
+        &input,
+        count / 2,
+    );
     let mut client = server.client();
-    wait_until(Duration::from_secs(60), "the first half applied", || {
-        client.dbsize() == (count / 2) as i64
-    });
     // One of pipeload's loading connections (the last command it ran was
     // an INCR) dies between the halves.
     let own_id = client.cmd(&["CLIENT", "ID"]).as_int();
@@ -455,20 +468,15 @@ fn a_load_stopped_by_sigterm_resumes_with_its_skip_exactly_once() {
     let server = RedisServer::start();
     let count = 20_000;
     let input = increments(count);
-    let (first_half, _) = input.split_at(increments(count / 2).len());
-
-    let mut running = Pipeload::new()
-        .port(server.port())
-        .args(["--connections", "4"])
-        .guard(Duration::from_secs(120))
-        .spawn();
-    running
-        .write_stdin(first_half.as_bytes())
-        .expect("write the first half");
+    let (mut running, _) = load_first_lines(
+        Pipeload::new()
+            .port(server.port())
+            .args(["--connections", "4"]),
+        &server,
+        &input,
+        count / 2,
+    );
     let mut client = server.client();
-    wait_until(Duration::from_secs(60), "the first half applied", || {
-        client.dbsize() == (count / 2) as i64
-    });
     running.signal("TERM");
     running.close_stdin();
     let stopped = running.finish();

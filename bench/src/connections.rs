@@ -141,29 +141,18 @@ fn write_hset_input(scratch: &Path, scale: f64) -> Result<Input> {
     let mut out = create(&path)?;
     for i in 0..count {
         let key = format!("user:{i}");
-        let (name, email, age, city) = (
-            format!("name {i}"),
-            format!("user{i}@example.com"),
-            (18 + i % 60).to_string(),
-            format!("city {}", i % 1000),
-        );
-        write_resp(
-            &mut out,
-            &[
-                b"HSET",
-                key.as_bytes(),
-                b"id",
-                i.to_string().as_bytes(),
-                b"name",
-                name.as_bytes(),
-                b"email",
-                email.as_bytes(),
-                b"age",
-                age.as_bytes(),
-                b"city",
-                city.as_bytes(),
-            ],
-        )?;
+        let fields = [
+            ("id", i.to_string()),
+            ("name", format!("name {i}")),
+            ("email", format!("user{i}@example.com")),
+            ("age", (18 + i % 60).to_string()),
+            ("city", format!("city {}", i % 1000)),
+        ];
+        let mut arguments: Vec<&[u8]> = vec![b"HSET", key.as_bytes()];
+        for (field, value) in &fields {
+            arguments.extend([field.as_bytes(), value.as_bytes()]);
+        }
+        write_resp(&mut out, &arguments)?;
     }
     out.flush()?;
     Ok(Input {

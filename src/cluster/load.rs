@@ -26,11 +26,11 @@ use super::spread::SpreadRouter;
 use super::topology::{NodeAddress, Topology};
 use crate::config::{Config, Endpoint};
 use crate::conn::Connection;
-use crate::engine::{BATCH_CHANNEL_CAPACITY, JoiningLanes, Lane, LoadStart, run_lanes, start_load};
+use crate::engine::{BATCH_CHANNEL_CAPACITY, JoiningLanes, Lane, run_lanes, start_load};
 use crate::handlers::errors::ErrorsFile;
 use crate::handover::LaneNode;
 use crate::input::OpenSource;
-use crate::replies::{Replies, ReplyContext};
+use crate::replies::ReplyContext;
 use crate::retry;
 use crate::route::{NewLane, Route};
 use crate::stop::Stop;
@@ -69,19 +69,8 @@ pub fn load_cluster(
         )?);
     }
     let mut load = start_load(sources, errors_file.is_some(), stop, tls, config)?;
-    let LoadStart {
-        stop,
-        source_names: names,
-        error_log,
-        counters,
-        batches: input_receiver,
-        input,
-        replies_out,
-        pace,
-        ..
-    } = &mut load;
-    let replies_out = replies_out.as_ref();
-    let (stop, names, error_log, counters) = (&*stop, &*names, &*error_log, &*counters);
+    let (shared, input_receiver, input) = load.parts(tls, config);
+    let (stop, replies_out) = (shared.stop, shared.replies_out);
 
     let outstanding = Outstanding::default();
     let order = SlotOrder::default();
@@ -100,33 +89,20 @@ pub fn load_cluster(
             host: request.host,
             port: request.port,
         };
+        let replies = ReplyContext {
+            cluster: Some((&links, request.node)),
+            ..shared.replies(errors_file.clone())
+        };
+        let config = node_config(&address.host, address.port);
         Lane {
-            connection,
-            batches: request.batches,
             redirects: Some(request.redirects),
             all_settled: Some(outstanding.all_settled()),
-            stop,
-            config: node_config(&address.host, address.port),
-            tls,
-            progress: counters.as_deref(),
             node: Some(address.to_text()),
             lane_node: Some(LaneNode {
                 index: request.node,
                 loss: &links,
             }),
-            pace: pace.as_deref(),
-            replies: Replies::new(ReplyContext {
-                source_names: names,
-                stop,
-                error_log,
-                progress: counters.as_deref(),
-                max_errors: config.max_errors,
-                resend_transient: config.retry > 0,
-                errors_file: errors_file.clone(),
-                cluster: Some((&links, request.node)),
-                replies_out,
-                spread: None,
-            }),
+            ..shared.lane(connection, request.batches, config, replies)
         }
     };
     // The nodes read at the start, connected above, in node order.
@@ -178,53 +154,30 @@ pub fn load_spread(
         connections.push(retry::connect_first(config, tls, &stop, None)?);
     }
     let mut load = start_load(sources, errors_file.is_some(), stop, tls, config)?;
-    let LoadStart {
-        stop,
-        source_names: names,
-        error_log,
-        counters,
-        batches: input_receiver,
-        input,
-        replies_out,
-        pace,
-        ..
-    } = &mut load;
-    let replies_out = replies_out.as_ref();
-    let (stop, names, error_log, counters) = (&*stop, &*names, &*error_log, &*counters);
+    let (shared, input_receiver, input) = load.parts(tls, config);
+    let stop = shared.stop;
     let outstanding = Outstanding::default();
     let (senders, receivers): (Vec<_>, Vec<_>) = connections
         .iter()
         .map(|_| bounded(BATCH_CHANNEL_CAPACITY))
         .unzip();
-    let router = SpreadRouter::new(keys, control.stream, senders, &outstanding, replies_out);
+    let router = SpreadRouter::new(
+        keys,
+        control.stream,
+        senders,
+        &outstanding,
+        shared.replies_out,
+    );
     let lanes = connections
         .into_iter()
         .zip(receivers)
         .enumerate()
-        .map(|(lane, (connection, batches))| Lane {
-            connection: Some(connection),
-            batches,
-            redirects: None,
-            all_settled: None,
-            stop,
-            config: config.clone(),
-            tls,
-            progress: counters.as_deref(),
-            node: None,
-            lane_node: None,
-            pace: pace.as_deref(),
-            replies: Replies::new(ReplyContext {
-                source_names: names,
-                stop,
-                error_log,
-                progress: counters.as_deref(),
-                max_errors: config.max_errors,
-                resend_transient: config.retry > 0,
-                errors_file: errors_file.clone(),
-                cluster: None,
-                replies_out,
+        .map(|(lane, (connection, batches))| {
+            let replies = ReplyContext {
                 spread: Some((&outstanding, lane)),
-            }),
+                ..shared.replies(errors_file.clone())
+            };
+            shared.lane(Some(connection), batches, config.clone(), replies)
         })
         .collect();
     let route = Route::Router(Box::new(|| router.run(input_receiver, stop)));

@@ -23,7 +23,7 @@ use crate::batch::{Batch, CommandKind, Expect, Rejection};
 use crate::control::{Value, query};
 use crate::reply_order::RepliesOut;
 use crate::resp::command_args;
-use crate::route::Routed;
+use crate::route::{BatchRouter, Routed, Stopped, run_router};
 use crate::stop::Stop;
 use crate::stream::Stream;
 
@@ -97,36 +97,18 @@ impl<'a> Router<'a> {
 
     /// Routes every batch until the input ends or a stop is requested.
     pub fn run(mut self, input: &Receiver<Batch>, stop: &Stop) -> Routed {
-        let mut delivered = 0;
-        let stopped = |delivered_up_to| Routed {
-            delivered_up_to,
-            input_ended: false,
-        };
-        loop {
-            let batch = select! {
-                recv(input) -> batch => match batch {
-                    Ok(batch) => batch,
-                    Err(_) => return Routed { delivered_up_to: delivered, input_ended: true },
-                },
-                recv(stop.woken()) -> _ => return stopped(delivered),
-            };
-            let Some(last) = batch.commands.len().checked_sub(1) else {
-                continue;
-            };
-            if let Some(replies_out) = self.replies_out {
-                replies_out.wait_for_room(stop, &|| self.links.first_lost());
-            }
-            if self.route_batch(&batch, stop).is_err() {
-                // Part of this batch may have gone out; none of it counts.
-                return stopped(delivered.min(batch.seq(0).saturating_sub(1)));
-            }
-            delivered = delivered.max(batch.seq(last));
+        run_router(&mut self, input, stop)
+    }
+}
+
+impl BatchRouter for Router<'_> {
+    fn before_batch(&mut self, stop: &Stop) {
+        if let Some(replies_out) = self.replies_out {
+            replies_out.wait_for_room(stop, &|| self.links.first_lost());
         }
     }
 
-    /// Fails when the load is stopping: a stopped node's writer takes no
-    /// more batches, so a send to it must not wait forever.
-    fn route_batch(&mut self, batch: &Batch, stop: &Stop) -> Result<(), ()> {
+    fn route_batch(&mut self, batch: &Batch, stop: &Stop) -> Result<(), Stopped> {
         let mut split: Vec<Batch> = (0..self.nodes.len())
             .map(|_| Batch::routed_from(batch))
             .collect();
@@ -181,10 +163,12 @@ impl<'a> Router<'a> {
         }
         self.send_split(&mut split, stop)
     }
+}
 
+impl Router<'_> {
     /// Hands every non-empty per-node batch of `split` to its node, leaving
     /// empty ones in their place.
-    fn send_split(&self, split: &mut [Batch], stop: &Stop) -> Result<(), ()> {
+    fn send_split(&self, split: &mut [Batch], stop: &Stop) -> Result<(), Stopped> {
         for (node, routed) in split.iter_mut().enumerate() {
             if routed.is_empty() {
                 continue;
@@ -193,8 +177,8 @@ impl<'a> Router<'a> {
             let routed = std::mem::replace(routed, fresh);
             self.outstanding.add(routed.commands.len());
             select! {
-                send(self.nodes[node], routed) -> sent => sent.map_err(|_| ())?,
-                recv(stop.woken()) -> _ => return Err(()),
+                send(self.nodes[node], routed) -> sent => sent.map_err(|_| Stopped)?,
+                recv(stop.woken()) -> _ => return Err(Stopped),
             }
         }
         Ok(())
@@ -235,7 +219,12 @@ impl<'a> Router<'a> {
     /// earlier command of the slot is unsettled on the node it went to
     /// before (see `SlotOrder`). Waiting, it first sends what it has split,
     /// which may hold such commands.
-    fn node_for(&mut self, slot: u16, split: &mut Vec<Batch>, stop: &Stop) -> Result<usize, ()> {
+    fn node_for(
+        &mut self,
+        slot: u16,
+        split: &mut Vec<Batch>,
+        stop: &Stop,
+    ) -> Result<usize, Stopped> {
         let owner = self.topology.slots.owner(slot);
         let owner = self.take_on(owner, split);
         let at = usize::from(slot);
@@ -245,7 +234,7 @@ impl<'a> Router<'a> {
         {
             self.send_split(split, stop)?;
             if !self.order.wait_settled(slot, routed, stop.woken()) {
-                return Err(());
+                return Err(Stopped);
             }
         }
         self.routed_to[at] = Some(owner);
@@ -268,7 +257,7 @@ impl<'a> Router<'a> {
         block: &[usize],
         split: &mut Vec<Batch>,
         stop: &Stop,
-    ) -> Result<(), ()> {
+    ) -> Result<(), Stopped> {
         let slot = block
             .iter()
             .find_map(|&index| match self.route(batch, index) {

@@ -39,7 +39,7 @@ use crate::control::{Value, query};
 use crate::encode::command_bytes;
 use crate::reply_order::RepliesOut;
 use crate::resp::command_args;
-use crate::route::Routed;
+use crate::route::{BatchRouter, Routed, Stopped, run_router};
 use crate::stop::Stop;
 use crate::stream::Stream;
 
@@ -122,43 +122,27 @@ impl<'a> SpreadRouter<'a> {
 
     /// Routes every batch until the input ends or a stop is requested.
     pub fn run(mut self, input: &Receiver<Batch>, stop: &Stop) -> Routed {
-        let mut delivered = 0;
-        let stopped = |delivered_up_to| Routed {
-            delivered_up_to,
-            input_ended: false,
-        };
-        loop {
-            let batch = select! {
-                recv(input) -> batch => match batch {
-                    Ok(batch) => batch,
-                    Err(_) => {
-                        // A `CLIENT REPLY SKIP` with no command after it is
-                        // sent all the same, as one connection sends it.
-                        if let Some(PendingSkip::Held(skip)) = self.pending_skip.take()
-                            && self.send_to(0, skip, stop).is_err()
-                        {
-                            return stopped(delivered);
-                        }
-                        return Routed { delivered_up_to: delivered, input_ended: true };
-                    }
-                },
-                recv(stop.woken()) -> _ => return stopped(delivered),
-            };
-            let Some(last) = batch.commands.len().checked_sub(1) else {
-                continue;
-            };
-            if let Some(replies_out) = self.replies_out {
-                replies_out.wait_for_room(stop, &|| None);
-            }
-            if self.route_batch(&batch, stop).is_err() {
-                // Part of this batch may have gone out; none of it counts.
-                return stopped(delivered.min(batch.seq(0).saturating_sub(1)));
-            }
-            delivered = delivered.max(batch.seq(last));
+        run_router(&mut self, input, stop)
+    }
+}
+
+impl BatchRouter for SpreadRouter<'_> {
+    fn before_batch(&mut self, stop: &Stop) {
+        if let Some(replies_out) = self.replies_out {
+            replies_out.wait_for_room(stop, &|| None);
         }
     }
 
-    fn route_batch(&mut self, batch: &Batch, stop: &Stop) -> Result<(), ()> {
+    /// A `CLIENT REPLY SKIP` with no command after it is sent all the
+    /// same, as one connection sends it.
+    fn input_ended(&mut self, stop: &Stop) -> Result<(), Stopped> {
+        match self.pending_skip.take() {
+            Some(PendingSkip::Held(skip)) => self.send_to(0, skip, stop),
+            _ => Ok(()),
+        }
+    }
+
+    fn route_batch(&mut self, batch: &Batch, stop: &Stop) -> Result<(), Stopped> {
         let mut split: Vec<Batch> = (0..self.lanes.len())
             .map(|_| Batch::routed_from(batch))
             .collect();
@@ -178,14 +162,16 @@ impl<'a> SpreadRouter<'a> {
         }
         self.send_split(&mut split, stop)
     }
+}
 
+impl SpreadRouter<'_> {
     fn route_unit(
         &mut self,
         batch: &Batch,
         unit: std::ops::Range<usize>,
         split: &mut [Batch],
         stop: &Stop,
-    ) -> Result<(), ()> {
+    ) -> Result<(), Stopped> {
         let first = unit.start;
         if let Expect::Rejected(_) = batch.commands[first].expect {
             // Never sent: only its place in lane 0's order matters.
@@ -346,7 +332,7 @@ impl<'a> SpreadRouter<'a> {
         batch: &Batch,
         unit: std::ops::Range<usize>,
         stop: &Stop,
-    ) -> Result<(), ()> {
+    ) -> Result<(), Stopped> {
         self.place_pending_skip(split, lane, batch, stop)?;
         for index in unit {
             split[lane].push_copy(batch, index, None, None);
@@ -373,7 +359,7 @@ impl<'a> SpreadRouter<'a> {
         lane: usize,
         batch: &Batch,
         stop: &Stop,
-    ) -> Result<(), ()> {
+    ) -> Result<(), Stopped> {
         match self.pending_skip.take() {
             None => Ok(()),
             Some(PendingSkip::InBatch(at)) => {
@@ -409,22 +395,22 @@ impl<'a> SpreadRouter<'a> {
         batch: &Batch,
         index: usize,
         stop: &Stop,
-    ) -> Result<(), ()> {
+    ) -> Result<(), Stopped> {
         self.confirm_tails(split, batch, index);
         self.send_split(split, stop)?;
         self.wait_all_settled(stop)
     }
 
-    fn wait_all_settled(&self, stop: &Stop) -> Result<(), ()> {
+    fn wait_all_settled(&self, stop: &Stop) -> Result<(), Stopped> {
         match self.outstanding.wait_all_settled(stop.woken()) {
             true => Ok(()),
-            false => Err(()),
+            false => Err(Stopped),
         }
     }
 
     /// Hands every non-empty per-lane batch of `split` to its lane, leaving
     /// empty ones in their place.
-    fn send_split(&self, split: &mut [Batch], stop: &Stop) -> Result<(), ()> {
+    fn send_split(&self, split: &mut [Batch], stop: &Stop) -> Result<(), Stopped> {
         for (lane, routed) in split.iter_mut().enumerate() {
             if routed.is_empty() {
                 continue;
@@ -436,11 +422,11 @@ impl<'a> SpreadRouter<'a> {
         Ok(())
     }
 
-    fn send_to(&self, lane: usize, batch: Batch, stop: &Stop) -> Result<(), ()> {
+    fn send_to(&self, lane: usize, batch: Batch, stop: &Stop) -> Result<(), Stopped> {
         self.outstanding.add(batch.commands.len());
         select! {
-            send(self.lanes[lane], batch) -> sent => sent.map_err(|_| ()),
-            recv(stop.woken()) -> _ => Err(()),
+            send(self.lanes[lane], batch) -> sent => sent.map_err(|_| Stopped),
+            recv(stop.woken()) -> _ => Err(Stopped),
         }
     }
 }

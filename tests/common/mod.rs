@@ -13,6 +13,7 @@
 //!   [`FakeServer::serve`] scripts every connection of a reconnecting client.
 //! - [`sets`]: the `SET key:i value:i` lines many topics load;
 //!   [`wait_until`]: polls a condition under a time limit;
+//!   [`load_first_lines`]: a load stalled after part of its input;
 //!   [`writes_only_as_loader`]: a server whose writes need the input's
 //!   own `AUTH`.
 
@@ -45,6 +46,31 @@ pub fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut() -> bo
         assert!(Instant::now() < deadline, "timed out waiting until {what}");
         thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// Spawns `pipeload`, feeds it the first `commands` lines of `input` (one
+/// new key each) and waits until the server holds that many keys; stdin
+/// stays open. Returns the running load and the rest of the input.
+pub fn load_first_lines<'i>(
+    pipeload: Pipeload,
+    server: &RedisServer,
+    input: &'i str,
+    commands: usize,
+) -> (run::Running, &'i str) {
+    let cut = input
+        .match_indices('\n')
+        .nth(commands - 1)
+        .map_or(input.len(), |(at, _)| at + 1);
+    let (first, rest) = input.split_at(cut);
+    let mut running = pipeload.guard(Duration::from_secs(120)).spawn();
+    running
+        .write_stdin(first.as_bytes())
+        .expect("write the first lines");
+    let mut client = server.client();
+    wait_until(Duration::from_secs(60), "the first lines applied", || {
+        client.dbsize() == commands as i64
+    });
+    (running, rest)
 }
 
 /// The `AUTH` line a load needs on a server set up by
