@@ -66,14 +66,6 @@ struct CommandKeys {
     subcommands: HashMap<Vec<u8>, CommandKeys>,
 }
 
-/// Every key of a command.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AllKeys<'a> {
-    Keys(Vec<&'a [u8]>),
-    /// The metadata cannot tell: ask the server (`COMMAND GETKEYS`).
-    AskServer,
-}
-
 /// Where the first key of a command is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyLookup<'a> {
@@ -118,12 +110,15 @@ impl KeyPositions {
         }
     }
 
-    /// Every key of `args` (a whole command, name first); none for a
-    /// command the server does not know.
-    pub fn all_keys<'a>(&self, args: &[&'a [u8]]) -> AllKeys<'a> {
+    /// Every key of `args` (a whole command, name first), into `keys`
+    /// (cleared first); none for a command the server does not know.
+    /// `false`: the metadata cannot tell, ask the server (`COMMAND
+    /// GETKEYS`).
+    pub fn all_keys<'a>(&self, args: &[&'a [u8]], keys: &mut Vec<&'a [u8]>) -> bool {
+        keys.clear();
         match self.command(args) {
-            Some(command) => all_keys_of(command, args),
-            None => AllKeys::Keys(Vec::new()),
+            Some(command) => all_keys_of(command, args, keys),
+            None => true,
         }
     }
 
@@ -135,40 +130,56 @@ impl KeyPositions {
     /// The metadata of the command (or subcommand) `args` names.
     fn command(&self, args: &[&[u8]]) -> Option<&CommandKeys> {
         let name = args.first()?;
-        let command = self.commands.get(&name.to_ascii_lowercase())?;
+        // Looked up by a lowercase copy on the stack: this runs for every
+        // command of a `--connections` load.
+        let mut lowercase = [0u8; 64];
+        let command = self.commands.get(lowercase_in(&mut lowercase, &[name])?)?;
         Some(match args.get(1) {
             Some(sub) if !command.subcommands.is_empty() => {
-                let mut full = name.to_ascii_lowercase();
-                full.push(b'|');
-                full.extend(sub.to_ascii_lowercase());
-                command.subcommands.get(&full).unwrap_or(command)
+                let full = lowercase_in(&mut lowercase, &[name, b"|", sub]);
+                full.and_then(|full| command.subcommands.get(full))
+                    .unwrap_or(command)
             }
             _ => command,
         })
     }
 }
 
+/// `parts` one after the other, lowercase, in `buffer`; `None` when they
+/// do not fit (no command or subcommand name is that long).
+fn lowercase_in<'b>(buffer: &'b mut [u8; 64], parts: &[&[u8]]) -> Option<&'b [u8]> {
+    let mut length = 0;
+    for part in parts {
+        let end = length + part.len();
+        buffer.get_mut(length..end)?.copy_from_slice(part);
+        length = end;
+    }
+    let name = &mut buffer[..length];
+    name.make_ascii_lowercase();
+    Some(name)
+}
+
 /// Every key, as the server's `getKeysUsingKeySpecs` finds them; a spec the
 /// server marks incomplete or that cannot be read means asking the server.
-fn all_keys_of<'a>(command: &CommandKeys, args: &[&'a [u8]]) -> AllKeys<'a> {
+fn all_keys_of<'a>(command: &CommandKeys, args: &[&'a [u8]], keys: &mut Vec<&'a [u8]>) -> bool {
     let argc = args.len() as i64;
     if command.specs.is_empty() {
         if command.movable_keys {
-            return AllKeys::AskServer;
+            return false;
         }
         if command.first_key <= 0 {
-            return AllKeys::Keys(Vec::new());
+            return true;
         }
         let last = match command.last_key {
             last if last < 0 => argc + last,
             last => last,
         };
-        return AllKeys::Keys(keys_between(args, command.first_key, last, command.step));
+        keys_between(args, command.first_key, last, command.step, keys);
+        return true;
     }
-    let mut keys = Vec::new();
     for spec in &command.specs {
         if spec.incomplete {
-            return AllKeys::AskServer;
+            return false;
         }
         let begin = match &spec.begin {
             BeginSearch::Index(index) => *index,
@@ -179,10 +190,10 @@ fn all_keys_of<'a>(command: &CommandKeys, args: &[&'a [u8]]) -> AllKeys<'a> {
                 Some(at) => at + 1,
                 None => continue,
             },
-            BeginSearch::Unknown => return AllKeys::AskServer,
+            BeginSearch::Unknown => return false,
         };
         let (first, last, step) = match spec.find {
-            FindKeys::Range(None) => return AllKeys::AskServer,
+            FindKeys::Range(None) => return false,
             FindKeys::Range(Some(RangeEnd {
                 last_key,
                 step,
@@ -204,31 +215,33 @@ fn all_keys_of<'a>(command: &CommandKeys, args: &[&'a [u8]]) -> AllKeys<'a> {
                     .and_then(|count| std::str::from_utf8(count).ok())
                     .and_then(|count| count.parse::<i64>().ok());
                 let Some(count) = count else {
-                    return AllKeys::AskServer;
+                    return false;
                 };
                 let first = begin + first_key;
                 (first, first + count - 1, step)
             }
-            FindKeys::Unknown => return AllKeys::AskServer,
+            FindKeys::Unknown => return false,
         };
-        keys.extend(keys_between(args, first, last, step));
+        keys_between(args, first, last, step, keys);
     }
-    AllKeys::Keys(keys)
+    true
 }
 
-/// The arguments from `first` to `last` (both included), every `step`th;
-/// those past the end are left out (the server reports the arity error).
-fn keys_between<'a>(args: &[&'a [u8]], first: i64, last: i64, step: i64) -> Vec<&'a [u8]> {
+/// The arguments from `first` to `last` (both included), every `step`th,
+/// added to `keys`; those past the end are left out (the server reports the
+/// arity error).
+fn keys_between<'a>(args: &[&'a [u8]], first: i64, last: i64, step: i64, keys: &mut Vec<&'a [u8]>) {
     let Ok(step) = usize::try_from(step.max(1)) else {
-        return Vec::new();
+        return;
     };
     if first < 1 || last < first {
-        return Vec::new();
+        return;
     }
-    (first..=last)
-        .step_by(step)
-        .filter_map(|index| arg_at(args, index))
-        .collect()
+    keys.extend(
+        (first..=last)
+            .step_by(step)
+            .filter_map(|index| arg_at(args, index)),
+    );
 }
 
 fn first_key_of<'a>(command: &CommandKeys, args: &[&'a [u8]]) -> KeyLookup<'a> {
@@ -513,10 +526,22 @@ mod tests {
         KeyPositions { commands }
     }
 
+    #[derive(Debug, PartialEq, Eq)]
+    enum AllKeys<'a> {
+        Keys(Vec<&'a [u8]>),
+        AskServer,
+    }
+
     #[test]
     fn finds_every_key_as_the_server_does() {
         let keys = positions();
-        let all = |args: &[&'static [u8]]| keys.all_keys(args);
+        let all = |args: &[&'static [u8]]| {
+            let mut found = Vec::new();
+            match keys.all_keys(args, &mut found) {
+                true => AllKeys::Keys(found),
+                false => AllKeys::AskServer,
+            }
+        };
         assert_eq!(all(&[b"SET", b"k", b"v"]), AllKeys::Keys(vec![b"k"]));
         assert_eq!(
             all(&[b"MSET", b"a", b"1", b"b", b"2"]),

@@ -31,14 +31,14 @@
 
 use crossbeam_channel::{Receiver, Sender, select};
 
-use super::keys::{AllKeys, KeyPositions};
+use super::keys::KeyPositions;
 use super::outstanding::Outstanding;
 use super::slot::key_slot;
 use crate::batch::{Batch, CommandKind, Expect};
 use crate::control::{Value, query};
 use crate::encode::command_bytes;
 use crate::reply_order::RepliesOut;
-use crate::resp::command_args;
+use crate::resp::{command_args, command_args_into};
 use crate::route::{BatchRouter, Routed, Stopped, run_router};
 use crate::stop::Stop;
 use crate::stream::Stream;
@@ -64,6 +64,14 @@ enum Placement {
     SkipNext,
     /// Ordered after everything before it and before everything after it.
     Barrier,
+}
+
+/// Vectors reused for every command of an input batch, rather than two
+/// allocations per command.
+#[derive(Default)]
+struct Scratch<'b> {
+    args: Vec<&'b [u8]>,
+    keys: Vec<&'b [u8]>,
 }
 
 /// A `CLIENT REPLY SKIP` not sent yet: it goes just before the next command
@@ -146,11 +154,12 @@ impl BatchRouter for SpreadRouter<'_> {
         let mut split: Vec<Batch> = (0..self.lanes.len())
             .map(|_| Batch::routed_from(batch))
             .collect();
+        let mut scratch = Scratch::default();
         let mut index = 0;
         while index < batch.commands.len() {
             let unit = unit_at(batch, index);
             index = unit.end;
-            self.route_unit(batch, unit, &mut split, stop)?;
+            self.route_unit(batch, unit, &mut split, &mut scratch, stop)?;
         }
         if let Some(PendingSkip::InBatch(at)) = self.pending_skip {
             let mut held = Batch::routed_from(batch);
@@ -165,11 +174,12 @@ impl BatchRouter for SpreadRouter<'_> {
 }
 
 impl SpreadRouter<'_> {
-    fn route_unit(
+    fn route_unit<'b>(
         &mut self,
-        batch: &Batch,
+        batch: &'b Batch,
         unit: std::ops::Range<usize>,
         split: &mut [Batch],
+        scratch: &mut Scratch<'b>,
         stop: &Stop,
     ) -> Result<(), Stopped> {
         let first = unit.start;
@@ -178,7 +188,7 @@ impl SpreadRouter<'_> {
             split[0].push_copy(batch, first, None, None);
             return Ok(());
         }
-        let placement = self.placement(batch, unit.clone());
+        let placement = self.placement(batch, unit.clone(), scratch);
         if self.replies_off {
             return match placement {
                 Placement::EveryLane => {
@@ -234,9 +244,14 @@ impl SpreadRouter<'_> {
     }
 
     /// Where the unit `unit` of `batch` goes.
-    fn placement(&mut self, batch: &Batch, unit: std::ops::Range<usize>) -> Placement {
+    fn placement<'b>(
+        &mut self,
+        batch: &'b Batch,
+        unit: std::ops::Range<usize>,
+        scratch: &mut Scratch<'b>,
+    ) -> Placement {
         if unit.len() == 1 {
-            return self.command_placement(batch, unit.start);
+            return self.command_placement(batch, unit.start, scratch);
         }
         // A transaction: whole to the one lane of all its keys.
         let mut lane = None;
@@ -247,7 +262,7 @@ impl SpreadRouter<'_> {
             {
                 continue;
             }
-            match self.command_placement(batch, index) {
+            match self.command_placement(batch, index, scratch) {
                 Placement::AnyLane => {}
                 Placement::Lane(this) if lane.is_none_or(|lane| lane == this) => {
                     lane = Some(this);
@@ -258,7 +273,12 @@ impl SpreadRouter<'_> {
         lane.map_or(Placement::AnyLane, Placement::Lane)
     }
 
-    fn command_placement(&mut self, batch: &Batch, index: usize) -> Placement {
+    fn command_placement<'b>(
+        &mut self,
+        batch: &'b Batch,
+        index: usize,
+        scratch: &mut Scratch<'b>,
+    ) -> Placement {
         let command = batch.commands[index];
         if matches!(
             command.kind,
@@ -266,7 +286,8 @@ impl SpreadRouter<'_> {
         ) {
             return Placement::EveryLane;
         }
-        let args = command_args(&batch.bytes[batch.command_range(index)]);
+        let Scratch { args, keys } = scratch;
+        command_args_into(&batch.bytes[batch.command_range(index)], args);
         let name = args.first().copied().unwrap_or_default();
         if name.eq_ignore_ascii_case(b"CLIENT") {
             let sub = args.get(1).copied().unwrap_or_default();
@@ -288,9 +309,9 @@ impl SpreadRouter<'_> {
         }
         let lanes = self.lanes.len();
         let lane_of = |slot: u16| usize::from(slot) % lanes;
-        let lane = match self.keys.all_keys(&args) {
-            AllKeys::Keys(keys) => one_lane(keys.iter().map(|key| lane_of(key_slot(key)))),
-            AllKeys::AskServer => match self.slots_from_server(&args) {
+        let lane = match self.keys.all_keys(args, keys) {
+            true => one_lane(keys.iter().map(|key| lane_of(key_slot(key)))),
+            false => match self.slots_from_server(args) {
                 Some(slots) => one_lane(slots.into_iter().map(lane_of)),
                 None => return Placement::Barrier,
             },
@@ -301,7 +322,7 @@ impl SpreadRouter<'_> {
             None if READ_ONLY_KEYLESS
                 .iter()
                 .any(|read_only| name.eq_ignore_ascii_case(read_only))
-                && self.keys.knows(&args) =>
+                && self.keys.knows(args) =>
             {
                 Placement::AnyLane
             }
