@@ -10,7 +10,10 @@
 
 use std::time::Duration;
 
-use crate::common::{Client, Pipeload, RedisServer, TempDir, Value, load_first_lines};
+use crate::common::{
+    Client, Pipeload, RedisServer, TempDir, TestCluster, Value, finish_after_one_reconnect,
+    load_first_lines,
+};
 use pipeload_harness::ServerKind;
 
 /// Loads `input` with `--connections connections` into `server` (flushed
@@ -388,7 +391,7 @@ fn a_killed_connection_under_retry_resends_its_own_commands() {
     let server = RedisServer::start();
     let count = 20_000;
     let input = increments(count);
-    let (mut running, second_half) = load_first_lines(
+    let (running, second_half) = load_first_lines(
         Pipeload::new()
             .port(server.port())
             .args(["--connections", "4", "--retry", "5"]),
@@ -412,15 +415,8 @@ fn a_killed_connection_under_retry_resends_its_own_commands() {
         .find(|id| *id != own_id)
         .expect("a loading connection in CLIENT LIST");
     client.ok(&["CLIENT", "KILL", "ID", &victim.to_string()]);
-    running
-        .write_stdin(second_half.as_bytes())
-        .expect("write the second half");
-    running.close_stdin();
-    let outcome = running.finish();
+    finish_after_one_reconnect(running, second_half, count as u64);
 
-    let (summary, reconnects) = outcome.assert_retried_without_errors();
-    outcome.check(reconnects == 1, "one reconnect after the kill");
-    outcome.check(summary.replies == count as u64, "every INCR acknowledged");
     assert_eq!(client.dbsize(), count as i64);
     assert_each_counter_once(&mut client, count);
 }
@@ -568,4 +564,20 @@ fn the_summary_counts_each_connection() {
             .iter()
             .all(|connection| connection["errors"] == 0)
     );
+}
+
+#[test]
+fn more_connections_into_a_cluster_are_refused_for_now() {
+    let cluster = TestCluster::start();
+
+    let outcome = Pipeload::new()
+        .args(["-c", "--connections", "2"])
+        .port(cluster.port(0))
+        .stdin("SET a 1\n")
+        .run();
+
+    outcome
+        .assert_code(1)
+        .assert_stderr_contains("--connections with a cluster (-c) is not supported yet");
+    assert_eq!(cluster.total_keys(), 0, "nothing was sent");
 }
