@@ -58,7 +58,7 @@ pub(crate) fn load(
 ) -> Result<ExitCode> {
     let mut load = start_load(sources, errors_file.is_some(), stop, tls, config)?;
     let (shared, batches, input) = load.parts(tls, config);
-    let replies = shared.replies(errors_file);
+    let replies = shared.replies(0, errors_file);
     let lane = shared.lane(Some(connection), batches.clone(), config.clone(), replies);
     let end = run_lanes(vec![lane], Route::PassThrough, None, input, config)?;
     Ok(load.finish(end, config))
@@ -104,9 +104,9 @@ pub(crate) struct LaneShared<'a> {
 }
 
 impl<'a> LaneShared<'a> {
-    /// A lane's reply context with the shared parts only (no cluster
-    /// links, no `--connections` count).
-    pub(crate) fn replies(&self, errors_file: Option<ErrorsFile>) -> ReplyContext<'a> {
+    /// The reply context of lane `lane` with the shared parts only (no
+    /// cluster links, no `--connections` count).
+    pub(crate) fn replies(&self, lane: usize, errors_file: Option<ErrorsFile>) -> ReplyContext<'a> {
         ReplyContext {
             source_names: self.source_names,
             stop: self.stop,
@@ -118,6 +118,7 @@ impl<'a> LaneShared<'a> {
             cluster: None,
             replies_out: self.replies_out,
             spread: None,
+            lane,
         }
     }
 
@@ -358,11 +359,18 @@ pub(crate) fn run_lanes<'a>(
             note_unsettled(batch, 0..batch.commands.len());
         }
         if let Some(address) = address {
-            end.nodes.push(NodeCounts {
-                address,
-                replies: tally.replies,
-                errors: tally.errors(),
-            });
+            // With `--connections`, a node's lanes add up to its counts.
+            match end.nodes.iter_mut().find(|node| node.address == address) {
+                Some(node) => {
+                    node.replies += tally.replies;
+                    node.errors += tally.errors();
+                }
+                None => end.nodes.push(NodeCounts {
+                    address,
+                    replies: tally.replies,
+                    errors: tally.errors(),
+                }),
+            }
         }
     }
     let nothing_unsettled = first_unsettled == u64::MAX;

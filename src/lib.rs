@@ -165,11 +165,6 @@ fn load_as_configured(config: &Config, stop: &Arc<Stop>) -> Result<ExitCode> {
         if let Some(topology) =
             cluster::topology::discover(&mut connection.stream, &seed_host, config.tls.is_some())?
         {
-            if config.connections > 1 {
-                anyhow::bail!(
-                    "--connections with a cluster (-c) is not supported yet: one connection per primary"
-                );
-            }
             return cluster::load::load_cluster(
                 connection.stream,
                 topology,

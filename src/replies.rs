@@ -70,9 +70,12 @@ pub struct ReplyContext<'a> {
     pub cluster: Option<(&'a ClusterLinks<'a>, usize)>,
     /// `--replies`: where every reply is written, in input order.
     pub replies_out: Option<&'a RepliesOut>,
-    /// `--connections`: which of the server's connections this reader
-    /// reads, and where the commands settled on any of them are counted.
-    pub spread: Option<(&'a Outstanding, usize)>,
+    /// `--connections` into one server: where the commands settled on any
+    /// of its connections are counted.
+    pub spread: Option<&'a Outstanding>,
+    /// Which of the load's lanes this reader reads (0 with one lane), for
+    /// `--replies`' input order.
+    pub lane: usize,
 }
 
 /// Where the commands a reader settles are counted over every lane.
@@ -145,7 +148,7 @@ impl<'a> Replies<'a> {
             links: context.cluster.map(|(links, _)| links),
             settled_count: match (context.cluster, context.spread) {
                 (Some((links, _)), _) => Some(SettledCount::Cluster(links)),
-                (None, Some((outstanding, _))) => Some(SettledCount::Spread(outstanding)),
+                (None, Some(outstanding)) => Some(SettledCount::Spread(outstanding)),
                 (None, None) => None,
             },
             handlers: Handlers {
@@ -166,14 +169,9 @@ impl<'a> Replies<'a> {
                         .unwrap_or_default(),
                     links: context.cluster.map(|(links, _)| links),
                 },
-                replies_out: context.replies_out.map(|out| {
-                    let lane = match (context.cluster, context.spread) {
-                        (Some((_, node)), _) => node,
-                        (None, Some((_, lane))) => lane,
-                        (None, None) => 0,
-                    };
-                    RepliesWriter::new(out, context.source_names, lane)
-                }),
+                replies_out: context
+                    .replies_out
+                    .map(|out| RepliesWriter::new(out, context.source_names, context.lane)),
             },
             buffer: ReadBuffer::new(READ_CHUNK),
             errors: Vec::new(),

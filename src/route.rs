@@ -88,8 +88,11 @@ pub fn run_router(router: &mut impl BatchRouter, input: &Receiver<Batch>, stop: 
 /// A lane to start: a node the route sends to (a cluster's primary, found
 /// at the start or mid-load), with the channels it takes commands from.
 pub struct NewLane {
-    /// The route's index for the node; lanes are numbered the same way.
+    /// The route's index for the node.
     pub node: usize,
+    /// The lane's index: `node` with one lane per node, else one of the
+    /// node's (`cluster::ClusterLinks::lane`).
+    pub lane: usize,
     pub host: String,
     pub port: u16,
     /// Batches the router hands it.

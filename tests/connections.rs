@@ -567,17 +567,61 @@ fn the_summary_counts_each_connection() {
 }
 
 #[test]
-fn more_connections_into_a_cluster_are_refused_for_now() {
-    let cluster = TestCluster::start();
+fn a_cluster_is_loaded_over_several_connections_per_primary() {
+    load_a_cluster_over_two_connections_per_primary(&TestCluster::start());
+}
+
+#[test]
+fn a_valkey_cluster_is_loaded_over_several_connections_per_primary() {
+    load_a_cluster_over_two_connections_per_primary(&TestCluster::start_valkey());
+}
+
+/// Writes, a FLUSHALL, more writes and transactions on hashtagged keys,
+/// with `-c --connections 2`: every key on its owner as one connection per
+/// primary leaves it, the FLUSHALL after every write before it.
+fn load_a_cluster_over_two_connections_per_primary(cluster: &TestCluster) {
+    let mut input = crate::common::sets(2_000);
+    input.push_str("FLUSHALL\n");
+    input.push_str(&crate::common::sets(3_000));
+    for i in 0..500 {
+        input.push_str(&format!(
+            "INCR n:{i}\nMULTI\nINCR {{t{i}}}a\nRPUSH {{t{i}}}b x\nEXEC\nINCR n:{i}\n"
+        ));
+    }
 
     let outcome = Pipeload::new()
-        .args(["-c", "--connections", "2"])
+        .args(["-c", "--connections", "2", "--json"])
         .port(cluster.port(0))
-        .stdin("SET a 1\n")
+        .guard(Duration::from_secs(120))
+        .stdin(input)
         .run();
 
-    outcome
-        .assert_code(1)
-        .assert_stderr_contains("--connections with a cluster (-c) is not supported yet");
-    assert_eq!(cluster.total_keys(), 0, "nothing was sent");
+    outcome.assert_code(0);
+    let summary: serde_json::Value =
+        serde_json::from_str(outcome.stdout_text().trim()).expect("one JSON object");
+    assert_eq!(summary["completed"], true, "{outcome}");
+    let nodes = summary["nodes"].as_array().expect("a nodes array");
+    assert_eq!(
+        nodes.len(),
+        cluster.len(),
+        "one entry per primary: {nodes:?}"
+    );
+    // The FLUSHALL ran after every SET before it, on every primary.
+    assert_eq!(cluster.total_keys(), 3_000 + 500 * 3);
+    for i in (0..3_000).step_by(7) {
+        let key = format!("key:{i}");
+        assert_eq!(
+            cluster.get(&key),
+            Some(format!("value:{i}").into_bytes()),
+            "{key}"
+        );
+    }
+    for i in (0..500).step_by(11) {
+        assert_eq!(cluster.get(format!("n:{i}")), Some(b"2".to_vec()), "n:{i}");
+        assert_eq!(
+            cluster.get(format!("{{t{i}}}a")),
+            Some(b"1".to_vec()),
+            "{{t{i}}}a"
+        );
+    }
 }

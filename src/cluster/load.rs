@@ -59,14 +59,17 @@ pub fn load_cluster(
     };
     // With `--retry`, a primary still starting is waited for, as the seed
     // node was.
+    // `--connections N`: N per primary, in lane order.
     let mut connections = Vec::new();
     for node in topology.nodes().iter() {
-        connections.push(retry::connect_first(
-            &node_config(&node.host, node.port),
-            tls,
-            &stop,
-            None,
-        )?);
+        for _ in 0..config.connections.max(1) {
+            connections.push(retry::connect_first(
+                &node_config(&node.host, node.port),
+                tls,
+                &stop,
+                None,
+            )?);
+        }
     }
     let mut load = start_load(sources, errors_file.is_some(), stop, tls, config)?;
     let (shared, input_receiver, input) = load.parts(tls, config);
@@ -91,7 +94,7 @@ pub fn load_cluster(
         };
         let replies = ReplyContext {
             cluster: Some((&links, request.node)),
-            ..shared.replies(errors_file.clone())
+            ..shared.replies(request.lane, errors_file.clone())
         };
         let config = node_config(&address.host, address.port);
         Lane {
@@ -105,7 +108,7 @@ pub fn load_cluster(
             ..shared.lane(connection, request.batches, config, replies)
         }
     };
-    // The nodes read at the start, connected above, in node order.
+    // The nodes read at the start, connected above, in lane order.
     let lanes = lane_requests
         .try_iter()
         .zip(connections)
@@ -174,8 +177,8 @@ pub fn load_spread(
         .enumerate()
         .map(|(lane, (connection, batches))| {
             let replies = ReplyContext {
-                spread: Some((&outstanding, lane)),
-                ..shared.replies(errors_file.clone())
+                spread: Some(&outstanding),
+                ..shared.replies(lane, errors_file.clone())
             };
             shared.lane(Some(connection), batches, config.clone(), replies)
         })

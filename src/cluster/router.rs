@@ -9,6 +9,8 @@
 //! as an error); other keyless commands go to the owner of slot 0; `SELECT`
 //! of a database other than 0 is refused, as a cluster has only db 0. A
 //! slot that changes owner keeps its commands in input order (`SlotOrder`).
+//! With `--connections N` a primary has N lanes, a slot always the same
+//! one (`ClusterLinks::lane`); a flush waits for every lane to drain.
 //! A node found mid-load is taken on (`ClusterLinks::take_router_channels`)
 //! when the slot map first names it.
 
@@ -43,12 +45,13 @@ pub struct Router<'a> {
     topology: &'a Topology,
     /// For `COMMAND GETKEYS`, when the metadata cannot find the keys.
     control: Stream,
-    /// Per node: the channel into its lane.
+    /// Per lane (one per node, or `--connections` per node): the channel
+    /// into it.
     nodes: Vec<Sender<Batch>>,
     links: &'a ClusterLinks<'a>,
     outstanding: &'a Outstanding,
     order: &'a SlotOrder,
-    /// Per slot: the node its last command was routed to, and how many
+    /// Per slot: the lane its last command was routed to, and how many
     /// commands were routed by it.
     routed_to: Vec<Option<usize>>,
     routed: Vec<u64>,
@@ -141,21 +144,7 @@ impl BatchRouter for Router<'_> {
                     let node = self.keyless_node(&mut split);
                     split[node].push_copy(batch, index, Some(Expect::Rejected(why)), None)
                 }
-                Route::EveryPrimary => {
-                    let owning = self.topology.owning_nodes();
-                    for (nth, &node) in owning.iter().enumerate() {
-                        let node = self.take_on(node, &mut split);
-                        // One reply counts for the input's one command; a
-                        // command no node answers (CLIENT REPLY OFF) is
-                        // sent as it is everywhere.
-                        let expect = match nth {
-                            0 => None,
-                            _ if command.expect == Expect::NoReply => None,
-                            _ => Some(Expect::Marker),
-                        };
-                        split[node].push_copy(batch, index, expect, None);
-                    }
-                }
+                Route::EveryPrimary => self.route_everywhere(batch, index, &mut split, stop)?,
             }
         }
         if let Some(block) = transaction {
@@ -166,7 +155,64 @@ impl BatchRouter for Router<'_> {
 }
 
 impl Router<'_> {
-    /// Hands every non-empty per-node batch of `split` to its node, leaving
+    /// Sends command `index` to every primary that owns slots now; its reply
+    /// counts once. `AUTH`, `HELLO`, `CLIENT REPLY` go to each of a
+    /// primary's lanes; with several lanes per primary `FLUSHALL` and
+    /// `FLUSHDB` go to one, behind a barrier (every lane drained before,
+    /// the flush settled after), as the other lanes' writes must not cross
+    /// it.
+    fn route_everywhere(
+        &mut self,
+        batch: &Batch,
+        index: usize,
+        split: &mut Vec<Batch>,
+        stop: &Stop,
+    ) -> Result<(), Stopped> {
+        let command = batch.commands[index];
+        let per_node = self.links.lanes_per_node();
+        // Under `CLIENT REPLY OFF` nothing settles until replies are on
+        // again: no barrier can be waited for then.
+        let flush =
+            per_node > 1 && command.expect != Expect::NoReply && !is_session_setup(batch, index);
+        if flush {
+            self.send_split(split, stop)?;
+            self.wait_all_settled(stop)?;
+        }
+        let lanes: Vec<usize> = self
+            .topology
+            .owning_nodes()
+            .into_iter()
+            .flat_map(|node| {
+                let first = self.links.lane(node, None);
+                first..first + if flush { 1 } else { per_node }
+            })
+            .collect();
+        for (nth, lane) in lanes.into_iter().enumerate() {
+            let lane = self.take_on(lane, split);
+            // One reply counts for the input's one command; a command no
+            // node answers (CLIENT REPLY OFF) is sent as it is everywhere.
+            let expect = match nth {
+                0 => None,
+                _ if command.expect == Expect::NoReply => None,
+                _ => Some(Expect::Marker),
+            };
+            split[lane].push_copy(batch, index, expect, None);
+        }
+        if flush {
+            self.send_split(split, stop)?;
+            self.wait_all_settled(stop)?;
+        }
+        Ok(())
+    }
+
+    fn wait_all_settled(&self, stop: &Stop) -> Result<(), Stopped> {
+        match self.outstanding.wait_all_settled(stop.woken()) {
+            true => Ok(()),
+            false => Err(Stopped),
+        }
+    }
+
+    /// Hands every non-empty per-lane batch of `split` to its lane, leaving
     /// empty ones in their place.
     fn send_split(&self, split: &mut [Batch], stop: &Stop) -> Result<(), Stopped> {
         for (node, routed) in split.iter_mut().enumerate() {
@@ -212,7 +258,7 @@ impl Router<'_> {
     /// Where a keyless command goes: the owner of slot 0, a primary now.
     fn keyless_node(&mut self, split: &mut Vec<Batch>) -> usize {
         let node = self.topology.slots.owner(0);
-        self.take_on(node, split)
+        self.take_on(self.links.lane(node, None), split)
     }
 
     /// The node a command of `slot` goes to: its owner, but only once no
@@ -226,7 +272,7 @@ impl Router<'_> {
         stop: &Stop,
     ) -> Result<usize, Stopped> {
         let owner = self.topology.slots.owner(slot);
-        let owner = self.take_on(owner, split);
+        let owner = self.take_on(self.links.lane(owner, Some(slot)), split);
         let at = usize::from(slot);
         let routed = self.routed[at];
         if self.routed_to[at].is_some_and(|last| last != owner)
@@ -331,4 +377,14 @@ impl Router<'_> {
             _ => None,
         }
     }
+}
+
+/// `AUTH`, `HELLO` or `CLIENT REPLY`: a command that sets a connection up,
+/// rather than one that changes data (`FLUSHALL`, `FLUSHDB`).
+fn is_session_setup(batch: &Batch, index: usize) -> bool {
+    let command = batch.commands[index];
+    matches!(command.kind, CommandKind::Auth | CommandKind::Hello)
+        || command_args(&batch.bytes[batch.command_range(index)])
+            .first()
+            .is_some_and(|name| name.eq_ignore_ascii_case(b"CLIENT"))
 }
