@@ -10,7 +10,9 @@
 //! anywhere is unsettled: it waits on `all_settled`, which disconnects once
 //! the router has finished and the count has reached 0. A router that
 //! orders a command after everything routed before it (a barrier of
-//! `--connections`) waits for the count to reach 0 with `wait_all_settled`.
+//! `--connections`) waits for the count to reach 0 with `wait_all_settled`;
+//! the routers hand their batches over through `send` and `send_split`,
+//! which count them.
 //!
 //! Invariant: after the router has finished, the count never rises from 0
 //! again, so once it is 0 no redirect can come any more. Only the router
@@ -26,6 +28,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use crossbeam_channel::{Receiver, Sender, bounded};
+
+use crate::batch::Batch;
+use crate::route::Stopped;
+use crate::stop::Stop;
 
 pub struct Outstanding {
     count: AtomicUsize,
@@ -88,9 +94,10 @@ impl Outstanding {
         }
     }
 
-    /// The router waits until every command routed so far is settled, or
-    /// `stopped` is ready (then returns false).
-    pub fn wait_all_settled(&self, stopped: &Receiver<()>) -> bool {
+    /// The router waits until every command routed so far is settled; fails
+    /// when the load is stopping.
+    pub fn wait_all_settled(&self, stop: &Stop) -> Result<(), Stopped> {
+        let stopped = stop.woken();
         self.router_waiting.store(true, Ordering::SeqCst);
         let drained = loop {
             if self.count.load(Ordering::SeqCst) == 0 {
@@ -102,7 +109,40 @@ impl Outstanding {
             }
         };
         self.router_waiting.store(false, Ordering::SeqCst);
-        drained
+        match drained {
+            true => Ok(()),
+            false => Err(Stopped),
+        }
+    }
+
+    /// The router hands `batch` to `lane`, its commands counted as routed
+    /// and not yet settled; fails when the load is stopping (a stopped
+    /// lane's writer takes no more batches, so the send must not wait
+    /// forever).
+    pub fn send(&self, lane: &Sender<Batch>, batch: Batch, stop: &Stop) -> Result<(), Stopped> {
+        self.add(batch.commands.len());
+        crossbeam_channel::select! {
+            send(lane, batch) -> sent => sent.map_err(|_| Stopped),
+            recv(stop.woken()) -> _ => Err(Stopped),
+        }
+    }
+
+    /// Hands every non-empty batch of `split` to its lane (`split[i]` to
+    /// `lanes[i]`), leaving empty ones in their place.
+    pub fn send_split(
+        &self,
+        lanes: &[Sender<Batch>],
+        split: &mut [Batch],
+        stop: &Stop,
+    ) -> Result<(), Stopped> {
+        for (lane, routed) in lanes.iter().zip(split.iter_mut()) {
+            if routed.is_empty() {
+                continue;
+            }
+            let fresh = Batch::routed_from(routed);
+            self.send(lane, std::mem::replace(routed, fresh), stop)?;
+        }
+        Ok(())
     }
 
     /// The router has handed over everything it will: it adds no more.
@@ -159,14 +199,14 @@ mod tests {
     #[test]
     fn a_waiting_router_wakes_once_every_command_settled() {
         let outstanding = Outstanding::default();
-        let (_stop, stopped) = bounded::<()>(0);
+        let stop = Stop::default();
         for _ in 0..200 {
             outstanding.add(100);
             std::thread::scope(|scope| {
                 for _ in 0..4 {
                     scope.spawn(|| (0..25).for_each(|_| outstanding.settle(1)));
                 }
-                assert!(outstanding.wait_all_settled(&stopped));
+                assert_eq!(outstanding.wait_all_settled(&stop), Ok(()));
             });
         }
     }

@@ -14,7 +14,7 @@
 //! A node found mid-load is taken on (`ClusterLinks::take_router_channels`)
 //! when the slot map first names it.
 
-use crossbeam_channel::{Receiver, Sender, select};
+use crossbeam_channel::{Receiver, Sender};
 
 use super::ClusterLinks;
 use super::keys::{KeyLookup, KeyPositions};
@@ -176,7 +176,7 @@ impl Router<'_> {
             per_node > 1 && command.expect != Expect::NoReply && !is_session_setup(batch, index);
         if flush {
             self.send_split(split, stop)?;
-            self.wait_all_settled(stop)?;
+            self.outstanding.wait_all_settled(stop)?;
         }
         let lanes: Vec<usize> = self
             .topology
@@ -200,34 +200,14 @@ impl Router<'_> {
         }
         if flush {
             self.send_split(split, stop)?;
-            self.wait_all_settled(stop)?;
+            self.outstanding.wait_all_settled(stop)?;
         }
         Ok(())
     }
 
-    fn wait_all_settled(&self, stop: &Stop) -> Result<(), Stopped> {
-        match self.outstanding.wait_all_settled(stop.woken()) {
-            true => Ok(()),
-            false => Err(Stopped),
-        }
-    }
-
-    /// Hands every non-empty per-lane batch of `split` to its lane, leaving
-    /// empty ones in their place.
+    /// Hands every non-empty per-lane batch of `split` to its lane.
     fn send_split(&self, split: &mut [Batch], stop: &Stop) -> Result<(), Stopped> {
-        for (node, routed) in split.iter_mut().enumerate() {
-            if routed.is_empty() {
-                continue;
-            }
-            let fresh = Batch::routed_from(routed);
-            let routed = std::mem::replace(routed, fresh);
-            self.outstanding.add(routed.commands.len());
-            select! {
-                send(self.nodes[node], routed) -> sent => sent.map_err(|_| Stopped)?,
-                recv(stop.woken()) -> _ => return Err(Stopped),
-            }
-        }
-        Ok(())
+        self.outstanding.send_split(&self.nodes, split, stop)
     }
 
     /// `node` as an index into `split`: a node found mid-load is taken on

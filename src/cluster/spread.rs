@@ -29,7 +29,7 @@
 //! sent a `PING` marker at the end of each input batch and before a
 //! barrier, so its commands settle.
 
-use crossbeam_channel::{Receiver, Sender, select};
+use crossbeam_channel::{Receiver, Sender};
 
 use super::keys::KeyPositions;
 use super::outstanding::Outstanding;
@@ -199,7 +199,7 @@ impl SpreadRouter<'_> {
                     self.push_unit(split, 0, batch, unit, stop)?;
                     self.replies_off = false;
                     self.send_split(split, stop)?;
-                    self.wait_all_settled(stop)
+                    self.outstanding.wait_all_settled(stop)
                 }
                 _ => {
                     self.push_unit(split, 0, batch, unit.clone(), stop)?;
@@ -236,7 +236,7 @@ impl SpreadRouter<'_> {
                 // proves it ran.
                 self.confirm_tails(split, batch, last);
                 self.send_split(split, stop)?;
-                self.wait_all_settled(stop)?;
+                self.outstanding.wait_all_settled(stop)?;
                 copy_session_to_other_lanes(split, batch, unit);
                 Ok(())
             }
@@ -419,36 +419,16 @@ impl SpreadRouter<'_> {
     ) -> Result<(), Stopped> {
         self.confirm_tails(split, batch, index);
         self.send_split(split, stop)?;
-        self.wait_all_settled(stop)
+        self.outstanding.wait_all_settled(stop)
     }
 
-    fn wait_all_settled(&self, stop: &Stop) -> Result<(), Stopped> {
-        match self.outstanding.wait_all_settled(stop.woken()) {
-            true => Ok(()),
-            false => Err(Stopped),
-        }
-    }
-
-    /// Hands every non-empty per-lane batch of `split` to its lane, leaving
-    /// empty ones in their place.
+    /// Hands every non-empty per-lane batch of `split` to its lane.
     fn send_split(&self, split: &mut [Batch], stop: &Stop) -> Result<(), Stopped> {
-        for (lane, routed) in split.iter_mut().enumerate() {
-            if routed.is_empty() {
-                continue;
-            }
-            let fresh = Batch::routed_from(routed);
-            let routed = std::mem::replace(routed, fresh);
-            self.send_to(lane, routed, stop)?;
-        }
-        Ok(())
+        self.outstanding.send_split(&self.lanes, split, stop)
     }
 
     fn send_to(&self, lane: usize, batch: Batch, stop: &Stop) -> Result<(), Stopped> {
-        self.outstanding.add(batch.commands.len());
-        select! {
-            send(self.lanes[lane], batch) -> sent => sent.map_err(|_| Stopped),
-            recv(stop.woken()) -> _ => Err(Stopped),
-        }
+        self.outstanding.send(&self.lanes[lane], batch, stop)
     }
 }
 
