@@ -182,6 +182,19 @@ struct Flags {
     #[arg(short = 'c', help_heading = "Connection")]
     cluster: bool,
 
+    /// Load over N connections to the server (1 to 64), each key always
+    /// on the same one, so its writes keep input order; commands that
+    /// span connections or change shared state wait for the others
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1,
+        value_parser = clap::value_parser!(u16).range(1..=64),
+        conflicts_with = "emit_resp",
+        help_heading = "Connection"
+    )]
+    connections: u16,
+
     /// Server connection timeout in seconds (decimals allowed)
     #[arg(short = 't', value_name = "SECONDS", help_heading = "Connection")]
     connect_timeout: Option<f64>,
@@ -541,6 +554,7 @@ fn config_from_flags(flags: Flags, env_password: Option<String>) -> Result<Confi
         errors_file: flags.errors_file,
         replies,
         cluster: flags.cluster,
+        connections: usize::from(flags.connections),
         json: flags.json,
         error_lines: (flags.error_lines > 0).then_some(flags.error_lines),
         progress: match (flags.progress, flags.no_progress) {

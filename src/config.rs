@@ -145,6 +145,9 @@ pub struct Config {
     pub replies: Option<RepliesOptions>,
     /// Cluster mode (`-c`): route each command to the primary of its slot.
     pub cluster: bool,
+    /// Connections to the server (`--connections`, 1 to 64); commands are
+    /// spread over them by their keys' hash slot.
+    pub connections: usize,
     /// Print the summary as one JSON object instead of redis-cli's lines.
     pub json: bool,
     /// Error lines printed before the rest are only counted; `None`: all.

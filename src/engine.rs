@@ -36,7 +36,9 @@ use crate::reply_order::RepliesOut;
 use crate::retry;
 use crate::route::{NewLane, Route};
 use crate::stop::{Stop, StopReason};
-use crate::summary::{ClusterEvents, ErrorLog, NodeCounts, Outcome, Tally, report};
+use crate::summary::{
+    ClusterEvents, ConnectionCounts, ErrorLog, NodeCounts, Outcome, Tally, report,
+};
 use crate::tls::TlsConfig;
 use crate::writer::Redirects;
 
@@ -55,37 +57,10 @@ pub(crate) fn load(
     config: &Config,
 ) -> Result<ExitCode> {
     let mut load = start_load(sources, errors_file.is_some(), stop, tls, config)?;
-    let lane = Lane {
-        connection: Some(connection),
-        batches: load.batches.clone(),
-        redirects: None,
-        all_settled: None,
-        stop: &load.stop,
-        config: config.clone(),
-        tls,
-        progress: load.counters.as_deref(),
-        node: None,
-        lane_node: None,
-        pace: load.pace.as_deref(),
-        replies: Replies::new(ReplyContext {
-            source_names: &load.source_names,
-            stop: &load.stop,
-            error_log: &load.error_log,
-            progress: load.counters.as_deref(),
-            max_errors: config.max_errors,
-            resend_transient: config.retry > 0,
-            errors_file,
-            cluster: None,
-            replies_out: load.replies_out.as_ref(),
-        }),
-    };
-    let end = run_lanes(
-        vec![lane],
-        Route::PassThrough,
-        None,
-        &mut load.input,
-        config,
-    )?;
+    let (shared, batches, input) = load.parts(tls, config);
+    let replies = shared.replies(0, errors_file);
+    let lane = shared.lane(Some(connection), batches.clone(), config.clone(), replies);
+    let end = run_lanes(vec![lane], Route::PassThrough, None, input, config)?;
     Ok(load.finish(end, config))
 }
 
@@ -112,6 +87,66 @@ pub(crate) struct Lane<'a> {
     /// `--rate`, `--max-latency`: the budget shared by every lane.
     pub pace: Option<&'a Pace>,
     pub replies: Replies<'a>,
+}
+
+/// What every lane of a load shares, borrowed from its `LoadStart`.
+pub(crate) struct LaneShared<'a> {
+    pub stop: &'a Stop,
+    source_names: &'a [Option<String>],
+    error_log: &'a ErrorLog,
+    progress: Option<&'a Counters>,
+    pace: Option<&'a Pace>,
+    /// `--replies`: where every reply is written, in input order.
+    pub replies_out: Option<&'a RepliesOut>,
+    tls: Option<&'a TlsConfig>,
+    max_errors: Option<u64>,
+    resend_transient: bool,
+}
+
+impl<'a> LaneShared<'a> {
+    /// The reply context of lane `lane` with the shared parts only (no
+    /// cluster links, no `--connections` count).
+    pub(crate) fn replies(&self, lane: usize, errors_file: Option<ErrorsFile>) -> ReplyContext<'a> {
+        ReplyContext {
+            source_names: self.source_names,
+            stop: self.stop,
+            error_log: self.error_log,
+            progress: self.progress,
+            max_errors: self.max_errors,
+            resend_transient: self.resend_transient,
+            errors_file,
+            cluster: None,
+            replies_out: self.replies_out,
+            spread: None,
+            lane,
+        }
+    }
+
+    /// A lane that takes `batches` on `connection` (`None`: it connects
+    /// when it starts), with its own `config` (its endpoint) and reply
+    /// context; no redirects, no node.
+    pub(crate) fn lane(
+        &self,
+        connection: Option<Connection>,
+        batches: Receiver<Batch>,
+        config: Config,
+        replies: ReplyContext<'a>,
+    ) -> Lane<'a> {
+        Lane {
+            connection,
+            batches,
+            redirects: None,
+            all_settled: None,
+            stop: self.stop,
+            config,
+            tls: self.tls,
+            progress: self.progress,
+            node: None,
+            lane_node: None,
+            pace: self.pace,
+            replies: Replies::new(replies),
+        }
+    }
 }
 
 /// Lanes a route asks for mid-load (a cluster's node found by a redirect
@@ -300,6 +335,12 @@ pub(crate) fn run_lanes<'a>(
         end.bytes_sent += run.bytes_sent;
         end.in_flight += run.in_flight;
         end.server_restarted |= run.server_restarted;
+        end.connections.push(ConnectionCounts {
+            replies: tally.replies,
+            errors: tally.errors(),
+            commands_sent: run.commands_sent,
+            reconnects: run.reconnects,
+        });
         if let Some(failure) = run.failure {
             let message = match &address {
                 Some(address) => format!("{address}: {failure}"),
@@ -318,11 +359,18 @@ pub(crate) fn run_lanes<'a>(
             note_unsettled(batch, 0..batch.commands.len());
         }
         if let Some(address) = address {
-            end.nodes.push(NodeCounts {
-                address,
-                replies: tally.replies,
-                errors: tally.errors(),
-            });
+            // With `--connections`, a node's lanes add up to its counts.
+            match end.nodes.iter_mut().find(|node| node.address == address) {
+                Some(node) => {
+                    node.replies += tally.replies;
+                    node.errors += tally.errors();
+                }
+                None => end.nodes.push(NodeCounts {
+                    address,
+                    replies: tally.replies,
+                    errors: tally.errors(),
+                }),
+            }
         }
     }
     let nothing_unsettled = first_unsettled == u64::MAX;
@@ -376,6 +424,8 @@ pub(crate) struct ConnectionsEnd {
     pub nothing_left: bool,
     /// Cluster mode: per primary.
     pub nodes: Vec<NodeCounts>,
+    /// Per connection, in lane order.
+    pub connections: Vec<ConnectionCounts>,
     /// A reconnect found a new server instance (`run_id` changed).
     pub server_restarted: bool,
     /// Cluster mode: what happened to the layout.
@@ -448,6 +498,27 @@ pub(crate) fn start_load(
 }
 
 impl LoadStart {
+    /// What the lanes share, the input's batches (for the route), and the
+    /// input thread as `run_lanes` watches it.
+    pub(crate) fn parts<'a>(
+        &'a mut self,
+        tls: Option<&'a TlsConfig>,
+        config: &Config,
+    ) -> (LaneShared<'a>, &'a Receiver<Batch>, &'a mut InputWatch) {
+        let shared = LaneShared {
+            stop: &self.stop,
+            source_names: &self.source_names,
+            error_log: &self.error_log,
+            progress: self.counters.as_deref(),
+            pace: self.pace.as_deref(),
+            replies_out: self.replies_out.as_ref(),
+            tls,
+            max_errors: config.max_errors,
+            resend_transient: config.retry > 0,
+        };
+        (shared, &self.batches, &mut self.input)
+    }
+
     /// Prints the summary of a load whose connections have all ended and
     /// returns its exit status. The load is complete when the whole input
     /// was read and every command of it settled, with no signal received;
@@ -500,6 +571,11 @@ impl LoadStart {
         // Counted from the very start of the input, `--skip` included, as
         // the summary reports it, complete or not.
         tally.acknowledged = acknowledged;
+        // One server over several connections: per connection.
+        let connections = match end.nodes.is_empty() && end.connections.len() > 1 {
+            true => end.connections,
+            false => Vec::new(),
+        };
         let outcome = Outcome {
             tally,
             last_reply_received: failures.is_empty() && end.in_flight == 0,
@@ -514,6 +590,7 @@ impl LoadStart {
             failures,
             nodes: end.nodes,
             cluster: end.cluster,
+            connections,
             server_restarted: end.server_restarted,
             paced_rate: self.pace.as_ref().map(|pace| pace.settled_rate()),
         };

@@ -18,7 +18,8 @@
 //! - `input` (with `text`, `resp`, `encode`) fills `batch::Batch`es;
 //!   `input_watch` is the input thread as the load sees it.
 //! - `engine` runs a load: the input, the connections, the summary;
-//!   `cluster` routes a cluster load to its primaries.
+//!   `cluster` routes a cluster load to its primaries, and spreads a
+//!   `--connections N` load over N connections to one server.
 //! - `connection` runs one connection: `writer` and `replies` around the
 //!   `window`, reconnecting under `--retry`; `handover` is what it asks
 //!   when a cluster's primary is lost (the cluster answers it); `pace`
@@ -174,6 +175,9 @@ fn load_as_configured(config: &Config, stop: &Arc<Stop>) -> Result<ExitCode> {
                 config,
             );
         }
+    }
+    if config.connections > 1 {
+        return cluster::load::load_spread(connection, sources, errors_file, stop, tls, config);
     }
     engine::load(connection, sources, errors_file, stop, tls, config)
 }

@@ -27,6 +27,7 @@ use crossbeam_channel::Receiver;
 
 use crate::batch::{Batch, CommandKind, Expect, InFlight};
 use crate::cluster::ClusterLinks;
+use crate::cluster::outstanding::Outstanding;
 use crate::conn::SessionReplay;
 use crate::handlers::errors::{ErrorReport, ErrorsFile};
 use crate::handlers::redirect::Redirects;
@@ -69,6 +70,33 @@ pub struct ReplyContext<'a> {
     pub cluster: Option<(&'a ClusterLinks<'a>, usize)>,
     /// `--replies`: where every reply is written, in input order.
     pub replies_out: Option<&'a RepliesOut>,
+    /// `--connections` into one server: where the commands settled on any
+    /// of its connections are counted.
+    pub spread: Option<&'a Outstanding>,
+    /// Which of the load's lanes this reader reads (0 with one lane), for
+    /// `--replies`' input order.
+    pub lane: usize,
+}
+
+/// Where the commands a reader settles are counted over every lane.
+#[derive(Clone, Copy)]
+enum SettledCount<'a> {
+    /// A cluster: over all nodes, and per slot.
+    Cluster(&'a ClusterLinks<'a>),
+    /// `--connections`: over the server's connections.
+    Spread(&'a Outstanding),
+}
+
+impl SettledCount<'_> {
+    // Out of line: a load into one server over one connection has none,
+    // and its path of a plain `+OK` stays as short as it was.
+    #[inline(never)]
+    fn settled(self, batch: &Batch, index: usize) {
+        match self {
+            SettledCount::Cluster(links) => links.command_settled(batch, index),
+            SettledCount::Spread(outstanding) => outstanding.settle(1),
+        }
+    }
 }
 
 /// What the reply side keeps across sessions: the handlers' state.
@@ -77,6 +105,9 @@ pub struct Replies<'a> {
     source_names: &'a [Option<String>],
     /// Cluster mode: where commands settled are counted over all nodes.
     links: Option<&'a ClusterLinks<'a>>,
+    /// Where each command settled is counted beyond this connection, if
+    /// anywhere.
+    settled_count: Option<SettledCount<'a>>,
     handlers: Handlers<'a>,
     buffer: ReadBuffer,
     errors: Vec<ErrorSpan>,
@@ -115,6 +146,11 @@ impl<'a> Replies<'a> {
             progress: context.progress,
             source_names: context.source_names,
             links: context.cluster.map(|(links, _)| links),
+            settled_count: match (context.cluster, context.spread) {
+                (Some((links, _)), _) => Some(SettledCount::Cluster(links)),
+                (None, Some(outstanding)) => Some(SettledCount::Spread(outstanding)),
+                (None, None) => None,
+            },
             handlers: Handlers {
                 redirect,
                 tally: TallyHandler::new(in_cluster),
@@ -133,10 +169,9 @@ impl<'a> Replies<'a> {
                         .unwrap_or_default(),
                     links: context.cluster.map(|(links, _)| links),
                 },
-                replies_out: context.replies_out.map(|out| {
-                    let lane = context.cluster.map_or(0, |(_, node)| node);
-                    RepliesWriter::new(out, context.source_names, lane)
-                }),
+                replies_out: context
+                    .replies_out
+                    .map(|out| RepliesWriter::new(out, context.source_names, context.lane)),
             },
             buffer: ReadBuffer::new(READ_CHUNK),
             errors: Vec::new(),
@@ -156,8 +191,8 @@ impl<'a> Replies<'a> {
     /// Counts a command of this connection as settled (cluster mode keeps a
     /// total over all nodes).
     fn settled(&self, batch: &Batch, index: usize) {
-        if let Some(links) = self.links {
-            links.command_settled(batch, index);
+        if let Some(count) = self.settled_count {
+            count.settled(batch, index);
         }
         if let Some(progress) = self.progress {
             Counters::add(&progress.answered, 1);

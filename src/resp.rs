@@ -169,26 +169,44 @@ fn bulk_header_error(error: NumberError) -> FrameError {
 /// anything that is not a well-formed frame.
 pub fn command_args(frame: &[u8]) -> Vec<&[u8]> {
     let mut args = Vec::new();
+    command_args_into(frame, &mut args);
+    args
+}
+
+/// `command_args` into `args` (cleared first), so that a caller that reads
+/// many commands reuses one vector.
+pub fn command_args_into<'f>(frame: &'f [u8], args: &mut Vec<&'f [u8]>) {
+    args.clear();
     let Some(header_end) = memchr::memchr(b'\n', frame) else {
-        return args;
+        return;
     };
     let mut position = header_end + 1;
     while let Some(b'$') = frame.get(position) {
         let Some(line_end) = memchr::memchr(b'\n', &frame[position..]) else {
             break;
         };
-        let length = std::str::from_utf8(&frame[position + 1..position + line_end])
-            .ok()
-            .and_then(|text| text.trim_end_matches('\r').parse::<usize>().ok());
+        let digits = &frame[position + 1..position + line_end];
+        let digits = digits.strip_suffix(b"\r").unwrap_or(digits);
         let start = position + line_end + 1;
-        let Some(arg) = length.and_then(|length| frame.get(start..start.checked_add(length)?))
+        let Some(arg) =
+            decimal(digits).and_then(|length| frame.get(start..start.checked_add(length)?))
         else {
             break;
         };
         args.push(arg);
         position = start + arg.len() + 2;
     }
-    args
+}
+
+/// The value of a non-empty run of ASCII digits that fits a `usize`.
+fn decimal(digits: &[u8]) -> Option<usize> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0usize, |value, &digit| {
+        let digit = digit.checked_sub(b'0').filter(|digit| *digit < 10)?;
+        value.checked_mul(10)?.checked_add(usize::from(digit))
+    })
 }
 
 /// The kind of one complete reply.

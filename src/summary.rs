@@ -100,6 +100,40 @@ pub struct NodeCounts {
     pub errors: u64,
 }
 
+/// The counts of one of the server's connections (`--connections N`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnectionCounts {
+    pub replies: u64,
+    pub errors: u64,
+    /// Commands written on it, resends included.
+    pub commands_sent: u64,
+    pub reconnects: u64,
+}
+
+/// The line of the text summary for `--connections N` (N > 1): what each
+/// connection did, in connection order.
+fn connections_line(connections: &[ConnectionCounts]) -> String {
+    let each = |count: fn(&ConnectionCounts) -> u64| {
+        connections
+            .iter()
+            .map(|connection| count(connection).to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let mut line = format!(
+        "connections: {}, replies each: {}",
+        connections.len(),
+        each(|connection| connection.replies)
+    );
+    if connections.iter().any(|connection| connection.errors > 0) {
+        line.push_str(&format!(
+            ", errors each: {}",
+            each(|connection| connection.errors)
+        ));
+    }
+    line
+}
+
 /// What happened to a cluster's layout during a load.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ClusterEvents {
@@ -160,6 +194,8 @@ pub struct Outcome {
     pub nodes: Vec<NodeCounts>,
     /// Cluster mode: what happened to the layout.
     pub cluster: Option<ClusterEvents>,
+    /// `--connections N` with N > 1: per connection, in order.
+    pub connections: Vec<ConnectionCounts>,
     /// Under `--retry`: a reconnect found a new server instance, so what
     /// the old one acknowledged may be gone.
     pub server_restarted: bool,
@@ -200,6 +236,9 @@ impl Outcome {
         }
         if let Some(line) = self.cluster.as_ref().and_then(ClusterEvents::line) {
             print_line(&line);
+        }
+        if !self.connections.is_empty() {
+            print_line(&connections_line(&self.connections));
         }
         if let Some(acknowledged) = self.resume_at {
             self.print_resume_advice(acknowledged);
@@ -264,6 +303,19 @@ impl Outcome {
                 )
             })
             .collect();
+        let connections: Vec<String> = self
+            .connections
+            .iter()
+            .map(|connection| {
+                format!(
+                    "{{\"replies\":{},\"errors\":{},\"commands_sent\":{},\"reconnects\":{}}}",
+                    connection.replies,
+                    connection.errors,
+                    connection.commands_sent,
+                    connection.reconnects
+                )
+            })
+            .collect();
         let failures: Vec<String> = self
             .failures
             .iter()
@@ -275,7 +327,7 @@ impl Outcome {
             "{{\"completed\":{},\"commands\":{},\"replies\":{},\"errors\":{},\"error_replies\":{},\
              \"rejected_lines\":{},\"acknowledged\":{},\"resume_skip\":{},\"in_flight\":{},\"reconnects\":{},\
              \"server_restarted\":{},\"bytes_sent\":{},\"elapsed_seconds\":{:.3},\
-             \"commands_per_second\":{:.0},\"paced_rate\":{},\"first_errors\":[{}],\"failures\":[{}],\"cluster\":{},\"nodes\":[{}]}}",
+             \"commands_per_second\":{:.0},\"paced_rate\":{},\"first_errors\":[{}],\"failures\":[{}],\"cluster\":{},\"nodes\":[{}],\"connections\":[{}]}}",
             self.resume_at.is_none() && self.last_reply_received,
             self.commands_sent,
             tally.replies,
@@ -296,6 +348,7 @@ impl Outcome {
             self.cluster
                 .map_or("null".to_owned(), ClusterEvents::to_json),
             nodes.join(","),
+            connections.join(","),
         )
     }
 }
@@ -424,7 +477,34 @@ mod tests {
         assert!(json.contains(
             "\"first_errors\":[{\"position\":\"line 2\",\"message\":\"ERR \\\"x\\\"\"}]"
         ));
-        assert!(json.ends_with("\"nodes\":[]}"));
+        assert!(json.ends_with("\"nodes\":[],\"connections\":[]}"));
+    }
+
+    #[test]
+    fn connections_are_one_line_and_a_json_array() {
+        let counts = |replies, errors| ConnectionCounts {
+            replies,
+            errors,
+            commands_sent: replies,
+            reconnects: 0,
+        };
+        let mut outcome = Outcome {
+            connections: vec![counts(10, 0), counts(12, 0)],
+            ..Outcome::default()
+        };
+        assert_eq!(
+            connections_line(&outcome.connections),
+            "connections: 2, replies each: 10 12"
+        );
+        assert!(outcome.to_json().ends_with(
+            "\"connections\":[{\"replies\":10,\"errors\":0,\"commands_sent\":10,\"reconnects\":0},\
+             {\"replies\":12,\"errors\":0,\"commands_sent\":12,\"reconnects\":0}]}"
+        ));
+        outcome.connections[1].errors = 2;
+        assert_eq!(
+            connections_line(&outcome.connections),
+            "connections: 2, replies each: 10 12, errors each: 0 2"
+        );
     }
 
     #[test]

@@ -194,7 +194,7 @@ fn cluster_event(outcome: &Outcome, name: &str) -> u64 {
 fn a_graceful_failover_mid_load_loses_nothing_and_keeps_order() {
     let cluster = TestCluster::start_with_replicas();
     let input = Input::new(300_000, &tag_on_node("failover", 0));
-    fail_over_node_0_mid_load_and_check_everything(&cluster, &input);
+    fail_over_node_0_mid_load_and_check_everything(&cluster, &input, &[]);
 }
 
 #[test]
@@ -208,15 +208,30 @@ fn the_inputs_auth_sets_up_a_replica_promoted_mid_load() {
     let mut input = Input::new(60_000, &tag_on_node("auth", 0));
     input.lines.splice(0..0, LOADER_AUTH.bytes());
     input.half += LOADER_AUTH.len();
-    fail_over_node_0_mid_load_and_check_everything(&cluster, &input);
+    fail_over_node_0_mid_load_and_check_everything(&cluster, &input, &[]);
 }
 
-/// Loads `input` with `CLUSTER FAILOVER` on node 0's replica between its
-/// halves: complete, no error, every key on its owner, the list in order.
-fn fail_over_node_0_mid_load_and_check_everything(cluster: &TestCluster, input: &Input) {
+#[test]
+fn a_graceful_failover_over_two_connections_per_primary_loses_nothing() {
+    let cluster = TestCluster::start_with_replicas();
+    let input = Input::new(100_000, &tag_on_node("failover-lanes", 0));
+    fail_over_node_0_mid_load_and_check_everything(&cluster, &input, &["--connections", "2"]);
+}
+
+/// Loads `input` (with `args` too) with `CLUSTER FAILOVER` on node 0's
+/// replica between its halves: complete, no error, every key on its
+/// owner, the list in order.
+fn fail_over_node_0_mid_load_and_check_everything(
+    cluster: &TestCluster,
+    input: &Input,
+    args: &[&str],
+) {
     let replica = cluster.replica_for(0).expect("node 0 has a replica");
     let outcome = load_with_change(
-        Pipeload::new().args(["-c", "--json"]).port(cluster.port(1)),
+        Pipeload::new()
+            .args(["-c", "--json"])
+            .args(args)
+            .port(cluster.port(1)),
         input,
         || list_length(cluster, &input.list) > 0,
         || {

@@ -21,7 +21,7 @@ const GUARD: Duration = Duration::from_secs(120);
 const NOT_AN_INTEGER: &str = "ERR value is not an integer or out of range";
 
 /// The fields of the `--json` summary, as the README documents them.
-const JSON_FIELDS: [&str; 19] = [
+const JSON_FIELDS: [&str; 20] = [
     "completed",
     "commands",
     "replies",
@@ -41,6 +41,7 @@ const JSON_FIELDS: [&str; 19] = [
     "failures",
     "cluster",
     "nodes",
+    "connections",
 ];
 
 // --- --json -----------------------------------------------------------------
@@ -113,7 +114,11 @@ fn json_summary_has_every_documented_field_and_nothing_else_on_stdout() {
             field("bytes_sent").as_u64() == Some(resp_bytes as u64),
             format!("bytes_sent: {resp_bytes}, the RESP of the 9 commands sent"),
         )
-        .check(field("nodes") == &Json::Array(Vec::new()), "nodes: []");
+        .check(field("nodes") == &Json::Array(Vec::new()), "nodes: []")
+        .check(
+            field("connections") == &Json::Array(Vec::new()),
+            "connections: [] with one connection",
+        );
     assert_rate_matches(&outcome, &summary);
     let first_errors = field("first_errors")
         .as_array()

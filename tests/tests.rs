@@ -10,6 +10,7 @@ mod cli;
 mod cluster;
 mod cluster_failover;
 mod connection;
+mod connections;
 mod errors;
 mod fault_injection;
 mod faults;

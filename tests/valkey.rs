@@ -7,7 +7,10 @@
 
 use std::time::Duration;
 
-use crate::common::{Client, Pipeload, RedisServer, TestCluster, sets, slot_of, wait_until};
+use crate::common::{
+    Client, Pipeload, RedisServer, TestCluster, finish_after_one_reconnect, load_first_lines, sets,
+    slot_of,
+};
 use crate::newcomer::{
     bad_lines_sample_loads_around_its_errors,
     resp_samples_load_binary_values_databases_and_transactions,
@@ -77,32 +80,17 @@ fn retry_reconnects_to_valkey_after_client_kill_and_loads_everything() {
     let server = start_valkey();
     let first_count = SETS / 2;
     let input = sets(SETS);
-    // Cut at a line end: a partial last line waits for the rest.
-    let (first_half, second_half) = input.split_at(sets(first_count).len());
-
-    let mut running = Pipeload::new()
-        .port(server.port())
-        .args(["--retry", "5"])
-        .guard(Duration::from_secs(120))
-        .spawn();
-    running
-        .write_stdin(first_half.as_bytes())
-        .expect("write the first half");
+    let (running, second_half) = load_first_lines(
+        Pipeload::new().port(server.port()).args(["--retry", "5"]),
+        &server,
+        &input,
+        first_count,
+    );
     let mut client = server.client();
-    wait_until(Duration::from_secs(60), "the first half applied", || {
-        client.dbsize() == first_count as i64
-    });
     // pipeload's connection dies between two halves of its input.
     client.ok(&["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"]);
-    running
-        .write_stdin(second_half.as_bytes())
-        .expect("write the second half");
-    running.close_stdin();
-    let outcome = running.finish();
+    finish_after_one_reconnect(running, second_half, SETS as u64);
 
-    let (summary, reconnects) = outcome.assert_retried_without_errors();
-    outcome.check(reconnects == 1, "one reconnect after the kill");
-    outcome.check(summary.replies == SETS as u64, "every SET acknowledged");
     assert_sets_loaded(&mut client, SETS);
 }
 

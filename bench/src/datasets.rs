@@ -402,18 +402,18 @@ fn write_records(
 }
 
 /// `base` shrunk (or grown) by `--scale`, never below one command.
-fn scaled(base: u64, scale: f64) -> u64 {
+pub fn scaled(base: u64, scale: f64) -> u64 {
     ((base as f64 * scale).round() as u64).max(1)
 }
 
 #[derive(Clone, Copy)]
-enum Format {
+pub enum Format {
     Resp,
     Text,
 }
 
 /// `SET key:i value:i` for every i; returns (commands, keys).
-fn write_sets(out: &mut impl Write, count: u64, format: Format) -> Result<(u64, u64)> {
+pub fn write_sets(out: &mut impl Write, count: u64, format: Format) -> Result<(u64, u64)> {
     for i in 0..count {
         let key = format!("key:{i}");
         let value = format!("value:{i}");
@@ -518,7 +518,7 @@ fn write_mixed(out: &mut impl Write, count: u64, rng: &mut SplitMix64) -> Result
 }
 
 /// One command as a RESP array of bulk strings.
-fn write_resp(out: &mut impl Write, arguments: &[&[u8]]) -> Result<()> {
+pub fn write_resp(out: &mut impl Write, arguments: &[&[u8]]) -> Result<()> {
     write!(out, "*{}\r\n", arguments.len())?;
     for argument in arguments {
         write!(out, "${}\r\n", argument.len())?;

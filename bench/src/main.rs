@@ -17,7 +17,8 @@
 //! drop); `server_stats` reads their CPU time and memory. `measure` runs one
 //! tool under a small helper process (this binary in a hidden mode) that
 //! reaps it with `wait4`; `proxy` is the delay proxy. `--reads` runs
-//! `reads` instead: pipelined reads (`--replies`) side by side.
+//! `reads` instead: pipelined reads (`--replies`) side by side;
+//! `--connections-table` runs `connections`: `--connections 1, 2, 4`.
 //!
 //! It builds nothing: pipeload comes from `--pipeload` (built with
 //! `cargo build --release` first) and `redis-cli`/`redis-server` from PATH
@@ -25,6 +26,7 @@
 //! Everything it writes lives in one scratch directory, and the servers'
 //! files in directories of their own, all removed at the end.
 
+mod connections;
 mod datasets;
 mod measure;
 mod pace;
@@ -113,6 +115,12 @@ struct Flags {
     /// `--max-latency 1`). `--scale` scales the 3M.
     #[arg(long)]
     pace: bool,
+
+    /// Instead of the comparison: pipeload `--connections 1, 2, 4` into
+    /// Valkey (`--io-threads 2`) and Redis, 1M SET and 500k 5-field HSET,
+    /// medians and the ratio to one connection.
+    #[arg(long)]
+    connections_table: bool,
 }
 
 fn main() -> ExitCode {
@@ -150,6 +158,16 @@ fn run(flags: &Flags) -> Result<AllRunsPassed> {
             "{}",
             pace::run(&tools.pipeload, scratch.path(), flags.scale)?
         );
+        return Ok(AllRunsPassed(true));
+    }
+    if flags.connections_table {
+        connections::run(
+            &tools.pipeload,
+            scratch.path(),
+            flags.runs,
+            flags.scale,
+            Duration::from_secs(flags.timeout),
+        )?;
         return Ok(AllRunsPassed(true));
     }
     let servers = ServerChoice::new(flags.valkey);

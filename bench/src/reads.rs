@@ -31,20 +31,20 @@ const VALUE_LEN: usize = 1024;
 const REDIS_CLI_SLICE: u64 = 100_000;
 
 /// One configuration measured.
-struct Variant {
-    name: String,
-    walls: Vec<Duration>,
-    rss_kib: Vec<u64>,
+pub struct Variant {
+    pub name: String,
+    pub walls: Vec<Duration>,
+    pub rss_kib: Vec<u64>,
 }
 
 impl Variant {
-    fn median_wall(&self) -> f64 {
+    pub fn median_wall(&self) -> f64 {
         let mut walls: Vec<f64> = self.walls.iter().map(Duration::as_secs_f64).collect();
         walls.sort_by(f64::total_cmp);
         walls.get(walls.len() / 2).copied().unwrap_or(f64::NAN)
     }
 
-    fn median_rss_mib(&self) -> f64 {
+    pub fn median_rss_mib(&self) -> f64 {
         let mut rss = self.rss_kib.clone();
         rss.sort_unstable();
         rss.get(rss.len() / 2).copied().unwrap_or(0) as f64 / 1024.0
@@ -272,7 +272,8 @@ fn preload(pipeload: &Path, target: &[&str], input: &Path) -> Result<()> {
     Ok(())
 }
 
-fn check(name: &str, measured: &Measurement) -> Result<()> {
+/// A run that timed out or exited with a failure fails the bench.
+pub fn check(name: &str, measured: &Measurement) -> Result<()> {
     if measured.timed_out || !measured.status.success() {
         bail!(
             "{name} failed ({}{}):\n{}",

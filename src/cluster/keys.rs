@@ -24,26 +24,43 @@ enum BeginSearch {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum FindKeys {
-    /// Keys from the begin position on (only the first one matters here).
-    Range,
+    /// Keys from the begin position on, to where `RangeEnd` says (`None`:
+    /// the server did not say; the first key is still known).
+    Range(Option<RangeEnd>),
     /// A count at `count_index` after the begin position, keys from
-    /// `first_key` after it.
+    /// `first_key` after it, every `step`th.
     KeyCount {
         count_index: i64,
         first_key: i64,
+        step: i64,
     },
     Unknown,
+}
+
+/// Where a range of keys ends: every `step`th argument to `last_key` after
+/// its begin (negative: from the end of the arguments; with a `limit`, over
+/// that part of the rest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RangeEnd {
+    last_key: i64,
+    step: i64,
+    limit: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct KeySpec {
     begin: BeginSearch,
     find: FindKeys,
+    /// The server says the spec may not find every key.
+    incomplete: bool,
 }
 
 #[derive(Debug, Clone, Default)]
 struct CommandKeys {
     first_key: i64,
+    /// The legacy triple's last key (negative: from the end) and step.
+    last_key: i64,
+    step: i64,
     movable_keys: bool,
     specs: Vec<KeySpec>,
     subcommands: HashMap<Vec<u8>, CommandKeys>,
@@ -85,25 +102,146 @@ impl KeyPositions {
 
     /// The first key of `args` (a whole command, name first).
     pub fn first_key<'a>(&self, args: &[&'a [u8]]) -> KeyLookup<'a> {
-        let Some(name) = args.first() else {
-            return KeyLookup::Keyless;
-        };
-        let Some(command) = self.commands.get(&name.to_ascii_lowercase()) else {
+        match self.command(args) {
+            Some(command) => first_key_of(command, args),
             // Unknown to the server: it will answer with an error wherever
             // it goes.
-            return KeyLookup::Keyless;
-        };
-        let command = match args.get(1) {
+            None => KeyLookup::Keyless,
+        }
+    }
+
+    /// Every key of `args` (a whole command, name first), into `keys`
+    /// (cleared first); none for a command the server does not know.
+    /// `false`: the metadata cannot tell, ask the server (`COMMAND
+    /// GETKEYS`).
+    pub fn all_keys<'a>(&self, args: &[&'a [u8]], keys: &mut Vec<&'a [u8]>) -> bool {
+        keys.clear();
+        match self.command(args) {
+            Some(command) => all_keys_of(command, args, keys),
+            None => true,
+        }
+    }
+
+    /// Whether the server knows the command `args` names.
+    pub fn knows(&self, args: &[&[u8]]) -> bool {
+        self.command(args).is_some()
+    }
+
+    /// The metadata of the command (or subcommand) `args` names.
+    fn command(&self, args: &[&[u8]]) -> Option<&CommandKeys> {
+        let name = args.first()?;
+        // Looked up by a lowercase copy on the stack: this runs for every
+        // command of a `--connections` load.
+        let mut lowercase = [0u8; 64];
+        let command = self.commands.get(lowercase_in(&mut lowercase, &[name])?)?;
+        Some(match args.get(1) {
             Some(sub) if !command.subcommands.is_empty() => {
-                let mut full = name.to_ascii_lowercase();
-                full.push(b'|');
-                full.extend(sub.to_ascii_lowercase());
-                command.subcommands.get(&full).unwrap_or(command)
+                let full = lowercase_in(&mut lowercase, &[name, b"|", sub]);
+                full.and_then(|full| command.subcommands.get(full))
+                    .unwrap_or(command)
             }
             _ => command,
-        };
-        first_key_of(command, args)
+        })
     }
+}
+
+/// `parts` one after the other, lowercase, in `buffer`; `None` when they
+/// do not fit (no command or subcommand name is that long).
+fn lowercase_in<'b>(buffer: &'b mut [u8; 64], parts: &[&[u8]]) -> Option<&'b [u8]> {
+    let mut length = 0;
+    for part in parts {
+        let end = length + part.len();
+        buffer.get_mut(length..end)?.copy_from_slice(part);
+        length = end;
+    }
+    let name = &mut buffer[..length];
+    name.make_ascii_lowercase();
+    Some(name)
+}
+
+/// Every key, as the server's `getKeysUsingKeySpecs` finds them; a spec the
+/// server marks incomplete or that cannot be read means asking the server.
+fn all_keys_of<'a>(command: &CommandKeys, args: &[&'a [u8]], keys: &mut Vec<&'a [u8]>) -> bool {
+    let argc = args.len() as i64;
+    if command.specs.is_empty() {
+        if command.movable_keys {
+            return false;
+        }
+        if command.first_key <= 0 {
+            return true;
+        }
+        let last = match command.last_key {
+            last if last < 0 => argc + last,
+            last => last,
+        };
+        keys_between(args, command.first_key, last, command.step, keys);
+        return true;
+    }
+    for spec in &command.specs {
+        if spec.incomplete {
+            return false;
+        }
+        let begin = match &spec.begin {
+            BeginSearch::Index(index) => *index,
+            BeginSearch::Keyword {
+                keyword,
+                start_from,
+            } => match find_keyword(args, keyword, *start_from) {
+                Some(at) => at + 1,
+                None => continue,
+            },
+            BeginSearch::Unknown => return false,
+        };
+        let (first, last, step) = match spec.find {
+            FindKeys::Range(None) => return false,
+            FindKeys::Range(Some(RangeEnd {
+                last_key,
+                step,
+                limit,
+            })) => {
+                let last = match last_key {
+                    last if last >= 0 => begin + last,
+                    last if limit <= 0 => argc + last,
+                    last => begin + (argc - begin) / limit + last,
+                };
+                (begin, last, step)
+            }
+            FindKeys::KeyCount {
+                count_index,
+                first_key,
+                step,
+            } => {
+                let count = arg_at(args, begin + count_index)
+                    .and_then(|count| std::str::from_utf8(count).ok())
+                    .and_then(|count| count.parse::<i64>().ok());
+                let Some(count) = count else {
+                    return false;
+                };
+                let first = begin + first_key;
+                (first, first + count - 1, step)
+            }
+            FindKeys::Unknown => return false,
+        };
+        keys_between(args, first, last, step, keys);
+    }
+    true
+}
+
+/// The arguments from `first` to `last` (both included), every `step`th,
+/// added to `keys`; those past the end are left out (the server reports the
+/// arity error).
+fn keys_between<'a>(args: &[&'a [u8]], first: i64, last: i64, step: i64, keys: &mut Vec<&'a [u8]>) {
+    let Ok(step) = usize::try_from(step.max(1)) else {
+        return;
+    };
+    if first < 1 || last < first {
+        return;
+    }
+    keys.extend(
+        (first..=last)
+            .step_by(step)
+            .filter_map(|index| arg_at(args, index)),
+    );
 }
 
 fn first_key_of<'a>(command: &CommandKeys, args: &[&'a [u8]]) -> KeyLookup<'a> {
@@ -122,10 +260,11 @@ fn first_key_of<'a>(command: &CommandKeys, args: &[&'a [u8]]) -> KeyLookup<'a> {
         };
         let Some(begin) = begin else { continue };
         let key_index = match spec.find {
-            FindKeys::Range => Some(begin),
+            FindKeys::Range(_) => Some(begin),
             FindKeys::KeyCount {
                 count_index,
                 first_key,
+                ..
             } => {
                 let count = arg_at(args, begin + count_index)
                     .and_then(|count| std::str::from_utf8(count).ok())
@@ -209,6 +348,8 @@ fn parse_command(entry: &Value) -> Option<(Vec<u8>, CommandKeys)> {
         name,
         CommandKeys {
             first_key: parts.get(3).and_then(Value::as_int).unwrap_or(0),
+            last_key: parts.get(4).and_then(Value::as_int).unwrap_or(0),
+            step: parts.get(5).and_then(Value::as_int).unwrap_or(1),
             movable_keys,
             specs,
             subcommands,
@@ -249,7 +390,20 @@ fn parse_key_spec(spec: &Value) -> KeySpec {
     };
     let find_part = spec.field("find_keys");
     let find = match kind(find_part).as_deref() {
-        Some(b"range") => FindKeys::Range,
+        Some(b"range") => FindKeys::Range(
+            match (
+                number(find_part, "lastkey"),
+                number(find_part, "keystep"),
+                number(find_part, "limit"),
+            ) {
+                (Some(last_key), Some(step), Some(limit)) => Some(RangeEnd {
+                    last_key,
+                    step,
+                    limit,
+                }),
+                _ => None,
+            },
+        ),
         Some(b"keynum") => match (
             number(find_part, "keynumidx"),
             number(find_part, "firstkey"),
@@ -257,12 +411,23 @@ fn parse_key_spec(spec: &Value) -> KeySpec {
             (Some(count_index), Some(first_key)) => FindKeys::KeyCount {
                 count_index,
                 first_key,
+                step: number(find_part, "keystep").unwrap_or(1),
             },
             _ => FindKeys::Unknown,
         },
         _ => FindKeys::Unknown,
     };
-    KeySpec { begin, find }
+    let incomplete = spec
+        .field("flags")
+        .and_then(Value::as_array)
+        .unwrap_or_default()
+        .iter()
+        .any(|flag| flag.as_bytes() == Some(b"incomplete"));
+    KeySpec {
+        begin,
+        find,
+        incomplete,
+    }
 }
 
 #[cfg(test)]
@@ -272,7 +437,12 @@ mod tests {
     fn positions() -> KeyPositions {
         let index = |index| KeySpec {
             begin: BeginSearch::Index(index),
-            find: FindKeys::Range,
+            find: FindKeys::Range(Some(RangeEnd {
+                last_key: 0,
+                step: 1,
+                limit: 0,
+            })),
+            incomplete: false,
         };
         let mut commands = HashMap::new();
         commands.insert(
@@ -292,7 +462,9 @@ mod tests {
                     find: FindKeys::KeyCount {
                         count_index: 0,
                         first_key: 1,
+                        step: 1,
                     },
+                    incomplete: false,
                 }],
                 ..CommandKeys::default()
             },
@@ -306,7 +478,12 @@ mod tests {
                         keyword: b"STREAMS".to_vec(),
                         start_from: 1,
                     },
-                    find: FindKeys::Range,
+                    find: FindKeys::Range(Some(RangeEnd {
+                        last_key: -1,
+                        step: 1,
+                        limit: 2,
+                    })),
+                    incomplete: false,
                 }],
                 ..CommandKeys::default()
             },
@@ -321,8 +498,73 @@ mod tests {
             },
         );
         commands.insert(b"object".to_vec(), object);
+        commands.insert(
+            b"mset".to_vec(),
+            CommandKeys {
+                first_key: 1,
+                specs: vec![KeySpec {
+                    begin: BeginSearch::Index(1),
+                    find: FindKeys::Range(Some(RangeEnd {
+                        last_key: -1,
+                        step: 2,
+                        limit: 0,
+                    })),
+                    incomplete: false,
+                }],
+                ..CommandKeys::default()
+            },
+        );
+        commands.insert(
+            b"smove".to_vec(),
+            CommandKeys {
+                first_key: 1,
+                specs: vec![index(1), index(2)],
+                ..CommandKeys::default()
+            },
+        );
         commands.insert(b"ping".to_vec(), CommandKeys::default());
         KeyPositions { commands }
+    }
+
+    #[derive(Debug, PartialEq, Eq)]
+    enum AllKeys<'a> {
+        Keys(Vec<&'a [u8]>),
+        AskServer,
+    }
+
+    #[test]
+    fn finds_every_key_as_the_server_does() {
+        let keys = positions();
+        let all = |args: &[&'static [u8]]| {
+            let mut found = Vec::new();
+            match keys.all_keys(args, &mut found) {
+                true => AllKeys::Keys(found),
+                false => AllKeys::AskServer,
+            }
+        };
+        assert_eq!(all(&[b"SET", b"k", b"v"]), AllKeys::Keys(vec![b"k"]));
+        assert_eq!(
+            all(&[b"MSET", b"a", b"1", b"b", b"2"]),
+            AllKeys::Keys(vec![b"a", b"b"])
+        );
+        assert_eq!(
+            all(&[b"SMOVE", b"from", b"to", b"m"]),
+            AllKeys::Keys(vec![b"from", b"to"])
+        );
+        assert_eq!(
+            all(&[b"EVAL", b"return 1", b"2", b"a", b"b", b"arg"]),
+            AllKeys::Keys(vec![b"a", b"b"])
+        );
+        assert_eq!(all(&[b"EVAL", b"return 1", b"0"]), AllKeys::Keys(vec![]));
+        assert_eq!(all(&[b"EVAL", b"return 1", b"x"]), AllKeys::AskServer);
+        assert_eq!(
+            all(&[b"XREAD", b"STREAMS", b"s1", b"s2", b"0", b"0"]),
+            AllKeys::Keys(vec![b"s1", b"s2"])
+        );
+        assert_eq!(all(&[b"PING"]), AllKeys::Keys(vec![]));
+        assert_eq!(all(&[b"NOSUCH", b"x"]), AllKeys::Keys(vec![]));
+        // Too few arguments: the keys that are there.
+        assert_eq!(all(&[b"SMOVE", b"from"]), AllKeys::Keys(vec![b"from"]));
     }
 
     #[test]

@@ -15,24 +15,27 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use crossbeam_channel::bounded;
 
 use super::ClusterLinks;
 use super::keys::KeyPositions;
 use super::outstanding::Outstanding;
 use super::router::Router;
 use super::slot::SlotOrder;
+use super::spread::SpreadRouter;
 use super::topology::{NodeAddress, Topology};
 use crate::config::{Config, Endpoint};
 use crate::conn::Connection;
-use crate::engine::{BATCH_CHANNEL_CAPACITY, JoiningLanes, Lane, LoadStart, run_lanes, start_load};
+use crate::engine::{BATCH_CHANNEL_CAPACITY, JoiningLanes, Lane, run_lanes, start_load};
 use crate::handlers::errors::ErrorsFile;
 use crate::handover::LaneNode;
 use crate::input::OpenSource;
-use crate::replies::{Replies, ReplyContext};
+use crate::replies::ReplyContext;
 use crate::retry;
 use crate::route::{NewLane, Route};
 use crate::stop::Stop;
 use crate::stream::Stream;
+use crate::summary::report;
 use crate::tls::TlsConfig;
 
 /// Loads the input into every primary of `topology`; `seed` is the
@@ -56,29 +59,21 @@ pub fn load_cluster(
     };
     // With `--retry`, a primary still starting is waited for, as the seed
     // node was.
+    // `--connections N`: N per primary, in lane order.
     let mut connections = Vec::new();
     for node in topology.nodes().iter() {
-        connections.push(retry::connect_first(
-            &node_config(&node.host, node.port),
-            tls,
-            &stop,
-            None,
-        )?);
+        for _ in 0..config.connections.max(1) {
+            connections.push(retry::connect_first(
+                &node_config(&node.host, node.port),
+                tls,
+                &stop,
+                None,
+            )?);
+        }
     }
     let mut load = start_load(sources, errors_file.is_some(), stop, tls, config)?;
-    let LoadStart {
-        stop,
-        source_names: names,
-        error_log,
-        counters,
-        batches: input_receiver,
-        input,
-        replies_out,
-        pace,
-        ..
-    } = &mut load;
-    let replies_out = replies_out.as_ref();
-    let (stop, names, error_log, counters) = (&*stop, &*names, &*error_log, &*counters);
+    let (shared, input_receiver, input) = load.parts(tls, config);
+    let (stop, replies_out) = (shared.stop, shared.replies_out);
 
     let outstanding = Outstanding::default();
     let order = SlotOrder::default();
@@ -97,35 +92,23 @@ pub fn load_cluster(
             host: request.host,
             port: request.port,
         };
+        let replies = ReplyContext {
+            cluster: Some((&links, request.node)),
+            ..shared.replies(request.lane, errors_file.clone())
+        };
+        let config = node_config(&address.host, address.port);
         Lane {
-            connection,
-            batches: request.batches,
             redirects: Some(request.redirects),
             all_settled: Some(outstanding.all_settled()),
-            stop,
-            config: node_config(&address.host, address.port),
-            tls,
-            progress: counters.as_deref(),
             node: Some(address.to_text()),
             lane_node: Some(LaneNode {
                 index: request.node,
                 loss: &links,
             }),
-            pace: pace.as_deref(),
-            replies: Replies::new(ReplyContext {
-                source_names: names,
-                stop,
-                error_log,
-                progress: counters.as_deref(),
-                max_errors: config.max_errors,
-                resend_transient: config.retry > 0,
-                errors_file: errors_file.clone(),
-                cluster: Some((&links, request.node)),
-                replies_out,
-            }),
+            ..shared.lane(connection, request.batches, config, replies)
         }
     };
-    // The nodes read at the start, connected above, in node order.
+    // The nodes read at the start, connected above, in lane order.
     let lanes = lane_requests
         .try_iter()
         .zip(connections)
@@ -144,5 +127,63 @@ pub fn load_cluster(
         end.nothing_left = false;
     }
     end.cluster = Some(links.events());
+    Ok(load.finish(end, config))
+}
+
+/// Loads the input into one server over `config.connections` connections;
+/// `first` is the one `run` connected.
+pub fn load_spread(
+    first: Connection,
+    sources: Vec<OpenSource>,
+    errors_file: Option<ErrorsFile>,
+    stop: Arc<Stop>,
+    tls: Option<&TlsConfig>,
+    config: &Config,
+) -> Result<ExitCode> {
+    // The router's own connection, for the command table and `COMMAND
+    // GETKEYS`.
+    let mut control = retry::connect_first(config, tls, &stop, None)?;
+    let keys = match KeyPositions::fetch(&mut control.stream) {
+        Ok(keys) => keys,
+        Err(error) => {
+            report(&format!(
+                "pipeload: warning: cannot read the server's command table ({error:#}): every command waits for the others"
+            ));
+            KeyPositions::default()
+        }
+    };
+    let mut connections = vec![first];
+    while connections.len() < config.connections {
+        connections.push(retry::connect_first(config, tls, &stop, None)?);
+    }
+    let mut load = start_load(sources, errors_file.is_some(), stop, tls, config)?;
+    let (shared, input_receiver, input) = load.parts(tls, config);
+    let stop = shared.stop;
+    let outstanding = Outstanding::default();
+    let (senders, receivers): (Vec<_>, Vec<_>) = connections
+        .iter()
+        .map(|_| bounded(BATCH_CHANNEL_CAPACITY))
+        .unzip();
+    let router = SpreadRouter::new(
+        keys,
+        control.stream,
+        senders,
+        &outstanding,
+        shared.replies_out,
+    );
+    let lanes = connections
+        .into_iter()
+        .zip(receivers)
+        .enumerate()
+        .map(|(lane, (connection, batches))| {
+            let replies = ReplyContext {
+                spread: Some(&outstanding),
+                ..shared.replies(lane, errors_file.clone())
+            };
+            shared.lane(Some(connection), batches, config.clone(), replies)
+        })
+        .collect();
+    let route = Route::Router(Box::new(|| router.run(input_receiver, stop)));
+    let end = run_lanes(lanes, route, None, input, config)?;
     Ok(load.finish(end, config))
 }

@@ -7,6 +7,10 @@
 //! - `router`: splits input batches into per-primary batches.
 //! - `outstanding`: commands routed and not yet settled; it tells the
 //!   writers when no redirect can come any more.
+//! - `spread`: `--connections N` into one server: the same slot rule
+//!   spreads the commands over N connections, with barriers. With `-c`,
+//!   `--connections N` gives each primary N lanes; `ClusterLinks::lane`
+//!   picks one by slot, so one slot always takes one lane.
 //!
 //! A command answered `MOVED` or `ASK` was not executed, so it is resent
 //! exactly once to the named node (after `ASKING` for `ASK`); `MOVED` also
@@ -23,6 +27,7 @@ pub mod load;
 pub mod outstanding;
 pub mod router;
 pub mod slot;
+pub mod spread;
 pub mod topology;
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -72,6 +77,11 @@ pub struct ClusterLinks<'a> {
     /// The same, per slot, for the router's order keeping.
     pub order: &'a SlotOrder,
     lanes: Mutex<LaneLinks>,
+    /// `--connections N`: lanes per node, node `n`'s being `n * N` to
+    /// `n * N + N - 1` (see `lane`).
+    lanes_per_node: usize,
+    /// Nodes whose lanes were lost for good (each counted once).
+    lost: Mutex<Vec<usize>>,
     /// Where the lanes of nodes found mid-load are asked for.
     new_lanes: Sender<NewLane>,
     /// To connect to a node for its view of the layout.
@@ -97,12 +107,12 @@ pub struct ClusterLinks<'a> {
     session: Mutex<SessionReplay>,
 }
 
-/// The channels into each node's lane, by node index.
+/// The channels into each lane, by lane index.
 struct LaneLinks {
-    /// Per node: commands redirected to it by any reader.
+    /// Per lane: commands redirected to it by any reader.
     redirects: Vec<Sender<Batch>>,
-    /// The router's channels into nodes it has not taken yet, in node
-    /// order; nodes opened once it finished get a closed one.
+    /// The router's channels into lanes it has not taken yet, in lane
+    /// order; lanes opened once it finished get a closed one.
     for_router: Vec<Sender<Batch>>,
     router_finished: bool,
     /// Batches the router may queue for one node.
@@ -141,6 +151,8 @@ impl<'a> ClusterLinks<'a> {
                 router_finished: false,
                 batch_capacity,
             }),
+            lanes_per_node: config.connections.max(1),
+            lost: Mutex::new(Vec::new()),
             new_lanes,
             config,
             tls,
@@ -159,7 +171,7 @@ impl<'a> ClusterLinks<'a> {
             let mut lanes = links.lanes();
             let nodes: Vec<NodeAddress> = topology.nodes().clone();
             for (node, address) in nodes.into_iter().enumerate() {
-                links.open_lane(&mut lanes, node, address);
+                links.open_lanes(&mut lanes, node, address);
             }
         }
         (links, requested)
@@ -169,22 +181,40 @@ impl<'a> ClusterLinks<'a> {
         self.lanes.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Opens the channels into node `node`'s lane and asks for the lane.
-    fn open_lane(&self, lanes: &mut LaneLinks, node: usize, address: NodeAddress) {
-        let (batch_sender, batches) = bounded(lanes.batch_capacity);
-        let (redirect_sender, redirects) = unbounded();
-        lanes.redirects.push(redirect_sender);
-        if !lanes.router_finished {
-            lanes.for_router.push(batch_sender);
+    /// Opens the channels into node `node`'s lanes and asks for them.
+    fn open_lanes(&self, lanes: &mut LaneLinks, node: usize, address: NodeAddress) {
+        for _ in 0..self.lanes_per_node {
+            let (batch_sender, batches) = bounded(lanes.batch_capacity);
+            let (redirect_sender, redirects) = unbounded();
+            let lane = lanes.redirects.len();
+            lanes.redirects.push(redirect_sender);
+            if !lanes.router_finished {
+                lanes.for_router.push(batch_sender);
+            }
+            // The receiver lives as long as the load: the request cannot
+            // fail.
+            let _ = self.new_lanes.send(NewLane {
+                node,
+                lane,
+                host: address.host.clone(),
+                port: address.port,
+                batches,
+                redirects,
+            });
         }
-        // The receiver lives as long as the load: the request cannot fail.
-        let _ = self.new_lanes.send(NewLane {
-            node,
-            host: address.host,
-            port: address.port,
-            batches,
-            redirects,
-        });
+    }
+
+    /// The lane a command of `slot` (`None`: keyless) takes on `node`:
+    /// with `--connections N`, one of the node's N by the slot, so one key
+    /// always takes one lane.
+    pub fn lane(&self, node: usize, slot: Option<u16>) -> usize {
+        let nth = slot.map_or(0, |slot| usize::from(slot) % self.lanes_per_node);
+        node * self.lanes_per_node + nth
+    }
+
+    /// Lanes per node (`--connections`).
+    pub fn lanes_per_node(&self) -> usize {
+        self.lanes_per_node
     }
 
     /// The index of the node at `address`; a node not known yet is added
@@ -195,13 +225,13 @@ impl<'a> ClusterLinks<'a> {
             return (known, false);
         }
         let node = self.topology.add(address.clone());
-        self.open_lane(&mut lanes, node, address.clone());
+        self.open_lanes(&mut lanes, node, address.clone());
         self.nodes_added.fetch_add(1, Ordering::Relaxed);
         (node, true)
     }
 
-    /// The router's channels into the nodes added since it last asked, in
-    /// node order.
+    /// The router's channels into the lanes added since it last asked, in
+    /// lane order.
     pub fn take_router_channels(&self) -> Vec<Sender<Batch>> {
         std::mem::take(&mut self.lanes().for_router)
     }
@@ -423,7 +453,8 @@ impl<'a> ClusterLinks<'a> {
         // Counted before the command it resends settles (the reader settles
         // it once this returns), so the count does not touch 0 meanwhile.
         self.outstanding.add(count);
-        let sent = match self.lanes().redirects.get(target) {
+        let lane = self.lane(target, batch.slot(index));
+        let sent = match self.lanes().redirects.get(lane) {
             Some(lane) => lane.send(resent).is_ok(),
             None => false,
         };
@@ -489,6 +520,7 @@ impl NodeLoss for ClusterLinks<'_> {
                     || self.keyless_owner(),
                     |slot| self.topology.slots.owner(slot),
                 );
+                let owner = self.lane(owner, slot);
                 let at = match by_owner.iter().position(|(node, _)| *node == owner) {
                     Some(at) => at,
                     None => {
@@ -515,8 +547,13 @@ impl NodeLoss for ClusterLinks<'_> {
         }
     }
 
-    fn node_lost(&self, _node: usize) {
-        self.nodes_lost.fetch_add(1, Ordering::Relaxed);
+    fn node_lost(&self, node: usize) {
+        // Each of the node's lanes finds it lost: counted once.
+        let mut lost = self.lost.lock().unwrap_or_else(PoisonError::into_inner);
+        if !lost.contains(&node) {
+            lost.push(node);
+            self.nodes_lost.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 

@@ -8,7 +8,11 @@
 //! settles. A writer whose input has ended must not stop while a `MOVED` or
 //! `ASK` may still send it a command, that is while any command routed
 //! anywhere is unsettled: it waits on `all_settled`, which disconnects once
-//! the router has finished and the count has reached 0.
+//! the router has finished and the count has reached 0. A router that
+//! orders a command after everything routed before it (a barrier of
+//! `--connections`) waits for the count to reach 0 with `wait_all_settled`;
+//! the routers hand their batches over through `send` and `send_split`,
+//! which count them.
 //!
 //! Invariant: after the router has finished, the count never rises from 0
 //! again, so once it is 0 no redirect can come any more. Only the router
@@ -25,6 +29,10 @@ use std::sync::{Mutex, PoisonError};
 
 use crossbeam_channel::{Receiver, Sender, bounded};
 
+use crate::batch::Batch;
+use crate::route::Stopped;
+use crate::stop::Stop;
+
 pub struct Outstanding {
     count: AtomicUsize,
     router_finished: AtomicBool,
@@ -32,16 +40,25 @@ pub struct Outstanding {
     /// finished and `count` is 0. Nothing is ever sent on it.
     wake_writers: Mutex<Option<Sender<Infallible>>>,
     all_settled: Receiver<Infallible>,
+    /// The router waits for the count to reach 0 (`wait_all_settled`).
+    router_waiting: AtomicBool,
+    /// Holds at most one wake-up for it; extra ones are dropped.
+    wake_router: Sender<()>,
+    router_woken: Receiver<()>,
 }
 
 impl Default for Outstanding {
     fn default() -> Self {
         let (wake_writers, all_settled) = bounded(0);
+        let (wake_router, router_woken) = bounded(1);
         Outstanding {
             count: AtomicUsize::new(0),
             router_finished: AtomicBool::new(false),
             wake_writers: Mutex::new(Some(wake_writers)),
             all_settled,
+            router_waiting: AtomicBool::new(false),
+            wake_router,
+            router_woken,
         }
     }
 }
@@ -64,9 +81,68 @@ impl Outstanding {
     /// `commands` are settled (or were never sent after all).
     pub fn settle(&self, commands: usize) {
         let before = self.count.fetch_sub(commands, Ordering::SeqCst);
-        if before == commands && self.router_finished.load(Ordering::SeqCst) {
-            self.wake_writers();
+        if before == commands {
+            if self.router_finished.load(Ordering::SeqCst) {
+                self.wake_writers();
+            }
+            // The same handshake with a router that waits: it says so, then
+            // reads the count; a reader brings the count to 0, then reads
+            // whether it waits.
+            if self.router_waiting.load(Ordering::SeqCst) {
+                let _ = self.wake_router.try_send(());
+            }
         }
+    }
+
+    /// The router waits until every command routed so far is settled; fails
+    /// when the load is stopping.
+    pub fn wait_all_settled(&self, stop: &Stop) -> Result<(), Stopped> {
+        let stopped = stop.woken();
+        self.router_waiting.store(true, Ordering::SeqCst);
+        let drained = loop {
+            if self.count.load(Ordering::SeqCst) == 0 {
+                break true;
+            }
+            crossbeam_channel::select! {
+                recv(self.router_woken) -> _ => {}
+                recv(stopped) -> _ => break false,
+            }
+        };
+        self.router_waiting.store(false, Ordering::SeqCst);
+        match drained {
+            true => Ok(()),
+            false => Err(Stopped),
+        }
+    }
+
+    /// The router hands `batch` to `lane`, its commands counted as routed
+    /// and not yet settled; fails when the load is stopping (a stopped
+    /// lane's writer takes no more batches, so the send must not wait
+    /// forever).
+    pub fn send(&self, lane: &Sender<Batch>, batch: Batch, stop: &Stop) -> Result<(), Stopped> {
+        self.add(batch.commands.len());
+        crossbeam_channel::select! {
+            send(lane, batch) -> sent => sent.map_err(|_| Stopped),
+            recv(stop.woken()) -> _ => Err(Stopped),
+        }
+    }
+
+    /// Hands every non-empty batch of `split` to its lane (`split[i]` to
+    /// `lanes[i]`), leaving empty ones in their place.
+    pub fn send_split(
+        &self,
+        lanes: &[Sender<Batch>],
+        split: &mut [Batch],
+        stop: &Stop,
+    ) -> Result<(), Stopped> {
+        for (lane, routed) in lanes.iter().zip(split.iter_mut()) {
+            if routed.is_empty() {
+                continue;
+            }
+            let fresh = Batch::routed_from(routed);
+            self.send(lane, std::mem::replace(routed, fresh), stop)?;
+        }
+        Ok(())
     }
 
     /// The router has handed over everything it will: it adds no more.
@@ -118,6 +194,21 @@ mod tests {
         assert!(!woken(&outstanding));
         outstanding.settle(1);
         assert!(woken(&outstanding));
+    }
+
+    #[test]
+    fn a_waiting_router_wakes_once_every_command_settled() {
+        let outstanding = Outstanding::default();
+        let stop = Stop::default();
+        for _ in 0..200 {
+            outstanding.add(100);
+            std::thread::scope(|scope| {
+                for _ in 0..4 {
+                    scope.spawn(|| (0..25).for_each(|_| outstanding.settle(1)));
+                }
+                assert_eq!(outstanding.wait_all_settled(&stop), Ok(()));
+            });
+        }
     }
 
     #[test]

@@ -9,10 +9,12 @@
 //! as an error); other keyless commands go to the owner of slot 0; `SELECT`
 //! of a database other than 0 is refused, as a cluster has only db 0. A
 //! slot that changes owner keeps its commands in input order (`SlotOrder`).
+//! With `--connections N` a primary has N lanes, a slot always the same
+//! one (`ClusterLinks::lane`); a flush waits for every lane to drain.
 //! A node found mid-load is taken on (`ClusterLinks::take_router_channels`)
 //! when the slot map first names it.
 
-use crossbeam_channel::{Receiver, Sender, select};
+use crossbeam_channel::{Receiver, Sender};
 
 use super::ClusterLinks;
 use super::keys::{KeyLookup, KeyPositions};
@@ -23,7 +25,7 @@ use crate::batch::{Batch, CommandKind, Expect, Rejection};
 use crate::control::{Value, query};
 use crate::reply_order::RepliesOut;
 use crate::resp::command_args;
-use crate::route::Routed;
+use crate::route::{BatchRouter, Routed, Stopped, run_router};
 use crate::stop::Stop;
 use crate::stream::Stream;
 
@@ -43,12 +45,13 @@ pub struct Router<'a> {
     topology: &'a Topology,
     /// For `COMMAND GETKEYS`, when the metadata cannot find the keys.
     control: Stream,
-    /// Per node: the channel into its lane.
+    /// Per lane (one per node, or `--connections` per node): the channel
+    /// into it.
     nodes: Vec<Sender<Batch>>,
     links: &'a ClusterLinks<'a>,
     outstanding: &'a Outstanding,
     order: &'a SlotOrder,
-    /// Per slot: the node its last command was routed to, and how many
+    /// Per slot: the lane its last command was routed to, and how many
     /// commands were routed by it.
     routed_to: Vec<Option<usize>>,
     routed: Vec<u64>,
@@ -97,36 +100,18 @@ impl<'a> Router<'a> {
 
     /// Routes every batch until the input ends or a stop is requested.
     pub fn run(mut self, input: &Receiver<Batch>, stop: &Stop) -> Routed {
-        let mut delivered = 0;
-        let stopped = |delivered_up_to| Routed {
-            delivered_up_to,
-            input_ended: false,
-        };
-        loop {
-            let batch = select! {
-                recv(input) -> batch => match batch {
-                    Ok(batch) => batch,
-                    Err(_) => return Routed { delivered_up_to: delivered, input_ended: true },
-                },
-                recv(stop.woken()) -> _ => return stopped(delivered),
-            };
-            let Some(last) = batch.commands.len().checked_sub(1) else {
-                continue;
-            };
-            if let Some(replies_out) = self.replies_out {
-                replies_out.wait_for_room(stop, &|| self.links.first_lost());
-            }
-            if self.route_batch(&batch, stop).is_err() {
-                // Part of this batch may have gone out; none of it counts.
-                return stopped(delivered.min(batch.seq(0).saturating_sub(1)));
-            }
-            delivered = delivered.max(batch.seq(last));
+        run_router(&mut self, input, stop)
+    }
+}
+
+impl BatchRouter for Router<'_> {
+    fn before_batch(&mut self, stop: &Stop) {
+        if let Some(replies_out) = self.replies_out {
+            replies_out.wait_for_room(stop, &|| self.links.first_lost());
         }
     }
 
-    /// Fails when the load is stopping: a stopped node's writer takes no
-    /// more batches, so a send to it must not wait forever.
-    fn route_batch(&mut self, batch: &Batch, stop: &Stop) -> Result<(), ()> {
+    fn route_batch(&mut self, batch: &Batch, stop: &Stop) -> Result<(), Stopped> {
         let mut split: Vec<Batch> = (0..self.nodes.len())
             .map(|_| Batch::routed_from(batch))
             .collect();
@@ -159,21 +144,7 @@ impl<'a> Router<'a> {
                     let node = self.keyless_node(&mut split);
                     split[node].push_copy(batch, index, Some(Expect::Rejected(why)), None)
                 }
-                Route::EveryPrimary => {
-                    let owning = self.topology.owning_nodes();
-                    for (nth, &node) in owning.iter().enumerate() {
-                        let node = self.take_on(node, &mut split);
-                        // One reply counts for the input's one command; a
-                        // command no node answers (CLIENT REPLY OFF) is
-                        // sent as it is everywhere.
-                        let expect = match nth {
-                            0 => None,
-                            _ if command.expect == Expect::NoReply => None,
-                            _ => Some(Expect::Marker),
-                        };
-                        split[node].push_copy(batch, index, expect, None);
-                    }
-                }
+                Route::EveryPrimary => self.route_everywhere(batch, index, &mut split, stop)?,
             }
         }
         if let Some(block) = transaction {
@@ -181,23 +152,62 @@ impl<'a> Router<'a> {
         }
         self.send_split(&mut split, stop)
     }
+}
 
-    /// Hands every non-empty per-node batch of `split` to its node, leaving
-    /// empty ones in their place.
-    fn send_split(&self, split: &mut [Batch], stop: &Stop) -> Result<(), ()> {
-        for (node, routed) in split.iter_mut().enumerate() {
-            if routed.is_empty() {
-                continue;
-            }
-            let fresh = Batch::routed_from(routed);
-            let routed = std::mem::replace(routed, fresh);
-            self.outstanding.add(routed.commands.len());
-            select! {
-                send(self.nodes[node], routed) -> sent => sent.map_err(|_| ())?,
-                recv(stop.woken()) -> _ => return Err(()),
-            }
+impl Router<'_> {
+    /// Sends command `index` to every primary that owns slots now; its reply
+    /// counts once. `AUTH`, `HELLO`, `CLIENT REPLY` go to each of a
+    /// primary's lanes; with several lanes per primary `FLUSHALL` and
+    /// `FLUSHDB` go to one, behind a barrier (every lane drained before,
+    /// the flush settled after), as the other lanes' writes must not cross
+    /// it.
+    fn route_everywhere(
+        &mut self,
+        batch: &Batch,
+        index: usize,
+        split: &mut Vec<Batch>,
+        stop: &Stop,
+    ) -> Result<(), Stopped> {
+        let command = batch.commands[index];
+        let per_node = self.links.lanes_per_node();
+        // Under `CLIENT REPLY OFF` nothing settles until replies are on
+        // again: no barrier can be waited for then.
+        let flush =
+            per_node > 1 && command.expect != Expect::NoReply && !is_session_setup(batch, index);
+        if flush {
+            self.send_split(split, stop)?;
+            self.outstanding.wait_all_settled(stop)?;
+        }
+        let lanes: Vec<usize> = self
+            .topology
+            .owning_nodes()
+            .into_iter()
+            .flat_map(|node| {
+                let first = self.links.lane(node, None);
+                first..first + if flush { 1 } else { per_node }
+            })
+            .collect();
+        for (nth, lane) in lanes.into_iter().enumerate() {
+            let lane = self.take_on(lane, split);
+            // One reply counts for the input's one command; a command no
+            // node answers (CLIENT REPLY OFF) is sent as it is everywhere.
+            let expect = match nth {
+                0 => None,
+                _ if command.expect == Expect::NoReply => None,
+                _ => Some(Expect::Marker),
+            };
+            split[lane].push_copy(batch, index, expect, None);
+        }
+        if flush {
+            self.send_split(split, stop)?;
+            self.outstanding.wait_all_settled(stop)?;
         }
         Ok(())
+    }
+
+    /// Hands every non-empty per-lane batch of `split` to its lane.
+    fn send_split(&self, split: &mut [Batch], stop: &Stop) -> Result<(), Stopped> {
+        self.outstanding.send_split(&self.nodes, split, stop)
     }
 
     /// `node` as an index into `split`: a node found mid-load is taken on
@@ -228,16 +238,21 @@ impl<'a> Router<'a> {
     /// Where a keyless command goes: the owner of slot 0, a primary now.
     fn keyless_node(&mut self, split: &mut Vec<Batch>) -> usize {
         let node = self.topology.slots.owner(0);
-        self.take_on(node, split)
+        self.take_on(self.links.lane(node, None), split)
     }
 
     /// The node a command of `slot` goes to: its owner, but only once no
     /// earlier command of the slot is unsettled on the node it went to
     /// before (see `SlotOrder`). Waiting, it first sends what it has split,
     /// which may hold such commands.
-    fn node_for(&mut self, slot: u16, split: &mut Vec<Batch>, stop: &Stop) -> Result<usize, ()> {
+    fn node_for(
+        &mut self,
+        slot: u16,
+        split: &mut Vec<Batch>,
+        stop: &Stop,
+    ) -> Result<usize, Stopped> {
         let owner = self.topology.slots.owner(slot);
-        let owner = self.take_on(owner, split);
+        let owner = self.take_on(self.links.lane(owner, Some(slot)), split);
         let at = usize::from(slot);
         let routed = self.routed[at];
         if self.routed_to[at].is_some_and(|last| last != owner)
@@ -245,7 +260,7 @@ impl<'a> Router<'a> {
         {
             self.send_split(split, stop)?;
             if !self.order.wait_settled(slot, routed, stop.woken()) {
-                return Err(());
+                return Err(Stopped);
             }
         }
         self.routed_to[at] = Some(owner);
@@ -268,7 +283,7 @@ impl<'a> Router<'a> {
         block: &[usize],
         split: &mut Vec<Batch>,
         stop: &Stop,
-    ) -> Result<(), ()> {
+    ) -> Result<(), Stopped> {
         let slot = block
             .iter()
             .find_map(|&index| match self.route(batch, index) {
@@ -342,4 +357,14 @@ impl<'a> Router<'a> {
             _ => None,
         }
     }
+}
+
+/// `AUTH`, `HELLO` or `CLIENT REPLY`: a command that sets a connection up,
+/// rather than one that changes data (`FLUSHALL`, `FLUSHDB`).
+fn is_session_setup(batch: &Batch, index: usize) -> bool {
+    let command = batch.commands[index];
+    matches!(command.kind, CommandKind::Auth | CommandKind::Hello)
+        || command_args(&batch.bytes[batch.command_range(index)])
+            .first()
+            .is_some_and(|name| name.eq_ignore_ascii_case(b"CLIENT"))
 }

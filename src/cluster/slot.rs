@@ -84,21 +84,33 @@ impl SlotOrder {
     }
 }
 
-/// CRC16/XMODEM (polynomial 0x1021, initial value 0), bit by bit: keys are
-/// short and the table-free loop is plenty fast next to the network.
+/// CRC16/XMODEM (polynomial 0x1021, initial value 0), a byte at a time
+/// through a table: `--connections` hashes the keys of every command.
 fn crc16(bytes: &[u8]) -> u16 {
-    let mut crc: u16 = 0;
-    for &byte in bytes {
-        crc ^= u16::from(byte) << 8;
-        for _ in 0..8 {
+    bytes.iter().fold(0u16, |crc, &byte| {
+        (crc << 8) ^ CRC16_TABLE[usize::from((crc >> 8) as u8 ^ byte)]
+    })
+}
+
+/// The CRC of each byte value, as the bit-by-bit loop computes it.
+const CRC16_TABLE: [u16; 256] = {
+    let mut table = [0u16; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        let mut crc = (byte as u16) << 8;
+        let mut bit = 0;
+        while bit < 8 {
             crc = match crc & 0x8000 {
                 0 => crc << 1,
                 _ => (crc << 1) ^ 0x1021,
             };
+            bit += 1;
         }
+        table[byte] = crc;
+        byte += 1;
     }
-    crc
-}
+    table
+};
 
 /// The part of the key that is hashed: the text between the first `{` and
 /// the first `}` after it, when that is non-empty; else the whole key.

@@ -13,6 +13,8 @@
 //!   [`FakeServer::serve`] scripts every connection of a reconnecting client.
 //! - [`sets`]: the `SET key:i value:i` lines many topics load;
 //!   [`wait_until`]: polls a condition under a time limit;
+//!   [`load_first_lines`]: a load stalled after part of its input, and
+//!   [`finish_after_one_reconnect`] to end it;
 //!   [`writes_only_as_loader`]: a server whose writes need the input's
 //!   own `AUTH`.
 
@@ -45,6 +47,47 @@ pub fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut() -> bo
         assert!(Instant::now() < deadline, "timed out waiting until {what}");
         thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// Spawns `pipeload`, feeds it the first `commands` lines of `input` (one
+/// new key each) and waits until the server holds that many keys; stdin
+/// stays open. Returns the running load and the rest of the input.
+pub fn load_first_lines<'i>(
+    pipeload: Pipeload,
+    server: &RedisServer,
+    input: &'i str,
+    commands: usize,
+) -> (run::Running, &'i str) {
+    let cut = input
+        .match_indices('\n')
+        .nth(commands - 1)
+        .map_or(input.len(), |(at, _)| at + 1);
+    let (first, rest) = input.split_at(cut);
+    let mut running = pipeload.guard(Duration::from_secs(120)).spawn();
+    running
+        .write_stdin(first.as_bytes())
+        .expect("write the first lines");
+    let mut client = server.client();
+    wait_until(Duration::from_secs(60), "the first lines applied", || {
+        client.dbsize() == commands as i64
+    });
+    (running, rest)
+}
+
+/// Feeds a load started by [`load_first_lines`] the `rest` of its input and
+/// waits for its end: it must have reconnected once and loaded everything,
+/// `replies` replies and no error.
+#[track_caller]
+pub fn finish_after_one_reconnect(mut running: run::Running, rest: &str, replies: u64) -> Outcome {
+    running
+        .write_stdin(rest.as_bytes())
+        .expect("write the rest of the input");
+    running.close_stdin();
+    let outcome = running.finish();
+    let (summary, reconnects) = outcome.assert_retried_without_errors();
+    outcome.check(reconnects == 1, "one reconnect after the kill");
+    outcome.check(summary.replies == replies, "every command acknowledged");
+    outcome
 }
 
 /// The `AUTH` line a load needs on a server set up by

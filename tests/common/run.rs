@@ -27,6 +27,14 @@ pub const TRANSFERRED: &str = "All data transferred. Waiting for the last reply.
 pub const LAST_REPLY: &str = "Last reply received from server.";
 /// How the summary's line on a cluster's layout changes begins.
 const CLUSTER_LINE: &str = "cluster: ";
+/// How the summary's line on `--connections N` begins.
+const CONNECTIONS_LINE: &str = "connections: ";
+
+/// A line the summary adds after the counts for cluster or connection
+/// details, which the checks of the counts and the resume advice skip.
+fn is_detail_line(line: &str) -> bool {
+    line.starts_with(CLUSTER_LINE) || line.starts_with(CONNECTIONS_LINE)
+}
 
 /// Where the child's stdout or stderr goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -446,11 +454,12 @@ impl Outcome {
     }
 
     /// stdout without the `cluster: …` line, which a cluster load whose
-    /// layout changed prints after the counts.
+    /// layout changed prints after the counts, and the `connections: …`
+    /// line of a load over several connections.
     pub fn summary_text(&self) -> String {
         self.stdout_text()
             .lines()
-            .filter(|line| !line.starts_with(CLUSTER_LINE))
+            .filter(|line| !is_detail_line(line))
             .map(|line| format!("{line}\n"))
             .collect()
     }
@@ -460,6 +469,13 @@ impl Outcome {
         self.stdout_lines()
             .into_iter()
             .find(|line| line.starts_with(CLUSTER_LINE))
+    }
+
+    /// The `connections: …` line of the summary, if there is one.
+    pub fn connections_line(&self) -> Option<String> {
+        self.stdout_lines()
+            .into_iter()
+            .find(|line| line.starts_with(CONNECTIONS_LINE))
     }
 
     pub fn stdout_text(&self) -> String {
@@ -518,7 +534,7 @@ impl Outcome {
     #[track_caller]
     fn lines_after_counts(&self) -> Vec<String> {
         let mut lines = self.stdout_lines();
-        lines.retain(|line| !line.starts_with(CLUSTER_LINE));
+        lines.retain(|line| !is_detail_line(line));
         if lines.last().is_some_and(String::is_empty) {
             lines.pop();
         }
