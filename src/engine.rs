@@ -564,6 +564,12 @@ impl LoadStart {
             Some(multi) => end.acknowledged.min(multi - 1),
             None => end.acknowledged,
         };
+        // `--replies`: a command whose line never reached the file (a full
+        // disk, a reader gone) is not done yet: a load resumed there writes it.
+        let acknowledged = match &self.replies_out {
+            Some(replies_out) => acknowledged.min(replies_out.written_through()),
+            None => acknowledged,
+        };
         // `--skip` beyond the end: the whole input was left out, and a
         // resume hint would only repeat the mistake.
         let skipped_beyond_input = self.input.skipped_beyond_input();

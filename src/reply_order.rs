@@ -40,7 +40,9 @@
 //!   way, but is no error: it had what it wanted.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::fs::File;
 use std::io::{self, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
@@ -164,6 +166,9 @@ pub struct RepliesOut {
     file_writer: Mutex<Option<JoinHandle<()>>>,
     /// Why writing failed (reported already).
     failure: Arc<Mutex<Option<String>>>,
+    /// The input number up to which every command's line was written (the
+    /// commands `--skip` passed over count as written).
+    written_through: Arc<AtomicU64>,
     stop: Arc<Stop>,
 }
 
@@ -183,7 +188,14 @@ struct Order {
     /// Buffers of held lines, all written, for the next lines held.
     spare_lines: Vec<LaneLines>,
     /// To the file writer; `None` once it failed or was finished.
-    to_file: Option<Sender<Vec<u8>>>,
+    to_file: Option<Sender<Chunk>>,
+}
+
+/// Lines for the file writer: every line of the commands up to input
+/// number `through` not in an earlier chunk.
+struct Chunk {
+    bytes: Vec<u8>,
+    through: u64,
 }
 
 impl RepliesOut {
@@ -198,14 +210,22 @@ impl RepliesOut {
         skip: u64,
         stop: Arc<Stop>,
     ) -> Result<Self> {
-        let (writer, name): (Box<dyn Write + Send>, String) = match &options.target {
-            RepliesTarget::Stdout => (Box::new(io::stdout()), "stdout".to_owned()),
+        let (writer, file, name): (Box<dyn Write + Send>, _, String) = match &options.target {
+            RepliesTarget::Stdout => (Box::new(io::stdout()), None, "stdout".to_owned()),
             RepliesTarget::File(path) => {
                 let file = create_output(path, "--replies", sources, Readers::Anyone)?;
-                (Box::new(file), path.display().to_string())
+                let to_cut = file.try_clone().ok();
+                (Box::new(file), to_cut, path.display().to_string())
             }
         };
-        let (to_file, chunks) = bounded::<Vec<u8>>(CHUNKS_WAITING);
+        let mut out = ChunkWriter {
+            writer,
+            file,
+            written_through: Arc::new(AtomicU64::new(skip)),
+            bytes_written: 0,
+        };
+        let written_through = Arc::clone(&out.written_through);
+        let (to_file, chunks) = bounded::<Chunk>(CHUNKS_WAITING);
         let (give_back, spare) = bounded::<Vec<u8>>(CHUNKS_WAITING + 1);
         let failure = Arc::new(Mutex::new(None));
         let state = Arc::new(Mutex::new(Order {
@@ -222,7 +242,7 @@ impl RepliesOut {
             let state = Arc::clone(&state);
             thread::Builder::new()
                 .name("replies".into())
-                .spawn(move || match write_chunks(writer, &chunks, &give_back, &state) {
+                .spawn(move || match write_chunks(&mut out, &chunks, &give_back, &state) {
                     Ok(()) => {}
                     // `--replies - | head`: the reader has what it wanted.
                     Err(error) if error.kind() == io::ErrorKind::BrokenPipe => {
@@ -232,6 +252,7 @@ impl RepliesOut {
                         stop.request(StopReason::RepliesReaderGone);
                     }
                     Err(error) => {
+                        out.cut_to_whole_chunks();
                         let message = format!(
                             "cannot write the replies to {name}: {}",
                             describe_io_error(&error)
@@ -250,6 +271,7 @@ impl RepliesOut {
             spare,
             file_writer: Mutex::new(Some(file_writer)),
             failure,
+            written_through,
             stop,
         })
     }
@@ -271,8 +293,8 @@ impl RepliesOut {
         let mut released = false;
         match lines.lines.first() {
             Some(&(first, _)) if lines.consecutive && first == order.next => {
-                order.next = first.saturating_add(lines.lines.len() as u64);
-                self.take_run(order, &mut lines.bytes);
+                let commands = lines.lines.len() as u64;
+                self.take_run(order, &mut lines.bytes, commands);
             }
             _ => {
                 // The lines due (or written already) go one by one; at the
@@ -359,17 +381,18 @@ impl RepliesOut {
         released
     }
 
-    /// Puts the lines of a run due at the end of what is to be written:
-    /// they become the chunk (the chunk so far is handed to the file writer
-    /// first), but for a small run after a small chunk, which is copied
-    /// there (each hand-over to the writer wakes it). `run` is left empty,
-    /// with room for a chunk.
-    fn take_run(&self, order: &mut Order, run: &mut Vec<u8>) {
+    /// Puts the lines of a run due (of `commands` commands, the first the
+    /// one due) at the end of what is to be written: they become the chunk
+    /// (the chunk so far is handed to the file writer first), but for a
+    /// small run after a small chunk, which is copied there (each hand-over
+    /// to the writer wakes it). `run` is left empty, with room for a chunk.
+    fn take_run(&self, order: &mut Order, run: &mut Vec<u8>, commands: u64) {
         let small = CHUNK / 4;
         if !order.chunk.is_empty() && (order.chunk.len() >= small || run.len() >= small) {
             let before = std::mem::take(&mut order.chunk);
             self.send_chunk(order, before);
         }
+        order.next = order.next.saturating_add(commands);
         if order.chunk.is_empty() {
             std::mem::swap(&mut order.chunk, run);
         } else {
@@ -399,11 +422,16 @@ impl RepliesOut {
         }
     }
 
-    /// Hands a chunk to the file writer, waiting while it has enough to do
-    /// (the reply readers wait with it: a slow file holds the load back,
-    /// and the reply-byte window bounds what the server holds meanwhile).
-    /// A quit (a second Ctrl-C) drops the chunk rather than wait on.
-    fn send_chunk(&self, order: &mut Order, mut chunk: Vec<u8>) {
+    /// Hands a chunk, every line due so far, to the file writer, waiting
+    /// while it has enough to do (the reply readers wait with it: a slow
+    /// file holds the load back, and the reply-byte window bounds what the
+    /// server holds meanwhile). A quit (a second Ctrl-C) drops the chunk
+    /// rather than wait on.
+    fn send_chunk(&self, order: &mut Order, bytes: Vec<u8>) {
+        let mut chunk = Chunk {
+            bytes,
+            through: order.next - 1,
+        };
         let mut handed = false;
         while let Some(to_file) = &order.to_file {
             match to_file.send_timeout(chunk, STOP_CHECK) {
@@ -444,14 +472,23 @@ impl RepliesOut {
         }
     }
 
+    /// The input number up to which every command's line is written; the
+    /// resume point is never after it, so a load resumed there writes the
+    /// lines this one did not.
+    pub fn written_through(&self) -> u64 {
+        self.written_through.load(Ordering::Acquire)
+    }
+
     /// At the end of the load: writes what is due, waits for the file
     /// writer to finish, and reports the lines held for commands after one
     /// that was never settled. Returns the write failure, if writing
     /// failed (reported already).
     pub fn finish(&self) -> Option<String> {
         let mut order = self.lock();
+        // Sent even empty when commands with no line settled since the
+        // last chunk: the writer then knows they are done too.
         let last = std::mem::take(&mut order.chunk);
-        if !last.is_empty() {
+        if !last.is_empty() || order.next - 1 > self.written_through() {
             self.send_chunk(&mut order, last);
         }
         // Closing the channel ends the file writer once it has written all.
@@ -682,37 +719,67 @@ impl LaneQueue {
     }
 }
 
+/// The file (or stdout) and how far the lines written to it reach.
+struct ChunkWriter {
+    writer: Box<dyn Write + Send>,
+    /// The file again (not stdout), to cut a chunk written in part.
+    file: Option<File>,
+    written_through: Arc<AtomicU64>,
+    bytes_written: u64,
+}
+
+impl ChunkWriter {
+    fn write(&mut self, bytes: &[u8], through: u64) -> io::Result<()> {
+        self.writer.write_all(bytes)?;
+        self.bytes_written += bytes.len() as u64;
+        self.written_through.store(through, Ordering::Release);
+        Ok(())
+    }
+
+    /// After a failed write (a full disk): the file is cut back to the
+    /// chunks written whole, so it holds the lines of every command up to
+    /// `written_through`, where the resume point then is, and no part of a
+    /// line. Best effort: the failure is reported either way.
+    fn cut_to_whole_chunks(&self) {
+        if let Some(file) = &self.file {
+            let _ = file.set_len(self.bytes_written);
+        }
+    }
+}
+
 /// The file writer's life: every chunk in order, then a flush. When no
 /// chunk comes for `IDLE_FLUSH` it writes what is due so far, so that a
 /// reader of a slow stream (`tail -f log | pipeload --replies -`) sees
 /// each reply soon after it came.
 fn write_chunks(
-    mut writer: Box<dyn Write + Send>,
-    chunks: &Receiver<Vec<u8>>,
+    out: &mut ChunkWriter,
+    chunks: &Receiver<Chunk>,
     give_back: &Sender<Vec<u8>>,
     state: &Mutex<Order>,
 ) -> io::Result<()> {
     loop {
         match chunks.recv_timeout(IDLE_FLUSH) {
-            Ok(mut chunk) => {
-                writer.write_all(&chunk)?;
-                chunk.clear();
-                let _ = give_back.try_send(chunk);
+            Ok(Chunk { mut bytes, through }) => {
+                out.write(&bytes, through)?;
+                bytes.clear();
+                let _ = give_back.try_send(bytes);
             }
             Err(RecvTimeoutError::Timeout) => {
                 // A reader that holds the lock is busy: no need. Chunks are
                 // handed over under the lock, so with it held and none
                 // waiting, the partial chunk is the next in order.
-                let partial = match state.try_lock() {
-                    Ok(mut order) if chunks.is_empty() => std::mem::take(&mut order.chunk),
+                let (partial, through) = match state.try_lock() {
+                    Ok(mut order) if chunks.is_empty() => {
+                        (std::mem::take(&mut order.chunk), order.next - 1)
+                    }
                     _ => continue,
                 };
+                out.write(&partial, through)?;
                 if !partial.is_empty() {
-                    writer.write_all(&partial)?;
-                    writer.flush()?;
+                    out.writer.flush()?;
                 }
             }
-            Err(RecvTimeoutError::Disconnected) => return writer.flush(),
+            Err(RecvTimeoutError::Disconnected) => return out.writer.flush(),
         }
     }
 }
@@ -762,6 +829,63 @@ mod tests {
             });
         }
         out.hand_over(lane, &mut lines);
+    }
+
+    /// A disk that fills after `room` bytes.
+    struct FillsUp {
+        file: File,
+        room: usize,
+    }
+
+    impl Write for FillsUp {
+        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+            if self.room == 0 {
+                return Err(io::Error::from_raw_os_error(28));
+            }
+            let taken = self.file.write(&bytes[..bytes.len().min(self.room)])?;
+            self.room -= taken;
+            Ok(taken)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            self.file.flush()
+        }
+    }
+
+    #[test]
+    fn a_chunk_written_in_part_is_cut_off_and_not_counted() {
+        let path = std::env::temp_dir().join(format!("pipeload-reply-cut-{}", std::process::id()));
+        let file = File::create(&path).unwrap();
+        let mut out = ChunkWriter {
+            file: Some(file.try_clone().unwrap()),
+            writer: Box::new(FillsUp { file, room: 10 }),
+            written_through: Arc::new(AtomicU64::new(3)),
+            bytes_written: 0,
+        };
+        out.write(b"4\n5\n", 5).unwrap();
+        assert!(out.write(b"6\n7\n8\n9\n", 9).is_err());
+        out.cut_to_whole_chunks();
+        assert_eq!(out.written_through.load(Ordering::Acquire), 5);
+        assert_eq!(std::fs::read(&path).unwrap(), b"4\n5\n");
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn commands_with_no_line_at_the_end_count_as_written() {
+        let path = std::env::temp_dir().join(format!("pipeload-reply-tail-{}", std::process::id()));
+        let options = RepliesOptions {
+            target: RepliesTarget::File(path.clone()),
+            format: RepliesFormat::Raw,
+        };
+        let out = RepliesOut::create(&options, &[], 2, Arc::new(Stop::default())).unwrap();
+        assert_eq!(out.written_through(), 2);
+        line(&out, 0, 3);
+        no_line(&out, 0, 4);
+        no_line(&out, 0, 5);
+        assert_eq!(out.finish(), None);
+        assert_eq!(out.written_through(), 5);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "3\n");
+        let _ = std::fs::remove_file(&path);
     }
 
     #[test]

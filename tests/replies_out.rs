@@ -725,3 +725,20 @@ fn a_replies_reader_that_goes_away_ends_the_load_without_an_error() {
     assert!(client.exists("first"), "{outcome}");
     assert!(!client.exists("last"), "the load went on\n{outcome}");
 }
+
+#[test]
+fn replies_that_cannot_be_written_are_not_acknowledged() {
+    let server = RedisServer::start();
+    let outcome = Pipeload::new()
+        .port(server.port())
+        .args(["--replies", "/dev/full"])
+        .stdin("SET k v\nGET k\nGET k\n")
+        .run();
+    outcome.assert_stderr_line(
+        "pipeload: cannot write the replies to /dev/full: No space left on device",
+    );
+    // Sent and applied all the same, but the resume point is where the
+    // replies stop, so a resumed load writes every one of them.
+    assert_eq!(outcome.assert_stopped(1), 0, "{outcome}");
+    assert_eq!(server.client().get("k").as_deref(), Some(&b"v"[..]));
+}
