@@ -574,6 +574,10 @@ impl LoadStart {
         // resume hint would only repeat the mistake.
         let skipped_beyond_input = self.input.skipped_beyond_input();
         let acknowledged = skipped_beyond_input.map_or(acknowledged, |commands| commands);
+        // Every lane's settled commands (so far a count, `--skip` left out)
+        // beyond the resume point: ahead of a slower lane, or their replies
+        // never written out.
+        let answered_after_resume = (config.skip + tally.acknowledged).saturating_sub(acknowledged);
         // Counted from the very start of the input, `--skip` included, as
         // the summary reports it, complete or not.
         tally.acknowledged = acknowledged;
@@ -588,6 +592,10 @@ impl LoadStart {
             reconnects: (config.retry > 0).then_some(end.reconnects),
             resume_at: (!complete && skipped_beyond_input.is_none()).then_some(acknowledged),
             in_flight: end.in_flight,
+            answered_after_resume: match complete {
+                true => 0,
+                false => answered_after_resume,
+            },
             errors_file: config.errors_file.clone(),
             commands_sent: end.commands_sent,
             bytes_sent: end.bytes_sent,

@@ -180,6 +180,10 @@ pub struct Outcome {
     /// Commands sent and never answered (the load gave up on them or quit):
     /// they may have run, and a resume sends them again.
     pub in_flight: u64,
+    /// Commands after the resume point that were answered all the same
+    /// (another connection or node was ahead, or their reply was not
+    /// written out): they ran, and a resume sends them again.
+    pub answered_after_resume: u64,
     /// `--errors-file`, where the failed commands are to be loaded again.
     pub errors_file: Option<PathBuf>,
     /// Commands written to the server(s), resends included.
@@ -258,6 +262,12 @@ impl Outcome {
                 self.in_flight
             ));
         }
+        if self.answered_after_resume > 0 {
+            print_line(&format!(
+                "answered after it: {} (they ran, and the resume sends them again)",
+                self.answered_after_resume
+            ));
+        }
         let failed = self.tally.failed_commands();
         if failed == 0 {
             return;
@@ -325,7 +335,7 @@ impl Outcome {
             |value: Option<u64>| value.map_or("null".to_owned(), |value| value.to_string());
         format!(
             "{{\"completed\":{},\"commands\":{},\"replies\":{},\"errors\":{},\"error_replies\":{},\
-             \"rejected_lines\":{},\"acknowledged\":{},\"resume_skip\":{},\"in_flight\":{},\"reconnects\":{},\
+             \"rejected_lines\":{},\"acknowledged\":{},\"resume_skip\":{},\"in_flight\":{},\"answered_after_resume\":{},\"reconnects\":{},\
              \"server_restarted\":{},\"bytes_sent\":{},\"elapsed_seconds\":{:.3},\
              \"commands_per_second\":{:.0},\"paced_rate\":{},\"first_errors\":[{}],\"failures\":[{}],\"cluster\":{},\"nodes\":[{}],\"connections\":[{}]}}",
             self.resume_at.is_none() && self.last_reply_received,
@@ -337,6 +347,7 @@ impl Outcome {
             self.resume_at.unwrap_or(tally.acknowledged),
             optional(self.resume_at),
             self.in_flight,
+            self.answered_after_resume,
             self.reconnects.unwrap_or(0),
             self.server_restarted,
             self.bytes_sent,

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use crate::common::{
     Client, Pipeload, RedisServer, TempDir, TestCluster, Value, finish_after_one_reconnect,
-    load_first_lines,
+    load_first_lines, wait_until,
 };
 use pipeload_harness::ServerKind;
 
@@ -624,4 +624,71 @@ fn load_a_cluster_over_two_connections_per_primary(cluster: &TestCluster) {
             "{{t{i}}}a"
         );
     }
+}
+
+/// A stop while one connection is held up by a blocked command: the other
+/// connections have run commands past the resume point, and the summary
+/// says how many; a resume then runs exactly those twice.
+#[test]
+fn a_stop_with_one_connection_behind_counts_what_ran_after_the_resume_point() {
+    let server = RedisServer::start();
+    let count = 100_000;
+    let dir = TempDir::new("connections-behind");
+    let input = dir.write(
+        "input.txt",
+        format!("BLPOP never:pushed 5\n{}", increments(count)),
+    );
+    let mut client = server.client();
+    let running = Pipeload::new()
+        .port(server.port())
+        .args(["--connections", "4"])
+        .arg(&input)
+        .spawn();
+    // The blocked connection's commands wait behind BLPOP; the others run.
+    wait_until(
+        Duration::from_secs(30),
+        "the other connections ran ahead",
+        || client.cmd(&["DBSIZE"]).as_int() >= 1_000,
+    );
+    running.signal("TERM");
+    let stopped = running.finish();
+    let acknowledged = stopped.assert_stopped(143);
+    let answered_after = stopped
+        .stdout_lines()
+        .iter()
+        .find_map(|line| {
+            let rest = line.strip_prefix("answered after it: ")?;
+            rest.split(' ').next()?.parse::<usize>().ok()
+        })
+        .unwrap_or_else(|| stopped.fail("no `answered after it: N` line"));
+
+    let resumed = Pipeload::new()
+        .port(server.port())
+        .args(["--connections", "4", "--skip", &acknowledged.to_string()])
+        .arg(&input)
+        .guard(Duration::from_secs(120))
+        .run();
+    resumed.assert_code(0);
+    let keys: Vec<String> = (0..count).map(|i| format!("counter:{i}")).collect();
+    let mut command = vec!["MGET".to_owned()];
+    command.extend(keys);
+    let values = client.cmd(&command).into_array();
+    let ran: Vec<Option<Vec<u8>>> = values.into_iter().map(Value::into_bulk).collect();
+    let twice = ran
+        .iter()
+        .filter(|value| value.as_deref() == Some(b"2"))
+        .count();
+    let once = ran
+        .iter()
+        .filter(|value| value.as_deref() == Some(b"1"))
+        .count();
+    assert_eq!(
+        once + twice,
+        count,
+        "every counter ran once or twice\n{stopped}"
+    );
+    assert_eq!(
+        twice, answered_after,
+        "the summary named what ran twice\n{stopped}"
+    );
 }

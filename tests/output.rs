@@ -21,7 +21,7 @@ const GUARD: Duration = Duration::from_secs(120);
 const NOT_AN_INTEGER: &str = "ERR value is not an integer or out of range";
 
 /// The fields of the `--json` summary, as the README documents them.
-const JSON_FIELDS: [&str; 20] = [
+const JSON_FIELDS: [&str; 21] = [
     "completed",
     "commands",
     "replies",
@@ -31,6 +31,7 @@ const JSON_FIELDS: [&str; 20] = [
     "acknowledged",
     "resume_skip",
     "in_flight",
+    "answered_after_resume",
     "reconnects",
     "server_restarted",
     "bytes_sent",

@@ -547,7 +547,7 @@ impl Outcome {
     /// A load that stopped early: stdout ends with the `errors: N,
     /// replies: M` line, `reconnects: R` when `--retry` was given, then
     /// `acknowledged: K` and `resume with: --skip K` (then what `--skip` leaves
-    /// out: `in flight: …`, `failed: …`); the exit code is
+    /// out: `in flight: …`, `answered after it: …`, `failed: …`); the exit code is
     /// `code`. Returns K.
     #[track_caller]
     pub fn assert_stopped(&self, code: i32) -> u64 {
@@ -559,11 +559,13 @@ impl Outcome {
         {
             after.remove(0);
         }
-        // What `--skip` leaves out may follow: `in flight: …`, `failed: …`.
+        // What `--skip` leaves out may follow: `in flight: …`, `answered after it: …`, `failed: …`.
         let advice_notes = after.len().saturating_sub(2);
-        let notes_known = after[after.len() - advice_notes..]
-            .iter()
-            .all(|line| line.starts_with("in flight: ") || line.starts_with("failed: "));
+        let notes_known = after[after.len() - advice_notes..].iter().all(|line| {
+            ["in flight: ", "answered after it: ", "failed: "]
+                .iter()
+                .any(|note| line.starts_with(note))
+        });
         let acknowledged = match &after[..after.len() - advice_notes] {
             [acknowledged, hint] if notes_known => acknowledged
                 .strip_prefix("acknowledged: ")
