@@ -627,8 +627,8 @@ fn load_a_cluster_over_two_connections_per_primary(cluster: &TestCluster) {
 }
 
 /// A stop while one connection is held up by a blocked command: the other
-/// connections have run commands past the resume point, and the summary
-/// says how many; a resume then runs exactly those twice.
+/// connections may have run commands past the resume point, and the
+/// summary says how many; a resume then runs exactly those twice.
 #[test]
 fn a_stop_with_one_connection_behind_counts_what_ran_after_the_resume_point() {
     let server = RedisServer::start();
@@ -653,6 +653,9 @@ fn a_stop_with_one_connection_behind_counts_what_ran_after_the_resume_point() {
     running.signal("TERM");
     let stopped = running.finish();
     let acknowledged = stopped.assert_stopped(143);
+    // Most often the blocked connection still holds batches it never
+    // sent, so the others ran past the resume point; when it had sent all
+    // it was given, nothing ran past it and the line is left out.
     let answered_after = stopped
         .stdout_lines()
         .iter()
@@ -660,7 +663,7 @@ fn a_stop_with_one_connection_behind_counts_what_ran_after_the_resume_point() {
             let rest = line.strip_prefix("answered after it: ")?;
             rest.split(' ').next()?.parse::<usize>().ok()
         })
-        .unwrap_or_else(|| stopped.fail("no `answered after it: N` line"));
+        .unwrap_or(0);
 
     let resumed = Pipeload::new()
         .port(server.port())
