@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use super::admit::{CommandRole, InputState, command_role};
 use super::csv::{CsvParser, CsvRecord, CsvStep, resolve_columns, trim_record};
-use super::jsonl::JsonRecord;
+use super::jsonl::{JsonRecord, JsonScratch};
 use super::quoting::Args;
 use super::template::{Record, Template, compile_all};
 use super::{OpenSource, SourceReader, UTF8_BOM, count_newlines};
@@ -150,7 +150,7 @@ enum Framing {
         /// Fields every record must have, and where that number comes from.
         expected: Option<(usize, &'static str)>,
     },
-    Jsonl,
+    Jsonl(JsonScratch),
 }
 
 /// A source's record framer.
@@ -180,7 +180,7 @@ impl RecordFramer {
         header: Option<&Header>,
     ) -> Option<RecordFramer> {
         let framing = match format {
-            Format::Jsonl => Framing::Jsonl,
+            Format::Jsonl => Framing::Jsonl(JsonScratch::default()),
             Format::Csv | Format::Tsv => {
                 let (names, expected) = match (&options.names, header) {
                     (FieldNames::HeaderRow, Some(header)) => (
@@ -312,6 +312,13 @@ impl SourceReader<'_> {
     }
 
     fn json_line(&mut self, framer: &mut RecordFramer, state: &mut InputState) -> bool {
+        let RecordFramer {
+            framing: Framing::Jsonl(scratch),
+            expansion,
+        } = framer
+        else {
+            return false;
+        };
         let Some(line_len) = self.next_line_len() else {
             return false;
         };
@@ -319,8 +326,8 @@ impl SourceReader<'_> {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let line_no = self.line_no;
         if !line.iter().all(u8::is_ascii_whitespace) {
-            let expansion = &mut framer.expansion;
-            let expanded = JsonRecord::parse(line).and_then(|record| expansion.expand(&record));
+            let expanded =
+                JsonRecord::parse(line, scratch).and_then(|record| expansion.expand(&record));
             if state.keep_originals {
                 expansion.original.clear();
                 expansion.original.extend_from_slice(line);
