@@ -473,14 +473,20 @@ impl<'a> JsonRecord<'a> {
     /// The top-level member named `name` (the last one, when a name
     /// repeats, as JSON parsers commonly keep).
     fn member(&self, name: &str) -> Option<Value<'a>> {
-        self.members
-            .iter()
-            .rev()
-            .find(|member| {
-                let json = &self.line[member.name_start..member.name_end];
-                name_is(json, member.name_escaped, name)
-            })
-            .map(|member| self.value(member))
+        for member in self.members.iter().rev() {
+            // Most names differ in length: that settles it without looking
+            // at their bytes.
+            let plain_len_differs =
+                !member.name_escaped && member.name_end - member.name_start != name.len() + 2;
+            if plain_len_differs {
+                continue;
+            }
+            let json = &self.line[member.name_start..member.name_end];
+            if name_is(json, member.name_escaped, name) {
+                return Some(self.value(member));
+            }
+        }
+        None
     }
 
     /// The value a dotted path reaches: a member of the top-level object
@@ -489,6 +495,9 @@ impl<'a> JsonRecord<'a> {
     fn reach(&self, path: &str) -> Option<Value<'a>> {
         if let Some(whole) = self.member(path) {
             return Some(whole);
+        }
+        if !path.as_bytes().contains(&b'.') {
+            return None;
         }
         let mut steps = path.split('.');
         let mut value = self.member(steps.next()?)?;
@@ -558,7 +567,10 @@ impl<'a> Value<'a> {
     /// Appends the value's bytes as templates get them; false for `null`.
     fn append(self, out: &mut Vec<u8>) -> Result<bool, String> {
         match self.json.first() {
-            Some(b'"') => out.extend_from_slice(&decode_string(self.json, self.escaped)?),
+            Some(b'"') if !self.escaped => {
+                out.extend_from_slice(&self.json[1..self.json.len() - 1]);
+            }
+            Some(b'"') => out.extend_from_slice(&decode_string(self.json, true)?),
             Some(b'n') => return Ok(false),
             _ => out.extend_from_slice(self.json),
         }
