@@ -17,8 +17,8 @@
 use csv_core::{ReadRecordResult, Reader, ReaderBuilder};
 
 use super::count_newlines;
-use super::quoting::Args;
 use super::template::{Field, Record, Template};
+use crate::encode::EncodedCommand;
 
 /// Where the parser is in the input.
 pub(super) enum CsvStep {
@@ -191,7 +191,7 @@ impl Record for CsvRecord<'_> {
         Ok(true)
     }
 
-    fn push_all_fields(&self, args: &mut Args) -> Result<(), String> {
+    fn push_all_fields(&self, args: &mut EncodedCommand) -> Result<(), String> {
         let names = self.names.unwrap_or_default();
         for (name, value) in names.iter().zip(self.parser.fields()) {
             args.push(name);

@@ -25,8 +25,8 @@ use std::marker::PhantomData;
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
-use super::quoting::Args;
 use super::template::{Field, Record};
+use crate::encode::EncodedCommand;
 
 /// A JSON string's text: borrowed from the line when it has no escapes.
 struct Text<'a>(Cow<'a, str>);
@@ -586,14 +586,14 @@ impl Record for JsonRecord<'_> {
         }
     }
 
-    fn push_all_fields(&self, args: &mut Args) -> Result<(), String> {
+    fn push_all_fields(&self, args: &mut EncodedCommand) -> Result<(), String> {
         for member in self.members {
             let value = self.value(member);
             if value.json == b"null" {
                 continue;
             }
             args.push(&self.name(member));
-            value.append(args.building())?;
+            value.append(args.begin_arg())?;
             args.end_arg();
         }
         Ok(())
@@ -616,7 +616,7 @@ mod tests {
         let mut scratch = JsonScratch::default();
         let record = JsonRecord::parse(line.as_bytes(), &mut scratch)?;
         let template = Template::compile(template, 0).map_err(|error| error.reason)?;
-        let mut args = Args::default();
+        let mut args = EncodedCommand::default();
         template.expand(&record, &mut args)?;
         Ok(args
             .iter()

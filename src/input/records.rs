@@ -22,12 +22,11 @@ use std::sync::Arc;
 use super::admit::{CommandRole, InputState, command_role};
 use super::csv::{CsvParser, CsvRecord, CsvStep, resolve_columns, trim_record};
 use super::jsonl::{JsonRecord, JsonScratch};
-use super::quoting::Args;
 use super::template::{Record, Template, compile_all};
 use super::{OpenSource, SourceReader, UTF8_BOM, count_newlines};
 use crate::batch::{Expect, Rejection};
 use crate::config::{FieldNames, Format, RecordOptions};
-use crate::encode::append_command;
+use crate::encode::EncodedCommand;
 use crate::io_error::describe_io_error;
 
 /// A source's header row, read before anything is sent.
@@ -165,7 +164,7 @@ struct Expansion {
     /// The record's commands, one per template, each as its arguments and
     /// what it means to the connection: encoded into the batch only once
     /// every template could be expanded.
-    commands: Vec<Args>,
+    commands: Vec<EncodedCommand>,
     roles: Vec<CommandRole>,
     /// The record's input bytes, kept for `--errors-file`.
     original: Vec<u8>,
@@ -211,7 +210,7 @@ impl RecordFramer {
             framing,
             expansion: Expansion {
                 templates: Arc::clone(templates),
-                commands: vec![Args::default(); templates.len()],
+                commands: vec![EncodedCommand::default(); templates.len()],
                 roles: Vec::new(),
                 original: Vec::new(),
             },
@@ -370,7 +369,7 @@ impl SourceReader<'_> {
                 None => self.batch.first_command_no = self.command_no + 1,
                 Some((expect, kind)) => {
                     if !matches!(expect, Expect::Rejected(_)) {
-                        append_command(&mut self.batch.bytes, args);
+                        args.append_to(&mut self.batch.bytes);
                     }
                     if state.keep_originals {
                         self.batch.push_original(&framer.original);
