@@ -103,11 +103,6 @@ impl EncodedCommand {
     pub fn is_empty(&self) -> bool {
         self.args.is_empty()
     }
-    /// Argument `index`; panics if out of range, like slice indexing.
-    pub fn get(&self, index: usize) -> &[u8] {
-        let (start, end) = self.args[index];
-        &self.body[start..end]
-    }
     pub fn iter(&self) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
         self.args.iter().map(|&(start, end)| &self.body[start..end])
     }

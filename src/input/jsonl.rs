@@ -53,10 +53,12 @@ impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
     }
 }
 
-/// What `serde_json` makes of a line the scanner refused: an object with
-/// string names (decoded), values taken raw (so its errors are word for
-/// word those of a raw parse). Only its error is used.
-struct SerdeObject;
+/// What `serde_json` makes of a line the scanner refused: an object's
+/// members, names decoded and values as written (taken raw, so its errors
+/// are word for word those of a raw parse). Here only its error is used;
+/// the tests compare its members with the scanner's.
+#[cfg_attr(not(test), allow(dead_code))]
+struct SerdeObject(Vec<(Vec<u8>, Vec<u8>)>);
 
 impl<'de> Deserialize<'de> for SerdeObject {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -67,8 +69,11 @@ impl<'de> Deserialize<'de> for SerdeObject {
                 f.write_str("a JSON object")
             }
             fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<SerdeObject, M::Error> {
-                while map.next_entry::<Text, &RawValue>()?.is_some() {}
-                Ok(SerdeObject)
+                let mut members = Vec::new();
+                while let Some((Text(name), value)) = map.next_entry::<Text, &RawValue>()? {
+                    members.push((name.as_bytes().to_vec(), value.get().as_bytes().to_vec()));
+                }
+                Ok(SerdeObject(members))
             }
         }
         deserializer.deserialize_map(ObjectVisitor)
@@ -379,7 +384,7 @@ fn serde_refusal(text: &str) -> String {
         Err(error) => error,
         // Never seen (the tests hold the scanner to serde_json's grammar);
         // refused all the same rather than loaded half understood.
-        Ok(SerdeObject) => return "column 1: invalid JSON: not understood".into(),
+        Ok(SerdeObject(_)) => return "column 1: invalid JSON: not understood".into(),
     };
     let message = error.to_string();
     let reason = message
@@ -696,32 +701,8 @@ mod tests {
     /// What `serde_json` reads from a line: each top-level member's name
     /// (decoded) and value (JSON text as written), or its error.
     fn serde_members(line: &str) -> Members {
-        struct SerdeMembers(Vec<(Vec<u8>, Vec<u8>)>);
-        impl<'de> Deserialize<'de> for SerdeMembers {
-            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                struct MembersVisitor;
-                impl<'de> Visitor<'de> for MembersVisitor {
-                    type Value = SerdeMembers;
-                    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                        f.write_str("a JSON object")
-                    }
-                    fn visit_map<M: MapAccess<'de>>(
-                        self,
-                        mut map: M,
-                    ) -> Result<SerdeMembers, M::Error> {
-                        let mut members = Vec::new();
-                        while let Some((Text(name), value)) = map.next_entry::<Text, &RawValue>()? {
-                            members
-                                .push((name.as_bytes().to_vec(), value.get().as_bytes().to_vec()));
-                        }
-                        Ok(SerdeMembers(members))
-                    }
-                }
-                deserializer.deserialize_map(MembersVisitor)
-            }
-        }
-        serde_json::from_str::<SerdeMembers>(line)
-            .map(|SerdeMembers(members)| members)
+        serde_json::from_str::<SerdeObject>(line)
+            .map(|SerdeObject(members)| members)
             .map_err(|error| error.to_string())
     }
 

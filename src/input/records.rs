@@ -229,10 +229,8 @@ impl Expansion {
             if args.is_empty() {
                 return Err(format!("'{}' gives no command here", template.text));
             }
-            let head = [0, 1, 2].map(|index| match index < args.len() {
-                true => args.get(index),
-                false => &[][..],
-            });
+            let mut first = args.iter();
+            let head = [(); 3].map(|()| first.next().unwrap_or_default());
             self.roles.push(command_role(args.len(), head));
         }
         Ok(())
