@@ -5,6 +5,10 @@
 //! Place in the data flow: input splits a text line into `Args`, then
 //! `append_command` appends `*N\r\n` and N × `$len\r\n<arg>\r\n` to the batch
 //! being filled. The exact length is computed first and reserved once.
+//!
+//! A template's command (`EncodedCommand`) is encoded as it is made
+//! instead: each argument is written once, in place, as a bulk string, and
+//! the command is then copied into the batch in one piece.
 
 use crate::input::quoting::Args;
 
@@ -69,6 +73,132 @@ pub fn append_command(out: &mut Vec<u8>, args: &Args) {
     debug_assert!(rest.is_empty(), "encoded_len and the writes disagree");
 }
 
+/// A command encoded as its arguments are made (by a template): each
+/// argument goes straight into place as a bulk string. An argument built
+/// from pieces has its length known only once it is complete, so room for
+/// a two-digit length header is left before it and the bytes are moved
+/// when the length needs another width. Cleared, not reallocated, per
+/// record.
+#[derive(Debug, Default, Clone)]
+pub struct EncodedCommand {
+    /// The bulk strings back to back, without the array header.
+    body: Vec<u8>,
+    /// Where each argument's bytes lie in `body`.
+    args: Vec<(usize, usize)>,
+    /// Where the argument being built starts (its header's room).
+    open: usize,
+}
+
+/// The room left for the header of an argument being built: `$NN\r\n`.
+const GUESSED_HEADER: usize = 5;
+
+impl EncodedCommand {
+    pub fn clear(&mut self) {
+        self.body.clear();
+        self.args.clear();
+    }
+    pub fn len(&self) -> usize {
+        self.args.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.args.is_empty()
+    }
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
+        self.args.iter().map(|&(start, end)| &self.body[start..end])
+    }
+
+    /// Appends one argument.
+    pub fn push(&mut self, arg: &[u8]) {
+        push_bulk_header(&mut self.body, arg.len());
+        let arg_start = self.body.len();
+        self.body.extend_from_slice(arg);
+        self.body.extend_from_slice(b"\r\n");
+        self.args.push((arg_start, arg_start + arg.len()));
+    }
+
+    /// Starts an argument built from pieces: the bytes appended to what
+    /// this returns, until `end_arg`, are the argument.
+    pub fn begin_arg(&mut self) -> &mut Vec<u8> {
+        self.open = self.body.len();
+        self.body.extend_from_slice(&[0; GUESSED_HEADER]);
+        &mut self.body
+    }
+
+    /// Ends the argument `begin_arg` started (possibly empty, for `""`):
+    /// writes its header in the room left, moving its bytes when the
+    /// header is not two digits long.
+    pub fn end_arg(&mut self) {
+        let start = self.open;
+        let guessed_at = start + GUESSED_HEADER;
+        let len = self.body.len() - guessed_at;
+        let arg_start = match len {
+            10..=99 => {
+                let (tens, ones) = ((len / 10) as u8, (len % 10) as u8);
+                self.body[start..guessed_at].copy_from_slice(&[
+                    b'$',
+                    b'0' + tens,
+                    b'0' + ones,
+                    b'\r',
+                    b'\n',
+                ]);
+                guessed_at
+            }
+            0..=9 => {
+                self.body
+                    .copy_within(guessed_at..guessed_at + len, start + 4);
+                self.body.truncate(start + 4 + len);
+                self.body[start..start + 4].copy_from_slice(&[
+                    b'$',
+                    b'0' + len as u8,
+                    b'\r',
+                    b'\n',
+                ]);
+                start + 4
+            }
+            _ => {
+                let header = 1 + decimal_len(len) + 2;
+                if header > GUESSED_HEADER {
+                    self.body.resize(start + header + len, 0);
+                }
+                self.body
+                    .copy_within(guessed_at..guessed_at + len, start + header);
+                self.body.truncate(start + header + len);
+                put_header(&mut self.body[start..], b'$', len);
+                start + header
+            }
+        };
+        self.body.extend_from_slice(b"\r\n");
+        self.args.push((arg_start, arg_start + len));
+    }
+
+    /// Appends the command, the array header then the arguments, to `out`.
+    pub fn append_to(&self, out: &mut Vec<u8>) {
+        let start = out.len();
+        let header = 1 + decimal_len(self.len()) + 2;
+        out.resize(start + header + self.body.len(), 0);
+        let rest = put_header(&mut out[start..], b'*', self.len());
+        put(rest, &self.body);
+    }
+}
+
+/// Appends the header line of a bulk string of `len` bytes, `$5\r\n`; the
+/// one- and two-digit lengths of most template arguments as one store.
+#[inline]
+fn push_bulk_header(out: &mut Vec<u8>, len: usize) {
+    match len {
+        0..=9 => out.extend_from_slice(&[b'$', b'0' + len as u8, b'\r', b'\n']),
+        10..=99 => {
+            let (tens, ones) = ((len / 10) as u8, (len % 10) as u8);
+            out.extend_from_slice(&[b'$', b'0' + tens, b'0' + ones, b'\r', b'\n']);
+        }
+        _ => {
+            let start = out.len();
+            out.resize(start + 1 + decimal_len(len) + 2, 0);
+            put_header(&mut out[start..], b'$', len);
+        }
+    }
+}
+
 /// Encodes a command given as plain argument slices (handshake commands and
 /// the end-of-input marker, never the hot path).
 pub fn command_bytes(args: &[&[u8]]) -> Vec<u8> {
@@ -117,6 +247,40 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn a_command_encoded_as_it_is_made_equals_the_arguments_encoded(
+            args in proptest::collection::vec(
+                (proptest::collection::vec(any::<u8>(), 0..300), proptest::collection::vec(any::<u8>(), 0..300), any::<bool>()),
+                0..12,
+            ),
+        ) {
+            let mut packed = Args::default();
+            let mut command = EncodedCommand::default();
+            // Used before, as from record to record.
+            command.push(b"earlier");
+            command.clear();
+            for (first, second, pieces) in &args {
+                let mut whole = first.clone();
+                whole.extend_from_slice(second);
+                packed.push(&whole);
+                match pieces {
+                    true => {
+                        let out = command.begin_arg();
+                        out.extend_from_slice(first);
+                        out.extend_from_slice(second);
+                        command.end_arg();
+                    }
+                    false => command.push(&whole),
+                }
+            }
+            let mut expected = b"before".to_vec();
+            append_command(&mut expected, &packed);
+            let mut out = b"before".to_vec();
+            command.append_to(&mut out);
+            prop_assert_eq!(out, expected);
+            prop_assert_eq!(command.iter().collect::<Vec<_>>(), packed.iter().collect::<Vec<_>>());
+        }
+
         #[test]
         fn computed_length_equals_output(args in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..12)) {
             let slices: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();

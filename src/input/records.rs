@@ -21,13 +21,12 @@ use std::sync::Arc;
 
 use super::admit::{CommandRole, InputState, command_role};
 use super::csv::{CsvParser, CsvRecord, CsvStep, resolve_columns, trim_record};
-use super::jsonl::JsonRecord;
-use super::quoting::Args;
+use super::jsonl::{JsonRecord, JsonScratch};
 use super::template::{Record, Template, compile_all};
 use super::{OpenSource, SourceReader, UTF8_BOM, count_newlines};
 use crate::batch::{Expect, Rejection};
 use crate::config::{FieldNames, Format, RecordOptions};
-use crate::encode::append_command;
+use crate::encode::EncodedCommand;
 use crate::io_error::describe_io_error;
 
 /// A source's header row, read before anything is sent.
@@ -150,7 +149,7 @@ enum Framing {
         /// Fields every record must have, and where that number comes from.
         expected: Option<(usize, &'static str)>,
     },
-    Jsonl,
+    Jsonl(JsonScratch),
 }
 
 /// A source's record framer.
@@ -165,7 +164,7 @@ struct Expansion {
     /// The record's commands, one per template, each as its arguments and
     /// what it means to the connection: encoded into the batch only once
     /// every template could be expanded.
-    commands: Vec<Args>,
+    commands: Vec<EncodedCommand>,
     roles: Vec<CommandRole>,
     /// The record's input bytes, kept for `--errors-file`.
     original: Vec<u8>,
@@ -180,7 +179,7 @@ impl RecordFramer {
         header: Option<&Header>,
     ) -> Option<RecordFramer> {
         let framing = match format {
-            Format::Jsonl => Framing::Jsonl,
+            Format::Jsonl => Framing::Jsonl(JsonScratch::default()),
             Format::Csv | Format::Tsv => {
                 let (names, expected) = match (&options.names, header) {
                     (FieldNames::HeaderRow, Some(header)) => (
@@ -211,7 +210,7 @@ impl RecordFramer {
             framing,
             expansion: Expansion {
                 templates: Arc::clone(templates),
-                commands: vec![Args::default(); templates.len()],
+                commands: vec![EncodedCommand::default(); templates.len()],
                 roles: Vec::new(),
                 original: Vec::new(),
             },
@@ -230,10 +229,8 @@ impl Expansion {
             if args.is_empty() {
                 return Err(format!("'{}' gives no command here", template.text));
             }
-            let head = [0, 1, 2].map(|index| match index < args.len() {
-                true => args.get(index),
-                false => &[][..],
-            });
+            let mut first = args.iter();
+            let head = [(); 3].map(|()| first.next().unwrap_or_default());
             self.roles.push(command_role(args.len(), head));
         }
         Ok(())
@@ -312,6 +309,13 @@ impl SourceReader<'_> {
     }
 
     fn json_line(&mut self, framer: &mut RecordFramer, state: &mut InputState) -> bool {
+        let RecordFramer {
+            framing: Framing::Jsonl(scratch),
+            expansion,
+        } = framer
+        else {
+            return false;
+        };
         let Some(line_len) = self.next_line_len() else {
             return false;
         };
@@ -319,8 +323,8 @@ impl SourceReader<'_> {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let line_no = self.line_no;
         if !line.iter().all(u8::is_ascii_whitespace) {
-            let expansion = &mut framer.expansion;
-            let expanded = JsonRecord::parse(line).and_then(|record| expansion.expand(&record));
+            let expanded =
+                JsonRecord::parse(line, scratch).and_then(|record| expansion.expand(&record));
             if state.keep_originals {
                 expansion.original.clear();
                 expansion.original.extend_from_slice(line);
@@ -363,7 +367,7 @@ impl SourceReader<'_> {
                 None => self.batch.first_command_no = self.command_no + 1,
                 Some((expect, kind)) => {
                     if !matches!(expect, Expect::Rejected(_)) {
-                        append_command(&mut self.batch.bytes, args);
+                        args.append_to(&mut self.batch.bytes);
                     }
                     if state.keep_originals {
                         self.batch.push_original(&framer.original);

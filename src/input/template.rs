@@ -21,7 +21,7 @@
 
 use std::fmt;
 
-use super::quoting::Args;
+use crate::encode::EncodedCommand;
 
 /// One template, compiled: its arguments in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,7 +77,7 @@ pub trait Record {
     /// has no such field (nothing appended).
     fn append_field(&self, field: &Field, out: &mut Vec<u8>) -> Result<bool, String>;
     /// Pushes every field as two arguments, its name and its value.
-    fn push_all_fields(&self, args: &mut Args) -> Result<(), String>;
+    fn push_all_fields(&self, args: &mut EncodedCommand) -> Result<(), String>;
     /// Appends the whole record as a JSON object.
     fn append_whole(&self, out: &mut Vec<u8>) -> Result<(), String>;
 }
@@ -161,7 +161,7 @@ impl Template {
     }
 
     /// The command's arguments for `record`, in `args` (cleared first).
-    pub fn expand<R: Record>(&self, record: &R, args: &mut Args) -> Result<(), String> {
+    pub fn expand<R: Record>(&self, record: &R, args: &mut EncodedCommand) -> Result<(), String> {
         args.clear();
         for arg in &self.args {
             let pieces = match arg {
@@ -169,9 +169,14 @@ impl Template {
                     record.push_all_fields(args)?;
                     continue;
                 }
+                // Known in full: its length goes first, no room guessed.
+                ArgTemplate::Pieces(pieces) if let [Piece::Literal(bytes)] = pieces.as_slice() => {
+                    args.push(bytes);
+                    continue;
+                }
                 ArgTemplate::Pieces(pieces) => pieces,
             };
-            let out = args.building();
+            let out = args.begin_arg();
             for piece in pieces {
                 match piece {
                     Piece::Literal(bytes) => out.extend_from_slice(bytes),
@@ -406,7 +411,7 @@ mod tests {
             }
             Ok(found.is_some())
         }
-        fn push_all_fields(&self, args: &mut Args) -> Result<(), String> {
+        fn push_all_fields(&self, args: &mut EncodedCommand) -> Result<(), String> {
             for (name, value) in &self.0 {
                 args.push(name.as_bytes());
                 args.push(value);
@@ -421,7 +426,7 @@ mod tests {
 
     fn expand(template: &str, record: &Fields) -> Result<Vec<Vec<u8>>, String> {
         let template = Template::compile(template, 0).map_err(|error| error.reason)?;
-        let mut args = Args::default();
+        let mut args = EncodedCommand::default();
         template.expand(record, &mut args)?;
         Ok(args.iter().map(<[u8]>::to_vec).collect())
     }
