@@ -41,6 +41,8 @@ pub(crate) struct SessionShared<'a> {
     pub batches: &'a Receiver<Batch>,
     /// Cluster mode: see `Writer::redirects`.
     pub redirects: Option<Redirects<'a>>,
+    /// A routed lane: see `Writer::router_done`.
+    pub router_done: Option<&'a Receiver<Infallible>>,
     pub stop: &'a Stop,
     /// The load's settings, with the endpoint of this connection.
     pub config: &'a Config,
@@ -323,6 +325,7 @@ fn run_session(
     let SessionShared {
         batches,
         redirects,
+        router_done,
         stop,
         config,
         progress,
@@ -347,6 +350,7 @@ fn run_session(
                 stream: writer_stream,
                 batches,
                 redirects,
+                router_done,
                 in_flight: in_flight_sender,
                 window,
                 stop,

@@ -75,6 +75,9 @@ pub(crate) struct Lane<'a> {
     /// come any more (see `Writer::redirects`).
     pub redirects: Option<Receiver<Batch>>,
     pub all_settled: Option<&'a Receiver<Infallible>>,
+    /// A routed lane (a cluster's, or one of `--connections`): disconnects
+    /// once the router has finished (see `Writer::router_done`).
+    pub router_done: Option<&'a Receiver<Infallible>>,
     pub stop: &'a Stop,
     /// The load's settings, with the endpoint of this connection.
     pub config: Config,
@@ -137,6 +140,7 @@ impl<'a> LaneShared<'a> {
             batches,
             redirects: None,
             all_settled: None,
+            router_done: None,
             stop: self.stop,
             config,
             tls: self.tls,
@@ -183,6 +187,7 @@ fn run_lane(lane: Lane, on_all_written: &dyn Fn()) -> Result<LaneEnd> {
         batches,
         redirects,
         all_settled,
+        router_done,
         stop,
         config,
         tls,
@@ -201,6 +206,7 @@ fn run_lane(lane: Lane, on_all_written: &dyn Fn()) -> Result<LaneEnd> {
                 batches,
                 all_settled,
             }),
+        router_done,
         stop,
         config: &config,
         tls,
@@ -221,7 +227,12 @@ fn run_lane(lane: Lane, on_all_written: &dyn Fn()) -> Result<LaneEnd> {
         // One lane given up: the others finish what is in flight.
         stop.request(StopReason::NodeLost);
     }
-    // Batches still waiting for this lane were never sent.
+    // Batches still waiting for this lane were never sent; once the router
+    // has finished, no more can come. (A lane ends before the router only
+    // when the load stops, and a stopping router returns at once.)
+    if let Some(router_done) = router_done {
+        let _ = router_done.recv();
+    }
     let mut waiting: Vec<Batch> = batches.try_iter().collect();
     if let Some(redirects) = &redirects {
         waiting.extend(redirects.try_iter());

@@ -73,6 +73,11 @@ pub fn run_router(router: &mut impl BatchRouter, input: &Receiver<Batch>, stop: 
             },
             recv(stop.woken()) -> _ => return stopped(delivered),
         };
+        // A stop ends the routing between two input batches (a select
+        // takes either of two ready channels).
+        if stop.is_requested() {
+            return stopped(delivered);
+        }
         let Some(last) = batch.commands.len().checked_sub(1) else {
             continue;
         };

@@ -69,6 +69,12 @@ pub struct Writer<'a> {
     pub batches: &'a Receiver<Batch>,
     /// Cluster mode: redirected commands, and when none can come any more.
     pub redirects: Option<Redirects<'a>>,
+    /// A routed lane (one of several): disconnects once the router has
+    /// finished. A load that stops sends what the router handed this lane
+    /// until then, so that every lane stops at the router's last batch
+    /// and none runs ahead of the resume point (which is the first command
+    /// not settled on any lane).
+    pub router_done: Option<&'a Receiver<Infallible>>,
     pub in_flight: Sender<InFlight>,
     pub window: &'a Window,
     pub stop: &'a Stop,
@@ -92,17 +98,19 @@ impl Writer<'_> {
             let next = match pending.next() {
                 Some(resent) => resent,
                 None => {
-                    if self.stop.is_requested() {
-                        break WriterEnd::Stopped;
-                    }
-                    let batch = if input_ended {
+                    let batch = if self.stop.is_requested() {
+                        match self.handed_before_the_stop() {
+                            Some(batch) => Some(batch),
+                            None => break WriterEnd::Stopped,
+                        }
+                    } else if input_ended {
                         let Some(redirects) = self.redirects else {
                             break WriterEnd::InputEnded;
                         };
                         select! {
                             recv(redirects.batches) -> batch => batch.ok(),
                             recv(redirects.all_settled) -> _ => break WriterEnd::InputEnded,
-                            recv(self.stop.woken()) -> _ => break WriterEnd::Stopped,
+                            recv(self.stop.woken()) -> _ => continue,
                             recv(self.reader_gone) -> _ => break WriterEnd::ReaderStopped,
                         }
                     } else {
@@ -112,7 +120,7 @@ impl Writer<'_> {
                                 batch.ok()
                             }
                             recv(redirected) -> batch => batch.ok(),
-                            recv(self.stop.woken()) -> _ => break WriterEnd::Stopped,
+                            recv(self.stop.woken()) -> _ => continue,
                             recv(self.reader_gone) -> _ => break WriterEnd::ReaderStopped,
                         }
                     };
@@ -138,6 +146,21 @@ impl Writer<'_> {
             unsent: pending.collect(),
             bytes_sent: sent.bytes,
             commands_sent: sent.commands,
+        }
+    }
+
+    /// The load is stopping: a routed lane takes what the router handed it
+    /// before it finished (`router_done`); any other lane, or a quit, or a
+    /// session whose reader is gone, takes nothing more.
+    fn handed_before_the_stop(&self) -> Option<Batch> {
+        let router_done = self.router_done?;
+        if self.stop.is_quit() {
+            return None;
+        }
+        select! {
+            recv(self.batches) -> batch => batch.ok(),
+            recv(router_done) -> _ => self.batches.try_recv().ok(),
+            recv(self.reader_gone) -> _ => None,
         }
     }
 

@@ -100,6 +100,7 @@ pub fn load_cluster(
         Lane {
             redirects: Some(request.redirects),
             all_settled: Some(outstanding.all_settled()),
+            router_done: Some(outstanding.router_done()),
             node: Some(address.to_text()),
             lane_node: Some(LaneNode {
                 index: request.node,
@@ -180,7 +181,10 @@ pub fn load_spread(
                 spread: Some(&outstanding),
                 ..shared.replies(lane, errors_file.clone())
             };
-            shared.lane(Some(connection), batches, config.clone(), replies)
+            Lane {
+                router_done: Some(outstanding.router_done()),
+                ..shared.lane(Some(connection), batches, config.clone(), replies)
+            }
         })
         .collect();
     let route = Route::Router(Box::new(|| router.run(input_receiver, stop)));

@@ -26,12 +26,19 @@
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, bounded};
+use crossbeam_channel::{Receiver, SendTimeoutError, Sender, bounded};
 
 use crate::batch::Batch;
 use crate::route::Stopped;
 use crate::stop::Stop;
+
+/// How often a router waiting for room in a lane looks at a stop.
+const STOP_CHECK: Duration = Duration::from_millis(50);
+/// How long a stopping router waits for room in a lane to finish handing
+/// out its input batch.
+const FINISH_BATCH_WAIT: Duration = Duration::from_secs(1);
 
 pub struct Outstanding {
     count: AtomicUsize,
@@ -45,12 +52,17 @@ pub struct Outstanding {
     /// Holds at most one wake-up for it; extra ones are dropped.
     wake_router: Sender<()>,
     router_woken: Receiver<()>,
+    /// Dropped, which disconnects `router_done`, once the router has
+    /// finished. Nothing is ever sent on it.
+    router_running: Mutex<Option<Sender<Infallible>>>,
+    router_done: Receiver<Infallible>,
 }
 
 impl Default for Outstanding {
     fn default() -> Self {
         let (wake_writers, all_settled) = bounded(0);
         let (wake_router, router_woken) = bounded(1);
+        let (router_running, router_done) = bounded(0);
         Outstanding {
             count: AtomicUsize::new(0),
             router_finished: AtomicBool::new(false),
@@ -59,6 +71,8 @@ impl Default for Outstanding {
             router_waiting: AtomicBool::new(false),
             wake_router,
             router_woken,
+            router_running: Mutex::new(Some(router_running)),
+            router_done,
         }
     }
 }
@@ -116,14 +130,28 @@ impl Outstanding {
     }
 
     /// The router hands `batch` to `lane`, its commands counted as routed
-    /// and not yet settled; fails when the load is stopping (a stopped
-    /// lane's writer takes no more batches, so the send must not wait
-    /// forever).
+    /// and not yet settled. When the load is stopping, the lanes still take
+    /// what the router hands them until it finishes (see
+    /// `Writer::router_done`), so the rest of an input batch half handed out
+    /// goes out too and every lane stops at the same input batch; but a
+    /// lane may be waiting on its server, or be gone, so a send then waits
+    /// at most `FINISH_BATCH_WAIT` (a quit: not at all) and fails.
     pub fn send(&self, lane: &Sender<Batch>, batch: Batch, stop: &Stop) -> Result<(), Stopped> {
         self.add(batch.commands.len());
-        crossbeam_channel::select! {
-            send(lane, batch) -> sent => sent.map_err(|_| Stopped),
-            recv(stop.woken()) -> _ => Err(Stopped),
+        let mut batch = batch;
+        let mut stopping_since = None;
+        loop {
+            match lane.send_timeout(batch, STOP_CHECK) {
+                Ok(()) => return Ok(()),
+                Err(SendTimeoutError::Disconnected(_)) => return Err(Stopped),
+                Err(SendTimeoutError::Timeout(unsent)) => batch = unsent,
+            }
+            if stop.is_requested() {
+                let since = *stopping_since.get_or_insert_with(Instant::now);
+                if stop.is_quit() || since.elapsed() >= FINISH_BATCH_WAIT {
+                    return Err(Stopped);
+                }
+            }
         }
     }
 
@@ -147,10 +175,23 @@ impl Outstanding {
 
     /// The router has handed over everything it will: it adds no more.
     pub fn router_finished(&self) {
+        drop(
+            self.router_running
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
         self.router_finished.store(true, Ordering::SeqCst);
         if self.count.load(Ordering::SeqCst) == 0 {
             self.wake_writers();
         }
+    }
+
+    /// Disconnects once the router has finished: it sends no more batches.
+    /// A load that stops takes what the router had handed out up to then,
+    /// so that every lane stops at the router's last batch.
+    pub fn router_done(&self) -> &Receiver<Infallible> {
+        &self.router_done
     }
 
     /// Disconnects once no command is unsettled and the router has
