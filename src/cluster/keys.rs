@@ -8,6 +8,7 @@
 //! Place in the data flow: loaded once at cluster setup; the router asks
 //! `first_key` for every command.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 
 use anyhow::{Result, anyhow};
@@ -77,7 +78,28 @@ pub enum KeyLookup<'a> {
 
 #[derive(Debug, Default)]
 pub struct KeyPositions {
-    commands: HashMap<Vec<u8>, CommandKeys>,
+    /// By lowercase name: the command's place in `table`.
+    by_name: HashMap<Vec<u8>, usize>,
+    table: Vec<CommandKeys>,
+    /// The last command found, by its name as the input wrote it: an input
+    /// repeats a few commands, so most lookups end here, with no lowercase
+    /// copy and no hashing.
+    last_found: Cell<Option<LastFound>>,
+}
+
+/// A command name as the input wrote it (short enough to keep here) and
+/// its place in the table.
+#[derive(Debug, Clone, Copy)]
+struct LastFound {
+    name: [u8; 16],
+    length: u8,
+    index: usize,
+}
+
+impl LastFound {
+    fn name(&self) -> &[u8] {
+        &self.name[..usize::from(self.length)]
+    }
 }
 
 impl KeyPositions {
@@ -97,7 +119,21 @@ impl KeyPositions {
             .iter()
             .filter_map(parse_command)
             .collect();
-        KeyPositions { commands }
+        Self::from_commands(commands)
+    }
+
+    fn from_commands(commands: HashMap<Vec<u8>, CommandKeys>) -> Self {
+        let mut by_name = HashMap::with_capacity(commands.len());
+        let mut table = Vec::with_capacity(commands.len());
+        for (name, command) in commands {
+            by_name.insert(name, table.len());
+            table.push(command);
+        }
+        KeyPositions {
+            by_name,
+            table,
+            last_found: Cell::new(None),
+        }
     }
 
     /// The first key of `args` (a whole command, name first).
@@ -130,10 +166,28 @@ impl KeyPositions {
     /// The metadata of the command (or subcommand) `args` names.
     fn command(&self, args: &[&[u8]]) -> Option<&CommandKeys> {
         let name = args.first()?;
-        // Looked up by a lowercase copy on the stack: this runs for every
-        // command of a `--connections` load.
         let mut lowercase = [0u8; 64];
-        let command = self.commands.get(lowercase_in(&mut lowercase, &[name])?)?;
+        let index = match self.last_found.get() {
+            Some(last) if last.name() == *name => last.index,
+            _ => {
+                // Looked up by a lowercase copy on the stack: this runs
+                // for every command of a `--connections` load.
+                let index = *self.by_name.get(lowercase_in(&mut lowercase, &[name])?)?;
+                if let Ok(length) = u8::try_from(name.len())
+                    && name.len() <= 16
+                {
+                    let mut kept = [0u8; 16];
+                    kept[..name.len()].copy_from_slice(name);
+                    self.last_found.set(Some(LastFound {
+                        name: kept,
+                        length,
+                        index,
+                    }));
+                }
+                index
+            }
+        };
+        let command = self.table.get(index)?;
         Some(match args.get(1) {
             Some(sub) if !command.subcommands.is_empty() => {
                 let full = lowercase_in(&mut lowercase, &[name, b"|", sub]);
@@ -523,7 +577,7 @@ mod tests {
             },
         );
         commands.insert(b"ping".to_vec(), CommandKeys::default());
-        KeyPositions { commands }
+        KeyPositions::from_commands(commands)
     }
 
     #[derive(Debug, PartialEq, Eq)]
@@ -589,6 +643,23 @@ mod tests {
         );
         assert_eq!(keys.first_key(&[b"PING"]), KeyLookup::Keyless);
         assert_eq!(keys.first_key(&[b"NOSUCH", b"x"]), KeyLookup::Keyless);
+    }
+
+    #[test]
+    fn the_last_command_found_is_never_taken_for_another() {
+        let keys = positions();
+        for _ in 0..2 {
+            assert_eq!(keys.first_key(&[b"SET", b"k", b"v"]), KeyLookup::Key(b"k"));
+            assert_eq!(keys.first_key(&[b"SET", b"j", b"v"]), KeyLookup::Key(b"j"));
+            assert_eq!(keys.first_key(&[b"set", b"i", b"v"]), KeyLookup::Key(b"i"));
+            assert_eq!(keys.first_key(&[b"SE", b"k"]), KeyLookup::Keyless);
+            assert_eq!(keys.first_key(&[b"PING"]), KeyLookup::Keyless);
+            assert_eq!(
+                keys.first_key(&[b"OBJECT", b"ENCODING", b"k"]),
+                KeyLookup::Key(b"k")
+            );
+            assert_eq!(keys.first_key(&[b"NOSUCH", b"x"]), KeyLookup::Keyless);
+        }
     }
 
     #[test]
