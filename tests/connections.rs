@@ -199,6 +199,44 @@ fn each_ordering_case_gives_the_data_set_of_one_connection() {
         ),
         "read-only keyless commands, unknown commands, refused lines",
     );
+
+    let after = format!("SET {a} 1\nSET {b} 1\nSET {c} 1\nSET {d} 1\n");
+    for (transaction, what) in [
+        (
+            "MULTI\nSELECT 1\nDISCARD\n",
+            "a SELECT in a discarded transaction",
+        ),
+        (
+            "MULTI\nSELECT 1\nNOSUCHCOMMAND\nEXEC\n",
+            "a SELECT in an aborted transaction",
+        ),
+        (
+            "MULTI\nSELECT 1\nPING\nEXEC\n",
+            "a SELECT in a transaction that ran",
+        ),
+        ("SELECT 1\nRESET\n", "RESET back to database 0"),
+    ] {
+        pair.assert_same(
+            4,
+            &format!("{transaction}{after}SELECT 0\nSET {a} 2\n"),
+            what,
+        );
+    }
+    let mut client = pair.assert_same(
+        4,
+        &format!(
+            "WATCH {a}\nSET {a} 2\nMULTI\nSET {b} 3\nEXEC\nSET {c} 1\nWATCH {c}\nMULTI\nSET {d} 5\nEXEC\nWATCH {d}\nUNWATCH\nMULTI\nSET {a} 7\nEXEC\n"
+        ),
+        "WATCH and the transaction after it on one connection",
+    );
+    client.select(0);
+    assert_eq!(
+        client.get(&b),
+        None,
+        "the watched key changed: EXEC aborted"
+    );
+    assert_eq!(client.get(&d), Some(b"5".to_vec()));
+    assert_eq!(client.get(&a), Some(b"7".to_vec()));
 }
 
 #[test]

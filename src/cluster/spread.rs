@@ -62,6 +62,8 @@ enum Placement {
     RepliesOn,
     /// `CLIENT REPLY SKIP`.
     SkipNext,
+    /// `WATCH`: a barrier, then lane 0 until the watch ends.
+    Watch,
     /// Ordered after everything before it and before everything after it.
     Barrier,
 }
@@ -93,6 +95,14 @@ pub struct SpreadRouter<'a> {
     replies_out: Option<&'a RepliesOut>,
     /// `CLIENT REPLY OFF` is in effect (on lane 0, where everything goes).
     replies_off: bool,
+    /// A `WATCH` is in effect: everything takes lane 0 (where it was sent)
+    /// until the transaction, `UNWATCH` or `RESET` that ends it, since the
+    /// watched keys and the transaction must share one connection.
+    watching: bool,
+    /// A transaction set connection state (`SELECT`, `AUTH`…) on lane 0,
+    /// which the other lanes cannot follow without knowing whether it ran:
+    /// lane 0 takes the rest of the input.
+    lane_zero_for_good: bool,
     pending_skip: Option<PendingSkip>,
     /// Per lane: its last command has no reply due, so nothing proves yet
     /// that it ran.
@@ -123,6 +133,8 @@ impl<'a> SpreadRouter<'a> {
             outstanding,
             replies_out,
             replies_off: false,
+            watching: false,
+            lane_zero_for_good: false,
             pending_skip: None,
             unanswered_tail,
         }
@@ -189,10 +201,26 @@ impl SpreadRouter<'_> {
             return Ok(());
         }
         let placement = self.placement(batch, unit.clone(), scratch);
+        if self.lane_zero_for_good {
+            match placement {
+                Placement::RepliesOff => self.replies_off = true,
+                Placement::RepliesOn => self.replies_off = false,
+                _ if is_reset(batch, first) => self.replies_off = false,
+                _ => {}
+            }
+            return self.push_unit(split, 0, batch, unit, stop);
+        }
+        if self.watching && !self.replies_off {
+            return self.route_while_watching(batch, unit, placement, split, stop);
+        }
         if self.replies_off {
             return match placement {
                 Placement::EveryLane => {
                     self.push_everywhere(split, batch, first);
+                    if is_reset(batch, first) {
+                        self.replies_off = false;
+                        self.watching = false;
+                    }
                     Ok(())
                 }
                 Placement::RepliesOn => {
@@ -202,9 +230,8 @@ impl SpreadRouter<'_> {
                     self.outstanding.wait_all_settled(stop)
                 }
                 _ => {
-                    self.push_unit(split, 0, batch, unit.clone(), stop)?;
-                    copy_session_to_other_lanes(split, batch, unit);
-                    Ok(())
+                    self.lane_zero_for_good |= sets_up_connection(batch, unit.clone());
+                    self.push_unit(split, 0, batch, unit, stop)
                 }
             };
         }
@@ -228,19 +255,62 @@ impl SpreadRouter<'_> {
                 self.replies_off = true;
                 Ok(())
             }
+            Placement::Watch => {
+                self.drain(split, batch, first, stop)?;
+                self.watching = true;
+                self.push_unit(split, 0, batch, unit, stop)
+            }
             Placement::Barrier => {
                 self.drain(split, batch, first, stop)?;
                 let last = unit.end - 1;
-                self.push_unit(split, 0, batch, unit.clone(), stop)?;
+                self.lane_zero_for_good |= sets_up_connection(batch, unit.clone());
+                self.push_unit(split, 0, batch, unit, stop)?;
                 // Skipped by a `CLIENT REPLY SKIP`: the marker's reply
                 // proves it ran.
                 self.confirm_tails(split, batch, last);
                 self.send_split(split, stop)?;
-                self.outstanding.wait_all_settled(stop)?;
-                copy_session_to_other_lanes(split, batch, unit);
-                Ok(())
+                self.outstanding.wait_all_settled(stop)
             }
         }
+    }
+
+    /// While a `WATCH` is in effect: lane 0 takes every unit (per-connection
+    /// state still reaches every lane); the transaction, `UNWATCH` or
+    /// `RESET` that ends the watch is waited for like a barrier.
+    fn route_while_watching(
+        &mut self,
+        batch: &Batch,
+        unit: std::ops::Range<usize>,
+        placement: Placement,
+        split: &mut [Batch],
+        stop: &Stop,
+    ) -> Result<(), Stopped> {
+        let first = unit.start;
+        let last = unit.end - 1;
+        let ends_watch = batch.commands[last].kind == CommandKind::EndMulti
+            || is_named(batch, first, b"UNWATCH")
+            || is_reset(batch, first);
+        match placement {
+            Placement::EveryLane if unit.len() == 1 => {
+                self.place_pending_skip(split, 0, batch, stop)?;
+                self.push_everywhere(split, batch, first);
+            }
+            Placement::RepliesOff => {
+                self.push_unit(split, 0, batch, unit, stop)?;
+                self.replies_off = true;
+            }
+            _ => {
+                self.lane_zero_for_good |= sets_up_connection(batch, unit.clone());
+                self.push_unit(split, 0, batch, unit, stop)?;
+            }
+        }
+        if !ends_watch {
+            return Ok(());
+        }
+        self.watching = false;
+        self.confirm_tails(split, batch, last);
+        self.send_split(split, stop)?;
+        self.outstanding.wait_all_settled(stop)
     }
 
     /// Where the unit `unit` of `batch` goes.
@@ -289,6 +359,12 @@ impl SpreadRouter<'_> {
         let Scratch { args, keys } = scratch;
         command_args_into(&batch.bytes[batch.command_range(index)], args);
         let name = args.first().copied().unwrap_or_default();
+        if name.eq_ignore_ascii_case(b"RESET") {
+            return Placement::EveryLane;
+        }
+        if name.eq_ignore_ascii_case(b"WATCH") {
+            return Placement::Watch;
+        }
         if name.eq_ignore_ascii_case(b"CLIENT") {
             let sub = args.get(1).copied().unwrap_or_default();
             if sub.eq_ignore_ascii_case(b"SETNAME") || sub.eq_ignore_ascii_case(b"SETINFO") {
@@ -454,23 +530,28 @@ fn unit_at(batch: &Batch, index: usize) -> std::ops::Range<usize> {
     index..end
 }
 
-/// Per-connection state set inside a transaction, which went to lane 0
-/// alone: the other lanes are set up alike after it.
-fn copy_session_to_other_lanes(split: &mut [Batch], batch: &Batch, unit: std::ops::Range<usize>) {
-    if unit.len() == 1 {
-        return;
-    }
-    for index in unit {
-        if is_session(batch, index) {
-            for lane in split.iter_mut().skip(1) {
-                lane.push_copy(batch, index, Some(Expect::Marker), None);
-            }
-        }
-    }
+/// A transaction (sent to lane 0 alone) sets connection state: the other
+/// lanes cannot be set up alike, as it may not have run (`DISCARD`, an
+/// aborted `EXEC`).
+fn sets_up_connection(batch: &Batch, unit: std::ops::Range<usize>) -> bool {
+    unit.len() > 1 && unit.into_iter().any(|index| is_session(batch, index))
+}
+
+/// Command `index` is `name` (and not refused).
+fn is_named(batch: &Batch, index: usize, name: &[u8]) -> bool {
+    !matches!(batch.commands[index].expect, Expect::Rejected(_))
+        && command_args(&batch.bytes[batch.command_range(index)])
+            .first()
+            .is_some_and(|first| first.eq_ignore_ascii_case(name))
+}
+
+/// `RESET`: back to database 0, replies on, no watch, on its connection.
+fn is_reset(batch: &Batch, index: usize) -> bool {
+    is_named(batch, index, b"RESET")
 }
 
 /// Command `index` sets up its connection (`SELECT`, `AUTH`, `HELLO`,
-/// `CLIENT SETNAME`), so every connection must get it.
+/// `CLIENT SETNAME`, `RESET`), so every connection must get it.
 fn is_session(batch: &Batch, index: usize) -> bool {
     let command = batch.commands[index];
     if matches!(command.expect, Expect::Rejected(_)) {
@@ -483,9 +564,10 @@ fn is_session(batch: &Batch, index: usize) -> bool {
         return true;
     }
     let args = command_args(&batch.bytes[batch.command_range(index)]);
-    args.first()
-        .is_some_and(|name| name.eq_ignore_ascii_case(b"CLIENT"))
-        && args.get(1).is_some_and(|sub| {
-            sub.eq_ignore_ascii_case(b"SETNAME") || sub.eq_ignore_ascii_case(b"SETINFO")
-        })
+    let name = args.first().copied().unwrap_or_default();
+    name.eq_ignore_ascii_case(b"RESET")
+        || name.eq_ignore_ascii_case(b"CLIENT")
+            && args.get(1).is_some_and(|sub| {
+                sub.eq_ignore_ascii_case(b"SETNAME") || sub.eq_ignore_ascii_case(b"SETINFO")
+            })
 }
