@@ -789,6 +789,12 @@ mod tests {
     use super::*;
 
     fn written_by(settle: impl FnOnce(&RepliesOut)) -> String {
+        written_after_skip(0, settle).0
+    }
+
+    /// What the file holds after `settle`, the input's first `skip`
+    /// commands passed over, and how far the lines written reach.
+    fn written_after_skip(skip: u64, settle: impl FnOnce(&RepliesOut)) -> (String, u64) {
         let path = std::env::temp_dir().join(format!(
             "pipeload-reply-order-{}-{:?}",
             std::process::id(),
@@ -798,12 +804,12 @@ mod tests {
             target: RepliesTarget::File(path.clone()),
             format: RepliesFormat::Raw,
         };
-        let out = RepliesOut::create(&options, &[], 0, Arc::new(Stop::default())).unwrap();
+        let out = RepliesOut::create(&options, &[], skip, Arc::new(Stop::default())).unwrap();
         settle(&out);
         assert_eq!(out.finish(), None);
         let written = std::fs::read_to_string(&path).unwrap();
         let _ = std::fs::remove_file(&path);
-        written
+        (written, out.written_through())
     }
 
     fn line(out: &RepliesOut, lane: usize, seq: u64) {
@@ -872,20 +878,14 @@ mod tests {
 
     #[test]
     fn commands_with_no_line_at_the_end_count_as_written() {
-        let path = std::env::temp_dir().join(format!("pipeload-reply-tail-{}", std::process::id()));
-        let options = RepliesOptions {
-            target: RepliesTarget::File(path.clone()),
-            format: RepliesFormat::Raw,
-        };
-        let out = RepliesOut::create(&options, &[], 2, Arc::new(Stop::default())).unwrap();
-        assert_eq!(out.written_through(), 2);
-        line(&out, 0, 3);
-        no_line(&out, 0, 4);
-        no_line(&out, 0, 5);
-        assert_eq!(out.finish(), None);
-        assert_eq!(out.written_through(), 5);
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "3\n");
-        let _ = std::fs::remove_file(&path);
+        let (written, written_through) = written_after_skip(2, |out| {
+            assert_eq!(out.written_through(), 2);
+            line(out, 0, 3);
+            no_line(out, 0, 4);
+            no_line(out, 0, 5);
+        });
+        assert_eq!(written_through, 5);
+        assert_eq!(written, "3\n");
     }
 
     #[test]

@@ -176,6 +176,15 @@ fn assert_everything_loaded(cluster: &TestCluster, input: &Input, outcome: &Outc
 }
 
 /// The `--json` field `name` of the `cluster` object, as a number.
+/// A `--json` load that ran to its end: exit 0, `completed`, no errors.
+fn completed_without_errors(outcome: &Outcome) -> &Outcome {
+    outcome.assert_code(0);
+    let text = outcome.stdout_text();
+    outcome
+        .check(text.contains("\"completed\":true"), "completed")
+        .check(text.contains("\"errors\":0,"), "no errors")
+}
+
 fn cluster_event(outcome: &Outcome, name: &str) -> u64 {
     let text = outcome.stdout_text();
     let pattern = format!("\"{name}\":");
@@ -238,11 +247,7 @@ fn fail_over_node_0_mid_load_and_check_everything(
             cluster.failover(replica);
         },
     );
-    outcome.assert_code(0);
-    let text = outcome.stdout_text();
-    outcome
-        .check(text.contains("\"completed\":true"), "completed")
-        .check(text.contains("\"errors\":0,"), "no errors")
+    completed_without_errors(&outcome)
         .check(
             cluster_event(&outcome, "nodes_added") == 1,
             "the promoted replica was added",
@@ -325,15 +330,10 @@ fn a_node_removed_after_its_slots_moved_away_ends_quietly() {
             cluster.remove_node(added);
         },
     );
-    outcome.assert_code(0);
-    let text = outcome.stdout_text();
-    outcome
-        .check(text.contains("\"completed\":true"), "completed")
-        .check(text.contains("\"errors\":0,"), "no errors")
-        .check(
-            cluster_event(&outcome, "nodes_lost") == 1,
-            "the removed node was lost",
-        );
+    completed_without_errors(&outcome).check(
+        cluster_event(&outcome, "nodes_lost") == 1,
+        "the removed node was lost",
+    );
     assert_everything_loaded(&cluster, &input, &outcome);
 }
 
@@ -368,11 +368,7 @@ fn a_primary_killed_mid_load_is_replaced_by_its_replica_under_retry() {
         || cluster.kill_node(killed),
     );
     cluster.wait_for_promotion(killed);
-    outcome.assert_code(0);
-    let text = outcome.stdout_text();
-    outcome
-        .check(text.contains("\"completed\":true"), "completed")
-        .check(text.contains("\"errors\":0,"), "no errors")
+    completed_without_errors(&outcome)
         .check(
             cluster_event(&outcome, "nodes_lost") == 1,
             "the killed primary was lost",
