@@ -338,6 +338,21 @@ impl Batch {
         }
     }
 
+    /// `routed_from`, with room for about one `shares`th of `from`'s
+    /// commands: a route splitting `from` evenly between `shares` lanes
+    /// then seldom grows a batch.
+    pub fn routed_share(from: &Batch, shares: usize) -> Self {
+        let room = |total: usize| {
+            let even = total / shares.max(1);
+            even + even / 4
+        };
+        let mut batch = Batch::routed_from(from);
+        batch.bytes.reserve(room(from.bytes.len()));
+        batch.commands.reserve(room(from.commands.len()));
+        batch.members = Members::Routed(Vec::with_capacity(room(from.commands.len())));
+        batch
+    }
+
     /// Records the command whose bytes were just appended to `bytes`.
     // Once per input command: inlined into the framers' loops.
     #[inline(always)]
@@ -377,9 +392,17 @@ impl Batch {
             self.bytes
                 .extend_from_slice(&from.bytes[from.command_range(index)]);
         }
-        self.push_command(command.line_no, command.is_resp, expect, command.kind);
-        if let Some(pushed) = self.commands.last_mut() {
-            pushed.template = command.template;
+        if expect == command.expect {
+            // The same bytes expecting the same: the same reply class.
+            self.commands.push(Command {
+                end: self.bytes.len(),
+                ..command
+            });
+        } else {
+            self.push_command(command.line_no, command.is_resp, expect, command.kind);
+            if let Some(pushed) = self.commands.last_mut() {
+                pushed.template = command.template;
+            }
         }
         self.routed_as(from, index, slot);
         if let Some(original) = from.original(index) {

@@ -27,7 +27,7 @@ use crate::conn::Connection;
 use crate::connection::{ConnectionRun, SessionShared, run_connection};
 use crate::handlers::errors::ErrorsFile;
 use crate::handover::LaneNode;
-use crate::input::{self, InputOptions, OpenSource, read_input};
+use crate::input::{self, BatchSize, InputOptions, OpenSource, read_input};
 use crate::input_watch::InputWatch;
 use crate::pace::{self, Pace, Probe};
 use crate::progress::{self, Counters};
@@ -56,7 +56,7 @@ pub(crate) fn load(
     tls: Option<&TlsConfig>,
     config: &Config,
 ) -> Result<ExitCode> {
-    let mut load = start_load(sources, errors_file.is_some(), stop, tls, config)?;
+    let mut load = start_load(sources, errors_file.is_some(), 1, stop, tls, config)?;
     let (shared, batches, input) = load.parts(tls, config);
     let replies = shared.replies(0, errors_file);
     let lane = shared.lane(Some(connection), batches.clone(), config.clone(), replies);
@@ -445,9 +445,12 @@ pub(crate) struct ConnectionsEnd {
 
 /// Starts the progress display and the input thread. Never returns when a
 /// signal came while connecting (the signal ends the run itself).
+/// `lanes`: how many connections the route splits the input's batches
+/// between.
 pub(crate) fn start_load(
     sources: Vec<OpenSource>,
     keep_originals: bool,
+    lanes: usize,
     stop: Arc<Stop>,
     tls: Option<&TlsConfig>,
     config: &Config,
@@ -487,6 +490,7 @@ pub(crate) fn start_load(
         progress: counters.clone(),
         cluster: config.cluster,
         records: config.records.clone(),
+        batch_size: BatchSize::for_lanes(lanes),
     };
     // Not scoped: when the load stops early the input thread may be blocked
     // on a source that never ends, and must not keep the process alive.

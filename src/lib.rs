@@ -73,7 +73,7 @@ use crate::batch::{Batch, Expect};
 use crate::config::{Config, Credentials, Endpoint, RepliesTarget};
 use crate::engine::BATCH_CHANNEL_CAPACITY;
 use crate::handlers::errors::{ErrorsFile, ErrorsFileWriter, write_or_report};
-use crate::input::{InputError, InputOptions, OpenSource, open_sources, read_input};
+use crate::input::{BatchSize, InputError, InputOptions, OpenSource, open_sources, read_input};
 use crate::output_file::{Readers, create_output};
 use crate::stop::Stop;
 use crate::summary::{Outcome, report};
@@ -222,6 +222,7 @@ fn emit_resp(sources: Vec<OpenSource>, config: &Config) -> Result<ExitCode> {
         cluster: false,
         progress: None,
         records: config.records.clone(),
+        batch_size: BatchSize::default(),
     };
     let errors_file = open_errors_file(config, &sources)?;
     say_if_reading_the_terminal(config);

@@ -177,36 +177,56 @@ pub fn command_args(frame: &[u8]) -> Vec<&[u8]> {
 /// many commands reuses one vector.
 pub fn command_args_into<'f>(frame: &'f [u8], args: &mut Vec<&'f [u8]>) {
     args.clear();
-    let Some(header_end) = memchr::memchr(b'\n', frame) else {
+    let Some(header_end) = frame.iter().position(|&byte| byte == b'\n') else {
         return;
     };
     let mut position = header_end + 1;
-    while let Some(b'$') = frame.get(position) {
-        let Some(line_end) = memchr::memchr(b'\n', &frame[position..]) else {
-            break;
-        };
-        let digits = &frame[position + 1..position + line_end];
-        let digits = digits.strip_suffix(b"\r").unwrap_or(digits);
-        let start = position + line_end + 1;
-        let Some(arg) =
-            decimal(digits).and_then(|length| frame.get(start..start.checked_add(length)?))
-        else {
-            break;
-        };
+    while let Some((arg, next)) = bulk_at(frame, position) {
         args.push(arg);
-        position = start + arg.len() + 2;
+        position = next;
     }
 }
 
-/// The value of a non-empty run of ASCII digits that fits a `usize`.
-fn decimal(digits: &[u8]) -> Option<usize> {
-    if digits.is_empty() {
+/// The first two arguments of `frame` (a command's name and, when it has
+/// one, its first argument): what a route reads of most commands.
+#[inline]
+pub fn name_and_first_arg(frame: &[u8]) -> Option<(&[u8], Option<&[u8]>)> {
+    let header_end = frame.iter().position(|&byte| byte == b'\n')?;
+    let (name, next) = bulk_at(frame, header_end + 1)?;
+    Some((name, bulk_at(frame, next).map(|(first, _)| first)))
+}
+
+/// The bulk string whose `$` is at `position` of `frame`, and where what
+/// follows it starts; `None` at anything else. Its length is read digit by
+/// digit: a command's lengths are a few digits, shorter than a search for
+/// the line end would pay for.
+#[inline]
+fn bulk_at(frame: &[u8], position: usize) -> Option<(&[u8], usize)> {
+    if frame.get(position) != Some(&b'$') {
         return None;
     }
-    digits.iter().try_fold(0usize, |value, &digit| {
-        let digit = digit.checked_sub(b'0').filter(|digit| *digit < 10)?;
-        value.checked_mul(10)?.checked_add(usize::from(digit))
-    })
+    let mut at = position + 1;
+    let mut length = 0usize;
+    while let Some(&byte) = frame.get(at)
+        && byte.is_ascii_digit()
+    {
+        length = length
+            .checked_mul(10)?
+            .checked_add(usize::from(byte - b'0'))?;
+        at += 1;
+    }
+    if at == position + 1 {
+        return None;
+    }
+    if frame.get(at) == Some(&b'\r') {
+        at += 1;
+    }
+    if frame.get(at) != Some(&b'\n') {
+        return None;
+    }
+    let start = at + 1;
+    let arg = frame.get(start..start.checked_add(length)?)?;
+    Some((arg, start + length + 2))
 }
 
 /// The kind of one complete reply.
@@ -1764,6 +1784,28 @@ mod tests {
             for end in 0..=mutated.len() {
                 check_command_invariants(&mutated[..end]);
             }
+        }
+
+        #[test]
+        fn command_args_read_back_what_was_encoded(
+            args in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..300), 0..6),
+            edits in edits(),
+        ) {
+            let bytes = encode_command(&Some(args.clone())).bytes;
+            let expected: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+            prop_assert_eq!(&command_args(&bytes), &expected);
+            let two = name_and_first_arg(&bytes).map(|(name, first)| {
+                std::iter::once(name).chain(first).collect::<Vec<_>>()
+            });
+            prop_assert_eq!(&two.unwrap_or_default()[..], &expected[..2.min(expected.len())]);
+            // Damaged: never a panic, and the first two arguments are
+            // always the start of all of them.
+            let mutated = mutate(bytes, &edits);
+            let all = command_args(&mutated);
+            let two = name_and_first_arg(&mutated).map(|(name, first)| {
+                std::iter::once(name).chain(first).collect::<Vec<_>>()
+            });
+            prop_assert_eq!(&two.unwrap_or_default()[..], &all[..2.min(all.len())]);
         }
 
         #[test]

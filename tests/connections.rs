@@ -14,6 +14,8 @@ use crate::common::{
     Client, Pipeload, RedisServer, TempDir, TestCluster, Value, finish_after_one_reconnect,
     load_first_lines, wait_until,
 };
+use pipeload::cluster::keys::KeyPositions;
+use pipeload::stream::Stream;
 use pipeload_harness::ServerKind;
 
 /// Loads `input` with `--connections connections` into `server` (flushed
@@ -400,6 +402,73 @@ fn random_mixed_inputs_give_the_data_set_of_one_connection_on_redis() {
 #[test]
 fn random_mixed_inputs_give_the_data_set_of_one_connection_on_valkey() {
     random_inputs_load_as_over_one_connection(ServerKind::Valkey);
+}
+
+/// The route reads no further than the first argument of a command whose
+/// metadata says its one key is that argument (`SET`, `HSET`…). For every
+/// command the server knows, with as many arguments as its arity asks (and
+/// two more where it takes more): where the route takes that shortcut, the
+/// whole metadata and the server's own `COMMAND GETKEYS` name that one
+/// argument.
+fn commands_routed_by_their_first_argument_have_that_one_key(kind: ServerKind) {
+    let server = RedisServer::start_kind_with_config(kind, &[]);
+    let stream = std::net::TcpStream::connect(("127.0.0.1", server.port())).unwrap();
+    let keys = KeyPositions::fetch(&mut Stream::Tcp(stream)).unwrap();
+    let mut client = server.client();
+    let mut shortcuts = Vec::new();
+    for entry in client.cmd(&["COMMAND"]).into_array() {
+        let entry = entry.into_array();
+        let name = entry[0].clone().into_bulk().unwrap();
+        if !keys.key_is_first_argument_only(&name) {
+            continue;
+        }
+        // Negative: at least that many; positive: exactly.
+        let arity = entry[1].as_int();
+        let extras: &[usize] = if arity < 0 { &[0, 2] } else { &[0] };
+        let arity = arity.unsigned_abs() as usize;
+        for &extra in extras {
+            let mut command: Vec<Vec<u8>> = vec![b"COMMAND".to_vec(), b"GETKEYS".to_vec()];
+            command.push(name.clone());
+            command.push(b"the-key".to_vec());
+            while command.len() < 2 + arity.max(2) + extra {
+                command.push(format!("argument{}", command.len()).into_bytes());
+            }
+            let shown = String::from_utf8_lossy(&command.join(&b' ')).into_owned();
+            let args: Vec<&[u8]> = command[2..].iter().map(Vec::as_slice).collect();
+            let mut found = Vec::new();
+            assert!(keys.all_keys(&args, &mut found), "{kind:?}: {shown}");
+            assert_eq!(found, [b"the-key"], "{kind:?}: {shown}");
+            // A shard channel (`SPUBLISH`) routes like a key, which the
+            // server does not call it.
+            match client.cmd(&command) {
+                Value::Error(message) if message.contains("has no key arguments") => {}
+                found => assert_eq!(
+                    found,
+                    Value::Array(Some(vec![Value::Bulk(Some(b"the-key".to_vec()))])),
+                    "{kind:?}: {shown}"
+                ),
+            }
+        }
+        shortcuts.push(String::from_utf8_lossy(&name).into_owned());
+    }
+    for common in [
+        "set", "get", "hset", "incr", "rpush", "sadd", "zadd", "expire",
+    ] {
+        assert!(
+            shortcuts.iter().any(|name| name == common),
+            "{kind:?}: {common} takes the shortcut; those that do: {shortcuts:?}"
+        );
+    }
+}
+
+#[test]
+fn commands_routed_by_their_first_argument_have_that_one_key_on_redis() {
+    commands_routed_by_their_first_argument_have_that_one_key(ServerKind::Redis);
+}
+
+#[test]
+fn commands_routed_by_their_first_argument_have_that_one_key_on_valkey() {
+    commands_routed_by_their_first_argument_have_that_one_key(ServerKind::Valkey);
 }
 
 /// `INCR counter:i` for i in 0..count: each counter must end at exactly 1.

@@ -17,7 +17,7 @@ use crossbeam_channel::bounded;
 use pipeload::batch::{Batch, Expect};
 use pipeload::config::Format;
 use pipeload::input::quoting::{Args, split_line};
-use pipeload::input::{InputOptions, OpenSource, read_input};
+use pipeload::input::{BatchSize, InputOptions, OpenSource, read_input};
 use pipeload::resp::{CommandScan, ReplyScan, scan_command, scan_reply};
 use proptest::prelude::*;
 
@@ -224,6 +224,7 @@ fn load(
             cluster: false,
             progress: None,
             records: Default::default(),
+            batch_size: BatchSize::default(),
         };
         let result = read_input(vec![source], options, &sender).map_err(|error| error.to_string());
         drop(sender);

@@ -412,11 +412,15 @@ pub enum Format {
     Text,
 }
 
+/// The key and value of the `i`th `SET` of `write_sets`.
+pub fn set_pair(i: u64) -> (String, String) {
+    (format!("key:{i}"), format!("value:{i}"))
+}
+
 /// `SET key:i value:i` for every i; returns (commands, keys).
 pub fn write_sets(out: &mut impl Write, count: u64, format: Format) -> Result<(u64, u64)> {
     for i in 0..count {
-        let key = format!("key:{i}");
-        let value = format!("value:{i}");
+        let (key, value) = set_pair(i);
         match format {
             Format::Resp => write_resp(out, &[b"SET", key.as_bytes(), value.as_bytes()])?,
             Format::Text => writeln!(out, "SET {key} {value}")?,

@@ -67,6 +67,28 @@ struct CommandKeys {
     subcommands: HashMap<Vec<u8>, CommandKeys>,
 }
 
+impl CommandKeys {
+    /// One key, the first argument, whatever the other arguments are:
+    /// what `all_keys_of` finds from the legacy triple `1 1 1` or from a
+    /// sole spec `index 1, range 0`.
+    fn key_is_first_argument_only(&self) -> bool {
+        if !self.subcommands.is_empty() || self.movable_keys {
+            return false;
+        }
+        match self.specs.as_slice() {
+            [] => self.first_key == 1 && self.last_key == 1,
+            [
+                KeySpec {
+                    begin: BeginSearch::Index(1),
+                    find: FindKeys::Range(Some(RangeEnd { last_key: 0, .. })),
+                    incomplete: false,
+                },
+            ] => true,
+            _ => false,
+        }
+    }
+}
+
 /// Where the first key of a command is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyLookup<'a> {
@@ -156,6 +178,15 @@ impl KeyPositions {
             Some(command) => all_keys_of(command, args, keys),
             None => true,
         }
+    }
+
+    /// Whether the command named `name` has one key, its first argument
+    /// (`SET`, `HSET`, `INCR`, `RPUSH`…): then a route needs to read no
+    /// further than that argument. `false` for anything else, unknown
+    /// commands and commands with subcommands included.
+    pub fn key_is_first_argument_only(&self, name: &[u8]) -> bool {
+        self.command(&[name])
+            .is_some_and(CommandKeys::key_is_first_argument_only)
     }
 
     /// Whether the server knows the command `args` names.
@@ -643,6 +674,24 @@ mod tests {
         );
         assert_eq!(keys.first_key(&[b"PING"]), KeyLookup::Keyless);
         assert_eq!(keys.first_key(&[b"NOSUCH", b"x"]), KeyLookup::Keyless);
+    }
+
+    #[test]
+    fn only_commands_with_one_key_first_take_the_shortcut() {
+        let keys = positions();
+        assert!(keys.key_is_first_argument_only(b"SET"));
+        assert!(keys.key_is_first_argument_only(b"set"));
+        for name in [
+            &b"MSET"[..],
+            b"SMOVE",
+            b"EVAL",
+            b"XREAD",
+            b"OBJECT",
+            b"PING",
+            b"NOSUCH",
+        ] {
+            assert!(!keys.key_is_first_argument_only(name), "{name:?}");
+        }
     }
 
     #[test]

@@ -71,7 +71,14 @@ pub fn load_cluster(
             )?);
         }
     }
-    let mut load = start_load(sources, errors_file.is_some(), stop, tls, config)?;
+    let mut load = start_load(
+        sources,
+        errors_file.is_some(),
+        connections.len(),
+        stop,
+        tls,
+        config,
+    )?;
     let (shared, input_receiver, input) = load.parts(tls, config);
     let (stop, replies_out) = (shared.stop, shared.replies_out);
 
@@ -157,7 +164,14 @@ pub fn load_spread(
     while connections.len() < config.connections {
         connections.push(retry::connect_first(config, tls, &stop, None)?);
     }
-    let mut load = start_load(sources, errors_file.is_some(), stop, tls, config)?;
+    let mut load = start_load(
+        sources,
+        errors_file.is_some(),
+        connections.len(),
+        stop,
+        tls,
+        config,
+    )?;
     let (shared, input_receiver, input) = load.parts(tls, config);
     let stop = shared.stop;
     let outstanding = Outstanding::default();

@@ -115,13 +115,23 @@ const CRC16_TABLE: [u16; 256] = {
 /// The part of the key that is hashed: the text between the first `{` and
 /// the first `}` after it, when that is non-empty; else the whole key.
 fn hashed_part(key: &[u8]) -> &[u8] {
-    if let Some(open) = memchr::memchr(b'{', key)
-        && let Some(length) = memchr::memchr(b'}', &key[open + 1..])
+    if let Some(open) = find_byte(b'{', key)
+        && let Some(length) = find_byte(b'}', &key[open + 1..])
         && length > 0
     {
         return &key[open + 1..open + 1 + length];
     }
     key
+}
+
+/// Where `byte` first is in `haystack`: most keys are a few dozen bytes,
+/// shorter than a vectorised search gains on.
+#[inline]
+fn find_byte(byte: u8, haystack: &[u8]) -> Option<usize> {
+    match haystack.len() {
+        0..64 => haystack.iter().position(|&each| each == byte),
+        _ => memchr::memchr(byte, haystack),
+    }
 }
 
 pub fn key_slot(key: &[u8]) -> u16 {

@@ -38,7 +38,7 @@ use crate::batch::{Batch, CommandKind, Expect};
 use crate::control::{Value, query};
 use crate::encode::command_bytes;
 use crate::reply_order::RepliesOut;
-use crate::resp::{command_args, command_args_into};
+use crate::resp::{command_args, command_args_into, name_and_first_arg};
 use crate::route::{BatchRouter, Routed, Stopped, run_router};
 use crate::stop::Stop;
 use crate::stream::Stream;
@@ -163,8 +163,9 @@ impl BatchRouter for SpreadRouter<'_> {
     }
 
     fn route_batch(&mut self, batch: &Batch, stop: &Stop) -> Result<(), Stopped> {
-        let mut split: Vec<Batch> = (0..self.lanes.len())
-            .map(|_| Batch::routed_from(batch))
+        let lanes = self.lanes.len();
+        let mut split: Vec<Batch> = (0..lanes)
+            .map(|_| Batch::routed_share(batch, lanes))
             .collect();
         let mut scratch = Scratch::default();
         let mut index = 0;
@@ -357,7 +358,17 @@ impl SpreadRouter<'_> {
             return Placement::EveryLane;
         }
         let Scratch { args, keys } = scratch;
-        command_args_into(&batch.bytes[batch.command_range(index)], args);
+        let lanes = self.lanes.len();
+        let lane_of = |slot: u16| usize::from(slot) % lanes;
+        let frame = &batch.bytes[batch.command_range(index)];
+        // Most commands: the name and one key, the first argument; the
+        // rest of the command need not be read.
+        if let Some((name, Some(key))) = name_and_first_arg(frame)
+            && self.keys.key_is_first_argument_only(name)
+        {
+            return Placement::Lane(lane_of(key_slot(key)));
+        }
+        command_args_into(frame, args);
         let name = args.first().copied().unwrap_or_default();
         if name.eq_ignore_ascii_case(b"RESET") {
             return Placement::EveryLane;
@@ -383,8 +394,6 @@ impl SpreadRouter<'_> {
                 }
             }
         }
-        let lanes = self.lanes.len();
-        let lane_of = |slot: u16| usize::from(slot) % lanes;
         let lane = match self.keys.all_keys(args, keys) {
             true => one_lane(keys.iter().map(|key| lane_of(key_slot(key)))),
             false => match self.slots_from_server(args) {

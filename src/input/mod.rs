@@ -61,6 +61,43 @@ const READ_CHUNK: usize = 256 * 1024;
 const BATCH_BYTES: usize = 64 * 1024;
 /// …or this many commands, so small commands still move in small steps.
 const BATCH_COMMANDS: usize = 2048;
+/// A route splitting batches between connections gets batches up to this
+/// many times bigger.
+const MOST_BATCHES_PER_INPUT_BATCH: usize = 4;
+
+/// How big the batches the input sends grow before they are sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchSize {
+    pub bytes: usize,
+    pub commands: usize,
+}
+
+impl BatchSize {
+    /// For a load whose route splits each batch between `lanes`
+    /// connections: each connection's share is about the batch one
+    /// connection would get (up to four connections' worth, a read
+    /// chunk), so that more connections do not mean more, smaller writes
+    /// and more thread wake-ups for the same input.
+    pub fn for_lanes(lanes: usize) -> Self {
+        let scale = lanes.clamp(1, MOST_BATCHES_PER_INPUT_BATCH);
+        BatchSize {
+            bytes: BATCH_BYTES * scale,
+            commands: BATCH_COMMANDS * scale,
+        }
+    }
+
+    /// What a new batch reserves: its size and room for the command that
+    /// crosses it.
+    fn reserve(self) -> usize {
+        self.bytes + self.bytes / 4
+    }
+}
+
+impl Default for BatchSize {
+    fn default() -> Self {
+        BatchSize::for_lanes(1)
+    }
+}
 
 /// Most a big frame's declared length reserves before its bytes arrive.
 const BIG_FRAME_RESERVE: usize = 16 * 1024 * 1024;
@@ -226,6 +263,7 @@ pub struct InputOptions {
     pub progress: Option<Arc<Counters>>,
     /// `--format csv|tsv|jsonl`: the templates and field names.
     pub records: RecordOptions,
+    pub batch_size: BatchSize,
 }
 
 /// Reads every source in order and sends its commands as batches.
@@ -265,6 +303,7 @@ pub fn read_input(
             source,
             options.format,
             framer,
+            options.batch_size,
             batches,
         );
         reader.read_all(&mut state)?;
@@ -307,6 +346,7 @@ struct SourceReader<'a> {
     command_no: u64,
     args: Args,
     batch: Batch,
+    batch_size: BatchSize,
     /// Whether a UTF-8 byte order mark may start the source.
     skip_bom: bool,
     /// `--format csv|tsv|jsonl`: the record framer and its templates.
@@ -320,6 +360,7 @@ impl<'a> SourceReader<'a> {
         source: OpenSource,
         format: Format,
         records: Option<RecordFramer>,
+        batch_size: BatchSize,
         batches: &'a Sender<Batch>,
     ) -> Self {
         SourceReader {
@@ -335,7 +376,8 @@ impl<'a> SourceReader<'a> {
             line_no: source.first_line,
             command_no: 0,
             args: Args::default(),
-            batch: Batch::new(index, seq_offset, 1, BATCH_BYTES + BATCH_BYTES / 4),
+            batch: Batch::new(index, seq_offset, 1, batch_size.reserve()),
+            batch_size,
             skip_bom: source.skip_bom,
             records,
         }
@@ -393,8 +435,8 @@ impl<'a> SourceReader<'a> {
     /// the source has ended). Returns when more input is needed.
     fn frame_available(&mut self, state: &mut InputState) -> Result<(), InputError> {
         while let Some(&first) = self.buffer.unread().first() {
-            let full = self.batch.bytes.len() >= BATCH_BYTES
-                || self.batch.commands.len() >= BATCH_COMMANDS;
+            let full = self.batch.bytes.len() >= self.batch_size.bytes
+                || self.batch.commands.len() >= self.batch_size.commands;
             if full && !state.tracker.in_multi {
                 self.send_batch()?;
             }
@@ -485,7 +527,7 @@ impl<'a> SourceReader<'a> {
                 self.index,
                 self.seq_offset,
                 self.command_no + 1,
-                BATCH_BYTES + BATCH_BYTES / 4,
+                self.batch_size.reserve(),
             ),
         );
         self.batches.send(full).map_err(|_| InputError::Stopped)

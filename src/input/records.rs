@@ -386,7 +386,7 @@ impl SourceReader<'_> {
 mod tests {
     use super::*;
     use crate::batch::Batch;
-    use crate::input::{InputOptions, read_input};
+    use crate::input::{BatchSize, InputOptions, read_input};
     use crossbeam_channel::bounded;
     use proptest::prelude::*;
 
@@ -427,6 +427,7 @@ mod tests {
             cluster: false,
             progress: None,
             records: records.clone(),
+            batch_size: BatchSize::default(),
         };
         let (sender, receiver) = bounded::<Batch>(1024);
         let result = read_input(sources, options, &sender);
