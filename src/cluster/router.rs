@@ -24,7 +24,7 @@ use super::topology::Topology;
 use crate::batch::{Batch, CommandKind, Expect, Rejection};
 use crate::control::{Value, query};
 use crate::reply_order::RepliesOut;
-use crate::resp::command_args;
+use crate::resp::{command_args, name_and_first_arg};
 use crate::route::{BatchRouter, Routed, Stopped, run_router};
 use crate::stop::Stop;
 use crate::stream::Stream;
@@ -311,7 +311,15 @@ impl Router<'_> {
         if let Expect::Rejected(why) = command.expect {
             return Route::Refused(why);
         }
-        let args = command_args(&batch.bytes[batch.command_range(index)]);
+        let frame = &batch.bytes[batch.command_range(index)];
+        // Most commands: routed by their name and first argument alone.
+        if command.kind == CommandKind::Plain
+            && let Some((name, Some(key))) = name_and_first_arg(frame)
+            && self.keys.key_is_first_argument_only(name)
+        {
+            return Route::Slot(key_slot(key));
+        }
+        let args = command_args(frame);
         let name = args.first().copied().unwrap_or_default();
         if command.kind == CommandKind::Select {
             return match args.get(1).copied() {
