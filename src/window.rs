@@ -68,6 +68,30 @@ impl Default for WindowLimits {
     }
 }
 
+/// The least a connection's window is cut to when several connections
+/// share one server's: still a few milliseconds of commands at a million
+/// a second.
+const SHARED_WINDOW_FLOOR: WindowLimits = WindowLimits {
+    commands: 10_000,
+    bytes: 512 * 1024,
+    reply_bytes: 1024 * 1024,
+};
+
+impl WindowLimits {
+    /// The window of each of `connections` connections to one server
+    /// (`--connections`): together about what one connection would hold,
+    /// so pipeload's memory and the server's output buffers for it stay
+    /// near those of one connection; never below `SHARED_WINDOW_FLOOR`.
+    pub fn shared_by(self, connections: usize) -> Self {
+        let share = |limit: usize, floor: usize| (limit / connections.max(1)).max(floor.min(limit));
+        WindowLimits {
+            commands: share(self.commands, SHARED_WINDOW_FLOOR.commands),
+            bytes: share(self.bytes, SHARED_WINDOW_FLOOR.bytes),
+            reply_bytes: share(self.reply_bytes, SHARED_WINDOW_FLOOR.reply_bytes),
+        }
+    }
+}
+
 /// A batch is sent in parts of at most this share of the reply-byte limit.
 const PARTS_PER_WINDOW: usize = 8;
 
@@ -440,6 +464,30 @@ mod tests {
 
     fn estimate(state: &State, name: &str) -> usize {
         state.reply_estimates[batch_of(&[(name, 1)]).commands[0].reply_class.index()]
+    }
+
+    #[test]
+    fn connections_to_one_server_share_one_window() {
+        let one = WindowLimits::default();
+        assert_eq!(one.shared_by(1), one);
+        assert_eq!(
+            one.shared_by(4),
+            WindowLimits {
+                commands: 25_000,
+                bytes: 1024 * 1024,
+                reply_bytes: 2 * 1024 * 1024,
+            }
+        );
+        assert_eq!(one.shared_by(64), SHARED_WINDOW_FLOOR);
+        // A limit already under the floor stays as it is.
+        assert_eq!(
+            LIMITS.shared_by(8),
+            WindowLimits {
+                commands: 10_000,
+                bytes: 512 * 1024,
+                reply_bytes: 64 * 1024,
+            }
+        );
     }
 
     #[test]

@@ -116,7 +116,7 @@ pub fn run(
                 .collect();
             for run in 1..=runs {
                 for (index, variant) in variants.iter_mut().enumerate() {
-                    server.client().ok(&["FLUSHALL"]);
+                    server.client().ok(&["FLUSHALL", "SYNC"]);
                     let port = server.port().to_string();
                     let measured = match CONNECTIONS.get(index) {
                         Some(connections) => {

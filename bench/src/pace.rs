@@ -94,7 +94,7 @@ pub fn run(pipeload: &Path, scratch: &Path, scale: f64) -> Result<String> {
         ("full speed", &[][..]),
         ("--max-latency 1", &["--max-latency", "1"][..]),
     ] {
-        server.client().ok(&["FLUSHALL"]);
+        server.client().ok(&["FLUSHALL", "SYNC"]);
         server.client().ok(&["SET", "foreground", "value"]);
         let port = server.port().to_string();
         let mut args = vec!["-p", port.as_str()];

@@ -134,10 +134,12 @@ pub enum Servers<'a> {
 }
 
 impl Target<'_> {
-    /// Empties every server (synchronously: FLUSHALL without ASYNC).
+    /// Empties every server, synchronously: Valkey flushes in the
+    /// background by default (`lazyfree-lazy-user-flush yes`), which would
+    /// free one run's keys during the next.
     fn flush_all(&self) {
         for mut client in self.clients() {
-            client.ok(&["FLUSHALL"]);
+            client.ok(&["FLUSHALL", "SYNC"]);
         }
     }
 

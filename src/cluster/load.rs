@@ -50,11 +50,13 @@ pub fn load_cluster(
     config: &Config,
 ) -> Result<ExitCode> {
     let keys = KeyPositions::fetch(&mut seed).context("cannot read the server's command table")?;
+    // A primary's connections share its window (`--connections`).
     let node_config = |host: &str, port: u16| Config {
         endpoint: Endpoint::Tcp {
             host: host.to_owned(),
             port,
         },
+        window: config.window.shared_by(config.connections),
         ..config.clone()
     };
     // With `--retry`, a primary still starting is waited for, as the seed
@@ -186,6 +188,10 @@ pub fn load_spread(
         &outstanding,
         shared.replies_out,
     );
+    let lane_config = Config {
+        window: config.window.shared_by(connections.len()),
+        ..config.clone()
+    };
     let lanes = connections
         .into_iter()
         .zip(receivers)
@@ -197,7 +203,7 @@ pub fn load_spread(
             };
             Lane {
                 router_done: Some(outstanding.router_done()),
-                ..shared.lane(Some(connection), batches, config.clone(), replies)
+                ..shared.lane(Some(connection), batches, lane_config.clone(), replies)
             }
         })
         .collect();
