@@ -23,7 +23,8 @@ use crate::common::client::{info_field, read_value};
 use crate::common::cluster::tag_on_node;
 use crate::common::run::Sink;
 use crate::common::{
-    Client, Pipeload, RedisServer, TempDir, TestCluster, Value, slot_of, wait_until,
+    Client, Pipeload, RedisServer, TempDir, TestCluster, Value, middle_line_end, slot_of,
+    wait_until,
 };
 
 /// A value no UTF-8 decoder accepts, with the bytes RESP frames by.
@@ -463,13 +464,7 @@ fn strike_mid_file(
     let (go_on, rest_wanted) = mpsc::channel::<()>();
     let feeder = thread::spawn(move || {
         let gets = reads_of_keys();
-        let half = gets.len() / 2;
-        let half = half
-            + gets[half..]
-                .iter()
-                .position(|&byte| byte == b'\n')
-                .unwrap_or(0)
-            + 1;
+        let half = middle_line_end(&gets);
         let _ = stdin.write_all(&gets[..half]);
         let _ = rest_wanted.recv();
         let _ = stdin.write_all(&gets[half..]);

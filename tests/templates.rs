@@ -10,7 +10,9 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::common::{Client, Pipeload, RedisServer, TempDir, resp_command, wait_until};
+use crate::common::{
+    Client, Pipeload, RedisServer, TempDir, middle_line_end, resp_command, wait_until,
+};
 
 const WRONGTYPE: &str = "WRONGTYPE Operation against a key holding the wrong kind of value";
 
@@ -509,13 +511,7 @@ fn skip_counts_template_commands_and_a_stopped_load_resumes_exactly_once() {
     // Cut at a line end: stdin closes right after the signal, and a line
     // cut short would be, rightly, the last record of the first run's
     // input, which the resumed load reads whole.
-    let half = csv.len() / 2;
-    let half = half
-        + csv[half..]
-            .iter()
-            .position(|&byte| byte == b'\n')
-            .unwrap_or(0)
-        + 1;
+    let half = middle_line_end(&csv);
     running
         .write_stdin(&csv[..half])
         .expect("write the first half");

@@ -39,6 +39,18 @@ pub fn sets(count: usize) -> String {
         .collect()
 }
 
+/// Where the line that holds the middle of `input` ends (just past its
+/// `\n`): a first half that ends with a whole line.
+pub fn middle_line_end(input: &[u8]) -> usize {
+    let middle = input.len() / 2;
+    middle
+        + input[middle..]
+            .iter()
+            .position(|&byte| byte == b'\n')
+            .unwrap_or(0)
+        + 1
+}
+
 /// Waits until `condition` holds, polling; fails after `limit`, naming
 /// `what` it waited for.
 pub fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
