@@ -27,6 +27,7 @@ use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
 
+use crate::encode::command_bytes;
 use crate::input::quoting::SplitError;
 
 /// Why an input command was refused before sending.
@@ -120,6 +121,14 @@ pub struct Command {
     /// Of a record's commands, when there are several templates: which
     /// template made it, from 1 (0: any other command).
     pub template: u8,
+}
+
+impl Command {
+    /// One of pipeload's own commands (a marker, a confirmation, `ASKING`),
+    /// not the input's: they have line 0, input lines start at 1.
+    pub fn is_inserted(&self) -> bool {
+        self.line_no == 0
+    }
 }
 
 /// The key of a reply-size estimate: commands with one name (`GET`,
@@ -351,6 +360,53 @@ impl Batch {
         batch.commands.reserve(room(from.commands.len()));
         batch.members = Members::Routed(Vec::with_capacity(room(from.commands.len())));
         batch
+    }
+
+    /// A confirmation for commands sent while `CLIENT REPLY OFF` is in
+    /// effect: `CLIENT REPLY ON`, whose reply proves every command before it
+    /// ran (a marker: counted as nothing), then `CLIENT REPLY OFF` again
+    /// (no reply), both at the input position of the source's command
+    /// `command_no`, the last one before them. pipeload's own commands,
+    /// like every marker: line 0, an empty original.
+    pub fn confirmation(
+        source: usize,
+        seq_offset: u64,
+        command_no: u64,
+        keep_originals: bool,
+    ) -> Self {
+        let mut batch = Batch::new(source, seq_offset, command_no, 0);
+        batch.members = Members::Routed(Vec::with_capacity(2));
+        for (reply_mode, expect) in [(&b"ON"[..], Expect::Marker), (b"OFF", Expect::NoReply)] {
+            batch
+                .bytes
+                .extend_from_slice(&command_bytes(&[b"CLIENT", b"REPLY", reply_mode]));
+            batch.push_command(0, true, expect, CommandKind::Plain);
+            if let Members::Routed(routed) = &mut batch.members {
+                routed.push(RoutedCommand {
+                    input_index: 0,
+                    slot: None,
+                });
+            }
+            if keep_originals {
+                batch.push_original(b"");
+            }
+        }
+        batch
+    }
+
+    /// `CLIENT REPLY ON` as a marker at the input position of command
+    /// `index` of `from`: its reply proves every command sent before it ran,
+    /// whatever the connection's `CLIENT REPLY` mode (`ON` is answered even
+    /// right after `OFF` or `SKIP`).
+    pub fn replies_on_marker(from: &Batch, index: usize) -> Self {
+        let mut marker = Batch::routed_from(from);
+        marker.bytes = command_bytes(&[b"CLIENT", b"REPLY", b"ON"]);
+        marker.push_command(0, true, Expect::Marker, CommandKind::Plain);
+        marker.routed_as(from, index, None);
+        if from.original(index).is_some() {
+            marker.push_original(b"");
+        }
+        marker
     }
 
     /// Records the command whose bytes were just appended to `bytes`.

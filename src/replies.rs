@@ -367,10 +367,17 @@ impl<'a> Replies<'a> {
             match head.batch.commands[session.next].expect {
                 Expect::Reply | Expect::Marker => break,
                 Expect::NoReply => {
-                    self.handlers.unanswered(&head.batch, session.next);
+                    // pipeload's own (`Batch::confirmation`) is no part of
+                    // the input: no line, not acknowledged.
+                    let inserted = head.batch.commands[session.next].is_inserted();
+                    if !inserted {
+                        self.handlers.unanswered(&head.batch, session.next);
+                    }
                     self.settled(&head.batch, session.next);
                     session.next += 1;
-                    session.acknowledge();
+                    if !inserted {
+                        session.acknowledge();
+                    }
                 }
                 Expect::Rejected(_) => self.settle_rejected(session, window),
             }

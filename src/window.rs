@@ -243,9 +243,9 @@ impl State {
     }
 
     /// Counts the next part of commands `first..end` of `batch` in flight
-    /// if it fits: in commands and request bytes, or nothing is in flight;
-    /// in reply bytes, or nothing is owed (commands sent while replies are
-    /// off may wait in flight for a later reply, which must be let through).
+    /// if it fits, or nothing in flight owes a reply (commands sent while
+    /// replies are off wait in flight for a later reply, which must be let
+    /// through): in commands and request bytes, and in reply bytes.
     fn admit(
         &mut self,
         limits: &WindowLimits,
@@ -257,7 +257,13 @@ impl State {
         let part = self.next_part(batch, first, end, budget);
         let commands = part.end.saturating_sub(first);
         let bytes = batch.byte_range(first..part.end).len();
+        // Nothing in flight owes a reply (commands sent while replies are
+        // off): only a later command's reply can release them, so it must
+        // be let through (the input confirms such commands often enough to
+        // keep them few).
+        let owes_nothing = self.reply_bytes == 0;
         let requests_fit = self.commands == 0
+            || owes_nothing
             || (self.commands + commands <= limits.commands && self.bytes + bytes <= limits.bytes);
         let replies_fit =
             self.reply_bytes == 0 || self.reply_bytes + part.reply_estimate <= limits.reply_bytes;

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender, select};
 
-use crate::batch::{Batch, InFlight};
+use crate::batch::{Batch, Expect, InFlight};
 use crate::pace::Pace;
 use crate::progress::Counters;
 use crate::stop::Stop;
@@ -101,7 +101,10 @@ impl Writer<'_> {
                     let batch = if self.stop.is_requested() {
                         match self.handed_before_the_stop() {
                             Some(batch) => Some(batch),
-                            None => break WriterEnd::Stopped,
+                            None => match self.confirmation_at_the_stop(&mut sent) {
+                                Some(marker) => Some(marker),
+                                None => break WriterEnd::Stopped,
+                            },
                         }
                     } else if input_ended {
                         let Some(redirects) = self.redirects else {
@@ -164,6 +167,18 @@ impl Writer<'_> {
         }
     }
 
+    /// A load that stops finishes the commands in flight: when the last
+    /// one written owes no reply (`CLIENT REPLY OFF`), a marker whose
+    /// reply proves they ran, so that the resume point passes them and a
+    /// resume does not run them again. Not on a quit.
+    fn confirmation_at_the_stop(&self, sent: &mut Sent) -> Option<Batch> {
+        if self.stop.is_quit() {
+            return None;
+        }
+        let (batch, index) = sent.unconfirmed_tail.take()?;
+        Some(Batch::replies_on_marker(&batch, index))
+    }
+
     /// Sends `rest` part by part, each handed to the reader before its
     /// bytes are written.
     fn send(&mut self, mut rest: InFlight, sent: &mut Sent) -> Result<(), SendFailure> {
@@ -186,6 +201,7 @@ impl Writer<'_> {
             let range = rest.batch.byte_range(part.first..part.end);
             let commands = part.command_count() as u64;
             rest.first = part.end;
+            sent.note_written(&part);
             if let Err(returned) = self.in_flight.send(part) {
                 let unsent = InFlight {
                     end: rest.end,
@@ -223,6 +239,21 @@ impl Writer<'_> {
 struct Sent {
     bytes: u64,
     commands: u64,
+    /// The last command written, when it owes no reply (`CLIENT REPLY
+    /// OFF`): nothing proves yet that it and those before it ran.
+    unconfirmed_tail: Option<(Arc<Batch>, usize)>,
+}
+
+impl Sent {
+    fn note_written(&mut self, part: &InFlight) {
+        let written = (part.first..part.end)
+            .rev()
+            .find(|&index| !matches!(part.batch.commands[index].expect, Expect::Rejected(_)));
+        if let Some(last) = written {
+            self.unconfirmed_tail = (part.batch.commands[last].expect == Expect::NoReply)
+                .then(|| (Arc::clone(&part.batch), last));
+        }
+    }
 }
 
 /// A send that failed: why, and what of the batch the reader does not have

@@ -2,7 +2,9 @@
 //! `CLIENT REPLY OFF|SKIP|ON`, transactions' nested replies, RESP3 (`-3`,
 //! `HELLO 3` mid-stream) and RESP3 push frames, which are not replies.
 
-use crate::common::{Pipeload, RedisServer, resp_command};
+use std::time::Duration;
+
+use crate::common::{Pipeload, RedisServer, TempDir, resp_command};
 
 #[test]
 fn client_reply_off_skip_on_counts_only_what_the_server_sends() {
@@ -69,6 +71,46 @@ fn input_ending_while_replies_are_off_still_loads_everything() {
     let mut client = server.client();
     assert_eq!(client.dbsize(), 10_001);
     assert_eq!(client.get("off:9999"), Some(b"9999".to_vec()));
+}
+
+/// Commands sent with replies off stay in the window until a reply proves
+/// they ran: a stretch longer than any window (150,000 SETs, 6 MB) is
+/// confirmed along the way, over one connection (a window of 100,000
+/// commands and 4 MiB) and over 16 (10,000 and 512 KiB each); the
+/// confirmations add no reply, no line to `--replies`.
+#[test]
+fn a_stretch_with_replies_off_longer_than_the_window_loads_in_full() {
+    let server = RedisServer::start();
+    let count = 150_000;
+    let mut input = String::from("SET a 1\nCLIENT REPLY OFF\n");
+    for i in 0..count {
+        input.push_str(&format!("SET off:{i} {i:0>30}\n"));
+    }
+    input.push_str("CLIENT REPLY ON\nGET a\n");
+    let dir = TempDir::new("replies-off");
+    for connections in ["1", "16"] {
+        server.client().ok(&["FLUSHALL"]);
+        let replies = dir.path().join(format!("replies-{connections}.txt"));
+        let outcome = Pipeload::new()
+            .port(server.port())
+            .args(["--connections", connections, "--replies"])
+            .arg(replies.to_str().unwrap())
+            .guard(Duration::from_secs(60))
+            .stdin(input.clone())
+            .run();
+        outcome.assert_summary(0, 3);
+        let mut client = server.client();
+        assert_eq!(client.dbsize(), count + 1, "--connections {connections}");
+        assert_eq!(
+            client.get(format!("off:{}", count - 1)),
+            Some(format!("{:0>30}", count - 1).into_bytes())
+        );
+        assert_eq!(
+            std::fs::read_to_string(&replies).unwrap(),
+            "OK\nOK\n1\n",
+            "--connections {connections}"
+        );
+    }
 }
 
 #[test]

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::common::{FakeServer, Outcome, Pipeload, RedisServer, TempDir, sets, wait_until};
+use crate::common::{
+    FakeServer, Outcome, Pipeload, RedisServer, TempDir, middle_line_end, sets, wait_until,
+};
 
 /// The value of the stdout line `name: value`, if there is one.
 fn summary_line(outcome: &Outcome, name: &str) -> Option<String> {
@@ -90,6 +92,77 @@ fn a_signal_while_connecting_ends_the_run_with_its_summary() {
             "nothing was sent: the resume point is the --skip given",
         )
         .assert_stderr_contains("before loading");
+}
+
+/// With `CLIENT REPLY OFF`, nothing answers the commands sent: a stop
+/// confirms them (a marker the server answers) before the summary, so the
+/// resume point passes every command that ran and none is "in flight";
+/// over several connections, only those the summary names as answered
+/// after the resume point run twice.
+fn a_stop_with_replies_off_resumes_without_running_anything_twice(connections: &str) {
+    let server = RedisServer::start();
+    let count = 200_000;
+    let mut input = String::from("CLIENT REPLY OFF\n");
+    for i in 0..count {
+        input.push_str(&format!("INCR counter:{i}\n"));
+    }
+    let input = input.into_bytes();
+    let args = ["--connections", connections];
+    let mut running = Pipeload::new()
+        .port(server.port())
+        .args(args)
+        .guard(Duration::from_secs(60))
+        .spawn();
+    let half = middle_line_end(&input);
+    running.write_stdin(&input[..half]).expect("write");
+    let mut client = server.client();
+    wait_until(Duration::from_secs(30), "a quarter of the counters", || {
+        client.dbsize() >= count / 4
+    });
+    running.signal("TERM");
+    let first = running.finish();
+    let acknowledged = first.assert_stopped(143);
+    first.check(
+        summary_line(&first, "in flight").is_none(),
+        "the commands sent with replies off were confirmed at the stop",
+    );
+    let twice: i64 = summary_line(&first, "answered after it")
+        .map_or(0, |line| line.split(' ').next().unwrap().parse().unwrap());
+    let second = Pipeload::new()
+        .port(server.port())
+        .args(args)
+        .args(["--skip", &acknowledged.to_string()])
+        .stdin(input)
+        .run();
+    second.assert_code(0);
+    let values = client
+        .cmd(&[
+            "EVAL",
+            "local ones, twos = 0, 0 \
+             for i = 0, tonumber(ARGV[1]) - 1 do \
+               local value = redis.call('GET', 'counter:' .. i) \
+               if value == '1' then ones = ones + 1 elseif value == '2' then twos = twos + 1 end \
+             end return {ones, twos}",
+            "0",
+            &count.to_string(),
+        ])
+        .into_array();
+    let (ones, twos) = (values[0].as_int(), values[1].as_int());
+    assert_eq!(
+        (ones, twos),
+        (count - twos, twice),
+        "every counter once but those named as answered after the resume point\n{first}\n{second}"
+    );
+}
+
+#[test]
+fn a_stop_with_replies_off_resumes_without_running_anything_twice_over_one_connection() {
+    a_stop_with_replies_off_resumes_without_running_anything_twice("1");
+}
+
+#[test]
+fn a_stop_with_replies_off_resumes_without_running_anything_twice_over_four_connections() {
+    a_stop_with_replies_off_resumes_without_running_anything_twice("4");
 }
 
 // --- --max-errors ----------------------------------------------------------------

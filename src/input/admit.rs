@@ -152,6 +152,14 @@ fn asks_to_block(encoded: &[u8]) -> bool {
     false
 }
 
+/// While `CLIENT REPLY OFF` is in effect, a confirmation goes out after
+/// this many commands sent without a reply…
+const CONFIRM_AFTER_COMMANDS: usize = 4096;
+/// …or this many of their bytes: well inside the smallest window
+/// (`window::SHARED_WINDOW_FLOOR`), which holds them until a reply proves
+/// they ran.
+const CONFIRM_AFTER_BYTES: usize = 256 * 1024;
+
 /// Tracks `CLIENT REPLY` and `MULTI` along the input to decide what each
 /// command will get back.
 #[derive(Debug)]
@@ -160,6 +168,10 @@ pub(super) struct ReplyTracker {
     pub(super) in_multi: bool,
     /// Some command sent after the last answered one gets no reply.
     pub(super) unanswered_tail: bool,
+    /// Commands sent, and their bytes, while replies are off since the last
+    /// command answered or the last confirmation.
+    unconfirmed_commands: usize,
+    unconfirmed_bytes: usize,
 }
 
 impl ReplyTracker {
@@ -168,7 +180,37 @@ impl ReplyTracker {
             mode: ReplyMode::On,
             in_multi: false,
             unanswered_tail: false,
+            unconfirmed_commands: 0,
+            unconfirmed_bytes: 0,
         }
+    }
+
+    /// Counts a command placed in a batch: one sent while replies are off
+    /// is proven run only by a later reply.
+    pub(super) fn note_placed(&mut self, expect: Expect, bytes: usize) {
+        match expect {
+            Expect::NoReply if self.mode == ReplyMode::Off => {
+                self.unconfirmed_commands += 1;
+                self.unconfirmed_bytes += bytes;
+            }
+            Expect::Reply => self.confirmed(),
+            _ => {}
+        }
+    }
+
+    /// Enough commands went out with replies off that a confirmation
+    /// (`Batch::confirmation`) must follow before the next: without a reply
+    /// they would fill the window and hold it full, and the resume point
+    /// would not move. Never inside a transaction, where it would be queued.
+    pub(super) fn confirmation_due(&self) -> bool {
+        !self.in_multi
+            && (self.unconfirmed_commands >= CONFIRM_AFTER_COMMANDS
+                || self.unconfirmed_bytes >= CONFIRM_AFTER_BYTES)
+    }
+
+    pub(super) fn confirmed(&mut self) {
+        self.unconfirmed_commands = 0;
+        self.unconfirmed_bytes = 0;
     }
 
     fn expect(&mut self, role: CommandRole) -> (Expect, CommandKind) {
@@ -227,6 +269,9 @@ pub(super) struct InputState {
     /// Commands in the sources read so far.
     pub(super) commands_before_source: u64,
     pub(super) keep_originals: bool,
+    /// Talking to a server: commands sent while replies are off get a
+    /// confirmation now and then (`ReplyTracker::confirmation_due`).
+    pub(super) confirm_replies_off: bool,
     /// Where the open transaction's `MULTI` was, while one is open.
     pub(super) open_transaction: Option<InputError>,
     /// A cluster load: `CLIENT REPLY SKIP` is refused.

@@ -278,6 +278,7 @@ pub fn read_input(
         progress: options.progress.clone(),
         commands_before_source: 0,
         keep_originals: options.keep_originals,
+        confirm_replies_off: options.confirm_unanswered_tail,
         cluster: options.cluster,
         open_transaction: None,
         warned_blocking: false,
@@ -440,6 +441,18 @@ impl<'a> SourceReader<'a> {
             if full && !state.tracker.in_multi {
                 self.send_batch()?;
             }
+            if state.confirm_replies_off && state.tracker.confirmation_due() {
+                self.send_batch()?;
+                self.batches
+                    .send(Batch::confirmation(
+                        self.index,
+                        self.seq_offset,
+                        self.command_no,
+                        state.keep_originals,
+                    ))
+                    .map_err(|_| InputError::Stopped)?;
+                state.tracker.confirmed();
+            }
             let progressed = match self.format {
                 Format::Auto if first == b'*' => self.frame_resp(state)?,
                 Format::Auto | Format::Text => self.frame_text_line(state),
@@ -489,6 +502,11 @@ impl<'a> SourceReader<'a> {
         kind: CommandKind,
     ) {
         self.batch.push_command(line_no, is_resp, expect, kind);
+        let bytes = self
+            .batch
+            .command_range(self.batch.commands.len() - 1)
+            .len();
+        state.tracker.note_placed(expect, bytes);
         if let Some(command) = self.batch.commands.last()
             && !state.warned_blocking
             && state.blocking_classes.may_block(command.reply_class)
