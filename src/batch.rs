@@ -349,14 +349,19 @@ impl Batch {
 
     /// `routed_from`, with room for about one `shares`th of `from`'s
     /// commands: a route splitting `from` evenly between `shares` lanes
-    /// then seldom grows a batch.
+    /// then seldom grows a batch. At most 1 MiB of bytes each: for an
+    /// input batch of one huge command, the lanes that will not get it
+    /// reserve little.
     pub fn routed_share(from: &Batch, shares: usize) -> Self {
+        const MOST_BYTES_RESERVED: usize = 1024 * 1024;
         let room = |total: usize| {
             let even = total / shares.max(1);
             even + even / 4
         };
         let mut batch = Batch::routed_from(from);
-        batch.bytes.reserve(room(from.bytes.len()));
+        batch
+            .bytes
+            .reserve(room(from.bytes.len()).min(MOST_BYTES_RESERVED));
         batch.commands.reserve(room(from.commands.len()));
         batch.members = Members::Routed(Vec::with_capacity(room(from.commands.len())));
         batch
