@@ -702,6 +702,38 @@ mod tests {
     }
 
     #[test]
+    fn commands_that_owe_nothing_never_hold_the_window_full() {
+        let limits = WindowLimits {
+            commands: 10,
+            bytes: 1000,
+            ..LIMITS
+        };
+        let mut state = State::new(&limits);
+        let mut batch = Batch::new(0, 0, 1, 0);
+        for _ in 0..30 {
+            batch
+                .bytes
+                .extend_from_slice(&command_bytes(&[b"SET", b"key", b"value"]));
+            batch.push_command(1, true, Expect::NoReply, CommandKind::Plain);
+        }
+        let batch = Arc::new(batch);
+        // Past the limits in commands: only a later reply can release
+        // them, so what follows (the confirmation) must go out.
+        assert!(state.admit(&limits, &batch, 0, 10).is_some());
+        assert!(state.admit(&limits, &batch, 10, 30).is_some());
+        measure(&mut state, "PING", 5);
+        let confirmation = batch_of(&[("PING", 2)]);
+        assert_eq!(
+            state
+                .admit(&limits, &confirmation, 0, 2)
+                .map(|part| part.end),
+            Some(2)
+        );
+        // Now a reply is owed: the window is full again until it comes.
+        assert_eq!(state.admit(&limits, &confirmation, 0, 2), None);
+    }
+
+    #[test]
     fn release_frees_what_was_counted() {
         let mut state = State::new(&LIMITS);
         measure(&mut state, "GET", 1024);
