@@ -420,6 +420,13 @@ mod tests {
         reply_bytes: 64 * 1024,
     };
 
+    /// A window of 10 commands and 1,000 request bytes.
+    const FEW_REQUESTS: WindowLimits = WindowLimits {
+        commands: 10,
+        bytes: 1000,
+        ..LIMITS
+    };
+
     fn batch_of(commands: &[(&str, usize)]) -> Arc<Batch> {
         let mut batch = Batch::new(0, 0, 1, 0);
         for &(name, count) in commands {
@@ -434,6 +441,18 @@ mod tests {
                 };
                 batch.push_command(1, true, Expect::Reply, kind);
             }
+        }
+        Arc::new(batch)
+    }
+
+    /// `count` SETs sent while replies are off.
+    fn sets_without_replies(count: usize) -> Arc<Batch> {
+        let mut batch = Batch::new(0, 0, 1, 0);
+        for _ in 0..count {
+            batch
+                .bytes
+                .extend_from_slice(&command_bytes(&[b"SET", b"key", b"value"]));
+            batch.push_command(1, true, Expect::NoReply, CommandKind::Plain);
         }
         Arc::new(batch)
     }
@@ -637,12 +656,7 @@ mod tests {
     fn commands_waiting_for_a_later_reply_do_not_hold_back_a_big_one() {
         let mut state = State::new(&LIMITS);
         measure(&mut state, "HGETALL", 1024 * 1024);
-        let mut batch = Batch::new(0, 0, 1, 0);
-        batch
-            .bytes
-            .extend_from_slice(&command_bytes(&[b"SET", b"key", b"value"]));
-        batch.push_command(1, true, Expect::NoReply, CommandKind::Plain);
-        let batch = Arc::new(batch);
+        let batch = sets_without_replies(1);
         state.admit(&LIMITS, &batch, 0, 1).unwrap();
         // The SET waits for the HGETALL's reply to prove it ran: nothing is
         // owed, so the HGETALL goes, alone in reply bytes.
@@ -686,13 +700,7 @@ mod tests {
     #[test]
     fn commands_without_a_reply_due_count_no_reply_bytes() {
         let mut state = State::new(&LIMITS);
-        let mut batch = Batch::new(0, 0, 1, 0);
-        for _ in 0..1000 {
-            batch
-                .bytes
-                .extend_from_slice(&command_bytes(&[b"SET", b"key", b"value"]));
-            batch.push_command(1, true, Expect::NoReply, CommandKind::Plain);
-        }
+        let batch = sets_without_replies(1000);
         let part = state.admit(&LIMITS, &batch, 0, 1000).unwrap();
         let whole = Part {
             end: 1000,
@@ -703,20 +711,9 @@ mod tests {
 
     #[test]
     fn commands_that_owe_nothing_never_hold_the_window_full() {
-        let limits = WindowLimits {
-            commands: 10,
-            bytes: 1000,
-            ..LIMITS
-        };
+        let limits = FEW_REQUESTS;
         let mut state = State::new(&limits);
-        let mut batch = Batch::new(0, 0, 1, 0);
-        for _ in 0..30 {
-            batch
-                .bytes
-                .extend_from_slice(&command_bytes(&[b"SET", b"key", b"value"]));
-            batch.push_command(1, true, Expect::NoReply, CommandKind::Plain);
-        }
-        let batch = Arc::new(batch);
+        let batch = sets_without_replies(30);
         // Past the limits in commands: only a later reply can release
         // them, so what follows (the confirmation) must go out.
         assert!(state.admit(&limits, &batch, 0, 10).is_some());
@@ -748,11 +745,7 @@ mod tests {
 
     #[test]
     fn request_bytes_and_commands_still_bound_the_window() {
-        let limits = WindowLimits {
-            commands: 10,
-            bytes: 1000,
-            ..LIMITS
-        };
+        let limits = FEW_REQUESTS;
         let mut state = State::new(&limits);
         measure(&mut state, "SET", 5);
         let batch = batch_of(&[("SET", 6)]);
