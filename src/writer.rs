@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender, select};
 
-use crate::batch::{Batch, Expect, InFlight};
+use crate::batch::{Batch, CommandKind, Expect, InFlight};
 use crate::pace::Pace;
 use crate::progress::Counters;
 use crate::stop::Stop;
@@ -170,13 +170,21 @@ impl Writer<'_> {
     /// A load that stops finishes the commands in flight: when the last
     /// one written owes no reply (`CLIENT REPLY OFF`), a marker whose
     /// reply proves they ran, so that the resume point passes them and a
-    /// resume does not run them again. Not on a quit.
+    /// resume does not run them again. Not on a quit, nor inside a
+    /// transaction left open (an input cut inside `MULTI`), where the
+    /// server would queue it.
     fn confirmation_at_the_stop(&self, sent: &mut Sent) -> Option<Batch> {
         if self.stop.is_quit() {
             return None;
         }
         let (batch, index) = sent.unconfirmed_tail.take()?;
-        Some(Batch::replies_on_marker(&batch, index))
+        // The input keeps a transaction whole in one batch.
+        let open_transaction = batch.commands[..=index]
+            .iter()
+            .rev()
+            .find(|command| matches!(command.kind, CommandKind::Multi | CommandKind::EndMulti))
+            .is_some_and(|command| command.kind == CommandKind::Multi);
+        (!open_transaction).then(|| Batch::replies_on_marker(&batch, index))
     }
 
     /// Sends `rest` part by part, each handed to the reader before its
