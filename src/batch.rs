@@ -405,13 +405,21 @@ impl Batch {
     /// right after `OFF` or `SKIP`).
     pub fn replies_on_marker(from: &Batch, index: usize) -> Self {
         let mut marker = Batch::routed_from(from);
-        marker.bytes = command_bytes(&[b"CLIENT", b"REPLY", b"ON"]);
-        marker.push_command(0, true, Expect::Marker, CommandKind::Plain);
-        marker.routed_as(from, index, None);
-        if from.original(index).is_some() {
-            marker.push_original(b"");
-        }
+        marker.push_own(&[b"CLIENT", b"REPLY", b"ON"], Expect::Marker, from, index);
         marker
+    }
+
+    /// Appends one of pipeload's own commands (a marker, `ASKING`) to a
+    /// batch made by `routed_from`, at the input position of command
+    /// `index` of `from`: line 0, and an empty original where `from` keeps
+    /// originals.
+    pub fn push_own(&mut self, args: &[&[u8]], expect: Expect, from: &Batch, index: usize) {
+        self.bytes.extend_from_slice(&command_bytes(args));
+        self.push_command(0, true, expect, CommandKind::Plain);
+        self.routed_as(from, index, None);
+        if from.original(index).is_some() {
+            self.push_original(b"");
+        }
     }
 
     /// Records the command whose bytes were just appended to `bytes`.

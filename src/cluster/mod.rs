@@ -42,7 +42,6 @@ use crate::batch::{Batch, CommandKind, Expect};
 use crate::config::{Config, Endpoint};
 use crate::conn::{self, SessionReplay};
 use crate::control::{Value, query};
-use crate::encode::command_bytes;
 use crate::handover::NodeLoss;
 use crate::route::NewLane;
 use crate::summary::{ClusterEvents, report};
@@ -440,12 +439,7 @@ impl<'a> ClusterLinks<'a> {
         };
         let mut resent = Batch::routed_from(batch);
         if kind == b"ASK" {
-            resent.bytes = command_bytes(&[b"ASKING"]);
-            resent.push_command(0, true, Expect::Marker, CommandKind::Plain);
-            resent.routed_as(batch, index, None);
-            if batch.original(index).is_some() {
-                resent.push_original(b"");
-            }
+            resent.push_own(&[b"ASKING"], Expect::Marker, batch, index);
         }
         // Still unsettled: its slot's count goes with it.
         resent.push_copy(batch, index, None, batch.slot(index));

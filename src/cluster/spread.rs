@@ -36,7 +36,6 @@ use super::outstanding::Outstanding;
 use super::slot::key_slot;
 use crate::batch::{Batch, CommandKind, Expect};
 use crate::control::{Value, query};
-use crate::encode::command_bytes;
 use crate::reply_order::RepliesOut;
 use crate::resp::{command_args, command_args_into, name_and_first_arg};
 use crate::route::{BatchRouter, Routed, Stopped, run_router};
@@ -483,12 +482,7 @@ impl SpreadRouter<'_> {
     fn confirm_tails(&mut self, split: &mut [Batch], batch: &Batch, index: usize) {
         for (lane, target) in split.iter_mut().enumerate() {
             if std::mem::take(&mut self.unanswered_tail[lane]) {
-                target.bytes.extend_from_slice(&command_bytes(&[b"PING"]));
-                target.push_command(0, true, Expect::Marker, CommandKind::Plain);
-                target.routed_as(batch, index, None);
-                if batch.original(index).is_some() {
-                    target.push_original(b"");
-                }
+                target.push_own(&[b"PING"], Expect::Marker, batch, index);
             }
         }
     }
